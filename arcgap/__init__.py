@@ -1,0 +1,3 @@
+"""arcgap: carry container images across an air gap, digest for digest."""
+
+__version__ = "0.1.0"

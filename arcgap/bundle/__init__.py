@@ -1,0 +1,1 @@
+"""The bundle: one zstd-compressed tar holding ``arcgap.yaml`` and an OCI image layout."""

@@ -1,0 +1,210 @@
+"""Read a bundle in one streaming pass without extracting it: manifest first, then verified blobs.
+
+Input is untrusted: member names and order must be exactly what ``arcgap.yaml`` declares, sizes must
+match, and every blob is checked by size and digest before its last chunk is handed on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from arcgap.bundle import tarstream
+from arcgap.bundle.format import (
+    INDEX_NAME,
+    LAYOUT_NAME,
+    MANIFEST_NAME,
+    MAX_YAML_BYTES,
+    BlobEntry,
+    BundleManifest,
+)
+from arcgap.digest import Verifier
+from arcgap.errors import BundleFormatError, IntegrityError, LocalIOError
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_CHUNK = 1024 * 1024
+OPTIONAL_MEMBERS = ("manifest.json",)  # docker-load compatibility (written by later versions)
+MAX_SMALL_MEMBER = 16 * 1024 * 1024
+
+
+class _ZstdErrors:
+    """Wraps the decompressing stream so zstd failures surface as IntegrityError."""
+
+    def __init__(self, inner: BinaryIO, origin: str) -> None:
+        self._inner = inner
+        self._origin = origin
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._inner.read(n)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{self._origin}: compressed data is damaged ({exc})") from None
+
+
+class BundleReader:
+    """Iterate a bundle. ``manifest`` is available right after construction."""
+
+    def __init__(self, stream: BinaryIO, *, origin: str) -> None:
+        self.origin = origin
+        head = stream.read(4)
+        if head != ZSTD_MAGIC:
+            raise BundleFormatError(
+                f"{origin} is not an arcgap bundle (not zstd-compressed)",
+                hint="give the .tar.zst file written by 'arcgap export'",
+            )
+        dctx = zstandard.ZstdDecompressor()
+        raw = _Prepend(head, stream)
+        self._zr = dctx.stream_reader(raw, read_size=READ_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
+        self._tar = tarstream.TarReader(_ZstdErrors(self._zr, origin))  # type: ignore[arg-type]
+        self.current: str = MANIFEST_NAME
+        first = self._tar.next_member()
+        if first is None or first.name != MANIFEST_NAME:
+            raise BundleFormatError(
+                f"{origin} is not an arcgap bundle (first member is {first.name if first else 'missing'!r})",
+                hint="give the file written by 'arcgap export'",
+            )
+        if first.size > MAX_YAML_BYTES:
+            raise BundleFormatError(f"{origin}: {MANIFEST_NAME} is implausibly large ({first.size} bytes)")
+        self.manifest_bytes = self._read_whole(first.size)
+        self.manifest = BundleManifest.from_yaml(self.manifest_bytes, origin=f"{origin}:{MANIFEST_NAME}")
+        self.layout_files: dict[str, bytes] = {}
+        self._blobs_done = 0
+
+    def _read_whole(self, size: int) -> bytes:
+        return b"".join(self._tar.iter_member(READ_CHUNK))
+
+    def _next(self) -> tarstream.MemberHeader | None:
+        try:
+            return self._tar.next_member()
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.origin}: {exc.message} (after {self.current})") from None
+
+    def _read_layout(self) -> tarstream.MemberHeader | None:
+        """Read oci-layout, index.json and optional members; return the first blob member header."""
+        expected = [LAYOUT_NAME, INDEX_NAME]
+        while True:
+            member = self._next()
+            if member is None or member.name.startswith("blobs/"):
+                break
+            name = member.name
+            if expected and name == expected[0]:
+                expected.pop(0)
+            elif not expected and name in OPTIONAL_MEMBERS and name not in self.layout_files:
+                pass
+            else:
+                raise BundleFormatError(f"{self.origin}: unexpected member {name[:200]!r}")
+            if member.size > MAX_SMALL_MEMBER:
+                raise BundleFormatError(f"{self.origin}: member {name} is implausibly large")
+            self.current = name
+            self.layout_files[name] = self._read_whole(member.size)
+        if expected:
+            if member is None:
+                raise IntegrityError(f"{self.origin}: bundle truncated: {expected[0]} missing")
+            raise BundleFormatError(f"{self.origin}: {expected[0]} missing before the blobs")
+        self._check_layout()
+        return member
+
+    def _check_layout(self) -> None:
+        try:
+            layout = json.loads(self.layout_files[LAYOUT_NAME])
+            index = json.loads(self.layout_files[INDEX_NAME])
+        except ValueError:
+            raise BundleFormatError(f"{self.origin}: oci-layout or index.json is not JSON") from None
+        if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
+            raise BundleFormatError(f"{self.origin}: oci-layout lacks imageLayoutVersion")
+        listed = {(m.get("digest"), (m.get("annotations") or {}).get("org.opencontainers.image.ref.name"))
+                  for m in index.get("manifests", []) if isinstance(m, dict)} if isinstance(index, dict) else set()
+        declared = {(str(i.digest), i.ref_name) for i in self.manifest.images}
+        if listed != declared:
+            raise BundleFormatError(f"{self.origin}: index.json does not match {MANIFEST_NAME}")
+
+    def blobs(self) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
+        """Yield each blob with an iterator of its verified bytes; consume it before asking for the next."""
+        member = self._read_layout()
+        expected = list(self.manifest.blobs)
+        for n, entry in enumerate(expected):
+            if member is None:
+                missing = len(expected) - n
+                raise IntegrityError(
+                    f"{self.origin}: bundle truncated: blob {entry.digest} missing"
+                    + (f" (and {missing - 1} more)" if missing > 1 else "")
+                )
+            if member.name != entry.member:
+                raise BundleFormatError(
+                    f"{self.origin}: unexpected member {member.name[:200]!r} where {entry.member} belongs"
+                )
+            if member.size != entry.size:
+                raise IntegrityError(
+                    f"{self.origin}: blob {entry.digest}: size {member.size} differs from the declared {entry.size}"
+                )
+            self.current = f"blob {entry.digest}"
+            verifier = Verifier(entry.digest, entry.size, what=f"blob {entry.digest}")
+            yield entry, self._verified(verifier)
+            if self._tar._remaining:
+                raise RuntimeError("blob iterator not consumed")
+            self._blobs_done += 1
+            member = self._next()
+        if member is not None:
+            raise BundleFormatError(f"{self.origin}: unexpected member {member.name[:200]!r} after the last blob")
+        self._drain()
+
+    def _verified(self, verifier: Verifier) -> Iterator[bytes]:
+        pending: bytes | None = None
+        try:
+            for chunk in self._tar.iter_member(READ_CHUNK):
+                verifier.update(chunk)
+                if pending is not None:
+                    yield pending
+                pending = chunk
+        except IntegrityError as exc:
+            if exc.message.startswith(self.origin):
+                raise
+            raise IntegrityError(f"{self.origin}: {verifier.what}: {exc.message}") from None
+        verifier.finish()
+        if pending is not None:
+            yield pending
+
+    def _drain(self) -> None:
+        """Read to the end of the zstd stream so its checksum is checked; only zero padding may follow."""
+        while True:
+            data = self._tar.read_trailing(READ_CHUNK)
+            if not data:
+                return
+            if data.strip(b"\0"):
+                raise BundleFormatError(f"{self.origin}: unexpected data after the end of the archive")
+
+
+class _Prepend:
+    """A stream with some bytes put back in front."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0:
+                data, self._head = self._head + self._stream.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            if len(data) < n:
+                data += self._stream.read(n - len(data))
+            return data
+        return self._stream.read(n)
+
+
+@contextmanager
+def open_bundle(path: Path) -> Iterator[BundleReader]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise LocalIOError(f"{path}: no such file", hint="check the bundle path") from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read {path}: {exc.strerror}") from None
+    with fh:
+        yield BundleReader(fh, origin=str(path))

@@ -1,0 +1,91 @@
+"""The one exception root: every expected failure carries a message, a hint and an exit code.
+
+Only ``arcgap.cli`` turns these into ``error: …`` / ``hint: …`` on stderr and an exit status.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ExitCode:
+    """Documented exit statuses (README, "Exit codes")."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: unexpected exception
+    USAGE = 2  # bad options, bad image list, missing required value
+    AUTH = 3  # wrong or missing credentials, access denied
+    NOT_FOUND = 4  # image, tag or repository does not exist at the source/target
+    NETWORK = 5  # registry unreachable, TLS failure, repeated transient failures
+    REGISTRY = 6  # the registry answered with an error we cannot work around
+    INTEGRITY = 7  # bundle corrupt or truncated, digest/size mismatch
+    BUNDLE_FORMAT = 8  # not a bundle, unsupported format version, hostile member
+    LOCAL_IO = 9  # disk full, permission denied, file exists
+    TARGET_MISMATCH = 10  # target digest differs from the bundle after push
+    INTERRUPTED = 130
+
+
+class ArcgapError(Exception):
+    """Base of every expected failure."""
+
+    exit_code: ClassVar[int] = ExitCode.INTERNAL
+    default_hint: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ArcgapError):
+    exit_code = ExitCode.USAGE
+    default_hint = "run the command with --help for usage"
+
+
+class AuthError(ArcgapError):
+    exit_code = ExitCode.AUTH
+
+
+class NotFoundError(ArcgapError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class NetworkError(ArcgapError):
+    exit_code = ExitCode.NETWORK
+
+
+class TLSError(NetworkError):
+    pass
+
+
+class RegistryError(ArcgapError):
+    """The registry answered with an error; ``codes`` holds the OCI error codes of ``errors[]``."""
+
+    exit_code = ExitCode.REGISTRY
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, status: int = 0, codes: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.codes = codes
+
+
+class IntegrityError(ArcgapError):
+    exit_code = ExitCode.INTEGRITY
+    default_hint = "the bundle is damaged: copy it again from the original, then run 'arcgap verify'"
+
+
+class BundleFormatError(ArcgapError):
+    exit_code = ExitCode.BUNDLE_FORMAT
+
+
+class LocalIOError(ArcgapError):
+    exit_code = ExitCode.LOCAL_IO
+
+
+class TargetMismatchError(ArcgapError):
+    exit_code = ExitCode.TARGET_MISMATCH

@@ -1,0 +1,87 @@
+"""Download blobs in parallel while handing them on strictly in order, with bounded memory.
+
+Each blob gets a small queue of chunks; at most ``jobs`` blobs are in flight, so memory stays at about
+jobs × depth × chunk size however large a layer is.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class OrderedPrefetcher:
+    """``for item, chunks in OrderedPrefetcher(items, fetch, jobs=4)`` — chunks must be consumed in turn."""
+
+    def __init__(
+        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = 4, depth: int = 8
+    ) -> None:
+        self._items = list(items)
+        self._fetch = fetch
+        self._jobs = max(1, jobs)
+        self._queues = [queue.Queue(maxsize=depth) for _ in self._items]  # type: list[queue.Queue[object]]
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _put(self, q: queue.Queue[object], value: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(value, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                index = self._next
+                self._next += 1
+            if index >= len(self._items):
+                return
+            q = self._queues[index]
+            try:
+                for chunk in self._fetch(self._items[index]):
+                    if not self._put(q, chunk):
+                        return
+                self._put(q, _DONE)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                self._put(q, _Failed(exc))
+
+    def _chunks(self, index: int) -> Iterator[bytes]:
+        q = self._queues[index]
+        while True:
+            value = q.get()
+            if value is _DONE:
+                return
+            if isinstance(value, _Failed):
+                raise value.exc
+            yield value  # type: ignore[misc]
+
+    def __iter__(self) -> Iterator[tuple[T, Iterator[bytes]]]:
+        for _ in range(min(self._jobs, len(self._items))):
+            t = threading.Thread(target=self._worker, daemon=True, name="arcgap-fetch")
+            t.start()
+            self._threads.append(t)
+        try:
+            for index, item in enumerate(self._items):
+                yield item, self._chunks(index)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)

@@ -1,0 +1,147 @@
+"""Registry authentication by challenge: anonymous, Basic, and Bearer tokens scoped per repository."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from arcgap.errors import AuthError, NetworkError
+from arcgap.registry.credentials import Credentials
+
+_PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
+TOKEN_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lower-case: "basic" or "bearer"
+    params: dict[str, str]
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """Parse one ``WWW-Authenticate`` value; quoted values may contain commas (``scope="…:pull,push"``)."""
+    header = header.strip()
+    if not header:
+        return None
+    scheme, _, rest = header.partition(" ")
+    params = {}
+    for key, value in _PARAM_RE.findall(rest):
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[key.lower()] = value
+    return Challenge(scheme.lower(), params)
+
+
+def repo_scope(repository: str, actions: str) -> str:
+    return f"repository:{repository}:{actions}"
+
+
+class Authenticator:
+    """Holds one registry's challenge and a cache of tokens keyed by their scope set. Thread-safe."""
+
+    def __init__(self, http: httpx.Client, *, registry: str, role: str, credentials: Credentials | None) -> None:
+        self._http = http
+        self.registry = registry
+        self.role = role
+        self._credentials = credentials
+        self._challenge: Challenge | None = None
+        self._tokens: dict[frozenset[str], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self.tokens_fetched = 0
+
+    def __repr__(self) -> str:
+        return f"Authenticator(registry={self.registry!r}, role={self.role!r})"
+
+    def _env_hint(self) -> str:
+        prefix = self.role.upper()
+        return f"check {prefix}_DOCKER_USERNAME and {prefix}_DOCKER_PASSWORD (or your docker login for {self.registry})"
+
+    def set_challenge(self, header: str | None) -> None:
+        with self._lock:
+            self._challenge = parse_challenge(header) if header else None
+
+    @property
+    def has_challenge(self) -> bool:
+        return self._challenge is not None
+
+    def header(self, scopes: frozenset[str], *, refresh: bool = False) -> str | None:
+        """The Authorization value for a request needing ``scopes`` (None: anonymous access)."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            creds = self._credentials
+            if creds is None or creds.identity_token:
+                raise AuthError(
+                    f"{self.registry} requires a username and password",
+                    hint=self._env_hint(),
+                )
+            raw = f"{creds.username}:{creds.password.reveal()}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        if challenge.scheme == "bearer":
+            return "Bearer " + self._token(challenge, scopes, refresh=refresh)
+        raise AuthError(f"{self.registry} asks for unsupported authentication {challenge.scheme!r}")
+
+    def _token(self, challenge: Challenge, scopes: frozenset[str], *, refresh: bool) -> str:
+        with self._lock:
+            cached = self._tokens.get(scopes)
+            if cached and not refresh and cached[1] > time.monotonic():
+                return cached[0]
+        token, lifetime = self._fetch_token(challenge, scopes)
+        with self._lock:
+            self._tokens[scopes] = (token, time.monotonic() + max(lifetime - TOKEN_MARGIN_S, 1.0))
+        return token
+
+    def _fetch_token(self, challenge: Challenge, scopes: frozenset[str]) -> tuple[str, float]:
+        realm = challenge.params.get("realm")
+        if not realm:
+            raise AuthError(f"{self.registry} sent a Bearer challenge without a realm")
+        service = challenge.params.get("service")
+        creds = self._credentials
+        query: list[tuple[str, str]] = []
+        if service:
+            query.append(("service", service))
+        query.extend(("scope", s) for s in sorted(scopes))
+        try:
+            if creds is not None and creds.identity_token:
+                form = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.password.reveal(),
+                    "client_id": "arcgap",
+                    "scope": " ".join(sorted(scopes)),
+                }
+                if service:
+                    form["service"] = service
+                resp = self._http.post(realm, data=form)
+            else:
+                auth = (creds.username, creds.password.reveal()) if creds is not None else None
+                resp = self._http.get(realm, params=query, auth=auth)
+        except httpx.TransportError as exc:
+            raise NetworkError(
+                f"cannot reach the token server of {self.registry} ({httpx.URL(realm).host}): "
+                f"{type(exc).__name__}",
+                hint="check that the token server named by the registry is reachable from here",
+            ) from None
+        self.tokens_fetched += 1
+        if resp.status_code in (401, 403):
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise AuthError(
+                f"{self.registry}: the token server refused {who} ({resp.status_code})", hint=self._env_hint()
+            )
+        if resp.status_code != 200:
+            raise AuthError(f"{self.registry}: token server answered {resp.status_code}", hint=self._env_hint())
+        try:
+            doc = resp.json()
+            token = doc.get("token") or doc.get("access_token")
+            lifetime = float(doc.get("expires_in") or 60)
+        except (ValueError, AttributeError):
+            token = None
+            lifetime = 0.0
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"{self.registry}: the token server's answer holds no token")
+        return token, lifetime

@@ -1,0 +1,446 @@
+"""A small OCI Distribution client: raw manifest bytes, verified streamed blobs, resumable uploads.
+
+Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from arcgap.digest import Digest, Verifier
+from arcgap.errors import (
+    ArcgapError,
+    AuthError,
+    IntegrityError,
+    NetworkError,
+    NotFoundError,
+    RegistryError,
+    TLSError,
+)
+from arcgap.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
+from arcgap.registry.auth import Authenticator, repo_scope
+from arcgap.registry.credentials import Credentials
+from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
+
+CHUNK_BYTES = 1024 * 1024
+UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # bounded memory per upload; each PATCH can be re-sent
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    raw: bytes
+    media_type: str
+    digest: Digest
+
+
+def _decode_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
+    """Codes and messages from the registry's ``{"errors": [{"code", "message"}]}`` body."""
+    try:
+        body = resp.read()
+        doc = json.loads(body[:65536]) if body else {}
+        errors = doc.get("errors") if isinstance(doc, dict) else None
+    except (ValueError, httpx.HTTPError):
+        return (), ""
+    if not isinstance(errors, list):
+        return (), ""
+    codes, messages = [], []
+    for err in errors:
+        if isinstance(err, dict):
+            code = str(err.get("code", ""))
+            codes.append(code)
+            msg = str(err.get("message", "")).strip()
+            messages.append(f"{code}: {msg}" if msg else code)
+    return tuple(codes), "; ".join(messages)
+
+
+class RegistryClient:
+    """One registry host. Safe to share between threads (httpx pool + locked token cache)."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        role: str,
+        credentials: Credentials | None = None,
+        tls: TLSOptions | None = None,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 8,
+    ) -> None:
+        self.registry = registry
+        self.role = role
+        self.tls = tls or TLSOptions()
+        self.retry = retry or RetryPolicy()
+        self.base_url = f"{self.tls.scheme}://{registry}"
+        self._http = make_http_client(registry, self.tls, max_connections=max_connections)
+        self.auth = Authenticator(self._http, registry=registry, role=role, credentials=credentials)
+        self._pinged = False
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.base_url!r}, role={self.role!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def _hint_tls(self) -> str:
+        opt = f"--{self.role}-ca-file"
+        return (
+            f"give the registry's CA with {opt} (or put it in /etc/docker/certs.d/{self.registry}/ca.crt); "
+            f"use --{self.role}-plain-http if the registry speaks plain HTTP"
+        )
+
+    def _transport_error(self, exc: Exception, what: str) -> ArcgapError:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            return TLSError(f"{what}: TLS certificate of {self.registry} not trusted", hint=self._hint_tls())
+        if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "SSL" in text:
+            return TLSError(f"{what}: TLS handshake with {self.registry} failed ({text[:120]})",
+                            hint=self._hint_tls())
+        return NetworkError(
+            f"{what}: cannot reach {self.base_url}: {type(exc).__name__}{': ' + text[:120] if text else ''}",
+            hint=f"check {self.role.upper()}_DOCKER_REGISTRY and the network path to it",
+        )
+
+    def ping(self) -> None:
+        """GET /v2/ once: learns the auth challenge and fails early on TLS or reachability problems."""
+        if self._pinged:
+            return
+        resp = self._send("GET", "/v2/", scopes=frozenset(), what=f"connecting to {self.registry}", ping=True)
+        if resp.status_code == 401:
+            self.auth.set_challenge(resp.headers.get("www-authenticate"))
+        elif resp.status_code >= 400:
+            raise RegistryError(
+                f"{self.registry} does not answer as a container registry (GET /v2/ → {resp.status_code})",
+                status=resp.status_code,
+                hint=f"check {self.role.upper()}_DOCKER_REGISTRY",
+            )
+        self._pinged = True
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: frozenset[str],
+        what: str,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        stream: bool = False,
+        follow_redirects: bool = False,
+        ping: bool = False,
+        ok: tuple[int, ...] = (),
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        """Send with auth and retries; raise the mapped error unless the status is < 400 or in ``ok``."""
+        if not ping:
+            self.ping()
+        full = httpx.URL(url) if url.startswith("http") else httpx.URL(self.base_url + url)
+        if params:
+            full = full.copy_merge_params(params)  # keep upload state already in the query
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            hdrs = dict(headers or {})
+            if not ping:
+                auth = self.auth.header(scopes, refresh=refreshed)
+                if auth and httpx.URL(self.base_url).host == full.host:
+                    hdrs["Authorization"] = auth
+            try:
+                req = self._http.build_request(method, full, headers=hdrs, content=content)
+                resp = self._http.send(req, stream=stream, follow_redirects=follow_redirects)
+            except httpx.TransportError as exc:
+                err = self._transport_error(exc, what)
+                if isinstance(err, TLSError) or attempt >= self.retry.attempts or not idempotent:
+                    raise err from None
+                time.sleep(self.retry.delay(attempt))
+                continue
+            status = resp.status_code
+            if status == 401 and not ping and not refreshed:
+                # Token expired or challenge changed: learn it again and retry once with a fresh token.
+                self.auth.set_challenge(resp.headers.get("www-authenticate"))
+                resp.close()
+                refreshed = True
+                continue
+            if status in self.retry.statuses and attempt < self.retry.attempts:
+                delay = self.retry.delay(attempt, resp.headers.get("retry-after"))
+                resp.close()
+                time.sleep(delay)
+                continue
+            if status < 400 or status in ok or ping:
+                return resp
+            raise self._status_error(resp, what)
+
+    def _status_error(self, resp: httpx.Response, what: str) -> ArcgapError:
+        codes, detail = _decode_errors(resp)
+        resp.close()
+        status = resp.status_code
+        suffix = f": {detail}" if detail else ""
+        message = f"{what}: {status} {resp.reason_phrase}{suffix}"
+        prefix = self.role.upper()
+        if status == 401:
+            return AuthError(message, hint=f"check {prefix}_DOCKER_USERNAME and {prefix}_DOCKER_PASSWORD")
+        if status == 403:
+            return AuthError(message, hint=f"the {self.role} user lacks permission on this repository")
+        if status == 404:
+            return NotFoundError(message, hint=f"check the image name and {prefix}_DOCKER_TAG")
+        if status in self.retry.statuses:
+            return NetworkError(
+                f"{message} (gave up after {self.retry.attempts} attempts)",
+                hint="the registry keeps failing; try again later",
+            )
+        return RegistryError(message, status=status, codes=codes)
+
+    # -- manifests ----------------------------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, ref: str) -> FetchedManifest:
+        """GET a manifest by tag or digest; the raw bytes are kept and their digest computed and checked."""
+        what = f"{self.registry}/{repository}:{ref}" if ":" not in ref else f"{self.registry}/{repository}@{ref}"
+        resp = self._send(
+            "GET",
+            f"/v2/{repository}/manifests/{ref}",
+            scopes=frozenset({repo_scope(repository, "pull")}),
+            what=f"fetching manifest {what}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            stream=True,
+        )
+        try:
+            raw = b""
+            for chunk in resp.iter_bytes():
+                raw += chunk
+                if len(raw) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, f"fetching manifest {what}") from None
+        finally:
+            resp.close()
+        digest = Digest.of(raw)
+        if ref.startswith("sha256:") and str(digest) != ref:
+            raise IntegrityError(f"manifest {what}: content hashes to {digest}", hint="the registry is serving "
+                                 "content that does not match its digest; report it to the registry operator")
+        header = resp.headers.get("docker-content-digest")
+        if header and header.startswith("sha256:") and header != str(digest):
+            raise IntegrityError(f"manifest {what}: registry says {header} but content hashes to {digest}")
+        content_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        media_type = content_type if is_manifest(content_type) else (sniff_media_type(raw) or content_type)
+        return FetchedManifest(raw=raw, media_type=media_type, digest=digest)
+
+    def head_manifest(self, repository: str, ref: str) -> Digest | None:
+        """The digest a tag points at, or None when the tag does not exist."""
+        resp = self._send(
+            "HEAD",
+            f"/v2/{repository}/manifests/{ref}",
+            scopes=frozenset({repo_scope(repository, "pull")}),
+            what=f"checking {self.registry}/{repository}:{ref}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            ok=(404,),
+        )
+        if resp.status_code == 404:
+            return None
+        header = resp.headers.get("docker-content-digest")
+        if header:
+            return Digest.parse(header)
+        return self.get_manifest(repository, ref).digest
+
+    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
+        what = f"pushing manifest {self.registry}/{repository}{'@' if ref.startswith('sha256:') else ':'}{ref}"
+        resp = self._send(
+            "PUT",
+            f"/v2/{repository}/manifests/{ref}",
+            scopes=frozenset({repo_scope(repository, "pull,push")}),
+            what=what,
+            headers={"Content-Type": media_type},
+            content=raw,
+        )
+        expected = str(Digest.of(raw))
+        got = resp.headers.get("docker-content-digest")
+        if got and got != expected:
+            raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
+
+    def list_tags(self, repository: str) -> list[str]:
+        tags: list[str] = []
+        url: str | None = f"/v2/{repository}/tags/list"
+        while url:
+            resp = self._send("GET", url, scopes=frozenset({repo_scope(repository, "pull")}),
+                              what=f"listing tags of {self.registry}/{repository}")
+            doc = resp.json()
+            tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
+            link = resp.headers.get("link")
+            url = None
+            if link and "rel=\"next\"" in link:
+                target = link.split(";")[0].strip().strip("<>")
+                url = target if target.startswith("http") else self.base_url + target
+        return tags
+
+    # -- blobs --------------------------------------------------------------------------------------------
+
+    def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool:
+        actions = "pull,push" if push_scope else "pull"
+        resp = self._send(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scopes=frozenset({repo_scope(repository, actions)}),
+            what=f"checking blob {digest.short} in {self.registry}/{repository}",
+            follow_redirects=True,
+            ok=(404,),
+        )
+        return resp.status_code == 200
+
+    def stream_blob(self, repository: str, digest: Digest, size_bytes: int, *, what: str = "") -> Iterator[bytes]:
+        """Yield the blob's bytes; verified by size and digest before the last chunk is released.
+
+        A connection lost mid-blob is resumed with a Range request from the bytes already passed on.
+        """
+        what = what or f"blob {digest} in {self.registry}/{repository}"
+        verifier = Verifier(digest, size_bytes, what=what)
+        offset = 0
+        attempt = 0
+        pending: bytes | None = None
+        while True:
+            attempt += 1
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            resp = self._send(
+                "GET",
+                f"/v2/{repository}/blobs/{digest}",
+                scopes=frozenset({repo_scope(repository, "pull")}),
+                what=f"downloading {what}",
+                headers=headers,
+                stream=True,
+                follow_redirects=True,
+            )
+            try:
+                skip = offset if (offset and resp.status_code == 200) else 0  # server ignored Range
+                for chunk in resp.iter_bytes(CHUNK_BYTES):
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    verifier.update(chunk)
+                    offset += len(chunk)
+                    # Hold one chunk back so the final one is released only after finish() has passed.
+                    if pending is not None:
+                        yield pending
+                    pending = chunk
+                break
+            except httpx.TransportError as exc:
+                if attempt >= self.retry.attempts:
+                    raise self._transport_error(exc, f"downloading {what}") from None
+                time.sleep(self.retry.delay(attempt))
+            finally:
+                resp.close()
+        verifier.finish()
+        if pending is not None:
+            yield pending
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
+        """Cross-repository mount; False when the registry would rather have the bytes."""
+        resp = self._send(
+            "POST",
+            f"/v2/{repository}/blobs/uploads/",
+            scopes=frozenset({repo_scope(repository, "pull,push"), repo_scope(from_repository, "pull")}),
+            what=f"mounting blob {digest.short} into {self.registry}/{repository}",
+            params={"mount": str(digest), "from": from_repository},
+        )
+        if resp.status_code == 201:
+            return True
+        location = resp.headers.get("location")
+        if location:
+            self._cancel_upload(repository, location)
+        return False
+
+    def _absolute(self, location: str) -> str:
+        return location if location.startswith("http") else self.base_url + location
+
+    def _cancel_upload(self, repository: str, location: str) -> None:
+        try:
+            self._send("DELETE", self._absolute(location), scopes=frozenset({repo_scope(repository, "pull,push")}),
+                       what="cancelling upload", ok=(404, 405, 400))
+        except ArcgapError:
+            pass  # best effort: the registry purges abandoned uploads itself
+
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
+        """Upload from ``chunks`` (which should verify themselves) and commit with the digest.
+
+        Data goes out in PATCH requests of at most UPLOAD_CHUNK_BYTES, each re-sendable on transient
+        failure; the final PUT carries the digest. If ``chunks`` raises (a corrupt bundle), the upload is
+        cancelled and nothing is committed. Returns the number of bytes sent.
+        """
+        what = what or f"blob {digest.short} to {self.registry}/{repository}"
+        scopes = frozenset({repo_scope(repository, "pull,push")})
+        resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, what=f"starting upload of {what}")
+        location = self._absolute(resp.headers.get("location", ""))
+        if not resp.headers.get("location"):
+            raise RegistryError(f"starting upload of {what}: registry gave no upload location")
+        sent = 0
+        buf = bytearray()
+        try:
+            for chunk in chunks:
+                buf += chunk
+                if len(buf) >= UPLOAD_CHUNK_BYTES:
+                    location = self._patch(repository, location, bytes(buf), sent, what)
+                    sent += len(buf)
+                    buf.clear()
+        except BaseException:
+            self._cancel_upload(repository, location)
+            raise
+        resp = self._send(
+            "PUT",
+            location,
+            scopes=scopes,
+            what=f"committing {what}",
+            params={"digest": str(digest)},
+            headers={"Content-Type": "application/octet-stream"},
+            content=bytes(buf),
+        )
+        return sent + len(buf)
+
+    def _patch(self, repository: str, location: str, data: bytes, start: int, what: str) -> str:
+        scopes = frozenset({repo_scope(repository, "pull,push")})
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                resp = self._send(
+                    "PATCH",
+                    location,
+                    scopes=scopes,
+                    what=f"uploading {what}",
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{start}-{start + len(data) - 1}",
+                    },
+                    content=data,
+                    idempotent=False,
+                    ok=(416,),
+                )
+                if resp.status_code != 416:
+                    return self._absolute(resp.headers.get("location") or location)
+                resp.close()
+            except NetworkError:
+                if attempt == self.retry.attempts:
+                    raise
+            # The registry may have kept part of the chunk: ask where it stands and resend the rest.
+            status = self._send("GET", location, scopes=scopes, what=f"resuming {what}", ok=(404,))
+            rng = status.headers.get("range", "")
+            if status.status_code == 204 and rng.startswith("0-"):
+                have = int(rng[2:]) + 1
+                if have > start:
+                    data = data[have - start :]
+                    start = have
+            location = self._absolute(status.headers.get("location") or location)
+            if not data:
+                return location
+        raise RegistryError(f"uploading {what}: the registry did not accept the chunk at offset {start}")

@@ -1,0 +1,1 @@
+"""Release image lists shipped with arcgap (installed as the package ``arcgap.manifests``)."""
