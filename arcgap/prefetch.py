@@ -24,7 +24,7 @@ class OrderedPrefetcher:
     """``for item, chunks in OrderedPrefetcher(items, fetch, jobs=4)`` — chunks must be consumed in turn."""
 
     def __init__(
-        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = 4, depth: int = 8
+        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = 4, depth: int = 4
     ) -> None:
         self._items = list(items)
         self._fetch = fetch

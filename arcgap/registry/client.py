@@ -27,7 +27,7 @@ from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.credentials import Credentials
 from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 512 * 1024  # measured: smaller chunks keep RSS low and are no slower
 UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # bounded memory per upload; each PATCH can be re-sent
 
 
@@ -56,6 +56,27 @@ def _decode_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
             msg = str(err.get("message", "")).strip()
             messages.append(f"{code}: {msg}" if msg else code)
     return tuple(codes), "; ".join(messages)
+
+
+class _Body:
+    """A re-iterable request body over a list of chunks: re-sendable on retry, never joined into one copy."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+
+def _drop_prefix(chunks: list[bytes], n: int) -> list[bytes]:
+    out: list[bytes] = []
+    for chunk in chunks:
+        if n >= len(chunk):
+            n -= len(chunk)
+            continue
+        out.append(chunk[n:] if n else chunk)
+        n = 0
+    return out
 
 
 class RegistryClient:
@@ -136,7 +157,7 @@ class RegistryClient:
         scopes: frozenset[str],
         what: str,
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: bytes | _Body | None = None,
         params: dict[str, str] | None = None,
         stream: bool = False,
         follow_redirects: bool = False,
@@ -387,30 +408,36 @@ class RegistryClient:
         if not resp.headers.get("location"):
             raise RegistryError(f"starting upload of {what}: registry gave no upload location")
         sent = 0
-        buf = bytearray()
+        buf: list[bytes] = []  # the reader's own chunks, not copied: one pending PATCH worth
+        buffered = 0
         try:
             for chunk in chunks:
-                buf += chunk
-                if len(buf) >= UPLOAD_CHUNK_BYTES:
-                    location = self._patch(repository, location, bytes(buf), sent, what)
-                    sent += len(buf)
+                buf.append(chunk)
+                buffered += len(chunk)
+                if buffered >= UPLOAD_CHUNK_BYTES:
+                    location = self._patch(repository, location, buf, sent, what)
+                    sent += buffered
+                    # Clear in place: httpx request objects linger in reference cycles until the GC runs,
+                    # and they point at this list; emptying it frees the chunks now.
                     buf.clear()
+                    buffered = 0
         except BaseException:
             self._cancel_upload(repository, location)
             raise
-        resp = self._send(
+        self._send(
             "PUT",
             location,
             scopes=scopes,
             what=f"committing {what}",
             params={"digest": str(digest)},
-            headers={"Content-Type": "application/octet-stream"},
-            content=bytes(buf),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(buffered)},
+            content=_Body(buf),
         )
-        return sent + len(buf)
+        return sent + buffered
 
-    def _patch(self, repository: str, location: str, data: bytes, start: int, what: str) -> str:
+    def _patch(self, repository: str, location: str, chunks: list[bytes], start: int, what: str) -> str:
         scopes = frozenset({repo_scope(repository, "pull,push")})
+        size = sum(len(c) for c in chunks)
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 resp = self._send(
@@ -420,9 +447,10 @@ class RegistryClient:
                     what=f"uploading {what}",
                     headers={
                         "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{start}-{start + len(data) - 1}",
+                        "Content-Range": f"{start}-{start + size - 1}",
+                        "Content-Length": str(size),
                     },
-                    content=data,
+                    content=_Body(chunks),
                     idempotent=False,
                     ok=(416,),
                 )
@@ -438,9 +466,10 @@ class RegistryClient:
             if status.status_code == 204 and rng.startswith("0-"):
                 have = int(rng[2:]) + 1
                 if have > start:
-                    data = data[have - start :]
+                    chunks = _drop_prefix(chunks, have - start)
+                    size -= have - start
                     start = have
             location = self._absolute(status.headers.get("location") or location)
-            if not data:
+            if size <= 0:
                 return location
         raise RegistryError(f"uploading {what}: the registry did not accept the chunk at offset {start}")

@@ -1,0 +1,1 @@
+"""Talking to registries over the OCI Distribution API: transport, authentication, stored credentials."""
