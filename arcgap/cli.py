@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import click
 import typer
@@ -81,12 +81,16 @@ def _emit(result: dict[str, Any], as_json: bool, human: Callable[[], None]) -> N
 
 @app.command("export")
 def export_cmd(
-    images: list[str] = typer.Argument(None, help="Image names (relative to the source repository) or full references."),
+    images: List[str] = typer.Argument(
+        None, help="Image names (relative to the source repository) or full references."
+    ),
     release: Optional[str] = typer.Option(None, "--release", help="Use a shipped image list (see manifests/)."),
     images_file: Optional[Path] = typer.Option(None, "--images", help="Image list YAML file."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle file to write."),
     source_registry: Optional[str] = typer.Option(None, "--source-registry", help="[env: SOURCE_DOCKER_REGISTRY]"),
-    source_repository: Optional[str] = typer.Option(None, "--source-repository", help="[env: SOURCE_DOCKER_REPOSITORY]"),
+    source_repository: Optional[str] = typer.Option(
+        None, "--source-repository", help="[env: SOURCE_DOCKER_REPOSITORY]"
+    ),
     source_username: Optional[str] = typer.Option(None, "--source-username", help="[env: SOURCE_DOCKER_USERNAME]"),
     source_tag: Optional[str] = typer.Option(None, "--source-tag", help="[env: SOURCE_DOCKER_TAG]"),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the source password from stdin."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from arcgap.bundle.reader import open_bundle
@@ -20,7 +21,6 @@ from arcgap.imagelist import (
 )
 from arcgap.importer import ImportResult, import_bundle
 from arcgap.progress import Reporter
-from arcgap.reference import Reference, join_repository, parse_reference
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, lookup_credentials
 from arcgap.registry.transport import TLSOptions
@@ -28,18 +28,21 @@ from arcgap.resolve import Wanted
 from arcgap.settings import Endpoint, Prompt, SecretPrompt, collect_endpoint
 
 
-def _credentials(endpoint: Endpoint, registry: str) -> Credentials | None:
+def _credentials(endpoint: Endpoint, registry: str, environ: Mapping[str, str]) -> Credentials | None:
     """Explicit username/password for the endpoint's own registry; otherwise docker/podman stored logins."""
     if registry == endpoint.registry and endpoint.username is not None and endpoint.password is not None:
         return Credentials(endpoint.username, endpoint.password, source="options")
-    return lookup_credentials(registry)
+    return lookup_credentials(registry, environ=environ)
 
 
 class ClientPool:
     """One client per registry host, created on first use, with the endpoint's TLS choice for its own host."""
 
-    def __init__(self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int) -> None:
+    def __init__(
+        self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int, environ: Mapping[str, str]
+    ) -> None:
         self.endpoint = endpoint
+        self.environ = environ
         self.tls = tls
         self.max_connections = max_connections
         self._clients: dict[str, RegistryClient] = {}
@@ -53,7 +56,7 @@ class ClientPool:
                 client = RegistryClient(
                     registry,
                     role=self.endpoint.role,
-                    credentials=_credentials(self.endpoint, registry),
+                    credentials=_credentials(self.endpoint, registry, self.environ),
                     tls=tls,
                     max_connections=self.max_connections,
                 )
@@ -98,13 +101,9 @@ def list_for_tag(tag: str, warn: Callable[[str], None]) -> ImageList:
 def wanted_images(image_list: ImageList, endpoint: Endpoint, source_tag: str) -> list[Wanted]:
     wanted: list[Wanted] = []
     for entry in image_list.images:
-        if entry.reference is not None:
-            ref = parse_reference(entry.reference)
-            if ref.tag is None and ref.digest is None:
-                ref = ref.with_tag(source_tag)
-        else:
-            ref = Reference(endpoint.registry, join_repository(endpoint.repository, entry.name),
-                            entry.tag or source_tag, None)
+        ref = entry.source(registry=endpoint.registry, repository=endpoint.repository, tag=source_tag)
+        if ref.tag is None:  # pinned by digest only: the bundle still records a tag for the target
+            ref = replace(ref, tag=source_tag)
         wanted.append(Wanted(entry.name, ref))
     return wanted
 
@@ -124,7 +123,12 @@ def run_export(
     environ = os.environ if environ is None else environ
     image_list = choose_list(names=names, release=release, images_file=images_file)
     default_tag = release or (image_list.release if image_list else None) or default_release_tag()
-    defaults = {"registry": "mcr.microsoft.com", "repository": "arcdata", "username": None, "tag": default_tag}
+    defaults = {
+        "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
+        "repository": (image_list.repository if image_list else None) or "arcdata",
+        "username": None,
+        "tag": default_tag,
+    }
     endpoint = collect_endpoint("source", options=options, environ=environ, defaults=defaults, prompt=prompt,
                                 secret_prompt=secret_prompt, password_stdin=password_stdin, plain_http=plain_http)
     tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
@@ -132,7 +136,7 @@ def run_export(
     if image_list is None:
         image_list = list_for_tag(source_tag, warn)
     wanted = wanted_images(image_list, endpoint, source_tag)
-    pool = ClientPool(endpoint, tls, max_connections=jobs + 4)
+    pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
     try:
         return export_bundle(
             pool, wanted, output=output or default_output(endpoint, source_tag),
@@ -155,7 +159,7 @@ def run_import(
                                     secret_prompt=secret_prompt, password_stdin=password_stdin,
                                     plain_http=plain_http)
         tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
-        pool = ClientPool(endpoint, tls, max_connections=jobs + 4)
+        pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
         try:
             return import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                  target_tag=endpoint.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)

@@ -22,7 +22,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        m = _DIGEST_RE.match(text)
+        m = _DIGEST_RE.fullmatch(text)
         if not m or len(m.group(2)) != _ALGORITHMS[m.group(1)]:
             raise UsageError(
                 f"invalid digest {text[:80]!r}", hint="a digest looks like sha256:<64 lower-case hex digits>"

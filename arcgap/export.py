@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BlobEntry
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BlobEntry, BundleManifest
 from arcgap.bundle.writer import BundleWriter
+from arcgap.digest import Digest
 from arcgap.plan import build_plan
 from arcgap.prefetch import OrderedPrefetcher
 from arcgap.progress import Reporter
@@ -81,6 +82,7 @@ def export_bundle(
                       created=creation_time())
     manifest = plan.manifest
     remote = [b for b in manifest.blobs if b.digest not in plan.small_blobs]
+    finishing = _images_finished_by(plan.manifest, plan.image_blobs)
 
     def fetch(entry: BlobEntry) -> Iterator[bytes]:
         registry, repo = plan.blob_source[entry.digest]
@@ -104,6 +106,8 @@ def export_bundle(
                 fetched, chunks = next(downloads)
                 assert fetched == entry
                 writer.add_stream(entry.member, entry.size, _counted(chunks, reporter))
+                for name in finishing.get(entry.digest, ()):
+                    reporter.item_done(name)
         finally:
             prefetcher.close()
         bundle_bytes = writer.commit()
@@ -118,6 +122,17 @@ def export_bundle(
         seconds=time.monotonic() - t0,
         image_digests={i.source: str(i.digest) for i in manifest.images},
     )
+
+
+def _images_finished_by(manifest: BundleManifest, image_blobs: dict[str, set[Digest]]) -> dict[Digest, list[str]]:
+    """For per-image progress: the blob after which each image is completely in the bundle."""
+    position = {b.digest: n for n, b in enumerate(manifest.blobs)}
+    done: dict[Digest, list[str]] = {}
+    for ref, blobs in image_blobs.items():
+        if blobs:
+            last = max(blobs, key=lambda d: position[d])
+            done.setdefault(last, []).append(ref)
+    return done
 
 
 def _counted(chunks: Iterator[bytes], reporter: Reporter) -> Iterator[bytes]:

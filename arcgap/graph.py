@@ -48,7 +48,8 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                 entry = declared.get(child.digest)
                 if entry is None or entry.size != child.size:
                     raise BundleFormatError(f"{origin}: {what}: child manifest {child.digest} missing or wrong size")
-                image_manifests.append((child.digest, parsed(child.digest, child.media_type, f"{what}@{child.digest.short}")))
+                child_what = f"{what}@{child.digest.short}"
+                image_manifests.append((child.digest, parsed(child.digest, child.media_type, child_what)))
                 children.append((child.digest, manifests[child.digest], child.media_type))
         else:
             image_manifests.append((image.digest, top))

@@ -50,7 +50,7 @@ class ImageEntry:
         """
         if self.reference is not None:
             ref = parse_reference(self.reference)
-            return replace(ref, tag=self.tag or (None if ref.digest else tag))
+            return replace(ref, tag=self.tag or (None if ref.digest else validate_tag(tag)))
         return Reference(
             validate_registry(registry), join_repository(repository, self.name), validate_tag(self.tag or tag)
         )
@@ -58,6 +58,8 @@ class ImageEntry:
 
 @dataclass(frozen=True)
 class ImageList:
+    """The images of one list, in order, with the list's defaults for the source."""
+
     images: tuple[ImageEntry, ...]
     release: str | None  # default source tag
     registry: str | None  # default source registry
@@ -272,8 +274,9 @@ class _Checker:
         if not isinstance(value, str):
             node = self.nodes.get(path)
             shown = node.value if isinstance(node, yaml.ScalarNode) else ""
-            hint = f"quote it: '{shown}'" if shown and not isinstance(value, (list, dict)) else _FORMAT_HINT
-            raise self._error(path[:-1], f"{path[-1]} must be a string, not {_describe(value)}", hint=hint)
+            hint = f'quote it: {path[-1]}: "{shown}"' if shown else _FORMAT_HINT
+            problem = f"{path[-1]} must be a string, not {_describe(value)}"
+            raise self._error(path[:-1], problem, node=node, hint=hint)
         try:
             return _checked(kind, validate, value)
         except UsageError as exc:

@@ -17,6 +17,7 @@ class ExportPlan:
     small_blobs: dict[Digest, bytes]  # manifests and configs already in memory
     blob_source: dict[Digest, tuple[str, str]]  # (registry, repository) to download each remaining blob from
     referenced_bytes: int  # sum over images, before de-duplication
+    image_blobs: dict[str, set[Digest]]  # image ref_name → every blob it needs (for progress)
 
     @property
     def dedupe_saved_bytes(self) -> int:
@@ -34,7 +35,9 @@ def build_plan(
     small: dict[Digest, bytes] = {}
     source: dict[Digest, tuple[str, str]] = {}
     referenced = 0
+    image_blobs: dict[str, set[Digest]] = {}
     for img in images:
+        mine = image_blobs.setdefault(f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}", set())
         repo = (img.wanted.reference.registry, img.wanted.reference.repository)
         top = img.top
         kind = "index" if is_index(top.media_type) else "manifest"
@@ -50,6 +53,7 @@ def build_plan(
             for i, d in enumerate(p.parsed.blobs):
                 kind = "config" if i == 0 else "layer"
                 referenced += d.size
+                mine.add(d.digest)
                 if d.digest not in data_blobs:
                     data_blobs[d.digest] = BlobEntry(d.digest, d.size, d.media_type, kind)
                     source[d.digest] = repo
@@ -76,7 +80,7 @@ def build_plan(
         blobs=tuple(blobs),
         created=created,
     )
-    return ExportPlan(manifest, small, source, referenced)
+    return ExportPlan(manifest, small, source, referenced, image_blobs)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class PlainReporter(Reporter):
 
     def start(self, total_bytes: int, *, images: int, label: str) -> None:
         self._total, self._done, self._t0 = total_bytes, 0, time.monotonic()
+        self._last = self._t0
         self._line(f"{label}: {images} images, {_human(total_bytes)}")
 
     def advance(self, n_bytes: int) -> None:
@@ -77,6 +78,12 @@ class PlainReporter(Reporter):
 
     def item_done(self, text: str) -> None:
         self._line(f"  {text}")
+
+    def close(self) -> None:
+        if self._total:
+            elapsed = max(time.monotonic() - self._t0, 1e-6)
+            self._line(f"  {_human(self._done)} in {elapsed:.1f} s ({_human(self._done / elapsed)}/s)")
+            self._total = 0
 
 
 class RichReporter(Reporter):

@@ -55,7 +55,7 @@ class Reference:
 
 
 def validate_tag(tag: str) -> str:
-    if not _TAG_RE.match(tag):
+    if not _TAG_RE.fullmatch(tag):
         raise UsageError(
             f"invalid tag {tag!r}",
             hint="a tag is 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",
@@ -64,7 +64,7 @@ def validate_tag(tag: str) -> str:
 
 
 def validate_repository(repo: str) -> str:
-    if not repo or len(repo) > 255 or not _REPO_RE.match(repo):
+    if not repo or len(repo) > 255 or not _REPO_RE.fullmatch(repo):
         raise UsageError(
             f"invalid repository name {repo!r}",
             hint="repository paths are lower-case components of letters, digits and . _ - separated by '/'",
@@ -73,7 +73,7 @@ def validate_repository(repo: str) -> str:
 
 
 def validate_registry(host: str) -> str:
-    if not _HOST_RE.match(host):
+    if not _HOST_RE.fullmatch(host):
         raise UsageError(
             f"invalid registry {host!r}", hint="give a host name or address with an optional :port, "
             "e.g. registry.example.com:5000 (no scheme, no path)"

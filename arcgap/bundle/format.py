@@ -146,7 +146,9 @@ class BundleManifest:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{origin}:{mark.line + 1}" if mark is not None else origin
-            raise BundleFormatError(f"{where}: not valid YAML", hint="the bundle is damaged or not an arcgap bundle") from None
+            raise BundleFormatError(
+                f"{where}: not valid YAML", hint="the bundle is damaged or not an arcgap bundle"
+            ) from None
         return _parse(doc, origin)
 
 
@@ -172,7 +174,9 @@ def _digest(text: str, origin: str, where: str) -> Digest:
 
 def _parse(doc: Any, origin: str) -> BundleManifest:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
-        raise BundleFormatError(f"{origin}: not an arcgap bundle manifest", hint="give a file written by 'arcgap export'")
+        raise BundleFormatError(
+            f"{origin}: not an arcgap bundle manifest", hint="give a file written by 'arcgap export'"
+        )
     version = _get(doc, "format_version", int, origin, "top")
     if version > FORMAT_VERSION:
         raise BundleFormatError(

@@ -42,7 +42,9 @@ class BundleWriter:
 
     def __enter__(self) -> BundleWriter:
         if self.path.exists() and not self.overwrite:
-            raise LocalIOError(f"{self.path} already exists", hint="remove it, choose another --output, or pass --force")
+            raise LocalIOError(
+                f"{self.path} already exists", hint="remove it, choose another --output, or pass --force"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort

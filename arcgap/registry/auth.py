@@ -51,6 +51,7 @@ class Authenticator:
         self._credentials = credentials
         self._challenge: Challenge | None = None
         self._tokens: dict[frozenset[str], tuple[str, float]] = {}
+        self._fetching: dict[frozenset[str], threading.Lock] = {}
         self._lock = threading.Lock()
         self.tokens_fetched = 0
 
@@ -69,7 +70,12 @@ class Authenticator:
     def has_challenge(self) -> bool:
         return self._challenge is not None
 
-    def header(self, scopes: frozenset[str], *, refresh: bool = False) -> str | None:
+    def invalidate(self, scopes: frozenset[str]) -> None:
+        """Forget the token for ``scopes`` (the registry refused it: expired or revoked)."""
+        with self._lock:
+            self._tokens.pop(scopes, None)
+
+    def header(self, scopes: frozenset[str]) -> str | None:
         """The Authorization value for a request needing ``scopes`` (None: anonymous access)."""
         challenge = self._challenge
         if challenge is None:
@@ -84,18 +90,21 @@ class Authenticator:
             raw = f"{creds.username}:{creds.password.reveal()}".encode()
             return "Basic " + base64.b64encode(raw).decode()
         if challenge.scheme == "bearer":
-            return "Bearer " + self._token(challenge, scopes, refresh=refresh)
+            return "Bearer " + self._token(challenge, scopes)
         raise AuthError(f"{self.registry} asks for unsupported authentication {challenge.scheme!r}")
 
-    def _token(self, challenge: Challenge, scopes: frozenset[str], *, refresh: bool) -> str:
+    def _token(self, challenge: Challenge, scopes: frozenset[str]) -> str:
         with self._lock:
-            cached = self._tokens.get(scopes)
-            if cached and not refresh and cached[1] > time.monotonic():
+            key_lock = self._fetching.setdefault(scopes, threading.Lock())
+        with key_lock:  # parallel requests for the same scopes wait for one token instead of each fetching
+            with self._lock:
+                cached = self._tokens.get(scopes)
+            if cached and cached[1] > time.monotonic():
                 return cached[0]
-        token, lifetime = self._fetch_token(challenge, scopes)
-        with self._lock:
-            self._tokens[scopes] = (token, time.monotonic() + max(lifetime - TOKEN_MARGIN_S, 1.0))
-        return token
+            token, lifetime = self._fetch_token(challenge, scopes)
+            with self._lock:
+                self._tokens[scopes] = (token, time.monotonic() + max(lifetime - TOKEN_MARGIN_S, 1.0))
+            return token
 
     def _fetch_token(self, challenge: Challenge, scopes: frozenset[str]) -> tuple[str, float]:
         realm = challenge.params.get("realm")

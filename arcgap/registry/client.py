@@ -5,6 +5,7 @@ Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -100,6 +101,8 @@ class RegistryClient:
         self._http = make_http_client(registry, self.tls, max_connections=max_connections)
         self.auth = Authenticator(self._http, registry=registry, role=role, credentials=credentials)
         self._pinged = False
+        # A target is written to: ask for pull,push even to read, so one cached token serves every request.
+        self._read_actions = "pull,push" if role == "target" else "pull"
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url!r}, role={self.role!r})"
@@ -177,7 +180,7 @@ class RegistryClient:
             attempt += 1
             hdrs = dict(headers or {})
             if not ping:
-                auth = self.auth.header(scopes, refresh=refreshed)
+                auth = self.auth.header(scopes)
                 if auth and httpx.URL(self.base_url).host == full.host:
                     hdrs["Authorization"] = auth
             try:
@@ -193,6 +196,7 @@ class RegistryClient:
             if status == 401 and not ping and not refreshed:
                 # Token expired or challenge changed: learn it again and retry once with a fresh token.
                 self.auth.set_challenge(resp.headers.get("www-authenticate"))
+                self.auth.invalidate(scopes)
                 resp.close()
                 refreshed = True
                 continue
@@ -233,7 +237,7 @@ class RegistryClient:
         resp = self._send(
             "GET",
             f"/v2/{repository}/manifests/{ref}",
-            scopes=frozenset({repo_scope(repository, "pull")}),
+            scopes=frozenset({repo_scope(repository, self._read_actions)}),
             what=f"fetching manifest {what}",
             headers={"Accept": MANIFEST_ACCEPT},
             stream=True,
@@ -264,7 +268,7 @@ class RegistryClient:
         resp = self._send(
             "HEAD",
             f"/v2/{repository}/manifests/{ref}",
-            scopes=frozenset({repo_scope(repository, "pull")}),
+            scopes=frozenset({repo_scope(repository, self._read_actions)}),
             what=f"checking {self.registry}/{repository}:{ref}",
             headers={"Accept": MANIFEST_ACCEPT},
             ok=(404,),
@@ -295,7 +299,7 @@ class RegistryClient:
         tags: list[str] = []
         url: str | None = f"/v2/{repository}/tags/list"
         while url:
-            resp = self._send("GET", url, scopes=frozenset({repo_scope(repository, "pull")}),
+            resp = self._send("GET", url, scopes=frozenset({repo_scope(repository, self._read_actions)}),
                               what=f"listing tags of {self.registry}/{repository}")
             doc = resp.json()
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
@@ -336,7 +340,7 @@ class RegistryClient:
             resp = self._send(
                 "GET",
                 f"/v2/{repository}/blobs/{digest}",
-                scopes=frozenset({repo_scope(repository, "pull")}),
+                scopes=frozenset({repo_scope(repository, self._read_actions)}),
                 what=f"downloading {what}",
                 headers=headers,
                 stream=True,
@@ -388,11 +392,10 @@ class RegistryClient:
         return location if location.startswith("http") else self.base_url + location
 
     def _cancel_upload(self, repository: str, location: str) -> None:
-        try:
+        # Best effort: the registry purges abandoned uploads itself.
+        with contextlib.suppress(ArcgapError):
             self._send("DELETE", self._absolute(location), scopes=frozenset({repo_scope(repository, "pull,push")}),
                        what="cancelling upload", ok=(404, 405, 400))
-        except ArcgapError:
-            pass  # best effort: the registry purges abandoned uploads itself
 
     def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
         """Upload from ``chunks`` (which should verify themselves) and commit with the digest.

@@ -104,9 +104,8 @@ def store_credentials(
         username = _TOKEN_USERNAME if creds.identity_token else creds.username
         payload = json.dumps({"ServerURL": server_url, "Username": username, "Secret": secret})
         _run_helper(helper, "store", payload, env, timeout_s, secret=secret, missing_ok=False)
-        auths[
-            server_url
-        ] = {}  # as docker does: an empty entry records the login, the helper holds the secret
+        # As docker does: an empty entry records the login, the helper holds the secret.
+        auths[server_url] = {}
         _write_config(path, shown, config)
         return helper.program
     entry: dict[str, str] = {}
@@ -138,8 +137,7 @@ def erase_credentials(
     helper = _helper_for(config, host, shown)
     if helper is not None:
         erased = _run_helper(helper, "erase", _server_url(registry), env, timeout_s) is not None
-    auths = config.get("auths")
-    if isinstance(auths, dict) and _drop_keys(auths, host):
+    if _drop_keys(_object(config, "auths", shown), host):
         _write_config(path, shown, config)
         erased = True
     return erased

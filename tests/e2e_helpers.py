@@ -1,0 +1,60 @@
+"""Helpers for the end-to-end tests: run the real CLI in-process and read registries independently."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from arcgap.cli import run
+from devtools.registries import Endpoint
+from devtools.skopeo import inspect_raw
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith(("error: ", "hint: "))]
+
+
+def arcgap(capsys: pytest.CaptureFixture[str], *argv: str) -> Outcome:
+    capsys.readouterr()
+    code = run(list(argv))
+    captured = capsys.readouterr()
+    return Outcome(code, captured.out, captured.err)
+
+
+def source_args(reg: Endpoint) -> list[str]:
+    args = ["--source-registry", reg.host]
+    if reg.scheme == "http":
+        args.append("--source-plain-http")
+    elif reg.ca_file is not None:
+        args += ["--source-ca-file", str(reg.ca_file)]
+    return args
+
+
+def target_args(reg: Endpoint) -> list[str]:
+    args = ["--target-registry", reg.host]
+    if reg.scheme == "http":
+        args.append("--target-plain-http")
+    elif reg.ca_file is not None:
+        args += ["--target-ca-file", str(reg.ca_file)]
+    return args
+
+
+def oracle_digest(reg: Endpoint, repo: str, ref: str) -> str:
+    """Digest of what the registry serves, as seen by skopeo (independent of arcgap)."""
+    return "sha256:" + hashlib.sha256(inspect_raw(reg, repo, ref)).hexdigest()
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
