@@ -81,6 +81,7 @@ class IntegrityError(ArcgapError):
 
 class BundleFormatError(ArcgapError):
     exit_code = ExitCode.BUNDLE_FORMAT
+    default_hint = "the file is damaged or was not written by arcgap: copy it again from the original"
 
 
 class LocalIOError(ArcgapError):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from arcgap.cli import run
+
+__all__ = ["run", "arcgap"]
 from devtools.registries import Endpoint
 from devtools.skopeo import inspect_raw
 

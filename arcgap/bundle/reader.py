@@ -23,6 +23,7 @@ from arcgap.bundle.format import (
     BlobEntry,
     BundleManifest,
 )
+from arcgap.bundle.zstdframes import FrameTracker
 from arcgap.digest import Verifier
 from arcgap.errors import BundleFormatError, IntegrityError, LocalIOError
 
@@ -43,7 +44,7 @@ class _ZstdErrors:
         try:
             return self._inner.read(n)
         except zstandard.ZstdError as exc:
-            raise IntegrityError(f"{self._origin}: compressed data is damaged ({exc})") from None
+            raise IntegrityError(f"compressed data is damaged ({exc})") from None
 
 
 class BundleReader:
@@ -58,11 +59,12 @@ class BundleReader:
                 hint="give the .tar.zst file written by 'arcgap export'",
             )
         dctx = zstandard.ZstdDecompressor()
-        raw = _Prepend(head, stream)
+        self._frames = FrameTracker()
+        raw = _Tracked(_Prepend(head, stream), self._frames)
         self._zr = dctx.stream_reader(raw, read_size=READ_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
         self._tar = tarstream.TarReader(_ZstdErrors(self._zr, origin))  # type: ignore[arg-type]
         self.current: str = MANIFEST_NAME
-        first = self._tar.next_member()
+        first = self._next()
         if first is None or first.name != MANIFEST_NAME:
             raise BundleFormatError(
                 f"{origin} is not an arcgap bundle (first member is {first.name if first else 'missing'!r})",
@@ -75,14 +77,17 @@ class BundleReader:
         self.layout_files: dict[str, bytes] = {}
         self._blobs_done = 0
 
-    def _read_whole(self, size: int) -> bytes:
-        return b"".join(self._tar.iter_member(READ_CHUNK))
-
     def _next(self) -> tarstream.MemberHeader | None:
         try:
             return self._tar.next_member()
         except IntegrityError as exc:
             raise IntegrityError(f"{self.origin}: {exc.message} (after {self.current})") from None
+
+    def _read_whole(self, size: int) -> bytes:
+        try:
+            return b"".join(self._tar.iter_member(READ_CHUNK))
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.origin}: {exc.message} (in {self.current})") from None
 
     def _read_layout(self) -> tarstream.MemberHeader | None:
         """Read oci-layout, index.json and optional members; return the first blob member header."""
@@ -117,8 +122,13 @@ class BundleReader:
             raise BundleFormatError(f"{self.origin}: oci-layout or index.json is not JSON") from None
         if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
             raise BundleFormatError(f"{self.origin}: oci-layout lacks imageLayoutVersion")
-        listed = {(m.get("digest"), (m.get("annotations") or {}).get("org.opencontainers.image.ref.name"))
-                  for m in index.get("manifests", []) if isinstance(m, dict)} if isinstance(index, dict) else set()
+        listed: set[tuple[object, object]] = set()
+        entries = index.get("manifests") if isinstance(index, dict) else None
+        for m in entries if isinstance(entries, list) else []:
+            annotations = m.get("annotations") if isinstance(m, dict) else None
+            if not isinstance(annotations, dict):
+                raise BundleFormatError(f"{self.origin}: index.json does not match {MANIFEST_NAME}")
+            listed.add((str(m.get("digest")), str(annotations.get("org.opencontainers.image.ref.name"))))
         declared = {(str(i.digest), i.ref_name) for i in self.manifest.images}
         if listed != declared:
             raise BundleFormatError(f"{self.origin}: index.json does not match {MANIFEST_NAME}")
@@ -154,6 +164,7 @@ class BundleReader:
         self._drain()
 
     def _verified(self, verifier: Verifier) -> Iterator[bytes]:
+        """The member's bytes; any failure inside it names the bundle and the blob."""
         pending: bytes | None = None
         try:
             for chunk in self._tar.iter_member(READ_CHUNK):
@@ -161,22 +172,40 @@ class BundleReader:
                 if pending is not None:
                     yield pending
                 pending = chunk
+            verifier.finish()
         except IntegrityError as exc:
-            if exc.message.startswith(self.origin):
-                raise
-            raise IntegrityError(f"{self.origin}: {verifier.what}: {exc.message}") from None
-        verifier.finish()
+            detail = exc.message.removeprefix(f"{verifier.what}: ")
+            raise IntegrityError(f"{self.origin}: {verifier.what}: {detail}") from None
         if pending is not None:
             yield pending
 
     def _drain(self) -> None:
         """Read to the end of the zstd stream so its checksum is checked; only zero padding may follow."""
+        self.current = "the end of the archive"
         while True:
-            data = self._tar.read_trailing(READ_CHUNK)
+            try:
+                data = self._tar.read_trailing(READ_CHUNK)
+            except IntegrityError as exc:
+                raise IntegrityError(f"{self.origin}: {exc.message} (at the end of the archive)") from None
             if not data:
+                if not self._frames.complete:
+                    raise IntegrityError(f"{self.origin}: bundle truncated: the compressed stream ends mid-frame")
                 return
             if data.strip(b"\0"):
                 raise BundleFormatError(f"{self.origin}: unexpected data after the end of the archive")
+
+
+class _Tracked:
+    """Passes compressed bytes through to the decompressor while the frame tracker watches them."""
+
+    def __init__(self, inner: _Prepend, tracker: FrameTracker) -> None:
+        self._inner = inner
+        self._tracker = tracker
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._inner.read(n)
+        self._tracker.feed(data)
+        return data
 
 
 class _Prepend:

@@ -68,7 +68,10 @@ def _number(field: bytes, what: str) -> int:
 
 
 def _checksum_ok(block: bytes) -> bool:
-    stored = _number(block[148:156], "checksum")
+    try:
+        stored = _number(block[148:156], "checksum")
+    except BundleFormatError:
+        return False
     computed = sum(block[:148]) + 8 * 32 + sum(block[156:])
     return stored == computed
 
@@ -132,7 +135,7 @@ class TarReader:
                 self._read(-size % BLOCK, "padding")
                 continue
             name = block[0:100].split(b"\0", 1)[0]
-            prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\x0000" else b""
+            prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\x00" else b""
             full = (prefix + b"/" + name if prefix else name).decode("utf-8", "replace")
             full = pax.get("path", full)
             if "size" in pax:

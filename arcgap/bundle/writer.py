@@ -90,8 +90,7 @@ class BundleWriter:
         assert self._zw is not None and self._fh is not None
         self._write(tarstream.END_OF_ARCHIVE)
         try:
-            self._zw.flush(zstandard.FLUSH_FRAME)
-            self._zw.close()
+            self._zw.close()  # ends the frame (with its checksum); an extra flush would add an empty frame
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()

@@ -188,7 +188,9 @@ class RegistryClient:
                 resp = self._http.send(req, stream=stream, follow_redirects=follow_redirects)
             except httpx.TransportError as exc:
                 err = self._transport_error(exc, what)
-                if isinstance(err, TLSError) or attempt >= self.retry.attempts or not idempotent:
+                # Refused connections get a short grace (a registry restarting), not the full backoff.
+                limit = min(3, self.retry.attempts) if isinstance(exc, httpx.ConnectError) else self.retry.attempts
+                if isinstance(err, TLSError) or attempt >= limit or not idempotent:
                     raise err from None
                 time.sleep(self.retry.delay(attempt))
                 continue
