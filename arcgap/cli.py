@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-import click
 import typer
+
+try:  # typer >= 0.22 vendors click as typer._click; older releases use click itself
+    from typer._click import exceptions as click_exceptions  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
 
 from arcgap import __version__
 from arcgap.errors import ArcgapError, ExitCode, UsageError
@@ -261,11 +265,11 @@ def run(argv: list[str] | None = None) -> int:
         return ExitCode.OK
     except ArcgapError as exc:
         return _fail(exc.message, exc.hint, exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         return _fail("aborted", "", ExitCode.INTERRUPTED)
-    except click.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         return _fail(exc.format_message(), "run the command with --help for usage", ExitCode.USAGE)
     except KeyboardInterrupt:
         return _fail("interrupted", "nothing was tagged; run the same command again to finish", ExitCode.INTERRUPTED)

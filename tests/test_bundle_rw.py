@@ -479,10 +479,10 @@ def test_garbage_appended_to_the_file(good: bytes) -> None:
 
 
 # Where to cut: a byte count from the start (int >= 0), a fraction of the file (float), or bytes from the end
-# (negative). Not -13: the writer ends the file with an extra empty 13-byte zstd frame, so cutting exactly that
-# leaves a complete, valid stream. The last 16 bytes are the main frame's 4-byte checksum and that empty frame.
-CUTS: list[int | float] = [0, 1, 3, 4, 5, 8, 20, 0.2, 0.33, 0.5, 0.67, -600, -100, -30, -18, -17, -16, -14, -12, -5,
-                           -1]
+# (negative). The last 4 bytes are the zstd frame's content checksum: a copy that lost only those still holds
+# every byte of the tar, and must be reported as truncated all the same.
+CUTS: list[int | float] = [0, 1, 3, 4, 5, 8, 20, 0.2, 0.33, 0.5, 0.67, -600, -100, -30, -18, -17, -16, -13, -5, -4,
+                           -3, -1]
 
 
 def _cut_at(spec: int | float, n: int) -> int:
@@ -520,18 +520,27 @@ def test_flipped_bytes_never_pass_or_crash(good: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("offset_from_end", "expected"),
+    "offset_from_end",
     [
-        pytest.param(17, IntegrityError, id="main-frame-checksum"),
-        pytest.param(20, IntegrityError, id="last-block"),
-        pytest.param(4, IntegrityError, id="trailing-frame-checksum"),
+        pytest.param(4, id="checksum-first-byte"),
+        pytest.param(1, id="checksum-last-byte"),
+        pytest.param(20, id="last-block"),
     ],
 )
-def test_flipped_checksum_refused(good: bytes, offset_from_end: int, expected: type[Exception]) -> None:
+def test_flipped_end_of_frame_refused(good: bytes, offset_from_end: int) -> None:
     damaged = bytearray(good)
     damaged[-offset_from_end] ^= 0x55
-    with pytest.raises(expected):
+    with pytest.raises(IntegrityError) as info:
         _read(bytes(damaged))
+    assert info.value.message.startswith(f"{ORIGIN}: ")
+
+
+def test_bundle_is_one_checksummed_zstd_frame(good: bytes) -> None:
+    assert zstandard.get_frame_parameters(good).has_checksum
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    assert dobj.decompress(good) == _tar(M)
+    assert dobj.eof
+    assert dobj.unused_data == b""  # no second (empty) frame after the first
 
 
 def test_flip_in_tar_padding_caught_by_zstd_checksum() -> None:

@@ -1,0 +1,83 @@
+"""Transient failures are retried (bounded), permanent ones are not: a fault proxy before a real registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.faultproxy import Fault, FaultProxy
+from devtools.registries import Registry
+from devtools.synth import SmallSet
+from tests.e2e_helpers import arcgap, oracle_digest
+from tests.test_e2e_roundtrip import ROLES, clean_env, export_small  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture
+def proxied(fresh_registry) -> Iterator[tuple[Registry, FaultProxy]]:
+    target: Registry = fresh_registry()
+    proxy = FaultProxy(target.host)
+    yield target, proxy
+    proxy.stop()
+
+
+def test_import_survives_503_429_and_a_reset(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "f.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults += [
+        Fault(r"^PUT /v2/.*/blobs/uploads/", status=503, times=2),
+        Fault(r"^HEAD /v2/.*/blobs/", status=429, times=3, retry_after="1"),
+        Fault(r"^PUT /v2/.*/manifests/v1", status=0, times=1),  # connection reset while tagging
+        Fault(r"^POST /v2/.*/blobs/uploads/", status=502, times=1),
+    ]
+    t0 = time.monotonic()
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == 0, res.err
+    assert time.monotonic() - t0 < 60
+    assert all(f.hits == f.times for f in proxy.faults)
+    for role in ROLES:
+        info = synth_small[role]
+        assert oracle_digest(target, "arc/" + info.repository.split("/", 1)[1], "v1") == info.digest
+
+
+@pytest.mark.parametrize("status,code", [(401, 3), (403, 3), (404, 4), (400, 6)])
+def test_permanent_errors_are_not_retried(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+    status: int, code: int,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "p.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults.append(Fault(r"^POST /v2/.*/blobs/uploads/", status=status, times=100))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == code, res.err
+    assert proxy.count(r"^POST /v2/.*/blobs/uploads/") <= 2  # 401 gets one re-authentication, no storm
+    assert target.raw_client().catalog() == [] or all(
+        target.list_tags(r) == [] for r in target.raw_client().catalog()
+    )
+
+
+def test_persistent_503_gives_up_with_a_clear_error(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import arcgap.registry.client as client_module
+    from arcgap.registry.transport import RetryPolicy
+
+    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(base_delay_s=0.01))
+    target, proxy = proxied
+    bundle = tmp_path / "g.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults.append(Fault(r"^HEAD /v2/.*/blobs/", status=503, times=1000))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == 5, res.err
+    assert "503" in res.error_lines[0] and "gave up after 6 attempts" in res.error_lines[0]
+    assert res.error_lines[1] == "hint: the registry keeps failing; try again later"
