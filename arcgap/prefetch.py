@@ -33,6 +33,9 @@ class OrderedPrefetcher:
         self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # One slot per blob between "claimed by a worker" and "fully consumed": at most ``jobs`` blobs ahead,
+        # however small they are (a full queue alone would not stop a worker racing through tiny blobs).
+        self._slots = threading.Semaphore(self._jobs)
         self._threads: list[threading.Thread] = []
 
     def _put(self, q: queue.Queue[object], value: object) -> bool:
@@ -46,10 +49,13 @@ class OrderedPrefetcher:
 
     def _worker(self) -> None:
         while not self._stop.is_set():
+            if not self._slots.acquire(timeout=0.2):
+                continue
             with self._lock:
                 index = self._next
                 self._next += 1
             if index >= len(self._items):
+                self._slots.release()
                 return
             q = self._queues[index]
             try:
@@ -65,6 +71,7 @@ class OrderedPrefetcher:
         while True:
             value = q.get()
             if value is _DONE:
+                self._slots.release()
                 return
             if isinstance(value, _Failed):
                 raise value.exc

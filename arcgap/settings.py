@@ -98,9 +98,10 @@ def collect_endpoint(
         validate_tag(values["tag"])
     password: Secret | None = None
     if values["username"] is not None:
-        raw = _first(password_stdin, environ.get(env_name(role, "password")))
+        # Passwords are taken verbatim (spaces are legal in them); only an empty value counts as unset.
+        raw = next((v for v in (password_stdin, environ.get(env_name(role, "password"))) if v), None)
         if raw is None and secret_prompt is not None:
-            raw = secret_prompt(f"{role} password for {values['username']}")
+            raw = secret_prompt(f"{role} password for {values['username']}") or None
         if raw is None:
             raise UsageError(
                 f"{env_name(role, 'password')} is not set for user {values['username']!r}",
