@@ -89,7 +89,7 @@ class PlainReporter(Reporter):
 class RichReporter(Reporter):
     """A bytes bar with throughput and ETA, plus per-item lines above it."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: object | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -100,7 +100,7 @@ class RichReporter(Reporter):
             TransferSpeedColumn,
         )
 
-        self._console = Console(stderr=True)
+        self._console = console if isinstance(console, Console) else Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -113,10 +113,12 @@ class RichReporter(Reporter):
         self._task: int | None = None
 
     def phase(self, text: str) -> None:
-        self._console.print(text)
+        self._console.print(text, markup=False, highlight=False)  # user text: never read as markup
 
     def warn(self, text: str) -> None:
-        self._console.print(f"[yellow]warning:[/] {text}")
+        from rich.text import Text
+
+        self._console.print(Text.assemble(("warning: ", "yellow"), text), highlight=False)
 
     def start(self, total_bytes: int, *, images: int, label: str) -> None:
         self._progress.start()
@@ -127,7 +129,9 @@ class RichReporter(Reporter):
             self._progress.advance(self._task, n_bytes)  # type: ignore[arg-type]
 
     def item_done(self, text: str) -> None:
-        self._progress.console.print(f"  [green]✓[/] {text}")
+        from rich.text import Text
+
+        self._progress.console.print(Text.assemble("  ", ("✓", "green"), " ", text), highlight=False)
 
     def close(self) -> None:
         self._progress.stop()

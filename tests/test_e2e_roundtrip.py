@@ -159,3 +159,45 @@ def test_import_inside_network_namespace_cannot_reach_source(
     for role in ROLES:
         info = synth_small[role]
         assert oracle_digest(target, "arcdata/" + info.repository.split("/", 1)[1], "v1") == info.digest
+
+
+def test_export_with_credentials_never_writes_them_into_the_bundle(
+    capsys: pytest.CaptureFixture[str], tls_registry: Registry, fresh_registry, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Source behind TLS + Basic auth; credentials from the seed's variables (password via --password-stdin)."""
+    import io
+    import sys
+
+    import zstandard
+
+    from devtools.synth import push_small_set
+
+    pushed = push_small_set(tls_registry, prefix="cred")
+    monkeypatch.setenv("SOURCE_DOCKER_USERNAME", tls_registry.username or "")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tls_registry.password}\n"))
+    out = tmp_path / "cred.tar.zst"
+    res = arcgap(capsys, "export", "docker-image", "multiarch", *source_args(tls_registry), "--source-repository",
+                 "cred", "--source-tag", "v1", "--password-stdin", "-o", str(out))
+    assert res.code == 0, res.err
+    raw = zstandard.ZstdDecompressor().stream_reader(out.open("rb")).read()
+    assert (tls_registry.password or "x").encode() not in raw
+    assert (tls_registry.password or "x") not in res.err + res.out
+    doc = json.loads(arcgap(capsys, "inspect", str(out), "--json").out)
+    assert [i["digest"] for i in doc["images"]] == [pushed["docker"].digest, pushed["index_docker"].digest]
+
+
+def test_wrong_source_password_stops_without_a_retry_storm(
+    capsys: pytest.CaptureFixture[str], tls_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DOCKER_USERNAME", tls_registry.username or "")
+    monkeypatch.setenv("SOURCE_DOCKER_PASSWORD", "not-the-password")
+    def refused() -> int:
+        return tls_registry.log_file.read_text().count("invalid authorization credential")
+
+    before = refused()
+    res = arcgap(capsys, "export", "docker-image", *source_args(tls_registry), "--source-repository", "cred",
+                 "--source-tag", "v1", "-o", str(tmp_path / "w.tar.zst"))
+    assert res.code == 3, res.err
+    assert res.error_lines[1] == "hint: check SOURCE_DOCKER_USERNAME and SOURCE_DOCKER_PASSWORD"
+    assert refused() - before <= 2  # the first refusal plus one re-authentication, then stop
