@@ -38,5 +38,10 @@ demo: sysdeps venv
 bench: sysdeps venv
 	$(BIN)/python -m devtools.bench
 
+## arcgap and every runtime dependency as wheels, with install.sh and SHA256SUMS, for an offline machine.
+## Another target: make wheelhouse WHEELHOUSE_ARGS="--installer-platform manylinux2014_aarch64 --installer-python 3.9"
+wheelhouse: venv
+	$(BIN)/arcgap wheelhouse --output dist/wheelhouse --force $(WHEELHOUSE_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info .work

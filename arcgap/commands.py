@@ -7,8 +7,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from arcgap.bundle.parts import parse_size
 from arcgap.bundle.reader import open_bundle
+from arcgap.cache import DEFAULT_MAX_BYTES, BlobCache, cache_root
 from arcgap.errors import UsageError
 from arcgap.export import ExportResult, export_bundle
 from arcgap.imagelist import (
@@ -20,12 +23,27 @@ from arcgap.imagelist import (
     shipped_releases,
 )
 from arcgap.importer import ImportResult, import_bundle
+from arcgap.installer import StagedInstaller, installer_dir, stage_installer
 from arcgap.progress import Reporter
+from arcgap.receipt import (
+    build_receipt,
+    bundle_label,
+    check_receipt_path,
+    default_receipt_path,
+    utc_now,
+    write_receipt,
+)
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, lookup_credentials
 from arcgap.registry.transport import TLSOptions
+from arcgap.releases import LATEST, check_at_source, latest_release, skipped_record
 from arcgap.resolve import Wanted
 from arcgap.settings import Endpoint, Prompt, SecretPrompt, collect_endpoint
+from arcgap.since import load_bases
+
+if TYPE_CHECKING:
+    from arcgap.signing import Signer, VerifyKey
+from arcgap.wheelhouse import Target
 
 
 def _credentials(endpoint: Endpoint, registry: str, environ: Mapping[str, str]) -> Credentials | None:
@@ -119,10 +137,25 @@ def run_export(
     plain_http: bool, platform: str | None, jobs: int, level: int, threads: int, force: bool,
     prompt: Prompt | None, secret_prompt: SecretPrompt | None, reporter: Reporter,
     warn: Callable[[str], None], environ: Mapping[str, str] | None = None,
+    cache_dir: Path | None = None, no_cache: bool = False, cache_max_bytes: int = DEFAULT_MAX_BYTES,
+    split_size: str | None = None, space_check: bool = True,
+    since: Sequence[Path] = (), sign_key: Path | None = None,
+    skip_missing: bool = False, installer_targets: Sequence[Target] = (),
 ) -> ExportResult:
     environ = os.environ if environ is None else environ
-    image_list = choose_list(names=names, release=release, images_file=images_file)
-    default_tag = release or (image_list.release if image_list else None) or default_release_tag()
+    latest = release == LATEST  # the newest release tag at the source, looked up once connected
+    if latest and (names or images_file is not None or options.get("tag")):
+        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
+                         "--source-tag with it")
+    signer = _signer(sign_key, environ)  # a wrong key or passphrase stops before any download
+    bases = load_bases(since)
+    split_bytes = parse_size(split_size) if split_size is not None else None  # a usage error before any download
+    cache = None if no_cache else BlobCache(cache_root(cache_dir, environ), max_bytes=cache_max_bytes)
+    image_list = choose_list(names=names, release=None if latest else release, images_file=images_file)
+    default_tag = (None if latest else release) or (image_list.release if image_list else None) \
+        or default_release_tag()
+    if latest:  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
+        options = {**options, "tag": LATEST}
     defaults = {
         "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
         "repository": (image_list.repository if image_list else None) or "arcdata",
@@ -132,28 +165,61 @@ def run_export(
     endpoint = collect_endpoint("source", options=options, environ=environ, defaults=defaults, prompt=prompt,
                                 secret_prompt=secret_prompt, password_stdin=password_stdin, plain_http=plain_http)
     tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
-    source_tag = endpoint.tag or default_tag
-    if image_list is None:
-        image_list = list_for_tag(source_tag, warn)
-    wanted = wanted_images(image_list, endpoint, source_tag)
     pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
+    staged: StagedInstaller | None = None
     try:
-        return export_bundle(
-            pool, wanted, output=output or default_output(endpoint, source_tag),
+        source_tag = endpoint.tag or default_tag
+        if latest:
+            source_tag = latest_release(pool(endpoint.registry), repository=endpoint.repository)
+            reporter.phase(f"newest release at {endpoint.registry}/{endpoint.repository}: {source_tag}")
+        if image_list is None:
+            image_list = list_for_tag(source_tag, warn)
+        wanted, skipped = check_at_source(pool, wanted_images(image_list, endpoint, source_tag), jobs=jobs,
+                                          skip_missing=skip_missing)
+        for item in skipped:
+            warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
+        output = output or default_output(endpoint, source_tag)
+        if installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
+            reporter.phase(f"building the installer for {', '.join(t.label for t in installer_targets)}")
+            staged = stage_installer(installer_dir(output), targets=installer_targets, overwrite=force)
+        result = export_bundle(
+            pool, wanted, output=output, skipped_images=skipped_record(skipped),
             source_registry=endpoint.registry, source_repository=endpoint.repository,
             jobs=jobs, level=level, threads=threads, platform=platform, overwrite=force, reporter=reporter,
+            split_bytes=split_bytes, space_check=space_check,
+            cache=cache, bases=bases, signer=signer,
         )
+        if staged is not None:
+            result = replace(result, installer=staged.publish().to_dict())
     finally:
         pool.close()
+        if staged is not None:
+            staged.discard()
+        if cache is not None:
+            cache.prune()  # least recently used out, down to the cap; also after a failed export
+            for problem in cache.stats.problems:
+                warn(problem)
+    return result if cache is None else replace(result, cache=cache.stats.to_dict())
 
 
 def run_import(
     *, bundle: Path, options: Mapping[str, str | None], password_stdin: str | None, ca_file: Path | None,
     insecure: bool, plain_http: bool, jobs: int, dry_run: bool, prompt: Prompt | None,
     secret_prompt: SecretPrompt | None, reporter: Reporter, environ: Mapping[str, str] | None = None,
+    verify_key: Path | None = None, receipt: Path | None = None,
 ) -> ImportResult:
     environ = os.environ if environ is None else environ
+    key = verify_key_from(verify_key)
+    started = utc_now()
+    receipt_path = receipt or default_receipt_path(bundle, started)
+    if not dry_run:
+        check_receipt_path(receipt_path)  # before anything moves, not after
     with open_bundle(bundle) as reader:  # read the table of contents before asking anything
+        signature = reader.signature()
+        if key is not None:  # refused before any question or connection
+            from arcgap.signing import check_signature
+
+            check_signature(reader.manifest_bytes, signature, key, origin=reader.origin)
         defaults = {"registry": None, "repository": None, "username": None, "tag": None}
         endpoint = collect_endpoint("target", options=options, environ=environ, defaults=defaults, prompt=prompt,
                                     secret_prompt=secret_prompt, password_stdin=password_stdin,
@@ -161,7 +227,33 @@ def run_import(
         tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
         pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
         try:
-            return import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
-                                 target_tag=endpoint.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)
+            result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
+                                   target_tag=endpoint.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)
         finally:
             pool.close()
+        if not dry_run:
+            done = build_receipt(
+                bundle_name=bundle_label(bundle), identity=reader.identity, manifest=reader.manifest,
+                signed_by=signature.key_fingerprint if signature else None, signature_checked=key is not None,
+                registry=endpoint.registry, repository=endpoint.repository, result=result, moment=utc_now(),
+            )
+            write_receipt(receipt_path, done)
+            result.receipt_file, result.receipt = receipt_path, done.to_dict()
+        return result
+
+
+def _signer(sign_key: Path | None, environ: Mapping[str, str]) -> Signer | None:
+    if sign_key is None:
+        return None
+    from arcgap.signing import PASSPHRASE_ENV, load_signer  # cryptography is loaded only when a key is used
+
+    return load_signer(sign_key, passphrase=environ.get(PASSPHRASE_ENV) or None)
+
+
+def verify_key_from(path: Path | None) -> VerifyKey | None:
+    """The public key of --verify-key (None without it); cryptography is imported only here."""
+    if path is None:
+        return None
+    from arcgap.signing import load_verify_key
+
+    return load_verify_key(path)

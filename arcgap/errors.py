@@ -22,6 +22,7 @@ class ExitCode:
     BUNDLE_FORMAT = 8  # not a bundle, unsupported format version, hostile member
     LOCAL_IO = 9  # disk full, permission denied, file exists
     TARGET_MISMATCH = 10  # target digest differs from the bundle after push
+    SIGNATURE = 11  # --verify-key given: the bundle is unsigned, signed by another key, or its arcgap.yaml changed
     INTERRUPTED = 130
 
 
@@ -90,3 +91,11 @@ class LocalIOError(ArcgapError):
 
 class TargetMismatchError(ArcgapError):
     exit_code = ExitCode.TARGET_MISMATCH
+
+
+class MissingBaseError(NotFoundError):
+    """A differential bundle relies on blobs the target does not hold: its base was not imported there."""
+
+
+class SignatureError(ArcgapError):
+    exit_code = ExitCode.SIGNATURE

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BlobEntry, BundleManifest
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BaseBundle, BlobEntry, BundleManifest
+from arcgap.bundle.signature import SIGNATURE_NAME
 from arcgap.bundle.writer import BundleWriter
+from arcgap.cache import BlobCache
 from arcgap.digest import Digest
+from arcgap.diskspace import estimate_bundle_bytes
 from arcgap.plan import build_plan
 from arcgap.prefetch import OrderedPrefetcher
 from arcgap.progress import Reporter
 from arcgap.registry.client import RegistryClient
 from arcgap.resolve import Wanted, resolve_all
+
+if TYPE_CHECKING:
+    from arcgap.signing import Signer
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,15 @@ class ExportResult:
     dedupe_saved_bytes: int
     seconds: float
     image_digests: dict[str, str]
+    parts: tuple[str, ...] = ()  # the files written: the bundle, or NAME.001, NAME.002, …
+    sidecar: str | None = None  # NAME.parts.yaml
+    cache: dict[str, Any] | None = None  # what the blob cache served and stored (arcgap.cache.CacheStats)
+    relied_on_blobs: int = 0  # --since: blobs left out because the far side holds them
+    relied_on_bytes: int = 0
+    relies_on: tuple[str, ...] = ()  # the base bundles' names
+    signed_by: str | None = None  # --sign: the key's fingerprint
+    skipped_images: tuple[dict[str, str], ...] = ()  # --skip-missing: {name, source} of each image left out
+    installer: dict[str, Any] | None = None  # --with-installer: arcgap.installer.InstallerResult.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +57,15 @@ class ExportResult:
             "dedupe_saved_bytes": self.dedupe_saved_bytes,
             "seconds": round(self.seconds, 3),
             "image_digests": self.image_digests,
+            "parts": list(self.parts),
+            "sidecar": self.sidecar,
+            **({"cache": self.cache} if self.cache is not None else {}),
+            "relied_on_blobs": self.relied_on_blobs,
+            "relied_on_bytes": self.relied_on_bytes,
+            "relies_on": list(self.relies_on),
+            "signed_by": self.signed_by,
+            "skipped_images": [dict(s) for s in self.skipped_images],
+            "installer": self.installer,
         }
 
 
@@ -64,7 +88,13 @@ def export_bundle(
     threads: int = -1,
     platform: str | None = None,
     overwrite: bool = False,
+    split_bytes: int | None = None,
+    space_check: bool = True,
     reporter: Reporter | None = None,
+    cache: BlobCache | None = None,
+    bases: Sequence[BaseBundle] = (),
+    signer: Signer | None = None,
+    skipped_images: Sequence[Mapping[str, str]] = (),
 ) -> ExportResult:
     reporter = reporter or Reporter()
     t0 = time.monotonic()
@@ -79,20 +109,31 @@ def export_bundle(
                 f"the target will hold {img.top.digest.short}, not the source's index digest"
             )
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
-                      created=creation_time())
+                      created=creation_time(), bases=bases, signed=signer is not None)
     manifest = plan.manifest
+    if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
+        manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
     remote = [b for b in manifest.blobs if b.digest not in plan.small_blobs]
     finishing = _images_finished_by(plan.manifest, plan.image_blobs)
 
     def fetch(entry: BlobEntry) -> Iterator[bytes]:
         registry, repo = plan.blob_source[entry.digest]
-        return client_for(registry).stream_blob(
-            repo, entry.digest, entry.size, what=f"blob {entry.digest} of {registry}/{repo}"
-        )
+
+        def download() -> Iterator[bytes]:
+            return client_for(registry).stream_blob(
+                repo, entry.digest, entry.size, what=f"blob {entry.digest} of {registry}/{repo}"
+            )
+
+        return cache.fetch(entry.digest, entry.size, download) if cache is not None else download()
 
     reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.name}")
-    with BundleWriter(output, level=level, threads=threads, overwrite=overwrite) as writer:
-        writer.add_bytes(MANIFEST_NAME, manifest.to_yaml())
+    expected_bytes = estimate_bundle_bytes(manifest) if space_check else None
+    with BundleWriter(output, level=level, threads=threads, overwrite=overwrite, split_bytes=split_bytes,
+                      expected_bytes=expected_bytes) as writer:
+        manifest_bytes = manifest.to_yaml()
+        writer.add_bytes(MANIFEST_NAME, manifest_bytes)
+        if signer is not None:  # the signature member sits right after the bytes it signs
+            writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
         writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
         writer.add_bytes(INDEX_NAME, manifest.oci_index())
         prefetcher = OrderedPrefetcher(remote, fetch, jobs=jobs)
@@ -121,6 +162,13 @@ def export_bundle(
         dedupe_saved_bytes=plan.dedupe_saved_bytes,
         seconds=time.monotonic() - t0,
         image_digests={i.source: str(i.digest) for i in manifest.images},
+        relied_on_blobs=len(manifest.relied_on_blobs),
+        relied_on_bytes=manifest.relied_on_bytes,
+        relies_on=tuple(base.name for base in manifest.relies_on),
+        signed_by=str(signer.fingerprint) if signer is not None else None,
+        parts=tuple(str(p) for p in writer.parts),
+        sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
+        skipped_images=tuple(dict(s) for s in skipped_images),
     )
 
 

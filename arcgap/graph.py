@@ -1,4 +1,7 @@
-"""Checks that a bundle's manifests, its ``arcgap.yaml`` and its blobs form one complete graph (pure)."""
+"""Checks that a bundle's manifests, its ``arcgap.yaml`` and its blobs form one complete graph (pure).
+
+A differential bundle's relied-on blobs count as present elsewhere (at the target); the importer checks them.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +18,14 @@ class ImageGraph:
     entry: ImageEntry
     children: tuple[tuple[Digest, bytes, str], ...]  # platform manifests of an index: digest, raw, media type
     blobs: frozenset[Digest]  # configs and layers this image needs
+    relied: frozenset[Digest] = frozenset()  # those of them the bundle relies on the target holding
 
 
 def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, origin: str) -> list[ImageGraph]:
     """``manifests`` holds the verified bytes of every manifest blob. Raises if anything is missing."""
-    declared = {b.digest: b for b in manifest.blobs}
+    in_bundle = {b.digest: b for b in manifest.blobs}
+    elsewhere = {b.digest: b for b in manifest.relied_on_blobs}
+    declared = {**in_bundle, **elsewhere}  # configs and layers may be either; manifests are always in the bundle
     graphs: list[ImageGraph] = []
 
     def parsed(digest: Digest, media_type: str, what: str) -> ParsedManifest:
@@ -45,7 +51,7 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
             for child in top.children:
                 if child.digest in {c[0] for c in children}:
                     continue
-                entry = declared.get(child.digest)
+                entry = in_bundle.get(child.digest)
                 if entry is None or entry.size != child.size:
                     raise BundleFormatError(f"{origin}: {what}: child manifest {child.digest} missing or wrong size")
                 child_what = f"{what}@{child.digest.short}"
@@ -64,5 +70,5 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                 if entry.size != d.size:
                     raise BundleFormatError(f"{origin}: {what}: blob {d.digest} size differs from its manifest")
                 needed.add(d.digest)
-        graphs.append(ImageGraph(image, tuple(children), frozenset(needed)))
+        graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere))))
     return graphs

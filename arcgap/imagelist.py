@@ -160,7 +160,7 @@ def parse_image_list(text: str, *, origin: str) -> ImageList:
         raise UsageError(
             f"{origin}{line}: invalid YAML: {problem}", hint="check indentation and quoting"
         ) from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise UsageError(f"{origin}: invalid YAML: {exc}", hint="check indentation and quoting") from None
     return _Checker(origin, root).image_list(data)
 

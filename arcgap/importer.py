@@ -1,8 +1,10 @@
 """``arcgap import``: one streaming pass over a bundle into a registry; tags move last.
 
 Order of events: manifests arrive first and are checked as a graph; the target is asked which blobs it
-already has; every blob is verified while it streams (uploaded, mounted or skipped); only when the whole
-bundle has been read and verified are manifests pushed by digest, then tags, then re-read and compared.
+already has, and a differential bundle's relied-on blobs must all be there (or mountable) before anything is
+sent; every blob is verified while it streams (uploaded, mounted or skipped); only when the whole bundle has
+been read and verified are manifests pushed by digest, then tags (a tag already at its digest is left alone),
+then every tag is re-read and compared.
 """
 
 from __future__ import annotations
@@ -11,22 +13,50 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from arcgap.bundle.format import BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.digest import Digest
-from arcgap.errors import TargetMismatchError
+from arcgap.errors import MissingBaseError, TargetMismatchError
 from arcgap.graph import ImageGraph, build_graph
 from arcgap.plan import TargetImage, map_targets
 from arcgap.progress import Reporter, human_bytes
+from arcgap.readahead import read_ahead
 from arcgap.registry.client import RegistryClient
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What import did for one target reference (see :data:`arcgap.receipt.ACTIONS`)."""
+
+    target: TargetImage
+    action: str  # pushed | mounted | skipped
+    uploaded_blobs: int
+    mounted_blobs: int
+    present_blobs: int
+
+    def to_dict(self, *, dry_run: bool) -> dict[str, Any]:
+        entry = self.target.entry
+        return {
+            "source": entry.source,
+            "target": self.target.reference,
+            "digest": str(entry.digest),
+            "media_type": entry.media_type,
+            "platforms": [p.platform for p in entry.platforms],
+            "action": self.action,
+            "pushed": not dry_run and self.action != "skipped",  # this run wrote the tag
+            "blobs": {"uploaded": self.uploaded_blobs, "mounted": self.mounted_blobs,
+                      "present": self.present_blobs},
+        }
 
 
 @dataclass
 class ImportResult:
     dry_run: bool
-    images: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[ImageOutcome] = field(default_factory=list)
+    held_blobs: list[BlobEntry] = field(default_factory=list)  # every blob the target holds for these images
     blobs: int = 0
     uploaded_blobs: int = 0
     uploaded_bytes: int = 0
@@ -34,10 +64,18 @@ class ImportResult:
     skipped_blobs: int = 0
     skipped_bytes: int = 0
     verified_bytes: int = 0
+    relied_on_blobs: int = 0
+    skipped_tags: int = 0
     seconds: float = 0.0
+    receipt_file: Path | None = None  # set by the caller once the receipt is written
+    receipt: dict[str, Any] | None = None
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return [o.to_dict(dry_run=self.dry_run) for o in self.outcomes]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "command": "import",
             "dry_run": self.dry_run,
             "images": self.images,
@@ -48,14 +86,21 @@ class ImportResult:
             "skipped_blobs": self.skipped_blobs,
             "skipped_bytes": self.skipped_bytes,
             "verified_bytes": self.verified_bytes,
+            "relied_on_blobs": self.relied_on_blobs,
+            "skipped_tags": self.skipped_tags,
             "seconds": round(self.seconds, 3),
         }
+        if self.receipt_file is not None:
+            doc["receipt_file"] = str(self.receipt_file)
+            doc["receipt"] = self.receipt
+        return doc
 
 
 class _Importer:
     def __init__(self, reader: BundleReader, client: RegistryClient, targets: list[TargetImage], *,
-                 jobs: int, reporter: Reporter, dry_run: bool) -> None:
+                 repository: str, jobs: int, reporter: Reporter, dry_run: bool) -> None:
         self.reader = reader
+        self.repository = repository
         self.client = client
         self.targets = targets
         self.jobs = jobs
@@ -66,8 +111,9 @@ class _Importer:
         self.graphs: list[ImageGraph] = []
         self.needs: dict[Digest, list[str]] = {}  # blob → target repositories that need it
         self.present: dict[tuple[str, Digest], bool] = {}
+        self.how: dict[tuple[str, Digest], str] = {}  # (repository, blob) → "present", "mounted" or "uploaded"
 
-    # -- phase 1: manifests and the graph ---------------------------------------------------------------
+    # -- phase 1: manifests, the graph, and what the target already holds ---------------------------------
 
     def _plan_blobs(self) -> None:
         self.graphs = build_graph(self.reader.manifest, self.manifests, origin=self.reader.origin)
@@ -78,9 +124,60 @@ class _Importer:
                     repos.append(target.repository)
         pairs = [(repo, d) for d, repos in self.needs.items() for repo in repos]
         self.reporter.phase(f"checking which of {len(self.needs)} blobs {self.client.registry} already has")
+        found = self._map(lambda p: self.client.blob_exists(p[0], p[1], push_scope=True), pairs)
+        self.present = dict(zip(pairs, found))
+        self.how = {pair: "present" for pair, there in self.present.items() if there}
+        self._check_relied_on()
+
+    def _map(self, fn: Any, items: list[Any]) -> list[Any]:
         with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            found = pool.map(lambda p: self.client.blob_exists(p[0], p[1], push_scope=True), pairs)
-            self.present = dict(zip(pairs, found))
+            return list(pool.map(fn, items))
+
+    def _check_relied_on(self) -> None:
+        """Every relied-on blob must be in each repository that needs it, or mountable from one that has it.
+
+        Runs before any blob is sent: if the base is missing, nothing at all changes at the target.
+        """
+        manifest = self.reader.manifest
+        relied = [b.digest for b in manifest.relied_on_blobs if b.digest in self.needs]
+        self.result.relied_on_blobs = len(relied)
+        if not relied:
+            return
+        self.reporter.phase(f"checking the {len(relied)} blobs the bundle relies on")
+        mounts: list[tuple[Digest, str, str]] = []
+        lacking: list[Digest] = []
+        for digest in relied:
+            repos = self.needs[digest]
+            holder = next((r for r in repos if self.present.get((r, digest))), None)
+            if holder is None:
+                lacking.append(digest)
+            else:
+                mounts += [(digest, r, holder) for r in repos if not self.present.get((r, digest))]
+        if lacking:
+            raise self._missing_base(lacking)
+        if self.dry_run:
+            return
+        refused = {d for d, repo, holder in mounts if not self._mount(d, repo, holder)}
+        if refused:
+            raise self._missing_base(sorted(refused), mounting=True)
+
+    def _missing_base(self, digests: list[Digest], *, mounting: bool = False) -> MissingBaseError:
+        manifest = self.reader.manifest
+        names = list(dict.fromkeys(base.name for d in digests if (base := manifest.base_of(d)) is not None))
+        named = " and ".join(names) or "an earlier bundle"
+        count = f"{len(digests)} blob{'s' if len(digests) != 1 else ''} missing"
+        where = f"{self.client.registry}/{self.repository}"
+        if mounting:
+            return MissingBaseError(
+                f"the bundle relies on blobs from {named} that the target lacks: {count} "
+                "(the registry refused to mount them from another repository)",
+                hint=f"import {named} into these repositories first, or export a full bundle (without --since)",
+            )
+        return MissingBaseError(
+            f"the bundle relies on blobs from {named} that the target lacks: {count}",
+            hint=f"import {named} into {where} first, or export a full bundle (without --since); "
+                 "nothing was changed",
+        )
 
     # -- phase 2: stream blobs --------------------------------------------------------------------------
 
@@ -106,7 +203,7 @@ class _Importer:
             return
         first = missing[0]
         self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}")
-        self.present[(first, digest)] = True
+        self._placed(first, digest, "uploaded")
         self.result.uploaded_blobs += 1
         self.result.uploaded_bytes += entry.size
         for repo in missing[1:]:
@@ -114,13 +211,18 @@ class _Importer:
                 # The registry refuses mounts: copy the verified blob back out of the target.
                 data = self.client.stream_blob(first, digest, entry.size)
                 self.client.upload_blob(repo, digest, data, what=f"blob {digest} to {repo}")
+                self._placed(repo, digest, "uploaded")
                 self.result.uploaded_blobs += 1
                 self.result.uploaded_bytes += entry.size
+
+    def _placed(self, repo: str, digest: Digest, how: str) -> None:
+        self.present[(repo, digest)] = True
+        self.how[(repo, digest)] = how
 
     def _mount(self, digest: Digest, repo: str, source_repo: str) -> bool:
         ok = self.client.mount_blob(repo, digest, source_repo)
         if ok:
-            self.present[(repo, digest)] = True
+            self._placed(repo, digest, "mounted")
             self.result.mounted_blobs += 1
         return ok
 
@@ -131,7 +233,7 @@ class _Importer:
         self.reporter.start(manifest.total_bytes, images=len(manifest.images),
                             label=f"importing into {self.client.registry}")
         planned = False
-        for entry, chunks in self.reader.blobs():
+        for entry, chunks in read_ahead(self.reader.blobs()):
             self.result.blobs += 1
             if entry.kind in ("index", "manifest"):
                 self.manifests[entry.digest] = b"".join(self._counted(chunks))
@@ -144,31 +246,41 @@ class _Importer:
             self._place(entry, self._counted(chunks))
         if not planned:
             self._plan_blobs()
+        current = self._current_tags()
         if self.dry_run:
-            self._describe(pushed=False)
+            self._describe(current)
+            self._report_dry_run()
         else:
             # Every blob is verified and present: now manifests by digest, then the tags.
-            self._push_manifests()
+            self._push(current)
             self._verify_tags()
-            self._describe(pushed=True)
+            self._describe(current)
         self.reporter.close()
         self.result.seconds = time.monotonic() - t0
         return self.result
 
     # -- phase 3: manifests, tags, check ---------------------------------------------------------------
 
-    def _push_manifests(self) -> None:
+    def _current_tags(self) -> list[Digest | None]:
+        """What each target tag points at now; a tag already at the bundle's digest is not written again."""
+        return self._map(lambda t: self.client.head_manifest(t.repository, t.tag), self.targets)
+
+    def _push(self, current: list[Digest | None]) -> None:
         self.reporter.phase("pushing manifests")
-        for target, graph in zip(self.targets, self.graphs):
+        moving = [(t, g) for t, g, now in zip(self.targets, self.graphs, current) if now != t.entry.digest]
+        for target, graph in moving:
             for digest, raw, media_type in graph.children:
                 self.client.put_manifest(target.repository, str(digest), raw, media_type)
             self.client.put_manifest(target.repository, str(target.entry.digest),
                                      self.manifests[target.entry.digest], target.entry.media_type)
         self.reporter.phase("moving tags")
-        for target in self.targets:
+        for target, _graph in moving:
             self.client.put_manifest(target.repository, target.tag, self.manifests[target.entry.digest],
                                      target.entry.media_type)
             self.reporter.item_done(f"{target.reference} → {target.entry.digest.short}")
+        for target, now in zip(self.targets, current):
+            if now == target.entry.digest:
+                self.reporter.item_done(f"{target.reference} already at {target.entry.digest.short}")
 
     def _verify_tags(self) -> None:
         for target in self.targets:
@@ -179,23 +291,35 @@ class _Importer:
                     hint="another writer changed the tag, or the registry rewrote the manifest",
                 )
 
-    def _describe(self, *, pushed: bool) -> None:
-        for target in self.targets:
-            self.result.images.append({
-                "source": target.entry.source,
-                "target": target.reference,
-                "digest": str(target.entry.digest),
-                "media_type": target.entry.media_type,
-                "platforms": [p.platform for p in target.entry.platforms],
-                "pushed": pushed,
-            })
-        if not pushed:
-            missing = sum(1 for d, repos in self.needs.items() for r in repos if not self.present.get((r, d)))
-            size = {b.digest: b.size for b in self.reader.manifest.blobs}
-            missing_bytes = sum(size[d] for d, repos in self.needs.items()
-                                if any(not self.present.get((r, d)) for r in repos))
-            self.reporter.phase(f"dry run: {missing} blob placements missing at the target "
-                                f"({human_bytes(missing_bytes)} to send); nothing changed")
+    def _describe(self, current: list[Digest | None]) -> None:
+        manifest = self.reader.manifest
+        declared = {b.digest: b for b in (*manifest.blobs, *manifest.relied_on_blobs)}
+        held: dict[Digest, BlobEntry] = {}
+        for target, graph, now in zip(self.targets, self.graphs, current):
+            hows = [self.how.get((target.repository, d), "missing") for d in sorted(graph.blobs)]
+            uploaded, mounted = hows.count("uploaded"), hows.count("mounted")
+            if now == target.entry.digest:
+                action = "skipped"
+                self.result.skipped_tags += 1
+            elif self.dry_run:  # what would happen: blobs lacking here but held by another repository mount
+                lacking = [d for d in graph.blobs if not self.present.get((target.repository, d))]
+                action = "mounted" if all(any(self.present.get((r, d)) for r in self.needs[d])
+                                          for d in lacking) else "pushed"
+            else:
+                action = "pushed" if uploaded else "mounted"
+            self.result.outcomes.append(
+                ImageOutcome(target, action, uploaded, mounted, hows.count("present")))
+            for digest in (target.entry.digest, *(c[0] for c in graph.children), *sorted(graph.blobs)):
+                held.setdefault(digest, declared[digest])
+        self.result.held_blobs = list(held.values())
+
+    def _report_dry_run(self) -> None:
+        missing = sum(1 for d, repos in self.needs.items() for r in repos if not self.present.get((r, d)))
+        size = {b.digest: b.size for b in self.reader.manifest.blobs}
+        missing_bytes = sum(size.get(d, 0) for d, repos in self.needs.items()
+                            if any(not self.present.get((r, d)) for r in repos))
+        self.reporter.phase(f"dry run: {missing} blob placements missing at the target "
+                            f"({human_bytes(missing_bytes)} to send); nothing changed")
 
 
 def import_bundle(
@@ -209,5 +333,6 @@ def import_bundle(
     dry_run: bool = False,
 ) -> ImportResult:
     targets = map_targets(reader.manifest, registry=client.registry, repository=target_repository, tag=target_tag)
-    importer = _Importer(reader, client, targets, jobs=jobs, reporter=reporter or Reporter(), dry_run=dry_run)
+    importer = _Importer(reader, client, targets, repository=target_repository, jobs=jobs,
+                         reporter=reporter or Reporter(), dry_run=dry_run)
     return importer.run()

@@ -85,7 +85,7 @@ def sniff_media_type(raw: bytes) -> str | None:
     """The ``mediaType`` field of manifest bytes, if any (OCI makes it optional)."""
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):
         return None
@@ -127,5 +127,5 @@ def parse_manifest(raw: bytes, media_type: str, *, what: str) -> ParsedManifest:
             raise ValueError("manifest has no 'layers' list")
         layers = tuple(_descriptor(d, f"layers[{i}]") for i, d in enumerate(layers_raw))
         return ParsedManifest(media_type, config=config, layers=layers)
-    except ValueError as exc:
-        raise RegistryError(f"{what}: malformed manifest: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RegistryError(f"{what}: malformed manifest: {str(exc)[:200]}") from None

@@ -1,11 +1,15 @@
-"""The transfer plan, pure: from resolved images to the bundle's table of contents and blob order."""
+"""The transfer plan, pure: from resolved images to the bundle's table of contents and blob order.
+
+With bases (``export --since``), configs and layers a base already holds are left out and listed under
+``relies_on`` instead; manifests always stay in the bundle.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from arcgap.bundle.format import BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry, needed_version
 from arcgap.digest import Digest
 from arcgap.mediatypes import is_index
 from arcgap.resolve import ResolvedImage
@@ -21,14 +25,18 @@ class ExportPlan:
 
     @property
     def dedupe_saved_bytes(self) -> int:
-        return self.referenced_bytes - self.manifest.total_bytes
+        return self.referenced_bytes - self.manifest.total_bytes - self.manifest.relied_on_bytes
 
 
 def build_plan(
-    images: Sequence[ResolvedImage], *, source_registry: str, source_repository: str, created: str
+    images: Sequence[ResolvedImage], *, source_registry: str, source_repository: str, created: str,
+    bases: Sequence[BaseBundle] = (), signed: bool = False,
 ) -> ExportPlan:
     """Manifests first (the importer checks the graph before big blobs arrive), then configs and layers,
-    each blob once, in first-seen order; the same images always give the same plan."""
+    each blob once, in first-seen order; the same images always give the same plan.
+
+    ``bases`` hold every config and layer the far side already has (:mod:`arcgap.since`); those are left out.
+    """
     entries: list[ImageEntry] = []
     manifest_blobs: dict[Digest, BlobEntry] = {}
     data_blobs: dict[Digest, BlobEntry] = {}
@@ -72,15 +80,37 @@ def build_plan(
             )
         )
     # A digest can't be both a manifest and a layer in practice; if it were, keep the manifest entry.
-    blobs = list(manifest_blobs.values()) + [b for d, b in data_blobs.items() if d not in manifest_blobs]
+    data = [b for d, b in data_blobs.items() if d not in manifest_blobs]
+    relies_on = _relied_on(data, bases)
+    omitted = {b.digest for base in relies_on for b in base.blobs}
+    blobs = list(manifest_blobs.values()) + [b for b in data if b.digest not in omitted]
     manifest = BundleManifest(
         source_registry=source_registry,
         source_repository=source_repository,
         images=tuple(entries),
         blobs=tuple(blobs),
         created=created,
+        format_version=needed_version(differential=bool(relies_on), signed=signed),
+        relies_on=relies_on,
     )
+    for digest in omitted:
+        small.pop(digest, None)
+        source.pop(digest, None)
+    image_blobs = {ref: digests - omitted for ref, digests in image_blobs.items()}
     return ExportPlan(manifest, small, source, referenced, image_blobs)
+
+
+def _relied_on(data: Sequence[BlobEntry], bases: Sequence[BaseBundle]) -> tuple[BaseBundle, ...]:
+    """Each left-out blob is attributed to the first base holding it; bases that hold none are dropped."""
+    taken: set[Digest] = set()
+    narrowed: list[BaseBundle] = []
+    for base in bases:
+        held = {b.digest for b in base.blobs}
+        mine = tuple(b for b in data if b.digest in held and b.digest not in taken)
+        taken.update(b.digest for b in mine)
+        if mine:
+            narrowed.append(replace(base, blobs=mine))
+    return tuple(narrowed)
 
 
 @dataclass(frozen=True)

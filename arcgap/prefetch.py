@@ -69,7 +69,12 @@ class OrderedPrefetcher:
     def _chunks(self, index: int) -> Iterator[bytes]:
         q = self._queues[index]
         while True:
-            value = q.get()
+            try:
+                value = q.get(timeout=1.0)
+            except queue.Empty:
+                if not any(t.is_alive() for t in self._threads) and q.empty():
+                    raise RuntimeError("download workers stopped without finishing a blob") from None
+                continue
             if value is _DONE:
                 self._slots.release()
                 return

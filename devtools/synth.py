@@ -87,9 +87,12 @@ class _ImagePlan:
     layers: dict[str, tuple[_LayerSpec, ...]]  # arch -> layers (one arch unless multi-arch)
 
 
-def _plan(names: Sequence[str], multiarch: Sequence[str], base: int, app: int, seed: int) -> list[_ImagePlan]:
-    base0 = _LayerSpec(f"{seed}:base:0", base)
-    base1 = _LayerSpec(f"{seed}:base:1", max(base // 2, 1))
+def _plan(
+    names: Sequence[str], multiarch: Sequence[str], base: int, app: int, seed: int, base_seed: int | None = None
+) -> list[_ImagePlan]:
+    bseed = seed if base_seed is None else base_seed
+    base0 = _LayerSpec(f"{bseed}:base:0", base)
+    base1 = _LayerSpec(f"{bseed}:base:1", max(base // 2, 1))
     plans: list[_ImagePlan] = []
     for i, name in enumerate(names):
         bases = (base0, base1) if i % 2 == 0 else (base0,)
@@ -133,9 +136,14 @@ def generate_release_infos(
     compressible: float = 0.5,
     workdir: Path | None = None,
     threads: int = 2,
+    base_seed: int | None = None,
 ) -> dict[str, ImageInfo]:
-    """Like :func:`generate_release`, returning the full :class:`ImageInfo` of each top-level manifest."""
-    plans = _plan(list(names or ARC_IMAGES), multiarch_names, base_layer_bytes, app_layer_bytes, seed)
+    """Like :func:`generate_release`, returning the full :class:`ImageInfo` of each top-level manifest.
+
+    ``base_seed`` (default: ``seed``) seeds the shared base layers alone: two releases with the same
+    ``base_seed`` and different ``seed`` share their base layers and differ in every app layer.
+    """
+    plans = _plan(list(names or ARC_IMAGES), multiarch_names, base_layer_bytes, app_layer_bytes, seed, base_seed)
     specs = list(dict.fromkeys(spec for p in plans for layers in p.layers.values() for spec in layers))
     with ExitStack() as stack:
         if workdir is None:
@@ -182,6 +190,7 @@ def generate_release(
     compressible: float = 0.5,
     workdir: Path | None = None,
     threads: int = 2,
+    base_seed: int | None = None,
 ) -> dict[str, str]:
     """Push a synthetic release; returns ``{name: top-level manifest digest}`` in ``names`` order."""
     infos = generate_release_infos(
@@ -196,6 +205,7 @@ def generate_release(
         compressible=compressible,
         workdir=workdir,
         threads=threads,
+        base_seed=base_seed,
     )
     return {name: info.digest for name, info in infos.items()}
 

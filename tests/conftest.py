@@ -9,8 +9,15 @@ Session-scoped (started once, shared; push to unique repositories):
   ``token_registry.token_server.requests_served`` counts /token requests.
 - ``synth_small`` / ``synth_small_token`` -- :class:`devtools.synth.SmallSet` pushed into ``plain_registry``
   / ``token_registry`` (roles: docker, oci, index_docker, index_oci, indented).
+- ``synth_medium`` -- :class:`MediumSet`: four images with incompressible layers (~11 MB of blobs, 1–3 MiB
+  each, a shared base, one multi-arch index) in ``plain_registry`` under ``medium/``: a bundle with a middle,
+  for interrupting and resuming.
 
 Function-scoped:
+
+- autouse: ``XDG_CACHE_HOME`` points into the test's own temporary directory, so every test starts with an
+  empty blob cache and none touches ``~/.cache/arcgap`` (module- and session-scoped fixtures share one
+  session-wide temporary cache).
 
 - ``fresh_registry`` -- factory ``fresh_registry(tls=False, auth="none", netns=None) -> Registry`` for
   empty targets; all stopped at the end of the test. ``netns=True`` puts it in a namespace of its own
@@ -26,6 +33,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,7 +45,7 @@ if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put 
 from devtools.netns import netns_usable, network_namespace  # noqa: E402
 from devtools.pki import CA, make_ca  # noqa: E402
 from devtools.registries import AuthMode, Registry, start_registry  # noqa: E402
-from devtools.synth import SmallSet, push_small_set  # noqa: E402
+from devtools.synth import ImageInfo, SmallSet, generate_release_infos, push_small_set  # noqa: E402
 
 REQUIRED_TOOLS = ("docker-registry", "skopeo", "htpasswd")
 SERVICE_FIXTURES = frozenset(
@@ -48,6 +56,7 @@ SERVICE_FIXTURES = frozenset(
         "fresh_registry",
         "synth_small",
         "synth_small_token",
+        "synth_medium",
         "netns",
     }
 )
@@ -129,6 +138,43 @@ def netns() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def synth_small(plain_registry: Registry) -> SmallSet:
     return push_small_set(plain_registry)
+
+
+@dataclass(frozen=True)
+class MediumSet:
+    registry: Registry
+    repository: str  # "medium": images are medium/<name>:<tag>
+    tag: str
+    images: dict[str, ImageInfo]  # name -> top-level manifest
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.images)
+
+    @property
+    def layer_digests(self) -> set[str]:
+        return {d for info in self.images.values() for i in (info, *info.children) for d in i.layer_digests}
+
+
+@pytest.fixture(scope="session")
+def synth_medium(plain_registry: Registry) -> MediumSet:
+    names = ["arc-controller", "arc-dns", "arc-kafka", "arc-sqlmi"]
+    infos = generate_release_infos(plain_registry, repository="medium", tag="v1", names=names,
+                                   base_layer_bytes=3 << 20, app_layer_bytes=1 << 20, compressible=0.0)
+    return MediumSet(plain_registry, "medium", "v1", infos)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_blob_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures run before any test's own fixtures: they get a cache of their own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _private_blob_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @pytest.fixture(scope="session")

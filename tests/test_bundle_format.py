@@ -13,6 +13,7 @@ from arcgap import __version__
 from arcgap.bundle.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    PLAIN_FORMAT_VERSION,
     BlobEntry,
     BundleManifest,
     ImageEntry,
@@ -90,7 +91,7 @@ def test_round_trip_equality() -> None:
     again = BundleManifest.from_yaml(m.to_yaml())
     assert again == m
     assert again.arcgap_version == __version__
-    assert again.format_version == FORMAT_VERSION
+    assert again.format_version == PLAIN_FORMAT_VERSION  # a full unsigned bundle: arcgap 0.1 reads it too
     assert again.total_bytes == 400 + 500 + 501 + 502 + 60 + 61 + 7_000_000_000
     assert again.images[1].tag == "1.0"
 
@@ -324,3 +325,112 @@ def test_missing_optional_fields_default() -> None:
     doc["source"] = {"registry": "r.example:5000"}
     m = BundleManifest.from_yaml(_dump(doc))
     assert (m.arcgap_version, m.created, m.source_registry, m.source_repository) == ("", "", "r.example:5000", "")
+
+
+# -- differential bundles: relies_on (format version 2) ----------------------------------------------------
+
+BASE_LAYER = Digest.of(b"base-layer")
+BASE_CONFIG = Digest.of(b"base-config")
+
+
+def _differential(**overrides: Any) -> BundleManifest:
+    from arcgap.bundle.format import BaseBundle
+
+    base = BaseBundle(
+        name="arcdata-v1.28.0.tar.zst",
+        identity=Digest.of(b"old arcgap.yaml"),
+        via="bundle",
+        created="2024-03-01T00:00:00Z",
+        blobs=(BlobEntry(BASE_LAYER, 9_000_000, "application/vnd.oci.image.layer.v1.tar+gzip", "layer"),
+               BlobEntry(BASE_CONFIG, 70, "application/vnd.oci.image.config.v1+json", "config")),
+    )
+    fields: dict[str, Any] = {"format_version": FORMAT_VERSION, "relies_on": (base,)}
+    fields.update(overrides)
+    return _manifest(**fields)
+
+
+def test_needed_version() -> None:
+    from arcgap.bundle.format import needed_version
+
+    assert needed_version(differential=False, signed=False) == PLAIN_FORMAT_VERSION == 1
+    assert needed_version(differential=True, signed=False) == FORMAT_VERSION == 2
+    assert needed_version(differential=False, signed=True) == 2
+
+
+def test_differential_round_trip() -> None:
+    m = _differential()
+    text = m.to_yaml().decode()
+    assert text.startswith("# arcgap bundle manifest: 2 images, 7 blobs (and 2 blobs the target holds from "
+                           "arcdata-v1.28.0.tar.zst)\n")
+    doc = yaml.safe_load(text)
+    assert list(doc)[-1] == "relies_on" and doc["format_version"] == 2
+    assert doc["relies_on"][0]["identity"] == str(Digest.of(b"old arcgap.yaml"))
+    assert [b["digest"] for b in doc["relies_on"][0]["blobs"]] == [str(BASE_LAYER), str(BASE_CONFIG)]
+    again = BundleManifest.from_yaml(m.to_yaml())
+    assert again == m
+    assert again.total_bytes == _manifest().total_bytes  # relied-on blobs are not in the bundle
+    assert again.relied_on_bytes == 9_000_070
+    assert [b.digest for b in again.relied_on_blobs] == [BASE_LAYER, BASE_CONFIG]
+    assert again.base_of(BASE_CONFIG) is again.relies_on[0]
+    assert again.base_of(LAYER) is None
+    assert again.blob(BASE_LAYER) is None  # the reader expects exactly the included blobs
+
+
+def test_full_bundle_has_no_relies_on_key() -> None:
+    assert "relies_on" not in yaml.safe_load(_manifest().to_yaml())
+
+
+def test_a_version_1_manifest_cannot_rely_on_anything() -> None:
+    with pytest.raises(ValueError):
+        _differential(format_version=1)
+    doc = yaml.safe_load(_differential().to_yaml())
+    doc["format_version"] = 1
+    with pytest.raises(BundleFormatError) as info:
+        BundleManifest.from_yaml(_dump(doc), origin="b:arcgap.yaml")
+    assert info.value.message == "b:arcgap.yaml: relies_on needs format_version 2, not 1"
+
+
+def _diff_doc() -> dict[str, Any]:
+    doc = yaml.safe_load(_differential().to_yaml())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _relied_is_in_bundle(doc: dict[str, Any]) -> None:
+    doc["relies_on"][0]["blobs"][0]["digest"] = str(LAYER)
+
+
+def _relied_manifest(doc: dict[str, Any]) -> None:
+    doc["relies_on"][0]["blobs"][1]["kind"] = "manifest"
+
+
+def _image_on_relied_blob(doc: dict[str, Any]) -> None:
+    doc["blobs"] = [b for b in doc["blobs"] if b["digest"] != str(SINGLE)]
+    doc["relies_on"][0]["blobs"].append({"digest": str(SINGLE), "size": 502, "media_type": DOCKER_MANIFEST,
+                                         "kind": "config"})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(_relied_is_in_bundle, "relies_on[0].blobs[0]: invalid size, kind or duplicate digest",
+                     id="relied-blob-also-in-bundle"),
+        pytest.param(_relied_manifest, "relies_on[0].blobs[1]: invalid size, kind or duplicate digest",
+                     id="manifests-are-never-relied-on"),
+        pytest.param(_image_on_relied_blob, f"images[1]: manifest {SINGLE.short} is not among the bundle's blobs",
+                     id="image-manifest-relied-on"),
+        pytest.param(_set("relies_on", {}), "top.relies_on: wrong type", id="relies-on-mapping"),
+        pytest.param(_set("relies_on.0.via", "usb"), "relies_on[0]: invalid bundle name or via", id="bad-via"),
+        pytest.param(_set("relies_on.0.bundle", ""), "relies_on[0]: invalid bundle name or via", id="no-name"),
+        pytest.param(_set("relies_on.0.bundle", "v1\x1b[31m"), "relies_on[0]: invalid bundle name or via",
+                     id="terminal-escape-in-name"),
+        pytest.param(_set("relies_on.0.identity", "abc"), "relies_on[0]: invalid digest 'abc'", id="bad-identity"),
+        pytest.param(_set("relies_on.0.blobs", None), "relies_on[0].blobs: wrong type", id="blobs-null"),
+    ],
+)
+def test_relies_on_rejects(change: Callable[[dict[str, Any]], None], message: str) -> None:
+    doc = _diff_doc()
+    change(doc)
+    with pytest.raises(BundleFormatError) as info:
+        BundleManifest.from_yaml(_dump(doc), origin="b:arcgap.yaml")
+    assert info.value.message == f"b:arcgap.yaml: {message}"

@@ -8,7 +8,10 @@ import pytest
 
 from arcgap.cli import app, run
 
-COMMANDS = ("export", "import", "verify", "inspect")
+COMMANDS = (
+    "export", "import", "verify", "inspect", "keygen", "cache info", "cache clear",
+    "releases", "manifests new", "wheelhouse", "login", "logout",
+)  # fmt: skip
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
@@ -16,7 +19,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 def test_every_command_has_help_with_an_example_and_is_in_the_readme(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run([command, "--help"]) == 0
+    assert run([*command.split(), "--help"]) == 0
     out = capsys.readouterr().out
     assert "Example: arcgap" in out or "Example:" in out
     assert f"arcgap {command}" in README
@@ -24,7 +27,37 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(
 
 def test_registered_commands_are_the_documented_ones() -> None:
     names = {c.name for c in app.registered_commands}
+    for group in app.registered_groups:
+        assert group.typer_instance is not None
+        names |= {f"{group.name} {c.name}" for c in group.typer_instance.registered_commands}
     assert names == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_json_output_documented(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run([*command.split(), "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+    section = README.split("## JSON output", 1)[1].split("\n## ", 1)[0]
+    assert f"`arcgap {command}`" in section
+
+
+def test_show_completion_prints_a_script(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # typer detects the running shell; this switch (typer's own) makes it take the shell as the option's value
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    assert run(["--show-completion", "bash"]) == 0
+    out = capsys.readouterr().out
+    assert "_ARCGAP_COMPLETE=complete_bash" in out and "complete -o default -F _arcgap_completion arcgap" in out
+    assert run(["--show-completion", "zsh"]) == 0
+    assert "#compdef arcgap" in capsys.readouterr().out
+
+
+def test_completion_answers_through_the_entry_point(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("_ARCGAP_COMPLETE", "complete_bash")
+    monkeypatch.setenv("COMP_WORDS", "arcgap rel")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    assert run([]) == 0
+    assert capsys.readouterr().out.split() == ["releases"]
 
 
 def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -90,9 +90,13 @@ def test_truncated_bundle_fails_and_moves_no_tag(
 
 
 def test_random_damage_never_moves_a_tag(
-    capsys: pytest.CaptureFixture[str], small_bundle: Path, fresh_registry, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], small_bundle: Path, synth_small: SmallSet, fresh_registry, tmp_path: Path
 ) -> None:
+    """Each damaged copy either fails (exit 7/8, no tag under its prefix) or, where the flip is one zstd
+    ignores (a few header bits are don't-care), imports with every digest identical."""
     import random
+
+    from tests.e2e_helpers import oracle_digest
 
     target: Registry = fresh_registry()
     rng = random.Random(7)
@@ -102,9 +106,18 @@ def test_random_damage_never_moves_a_tag(
         shutil.copy(small_bundle, damaged)
         flip_byte(damaged, rng.randrange(4, size))
         res = arcgap(capsys, "import", str(damaged), *target_args(target), "--target-repository", f"arc{n}")
-        assert res.code in (7, 8), res.err
-        assert len(res.error_lines) == 2 and "Traceback" not in res.err
-        assert no_tags(target)
+        client = target.raw_client()
+        repos = [r for r in client.catalog() if r.startswith(f"arc{n}/")]
+        if res.code == 0:
+            for role in ROLES:
+                info = synth_small[role]
+                repo = f"arc{n}/" + info.repository.split("/", 1)[1]
+                assert oracle_digest(target, repo, "v1") == info.digest
+        else:
+            assert res.code in (7, 8), res.err
+            assert len(res.error_lines) == 2 and "Traceback" not in res.err
+            assert all(client.list_tags(r) == [] for r in repos)
+        client.close()
 
 
 def test_not_a_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -143,7 +156,7 @@ def test_bundle_from_a_newer_format_version(capsys: pytest.CaptureFixture[str], 
     res = arcgap(capsys, "verify", str(newer))
     assert res.code == 8
     assert res.error_lines == [
-        "error: bundle format version 99 is newer than this arcgap supports (1)",
+        "error: bundle format version 99 is newer than this arcgap supports (2)",
         "hint: install a newer arcgap on this side (the bundle was written by arcgap 9.0.0)",
     ]
 
@@ -165,7 +178,8 @@ def test_export_unknown_image_names_it(capsys: pytest.CaptureFixture[str], synth
     assert res.code == 4
     assert res.error_lines == [
         f"error: image {synth_small.registry.host}/synth/no-such-image:v1 not found at the source",
-        "hint: check the image name and SOURCE_DOCKER_TAG (or the image list)",
+        "hint: check the image name and SOURCE_DOCKER_TAG (or the image list); or pass --skip-missing to export "
+        "the others and record the gap in the bundle",
     ]
     assert not out.exists() and not Path(str(out) + ".partial").exists()
 
@@ -257,7 +271,7 @@ def test_disk_full_removes_the_partial_file(capsys: pytest.CaptureFixture[str], 
         out = small / "b.tar.zst"
         names = [synth_small[r].repository.split("/", 1)[1] for r in ROLES]
         res = arcgap(capsys, "export", *names, *source_args(synth_small.registry), "--source-repository", "synth",
-                     "--source-tag", "v1", "-o", str(out))
+                     "--source-tag", "v1", "-o", str(out), "--no-space-check")  # past the estimate: a real ENOSPC
         assert res.code == 9, res.err
         assert res.error_lines[0] == f"error: disk full while writing {out}; the partial file was removed"
         assert list(small.iterdir()) == []

@@ -23,6 +23,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no stored logins
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.delenv("ARCGAP_KEY_PASSPHRASE", raising=False)
+    monkeypatch.chdir(tmp_path)  # import writes its receipt into the current directory
 
 
 def export_small(capsys: pytest.CaptureFixture[str], synth: SmallSet, out: Path, *extra: str) -> None:

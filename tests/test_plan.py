@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from arcgap.bundle.format import BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
 from arcgap.digest import Digest
 from arcgap.errors import ExitCode, UsageError
 from arcgap.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest
@@ -311,3 +312,63 @@ def test_map_targets_invalid(repository: str, tag: str | None, message: str) -> 
     with pytest.raises(UsageError) as info:
         map_targets(_bundle(("arc-controller", "v1")), registry="r:5000", repository=repository, tag=tag)
     assert info.value.message == message
+
+
+# -- export --since: bases ------------------------------------------------------------------------------
+
+
+def _base(name: str, *blobs: tuple[Digest, int], via: str = "bundle") -> BaseBundle:
+    return BaseBundle(name, Digest.of(name.encode()), via, "2024-03-01T00:00:00Z",
+                      tuple(BlobEntry(d, s, LAYER_TYPE, "layer") for d, s in blobs))
+
+
+def test_blobs_a_base_holds_are_left_out_and_recorded() -> None:
+    a, b = _two_sharing_a_base()
+    full = _plan(a, b)
+    old = _base("arc-v1.28.tar.zst", BASE, _blob("gone-since", 5))
+    plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED, bases=[old])
+    m = plan.manifest
+    assert [x.digest for x in m.blobs] == [x.digest for x in full.manifest.blobs if x.digest != BASE[0]]
+    assert m.format_version == 2
+    # the base is narrowed to what this bundle actually leaves out, with this bundle's own entries
+    assert m.relies_on == (replace(old, blobs=(BlobEntry(BASE[0], BASE[1], LAYER_TYPE, "layer"),)),)
+    assert plan.dedupe_saved_bytes == full.dedupe_saved_bytes  # sharing and leaving out are counted apart
+    assert m.total_bytes == full.manifest.total_bytes - BASE[1]
+    assert BASE[0] not in plan.blob_source
+    assert all(BASE[0] not in digests for digests in plan.image_blobs.values())
+    assert BundleManifest.from_yaml(m.to_yaml()) == m
+
+
+def test_manifests_and_configs_are_never_relied_on_unless_held() -> None:
+    a, b = _two_sharing_a_base()
+    # a base "holding" a manifest digest does not make the bundle leave the manifest out
+    holds_manifest = BaseBundle("weird", Digest.of(b"w"), "receipt", "",
+                                (BlobEntry(a.top.digest, len(a.top.raw), OCI_MANIFEST, "layer"),
+                                 BlobEntry(Digest.of(CFG_A), len(CFG_A), CONFIG_TYPE, "config")))
+    plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
+                      bases=[holds_manifest])
+    digests = [x.digest for x in plan.manifest.blobs]
+    assert a.top.digest in digests and Digest.of(CFG_A) not in digests
+    assert Digest.of(CFG_A) not in plan.small_blobs
+    assert [x.kind for x in plan.manifest.relied_on_blobs] == ["config"]
+
+
+def test_each_blob_is_attributed_to_the_first_base_and_empty_bases_drop() -> None:
+    a, b = _two_sharing_a_base()
+    first = _base("v1.tar.zst", BASE)
+    second = _base("v2.tar.zst", BASE, APP_B)
+    unrelated = _base("v0.tar.zst", _blob("nothing-shared", 1))
+    plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
+                      bases=[unrelated, first, second])
+    assert [(x.name, [e.digest for e in x.blobs]) for x in plan.manifest.relies_on] == [
+        ("v1.tar.zst", [BASE[0]]), ("v2.tar.zst", [APP_B[0]])]
+
+
+def test_no_base_blob_needed_gives_a_plain_bundle_and_signing_needs_version_2() -> None:
+    a, b = _two_sharing_a_base()
+    plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
+                      bases=[_base("v0.tar.zst", _blob("nothing-shared", 1))])
+    assert plan.manifest.relies_on == () and plan.manifest.format_version == 1
+    signed = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
+                        signed=True)
+    assert signed.manifest.format_version == 2 and signed.manifest.blobs == plan.manifest.blobs

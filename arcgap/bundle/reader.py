@@ -6,6 +6,7 @@ match, and every blob is checked by size and digest before its last chunk is han
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,14 +24,17 @@ from arcgap.bundle.format import (
     BlobEntry,
     BundleManifest,
 )
+from arcgap.bundle.partstream import PartSet, PartStream, check_present, locate
+from arcgap.bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, BundleSignature
 from arcgap.bundle.zstdframes import FrameTracker
-from arcgap.digest import Verifier
-from arcgap.errors import BundleFormatError, IntegrityError, LocalIOError
+from arcgap.digest import Digest, Verifier
+from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
 OPTIONAL_MEMBERS = ("manifest.json",)  # docker-load compatibility (written by later versions)
 MAX_SMALL_MEMBER = 16 * 1024 * 1024
+MAX_TRAILING_BYTES = 1024 * 1024  # tar pads to its record size (10 KiB by default); arcgap writes 1 KiB
 
 
 class _ZstdErrors:
@@ -50,6 +54,8 @@ class _ZstdErrors:
 class BundleReader:
     """Iterate a bundle. ``manifest`` is available right after construction."""
 
+    parts: PartSet | None = None  # where the bytes come from, when opened with open_bundle
+
     def __init__(self, stream: BinaryIO, *, origin: str) -> None:
         self.origin = origin
         head = stream.read(4)
@@ -60,7 +66,7 @@ class BundleReader:
             )
         dctx = zstandard.ZstdDecompressor()
         self._frames = FrameTracker()
-        raw = _Tracked(_Prepend(head, stream), self._frames)
+        raw = self._raw = _Tracked(_Prepend(head, stream), self._frames)
         self._zr = dctx.stream_reader(raw, read_size=READ_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
         self._tar = tarstream.TarReader(_ZstdErrors(self._zr, origin))  # type: ignore[arg-type]
         self.current: str = MANIFEST_NAME
@@ -76,6 +82,27 @@ class BundleReader:
         self.manifest = BundleManifest.from_yaml(self.manifest_bytes, origin=f"{origin}:{MANIFEST_NAME}")
         self.layout_files: dict[str, bytes] = {}
         self._blobs_done = 0
+        self._signature: BundleSignature | None = None
+        self._after_manifest: list[tarstream.MemberHeader | None] | None = None  # the next member, once read
+
+    @property
+    def identity(self) -> Digest:
+        """The bundle's identity: sha256 of its exact arcgap.yaml bytes (what a signature covers)."""
+        return Digest.of(self.manifest_bytes)
+
+    def signature(self) -> BundleSignature | None:
+        """The ``arcgap.yaml.sig`` member, accepted only right after arcgap.yaml in a version 2 bundle."""
+        if self._after_manifest is None:
+            member = self._next()
+            if member is not None and member.name == SIGNATURE_NAME and self.manifest.format_version >= 2:
+                if member.size > MAX_SIGNATURE_BYTES:
+                    raise BundleFormatError(f"{self.origin}: member {SIGNATURE_NAME} is implausibly large")
+                self.current = SIGNATURE_NAME
+                self._signature = BundleSignature.from_bytes(self._read_whole(member.size), origin=self.origin)
+                self._after_manifest = []  # the next header is read when the layout is
+            else:
+                self._after_manifest = [member]
+        return self._signature
 
     def _next(self) -> tarstream.MemberHeader | None:
         try:
@@ -92,8 +119,10 @@ class BundleReader:
     def _read_layout(self) -> tarstream.MemberHeader | None:
         """Read oci-layout, index.json and optional members; return the first blob member header."""
         expected = [LAYOUT_NAME, INDEX_NAME]
+        self.signature()
+        held = self._after_manifest or []  # the first member after arcgap.yaml and its signature
         while True:
-            member = self._next()
+            member = held.pop() if held else self._next()
             if member is None or member.name.startswith("blobs/"):
                 break
             name = member.name
@@ -118,7 +147,7 @@ class BundleReader:
         try:
             layout = json.loads(self.layout_files[LAYOUT_NAME])
             index = json.loads(self.layout_files[INDEX_NAME])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
             raise BundleFormatError(f"{self.origin}: oci-layout or index.json is not JSON") from None
         if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
             raise BundleFormatError(f"{self.origin}: oci-layout lacks imageLayoutVersion")
@@ -182,14 +211,22 @@ class BundleReader:
     def _drain(self) -> None:
         """Read to the end of the zstd stream so its checksum is checked; only zero padding may follow."""
         self.current = "the end of the archive"
+        padding = 0
         while True:
             try:
                 data = self._tar.read_trailing(READ_CHUNK)
             except IntegrityError as exc:
                 raise IntegrityError(f"{self.origin}: {exc.message} (at the end of the archive)") from None
+            padding += len(data)
+            if padding > MAX_TRAILING_BYTES:  # a few compressed bytes can expand to terabytes of zeros
+                raise BundleFormatError(
+                    f"{self.origin}: more than {MAX_TRAILING_BYTES} bytes of padding after the end of the archive"
+                )
             if not data:
                 if not self._frames.complete:
                     raise IntegrityError(f"{self.origin}: bundle truncated: the compressed stream ends mid-frame")
+                if self._raw.read(READ_CHUNK):  # reads the input to its end, so the last part is checked too
+                    raise BundleFormatError(f"{self.origin}: unexpected data after the end of the archive")
                 return
             if data.strip(b"\0"):
                 raise BundleFormatError(f"{self.origin}: unexpected data after the end of the archive")
@@ -229,11 +266,38 @@ class _Prepend:
 
 @contextmanager
 def open_bundle(path: Path) -> Iterator[BundleReader]:
+    """Open a bundle by its file, its ``NAME.parts.yaml`` or any of its parts; parts are read as one stream.
+
+    Every part is checked for presence (and, with the sidecar, size) before a byte is read. A bundle error
+    raised while a part that does not match the sidecar is being read is reported as that part's damage.
+    """
+    parts = locate(path)
+    check_present(parts)
+    stream = PartStream(parts)
     try:
-        fh = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise LocalIOError(f"{path}: no such file", hint="check the bundle path") from None
-    except OSError as exc:
-        raise LocalIOError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        yield BundleReader(fh, origin=str(path))
+        reader = BundleReader(stream, origin=parts.origin)  # type: ignore[arg-type]
+        reader.parts = parts
+        _check_identity(reader, parts)
+        yield reader
+    except (IntegrityError, BundleFormatError):
+        stream.blame()
+        raise
+    except ArcgapError:
+        if stream.failure is not None:  # a part failed its check, and the error was re-worded on its way up
+            raise stream.failure from None
+        raise
+    finally:
+        stream.close()
+
+
+def _check_identity(reader: BundleReader, parts: PartSet) -> None:
+    """The sidecar must describe this bundle: its arcgap.yaml bytes hash to what the sidecar records."""
+    if parts.index is None:
+        return
+    expected = parts.index.identity
+    if hashlib.sha256(reader.manifest_bytes).hexdigest() != expected.manifest_sha256:
+        raise IntegrityError(
+            f"{parts.sidecar} describes another bundle (created {expected.created}) than "
+            f"{parts.files[0].path} holds (created {reader.manifest.created})",
+            hint="copy the parts and the .parts.yaml file of the same export",
+        )

@@ -1,57 +1,74 @@
-"""Write a bundle: deterministic tar members through a multithreaded zstd stream into one file.
+"""Write a bundle: deterministic tar members through a multithreaded zstd stream into one file or several parts.
 
-The file is written as ``NAME.partial`` and renamed only when complete; any failure removes it.
+Every file is written as ``….partial`` and renamed only when the whole bundle is complete, with the
+``NAME.parts.yaml`` sidecar last (see :mod:`arcgap.bundle.partsink`); any failure removes them all.
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import zstandard
 
 from arcgap.bundle import tarstream
+from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
+from arcgap.bundle.parts import BundleIdentity, PartsIndex
+from arcgap.bundle.partsink import PartSink, existing_outputs, io_error
+from arcgap.digest import Digest
+from arcgap.diskspace import check_free_space
 from arcgap.errors import LocalIOError
 
 
-def _io_error(exc: OSError, path: Path) -> LocalIOError:
-    if exc.errno == errno.ENOSPC:
-        return LocalIOError(
-            f"disk full while writing {path}; the partial file was removed",
-            hint="free space or choose another --output location",
-        )
-    return LocalIOError(f"cannot write {path}: {exc.strerror or exc}", hint="check the --output path")
-
-
 class BundleWriter:
-    """Use as a context manager; call ``commit()`` at the end, otherwise the partial file is removed."""
+    """Use as a context manager; call ``commit()`` at the end, otherwise every partial file is removed.
 
-    def __init__(self, path: Path, *, level: int = 3, threads: int = -1, overwrite: bool = False) -> None:
+    ``split_bytes`` cuts the compressed stream into ``NAME.001``, ``NAME.002``, … of at most that size;
+    ``expected_bytes`` (an estimate of the bundle's size) makes ``__enter__`` check the free space first.
+    The sidecar is written when the first member is ``arcgap.yaml`` (it records that file's identity).
+    """
+
+    def __init__(self, path: Path, *, level: int = 3, threads: int = -1, overwrite: bool = False,
+                 split_bytes: int | None = None, expected_bytes: int | None = None) -> None:
         self.path = path
-        self.partial = path.with_name(path.name + ".partial")
         self.level = level
         self.threads = threads
         self.overwrite = overwrite
-        self._fh: BinaryIO | None = None
+        self.expected_bytes = expected_bytes
+        self._sink = PartSink(path, split_bytes=split_bytes)
         self._zw: zstandard.ZstdCompressionWriter | None = None
+        self._identity: BundleIdentity | None = None
         self.uncompressed_bytes = 0
+        self.compressed_bytes = 0
         self.committed = False
+        self.index: PartsIndex | None = None  # the sidecar's content, after commit
+
+    @property
+    def parts(self) -> tuple[Path, ...]:
+        """The files written, in order (one for an unsplit bundle)."""
+        return tuple(self._sink.paths)
+
+    @property
+    def sidecar(self) -> Path | None:
+        return self.path.with_name(self.index.file_name) if self.index is not None else None
 
     def __enter__(self) -> BundleWriter:
-        if self.path.exists() and not self.overwrite:
+        existing = existing_outputs(self.path)
+        if existing and not self.overwrite:
             raise LocalIOError(
-                f"{self.path} already exists", hint="remove it, choose another --output, or pass --force"
+                f"{existing[0]} already exists", hint="remove it, choose another --output, or pass --force"
             )
+        if self.expected_bytes is not None:
+            check_free_space(self.path.parent, self.expected_bytes)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
+            self._sink.open()
         except OSError as exc:
-            raise _io_error(exc, self.path) from None
+            self.abort()
+            raise io_error(exc, self._sink) from None
         cctx = zstandard.ZstdCompressor(level=self.level, threads=self.threads, write_checksum=True)
-        self._zw = cctx.stream_writer(self._fh, closefd=False, write_size=1 << 20)
+        self._zw = cctx.stream_writer(self._sink, closefd=False, write_size=1 << 20)
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -64,10 +81,12 @@ class BundleWriter:
             self._zw.write(data)
         except OSError as exc:
             self.abort()
-            raise _io_error(exc, self.path) from None
+            raise io_error(exc, self._sink) from None
         self.uncompressed_bytes += len(data)
 
     def add_bytes(self, name: str, data: bytes) -> None:
+        if name == MANIFEST_NAME and self.uncompressed_bytes == 0:
+            self._identity = _identity(data)
         self._write(tarstream.member_header(name, len(data)))
         self._write(data)
         self._write(tarstream.padding(len(data)))
@@ -86,32 +105,36 @@ class BundleWriter:
         self._write(tarstream.padding(size))
 
     def commit(self) -> int:
-        """Finish the archive, flush to disk and rename into place; returns the bundle's size in bytes."""
-        assert self._zw is not None and self._fh is not None
+        """Finish the archive, flush to disk and rename every file into place; returns the compressed bytes."""
+        assert self._zw is not None
         self._write(tarstream.END_OF_ARCHIVE)
         try:
             self._zw.close()  # ends the frame (with its checksum); an extra flush would add an empty frame
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            os.replace(self.partial, self.path)
+            self._zw = None
+            self.index = self._sink.finish(self._identity, remove_stale=self.overwrite)
         except OSError as exc:
             self.abort()
-            raise _io_error(exc, self.path) from None
+            raise io_error(exc, self._sink) from None
         self.committed = True
-        return self.path.stat().st_size
+        self.compressed_bytes = self._sink.total_bytes
+        return self.compressed_bytes
 
     def abort(self) -> None:
-        for closer in (self._zw, self._fh):
-            try:
-                if closer is not None:
-                    closer.close()
-            except (OSError, zstandard.ZstdError, ValueError):
-                pass
-        self._zw = self._fh = None
-        try:
-            self.partial.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
+        self._sink.abort()  # first: the compressor's last words are discarded, not written to a new part
+        if self._zw is not None:
+            with contextlib.suppress(OSError, zstandard.ZstdError, ValueError):
+                self._zw.close()
+            self._zw = None
+
+
+def _identity(manifest_bytes: bytes) -> BundleIdentity:
+    manifest = BundleManifest.from_yaml(manifest_bytes)
+    return BundleIdentity(
+        manifest_sha256=Digest.of(manifest_bytes).hex,
+        format_version=manifest.format_version,
+        arcgap_version=manifest.arcgap_version,
+        created=manifest.created,
+        images=len(manifest.images),
+        blobs=len(manifest.blobs),
+        content_bytes=manifest.total_bytes,
+    )

@@ -69,6 +69,12 @@ class _Body:
         return iter(self._chunks)
 
 
+def _upload_lost(exc: ArcgapError) -> bool:
+    """A 404 or BLOB_UPLOAD_* answer on an upload location: the registry no longer knows the session."""
+    codes = getattr(exc, "codes", ())
+    return isinstance(exc, NotFoundError) or "BLOB_UPLOAD_UNKNOWN" in codes or "BLOB_UPLOAD_INVALID" in codes
+
+
 def _drop_prefix(chunks: list[bytes], n: int) -> list[bytes]:
     out: list[bytes] = []
     for chunk in chunks:
@@ -408,10 +414,7 @@ class RegistryClient:
         """
         what = what or f"blob {digest.short} to {self.registry}/{repository}"
         scopes = frozenset({repo_scope(repository, "pull,push")})
-        resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, what=f"starting upload of {what}")
-        location = self._absolute(resp.headers.get("location", ""))
-        if not resp.headers.get("location"):
-            raise RegistryError(f"starting upload of {what}: registry gave no upload location")
+        location = self._start_upload(repository, what)
         sent = 0
         buf: list[bytes] = []  # the reader's own chunks, not copied: one pending PATCH worth
         buffered = 0
@@ -420,7 +423,19 @@ class RegistryClient:
                 buf.append(chunk)
                 buffered += len(chunk)
                 if buffered >= UPLOAD_CHUNK_BYTES:
-                    location = self._patch(repository, location, buf, sent, what)
+                    try:
+                        location = self._patch(repository, location, buf, sent, what)
+                    except (NotFoundError, RegistryError) as exc:
+                        if not _upload_lost(exc):
+                            raise
+                        if sent:
+                            raise self._lost(exc, what, sent) from None
+                        # The first chunk: every byte is still here, so start a new upload once.
+                        location = self._start_upload(repository, what)
+                        try:
+                            location = self._patch(repository, location, buf, 0, what)
+                        except (NotFoundError, RegistryError) as again:
+                            raise self._lost(again, what, 0) from None
                     sent += buffered
                     # Clear in place: httpx request objects linger in reference cycles until the GC runs,
                     # and they point at this list; emptying it frees the chunks now.
@@ -429,16 +444,43 @@ class RegistryClient:
         except BaseException:
             self._cancel_upload(repository, location)
             raise
-        self._send(
-            "PUT",
-            location,
-            scopes=scopes,
-            what=f"committing {what}",
-            params={"digest": str(digest)},
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(buffered)},
-            content=_Body(buf),
-        )
+        for fresh_start in (False, True):
+            try:
+                self._send(
+                    "PUT",
+                    self._start_upload(repository, what) if fresh_start else location,
+                    scopes=scopes,
+                    what=f"committing {what}",
+                    params={"digest": str(digest)},
+                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(buffered)},
+                    content=_Body(buf),
+                )
+                break
+            except (NotFoundError, RegistryError) as exc:
+                if not _upload_lost(exc):
+                    raise
+                # A retried PUT finds its session used up when the first one committed and only the answer
+                # was lost; a restarted registry forgets sessions (distribution signs them with its secret).
+                if self.blob_exists(repository, digest, push_scope=True):
+                    break
+                if sent or fresh_start:
+                    raise self._lost(exc, what, sent) from None
+        buf.clear()  # as above: the finished request may linger in a cycle; drop its chunks now
         return sent + buffered
+
+    def _start_upload(self, repository: str, what: str) -> str:
+        scopes = frozenset({repo_scope(repository, "pull,push")})
+        resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, what=f"starting upload of {what}")
+        if not resp.headers.get("location"):
+            raise RegistryError(f"starting upload of {what}: registry gave no upload location")
+        return self._absolute(resp.headers["location"])
+
+    def _lost(self, exc: ArcgapError, what: str, sent: int) -> NetworkError:
+        return NetworkError(
+            f"uploading {what}: the registry lost the upload after {sent} bytes ({type(exc).__name__})",
+            hint="the registry restarted or the connection broke mid-chunk; run the same command again: "
+            "blobs already at the target are skipped",
+        )
 
     def _patch(self, repository: str, location: str, chunks: list[bytes], start: int, what: str) -> str:
         scopes = frozenset({repo_scope(repository, "pull,push")})
@@ -467,9 +509,14 @@ class RegistryClient:
                     raise
             # The registry may have kept part of the chunk: ask where it stands and resend the rest.
             status = self._send("GET", location, scopes=scopes, what=f"resuming {what}", ok=(404,))
+            if status.status_code == 404:
+                # distribution keeps the offset in the signed _state: once part of the chunk landed, the
+                # location we hold is refused (BLOB_UPLOAD_INVALID) and the session cannot be resumed.
+                raise self._status_error(status, f"resuming {what}")
             rng = status.headers.get("range", "")
             if status.status_code == 204 and rng.startswith("0-"):
-                have = int(rng[2:]) + 1
+                # distribution answers "0-0" for an empty upload (and for a 1-byte one): read it as empty.
+                have = 0 if rng == "0-0" else int(rng[2:]) + 1 if rng[2:].isdigit() else start
                 if have > start:
                     chunks = _drop_prefix(chunks, have - start)
                     size -= have - start

@@ -1,0 +1,251 @@
+"""Faults in the middle of a stream: a download cut mid-blob, an upload chunk cut or its answer lost, a slow
+registry; and permanent errors on the export side, which stop at once. A fault proxy before a real registry."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from arcgap.registry.client import CHUNK_BYTES
+from devtools.faultproxy import Fault, FaultProxy
+from devtools.registries import Registry
+from tests.e2e_helpers import arcgap, oracle_digest
+from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
+
+if TYPE_CHECKING:
+    from tests.conftest import MediumSet
+
+BLOB_COMMIT = r"^PUT /v2/.*/blobs/uploads/"
+UPLOAD_STATUS = r"^GET /v2/.*/blobs/uploads/"
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import arcgap.registry.client as client_module
+    from arcgap.registry.transport import RetryPolicy
+
+    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(base_delay_s=0.02))
+
+
+@pytest.fixture
+def source(synth_medium: MediumSet) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(synth_medium.registry.host)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def target(fresh_registry) -> Iterator[tuple[Registry, FaultProxy]]:
+    registry: Registry = fresh_registry()
+    proxy = FaultProxy(registry.host)
+    yield registry, proxy
+    proxy.stop()
+
+
+def export_via(capsys: pytest.CaptureFixture[str], medium: MediumSet, host: str, out: Path, *extra: str):
+    return arcgap(capsys, "export", *medium.names, "--source-registry", host, "--source-plain-http",
+                  "--source-repository", medium.repository, "--source-tag", medium.tag, "-o", str(out),
+                  "--no-cache", "-q", *extra)
+
+
+def import_via(capsys: pytest.CaptureFixture[str], bundle: Path, host: str, *extra: str):
+    return arcgap(capsys, "import", str(bundle), "--target-registry", host, "--target-plain-http",
+                  "--target-repository", "arc", "-q", *extra)
+
+
+def biggest_layer(medium: MediumSet) -> str:
+    """The 3 MiB base layer every image shares."""
+    first = next(iter(medium.images.values()))
+    layers = first.children[0].layer_digests if first.children else first.layer_digests
+    return layers[0]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, synth_medium: MediumSet) -> Path:
+    from tests.e2e_helpers import run
+
+    out = tmp_path_factory.mktemp("streams") / "medium.tar.zst"
+    host = synth_medium.registry.host
+    assert run(["export", *synth_medium.names, "--source-registry", host, "--source-plain-http",
+                "--source-repository", synth_medium.repository, "--source-tag", synth_medium.tag,
+                "-o", str(out), "-q", "--no-cache"]) == 0
+    return out
+
+
+def no_tags(registry: Registry) -> bool:
+    client = registry.raw_client()
+    try:
+        return all(client.list_tags(repo) == [] for repo in client.catalog())
+    finally:
+        client.close()
+
+
+def assert_identical_digests(registry: Registry, medium: MediumSet) -> None:
+    for name, info in medium.images.items():
+        assert oracle_digest(registry, f"arc/{name}", medium.tag) == info.digest
+        for child in info.children:
+            assert oracle_digest(registry, f"arc/{name}", child.digest) == child.digest
+
+
+# -- export ----------------------------------------------------------------------------------------------
+
+
+def test_export_resumes_a_blob_cut_midway_with_a_range_request(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
+) -> None:
+    layer = biggest_layer(synth_medium)
+    reference = tmp_path / "reference.tar.zst"
+    assert export_via(capsys, synth_medium, source.host, reference).code == 0
+    source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="cut_response", after_bytes=1_000_000,
+                               times=2))
+    t0 = time.monotonic()
+    out = tmp_path / "cut.tar.zst"
+    res = export_via(capsys, synth_medium, source.host, out)
+    assert res.code == 0, res.err
+    assert time.monotonic() - t0 < 10
+    source.wait_idle()
+    gets = source.matching(rf"^GET /v2/.*/blobs/{layer}$")[-3:]
+    # The first GET was cut after 1 MB, the second after 1 MB more, the third finished. Each resumed from the
+    # bytes already verified and passed on: whole chunks (a chunk cut short is fetched again).
+    first = 1_000_000 // CHUNK_BYTES * CHUNK_BYTES
+    second = (first + 1_000_000) // CHUNK_BYTES * CHUNK_BYTES
+    assert [r.headers.get("range") for r in gets] == [None, f"bytes={first}-", f"bytes={second}-"]
+    assert [r.response_bytes for r in gets[:2]] == [1_000_000, 1_000_000]
+    assert [r.status for r in gets] == [200, 206, 206]
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_export_from_a_slow_registry(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference.tar.zst"
+    assert export_via(capsys, synth_medium, source.host, reference).code == 0
+    source.latency_s = 0.05  # every request
+    source.throttle_bytes_per_s = 4_000_000  # every connection's body
+    t0 = time.monotonic()
+    out = tmp_path / "slow.tar.zst"
+    res = export_via(capsys, synth_medium, source.host, out, "--json")
+    assert res.code == 0, res.err
+    seconds = time.monotonic() - t0
+    # ~10 MB at 4 MB/s per connection, 4 connections: a few seconds, bounded
+    assert 1.0 < seconds < 20, seconds
+    assert out.read_bytes() == reference.read_bytes()
+
+
+@pytest.mark.parametrize(("status", "code", "where"), [
+    (401, 3, "blob"), (403, 3, "blob"), (404, 4, "blob"), (404, 4, "manifest"), (403, 3, "manifest"),
+])
+def test_export_stops_on_permanent_errors_without_retrying(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path,
+    status: int, code: int, where: str,
+) -> None:
+    if where == "blob":
+        pattern = rf"^GET /v2/.*/blobs/{biggest_layer(synth_medium)}$"
+    else:
+        pattern = r"^(GET|HEAD) /v2/medium/arc-dns/manifests/v1$"
+    source.faults.append(Fault(pattern, status=status, times=100))
+    out = tmp_path / "denied.tar.zst"
+    t0 = time.monotonic()
+    res = export_via(capsys, synth_medium, source.host, out, "--jobs", "1")
+    assert res.code == code, res.err
+    assert time.monotonic() - t0 < 5
+    assert source.count(pattern) <= 2  # a 401 earns one fresh login; nothing else is tried twice
+    assert len(res.error_lines) == 2 and "Traceback" not in res.err
+    if where == "blob":
+        assert f": {status} " in res.error_lines[0]
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
+
+
+def test_export_gives_up_on_a_registry_that_keeps_failing(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
+) -> None:
+    pattern = rf"^GET /v2/.*/blobs/{biggest_layer(synth_medium)}$"
+    source.faults.append(Fault(pattern, status=503, times=1000))
+    res = export_via(capsys, synth_medium, source.host, tmp_path / "x.tar.zst", "--jobs", "1")
+    assert res.code == 5, res.err
+    assert "503" in res.error_lines[0] and "gave up after 6 attempts" in res.error_lines[0]
+    assert source.count(pattern) == 6
+
+
+# -- import ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Upload in 512 KiB PATCHes, so the 1-3 MiB layers take several."""
+    import arcgap.registry.client as client_module
+
+    monkeypatch.setattr(client_module, "UPLOAD_CHUNK_BYTES", 512 * 1024)
+    return 512 * 1024
+
+
+MID_PATCH = {
+    # nothing reached the registry: it says where it stands (Range), the chunk goes again
+    "reset-before-the-registry-saw-it": Fault(r"^PATCH ", kind="reset", skip=1),
+    # the same on the first chunk: distribution says "Range: 0-0" for an empty upload (not one byte)
+    "first-chunk-reset-before-the-registry-saw-it": Fault(r"^PATCH ", kind="reset"),
+    # part of the first chunk landed: distribution refuses the old location; all bytes are here, so start over
+    "first-chunk-cut-midway": Fault(r"^PATCH ", kind="cut_request", after_bytes=100_000),
+    # the registry took the whole chunk but the answer (with the new location) was lost
+    "answer-to-a-first-chunk-lost": Fault(r"^PATCH ", kind="lose_response"),
+    # the final PUT committed the blob but its answer was lost: the retried PUT finds the session gone
+    "answer-to-the-commit-lost": Fault(BLOB_COMMIT, kind="lose_response", skip=1),
+}
+
+
+@pytest.mark.parametrize("case", list(MID_PATCH))
+def test_import_survives_a_fault_in_the_middle_of_an_upload(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
+    small_chunks: int, case: str,
+) -> None:
+    registry, proxy = target
+    fault = MID_PATCH[case]
+    proxy.faults.append(Fault(fault.pattern, kind=fault.kind, after_bytes=fault.after_bytes, skip=fault.skip))
+    res = import_via(capsys, bundle, proxy.host, "--json")
+    assert res.code == 0, res.err
+    assert proxy.faults[0].hits == 1
+    if case.endswith("reset-before-the-registry-saw-it"):
+        assert proxy.count(UPLOAD_STATUS) >= 1  # asked where the upload stands
+    if case in ("first-chunk-cut-midway", "answer-to-a-first-chunk-lost"):
+        assert proxy.count(UPLOAD_STATUS) >= 1
+    assert_identical_digests(registry, synth_medium)
+
+
+def test_import_cut_in_a_later_chunk_stops_cleanly_and_the_rerun_completes(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
+    small_chunks: int,
+) -> None:
+    """Once bytes of a second chunk landed, distribution refuses the location the client holds (its offset is
+    signed into ``_state``) and the first chunk is gone from memory: a clean stop, then a rerun."""
+    registry, proxy = target
+    proxy.faults.append(Fault(r"^PATCH ", kind="cut_request", after_bytes=100_000, skip=1))
+    res = import_via(capsys, bundle, proxy.host)
+    assert res.code == 5, res.err
+    assert re.fullmatch(r"error: uploading blob sha256:\w+ to [\d.:]+/arc/[\w-]+: the registry lost the upload "
+                        r"after \d+ bytes \(NotFoundError\)", res.error_lines[0]), res.error_lines[0]
+    assert res.error_lines[1] == ("hint: the registry restarted or the connection broke mid-chunk; run the same "
+                                  "command again: blobs already at the target are skipped")
+    assert no_tags(registry)
+    res = import_via(capsys, bundle, proxy.host, "--json")
+    assert res.code == 0, res.err
+    assert_identical_digests(registry, synth_medium)
+
+
+def test_import_into_a_slow_registry(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy]
+) -> None:
+    registry, proxy = target
+    proxy.latency_s = 0.02
+    proxy.throttle_bytes_per_s = 8_000_000
+    t0 = time.monotonic()
+    res = import_via(capsys, bundle, proxy.host, "--json")
+    assert res.code == 0, res.err
+    assert time.monotonic() - t0 < 20
+    assert json.loads(res.out)["uploaded_bytes"] > 8_000_000
+    assert_identical_digests(registry, synth_medium)
