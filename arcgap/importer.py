@@ -9,9 +9,10 @@ then every tag is re-read and compared.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,12 @@ from arcgap.plan import TargetImage, map_targets
 from arcgap.progress import Reporter, human_bytes
 from arcgap.readahead import read_ahead
 from arcgap.registry.client import RegistryClient
+
+# A registry ingests two uploads faster than one (distribution on 2 cores: 185 → 267 MB/s). A verified blob up to
+# BACKGROUND_MAX_BYTES is therefore held in memory and pushed by a worker while the stream moves on; at most
+# BACKGROUND_SLOTS such blobs are held at once, so memory stays bounded whatever the bundle holds.
+BACKGROUND_MAX_BYTES = 16 * 1024 * 1024
+BACKGROUND_SLOTS = 2
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,10 @@ class _Importer:
         self.needs: dict[Digest, list[str]] = {}  # blob → target repositories that need it
         self.present: dict[tuple[str, Digest], bool] = {}
         self.how: dict[tuple[str, Digest], str] = {}  # (repository, blob) → "present", "mounted" or "uploaded"
+        self._lock = threading.Lock()  # present/how/result are also updated by background uploads
+        self._slots = threading.Semaphore(BACKGROUND_SLOTS)
+        self._background: list[Future[None]] = []
+        self._failed = threading.Event()
 
     # -- phase 1: manifests, the graph, and what the target already holds ---------------------------------
 
@@ -201,29 +212,70 @@ class _Importer:
                 self.result.skipped_blobs += 1
                 self.result.skipped_bytes += entry.size
             return
+        self._check_background()
+        if entry.size <= BACKGROUND_MAX_BYTES:
+            self._slots.acquire()
+            if self._failed.is_set():  # a background upload failed while we waited: raise it now
+                self._slots.release()
+                self._check_background(wait=True)
+            try:
+                held = list(chunks)  # reading to the end verifies size and digest before anything is sent
+            except BaseException:
+                self._slots.release()
+                raise
+            self._background.append(self._pool.submit(self._upload_held, entry, missing, held))
+            return
+        self._upload(entry, missing, chunks)
+
+    def _upload_held(self, entry: BlobEntry, missing: list[str], held: list[bytes]) -> None:
+        try:
+            if self._failed.is_set():
+                return  # another upload already failed: the import stops, don't add requests
+            self._upload(entry, missing, iter(held))
+        except BaseException:
+            self._failed.set()
+            raise
+        finally:
+            held.clear()
+            self._slots.release()
+
+    def _check_background(self, *, wait: bool = False) -> None:
+        """Raise the first background upload failure (all of them finished when ``wait``)."""
+        for future in list(self._background):
+            if wait or future.done():
+                future.result()
+                self._background.remove(future)
+
+    def _upload(self, entry: BlobEntry, missing: list[str], chunks: Iterator[bytes]) -> None:
+        digest = entry.digest
         first = missing[0]
         self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}")
         self._placed(first, digest, "uploaded")
-        self.result.uploaded_blobs += 1
-        self.result.uploaded_bytes += entry.size
+        self._count_upload(entry.size)
         for repo in missing[1:]:
             if not self._mount(digest, repo, first):
                 # The registry refuses mounts: copy the verified blob back out of the target.
                 data = self.client.stream_blob(first, digest, entry.size)
                 self.client.upload_blob(repo, digest, data, what=f"blob {digest} to {repo}")
                 self._placed(repo, digest, "uploaded")
-                self.result.uploaded_blobs += 1
-                self.result.uploaded_bytes += entry.size
+                self._count_upload(entry.size)
+
+    def _count_upload(self, size: int) -> None:
+        with self._lock:
+            self.result.uploaded_blobs += 1
+            self.result.uploaded_bytes += size
 
     def _placed(self, repo: str, digest: Digest, how: str) -> None:
-        self.present[(repo, digest)] = True
-        self.how[(repo, digest)] = how
+        with self._lock:
+            self.present[(repo, digest)] = True
+            self.how[(repo, digest)] = how
 
     def _mount(self, digest: Digest, repo: str, source_repo: str) -> bool:
         ok = self.client.mount_blob(repo, digest, source_repo)
         if ok:
             self._placed(repo, digest, "mounted")
-            self.result.mounted_blobs += 1
+            with self._lock:
+                self.result.mounted_blobs += 1
         return ok
 
     def run(self) -> ImportResult:
@@ -233,17 +285,19 @@ class _Importer:
         self.reporter.start(manifest.total_bytes, images=len(manifest.images),
                             label=f"importing into {self.client.registry}")
         planned = False
-        for entry, chunks in read_ahead(self.reader.blobs()):
-            self.result.blobs += 1
-            if entry.kind in ("index", "manifest"):
-                self.manifests[entry.digest] = b"".join(self._counted(chunks))
-                continue
-            if not planned:
-                self._plan_blobs()
-                planned = True
-                if self.dry_run:
-                    break
-            self._place(entry, self._counted(chunks))
+        with ThreadPoolExecutor(max_workers=BACKGROUND_SLOTS, thread_name_prefix="arcgap-upload") as self._pool:
+            for entry, chunks in read_ahead(self.reader.blobs()):
+                self.result.blobs += 1
+                if entry.kind in ("index", "manifest"):
+                    self.manifests[entry.digest] = b"".join(self._counted(chunks))
+                    continue
+                if not planned:
+                    self._plan_blobs()
+                    planned = True
+                    if self.dry_run:
+                        break
+                self._place(entry, self._counted(chunks))
+            self._check_background(wait=True)  # every blob verified *and* present before any manifest moves
         if not planned:
             self._plan_blobs()
         current = self._current_tags()

@@ -58,7 +58,11 @@ def test_permanent_errors_are_not_retried(
     res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
                  "--target-repository", "arc")
     assert res.code == code, res.err
-    assert proxy.count(r"^POST /v2/.*/blobs/uploads/") <= 2  # 401 gets one re-authentication, no storm
+    # 401 gets one re-authentication, then the import stops: at most the uploads already in flight (one per
+    # background slot) ask, each once plus its re-authentication, and nothing is retried after that.
+    from arcgap.importer import BACKGROUND_SLOTS
+
+    assert proxy.count(r"^POST /v2/.*/blobs/uploads/") <= 2 * BACKGROUND_SLOTS
     assert target.raw_client().catalog() == [] or all(
         target.list_tags(r) == [] for r in target.raw_client().catalog()
     )
