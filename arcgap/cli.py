@@ -135,6 +135,11 @@ def export_cmd(
     installer_python: Optional[List[str]] = typer.Option(
         None, "--installer-python", help="Wheels for CPython 3.9 … 3.13 (repeatable; default: this Python). "
         "Implies --with-installer."),
+    engine: str = typer.Option("registry", "--engine", help="registry (default: OCI Distribution API, every "
+                               "digest kept) or docker (the local engine pulls, docker save is converted; "
+                               "DOCKER_HOST)."),
+    from_local: bool = typer.Option(False, "--from-local", help="With --engine docker: export images the local "
+                                    "engine holds, named as arguments (e.g. myapp:dev); nothing is pulled."),
     no_input: bool = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -144,7 +149,7 @@ def export_cmd(
     Example: arcgap export --release v1.29.0_2024-04-09 -o arc.tar.zst
     """
     from arcgap.cache import parse_cache_size
-    from arcgap.commands import run_export
+    from arcgap.commands import check_engine, run_export
     from arcgap.wheelhouse import foreign_host_warning, targets_for
 
     installer = with_installer or bool(installer_platform) or bool(installer_python)
@@ -168,6 +173,7 @@ def export_cmd(
         cache_dir=cache_dir, no_cache=no_cache, cache_max_bytes=parse_cache_size(cache_max_size),
         since=since or [], sign_key=sign,
         skip_missing=skip_missing, installer_targets=installer_targets,
+        engine=check_engine(engine), from_local=from_local,
     )
 
     def human() -> None:
@@ -224,6 +230,9 @@ def import_cmd(
                                               "public key (NAME.pub) signed it; checked before any push."),
     receipt: Optional[Path] = typer.Option(None, "--receipt", help="Where to write the import receipt (default: "
                                            "./arcgap-receipt-<bundle>-<UTC time>.yaml)."),
+    engine: str = typer.Option("registry", "--engine", help="registry (default: OCI Distribution API, every "
+                               "digest kept) or docker (docker load + push through the local engine, DOCKER_HOST; "
+                               "digests may change)."),
     no_input: bool = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -232,10 +241,10 @@ def import_cmd(
 
     Example: TARGET_DOCKER_REGISTRY=10.0.0.5:5000 TARGET_DOCKER_REPOSITORY=arcdata arcgap import arc.tar.zst
     """
-    from arcgap.commands import run_import
+    from arcgap.commands import check_engine, run_import
 
     result = run_import(
-        bundle=bundle,
+        bundle=bundle, engine=check_engine(engine), warn=lambda text: typer.echo(f"warning: {text}", err=True),
         options={"registry": target_registry, "repository": target_repository, "username": target_username,
                  "tag": target_tag},
         password_stdin=_read_password_stdin(password_stdin),
@@ -249,6 +258,12 @@ def import_cmd(
     def human() -> None:
         for img in result.images:
             typer.echo(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}")
+        if engine == "docker":
+            changed = result.to_dict()["digests_changed"]
+            typer.echo(f"imported {len(result.images)} images through the Docker engine: "
+                       f"{human_bytes(result.verified_bytes)} verified in {result.seconds:.1f} s; "
+                       f"{changed} digests differ from the bundle's (see --json)")
+            return
         verb = "would import" if result.dry_run else "imported"
         typer.echo(
             f"{verb} {len(result.images)} images: {result.uploaded_blobs} blobs uploaded "
@@ -260,6 +275,92 @@ def import_cmd(
             typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
         if result.receipt_file is not None:
             typer.echo(f"receipt: {result.receipt_file}")
+
+    _emit(result.to_dict(), as_json, human)
+
+
+# -- mirror ------------------------------------------------------------------------------------------------
+
+
+@app.command("mirror")
+def mirror_cmd(
+    images: List[str] = typer.Argument(
+        None, help="Image names (relative to the source repository) or full references."
+    ),
+    release: Optional[str] = typer.Option(None, "--release", help="Use a shipped image list (see manifests/); "
+                                          "'latest': the newest release tag at the source."),
+    images_file: Optional[Path] = typer.Option(None, "--images", help="Image list YAML file."),
+    source_registry: Optional[str] = typer.Option(None, "--source-registry", help="[env: SOURCE_DOCKER_REGISTRY]"),
+    source_repository: Optional[str] = typer.Option(
+        None, "--source-repository", help="[env: SOURCE_DOCKER_REPOSITORY]"
+    ),
+    source_username: Optional[str] = typer.Option(None, "--source-username", help="[env: SOURCE_DOCKER_USERNAME]"),
+    source_tag: Optional[str] = typer.Option(None, "--source-tag", help="[env: SOURCE_DOCKER_TAG]"),
+    source_password_stdin: bool = typer.Option(
+        False, "--source-password-stdin", help="Read the source password from the first line of stdin."),
+    source_ca_file: Optional[Path] = typer.Option(None, "--source-ca-file", envvar="SOURCE_DOCKER_CA_FILE",
+                                                  help="CA bundle (PEM) for the source registry's TLS."),
+    source_insecure: bool = typer.Option(False, "--source-insecure", help="Source: HTTPS without verification."),
+    source_plain_http: bool = typer.Option(False, "--source-plain-http", help="The source speaks plain HTTP."),
+    target_registry: Optional[str] = typer.Option(None, "--target-registry", help="[env: TARGET_DOCKER_REGISTRY]"),
+    target_repository: Optional[str] = typer.Option(None, "--target-repository",
+                                                    help="[env: TARGET_DOCKER_REPOSITORY]"),
+    target_username: Optional[str] = typer.Option(None, "--target-username", help="[env: TARGET_DOCKER_USERNAME]"),
+    target_tag: Optional[str] = typer.Option(None, "--target-tag",
+                                             help="[env: TARGET_DOCKER_TAG] default: each image's own tag"),
+    target_password_stdin: bool = typer.Option(
+        False, "--target-password-stdin", help="Read the target password from stdin (the second line when "
+        "--source-password-stdin is also given)."),
+    target_ca_file: Optional[Path] = typer.Option(None, "--target-ca-file", envvar="TARGET_DOCKER_CA_FILE",
+                                                  help="CA bundle (PEM) for the target registry's TLS."),
+    target_insecure: bool = typer.Option(False, "--target-insecure", help="Target: HTTPS without verification."),
+    target_plain_http: bool = typer.Option(False, "--target-plain-http", help="The target speaks plain HTTP."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob copies."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the mapping and what would move; change nothing."),
+    no_input: bool = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Copy a release straight from the source registry to the target, no bundle; tags move only at the end.
+
+    Example: arcgap mirror --release latest --target-registry 10.0.0.5:5000 --target-repository arcdata
+    """
+    from arcgap.commands import run_mirror
+
+    interactive = not no_input and _interactive()
+    result = run_mirror(
+        names=images or [], release=release, images_file=images_file,
+        source_options={"registry": source_registry, "repository": source_repository, "username": source_username,
+                        "tag": source_tag},
+        target_options={"registry": target_registry, "repository": target_repository, "username": target_username,
+                        "tag": target_tag},
+        source_password_stdin=_read_password_stdin(source_password_stdin),
+        target_password_stdin=_read_password_stdin(target_password_stdin),
+        source_ca_file=source_ca_file, source_insecure=source_insecure, source_plain_http=source_plain_http,
+        target_ca_file=target_ca_file, target_insecure=target_insecure, target_plain_http=target_plain_http,
+        jobs=jobs, dry_run=dry_run,
+        prompt=_prompt if interactive else None, secret_prompt=_secret_prompt if interactive else None,
+        reporter=_reporter(quiet),
+        warn=lambda text: typer.echo(f"warning: {text}", err=True),
+    )
+
+    def human() -> None:
+        for img in result.images:
+            typer.echo(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}")
+        if result.dry_run:
+            typer.echo(
+                f"would mirror {len(result.images)} images from {result.source} to {result.target}: "
+                f"{human_bytes(result.missing_bytes)} to copy, {human_bytes(result.present_bytes)} of "
+                f"{human_bytes(result.content_bytes)} already at the target; nothing changed")
+            return
+        typer.echo(
+            f"mirrored {len(result.images)} images: {result.uploaded_blobs} blobs copied "
+            f"({human_bytes(result.uploaded_bytes)}), {result.mounted_blobs} mounted, "
+            f"{result.skipped_blobs} already present; {human_bytes(result.verified_bytes)} verified "
+            f"in {result.seconds:.1f} s"
+        )
+        if result.skipped_tags:
+            typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
 
     _emit(result.to_dict(), as_json, human)
 

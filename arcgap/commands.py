@@ -24,6 +24,7 @@ from arcgap.imagelist import (
 )
 from arcgap.importer import ImportResult, import_bundle
 from arcgap.installer import StagedInstaller, installer_dir, stage_installer
+from arcgap.mirror import MirrorResult, mirror_images
 from arcgap.progress import Reporter
 from arcgap.receipt import (
     build_receipt,
@@ -141,8 +142,21 @@ def run_export(
     split_size: str | None = None, space_check: bool = True,
     since: Sequence[Path] = (), sign_key: Path | None = None,
     skip_missing: bool = False, installer_targets: Sequence[Target] = (),
+    engine: str = "registry", from_local: bool = False,
 ) -> ExportResult:
     environ = os.environ if environ is None else environ
+    if engine == "docker":
+        if since or sign_key or installer_targets or skip_missing or platform or ca_file or insecure:
+            raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
+                             "--skip-missing, --platform or source TLS options",
+                             hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
+        return _run_engine_export(names=names, release=release, images_file=images_file, output=output,
+                                  options=options, password_stdin=password_stdin, plain_http=plain_http,
+                                  level=level, threads=threads, force=force, split_size=split_size, prompt=prompt,
+                                  secret_prompt=secret_prompt, reporter=reporter, warn=warn, environ=environ,
+                                  from_local=from_local)
+    if from_local:
+        raise UsageError("--from-local needs --engine docker")
     latest = release == LATEST  # the newest release tag at the source, looked up once connected
     if latest and (names or images_file is not None or options.get("tag")):
         raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
@@ -207,8 +221,14 @@ def run_import(
     insecure: bool, plain_http: bool, jobs: int, dry_run: bool, prompt: Prompt | None,
     secret_prompt: SecretPrompt | None, reporter: Reporter, environ: Mapping[str, str] | None = None,
     verify_key: Path | None = None, receipt: Path | None = None,
+    engine: str = "registry", warn: Callable[[str], None] | None = None,
 ) -> ImportResult:
     environ = os.environ if environ is None else environ
+    if engine == "docker":
+        return _run_engine_import(bundle=bundle, options=options, password_stdin=password_stdin, ca_file=ca_file,
+                                  insecure=insecure, plain_http=plain_http, dry_run=dry_run, prompt=prompt,
+                                  secret_prompt=secret_prompt, reporter=reporter, environ=environ,
+                                  verify_key=verify_key, warn=warn or reporter.warn)  # type: ignore[return-value]
     key = verify_key_from(verify_key)
     started = utc_now()
     receipt_path = receipt or default_receipt_path(bundle, started)
@@ -240,6 +260,164 @@ def run_import(
             write_receipt(receipt_path, done)
             result.receipt_file, result.receipt = receipt_path, done.to_dict()
         return result
+
+
+def run_mirror(
+    *, names: Sequence[str], release: str | None, images_file: Path | None,
+    source_options: Mapping[str, str | None], target_options: Mapping[str, str | None],
+    source_password_stdin: str | None, target_password_stdin: str | None,
+    source_ca_file: Path | None, source_insecure: bool, source_plain_http: bool,
+    target_ca_file: Path | None, target_insecure: bool, target_plain_http: bool,
+    jobs: int, dry_run: bool, prompt: Prompt | None, secret_prompt: SecretPrompt | None, reporter: Reporter,
+    warn: Callable[[str], None], environ: Mapping[str, str] | None = None,
+) -> MirrorResult:
+    """Both sides' five values (source first, as export asks them, then target, as import does), then the copy."""
+    environ = os.environ if environ is None else environ
+    latest = release == LATEST
+    if latest and (names or images_file is not None or source_options.get("tag")):
+        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
+                         "--source-tag with it")
+    image_list = choose_list(names=names, release=None if latest else release, images_file=images_file)
+    default_tag = (None if latest else release) or (image_list.release if image_list else None) \
+        or default_release_tag()
+    if latest:
+        source_options = {**source_options, "tag": LATEST}
+    defaults = {
+        "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
+        "repository": (image_list.repository if image_list else None) or "arcdata",
+        "username": None,
+        "tag": default_tag,
+    }
+    source = collect_endpoint("source", options=source_options, environ=environ, defaults=defaults, prompt=prompt,
+                              secret_prompt=secret_prompt, password_stdin=source_password_stdin,
+                              plain_http=source_plain_http)
+    target = collect_endpoint("target", options=target_options, environ=environ,
+                              defaults={"registry": None, "repository": None, "username": None, "tag": None},
+                              prompt=prompt, secret_prompt=secret_prompt, password_stdin=target_password_stdin,
+                              plain_http=target_plain_http)
+    source_tls = _tls(source, ca_file=source_ca_file, insecure=source_insecure)
+    target_tls = _tls(target, ca_file=target_ca_file, insecure=target_insecure)
+    sources = ClientPool(source, source_tls, max_connections=jobs + 4, environ=environ)
+    targets = ClientPool(target, target_tls, max_connections=jobs + 4, environ=environ)
+    try:
+        source_tag = source.tag or default_tag
+        if latest:
+            source_tag = latest_release(sources(source.registry), repository=source.repository)
+            reporter.phase(f"newest release at {source.registry}/{source.repository}: {source_tag}")
+        if image_list is None:
+            image_list = list_for_tag(source_tag, warn)
+        # Every missing image is named at once, before the target is touched.
+        wanted, _ = check_at_source(sources, wanted_images(image_list, source, source_tag), jobs=jobs,
+                                    skip_missing=False)
+        return mirror_images(sources, targets(target.registry), wanted, source_registry=source.registry,
+                             source_repository=source.repository, target_repository=target.repository,
+                             target_tag=target.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)
+    finally:
+        sources.close()
+        targets.close()
+
+
+def _run_engine_export(
+    *, names: Sequence[str], release: str | None, images_file: Path | None, output: Path | None,
+    options: Mapping[str, str | None], password_stdin: str | None, plain_http: bool, level: int, threads: int,
+    force: bool, split_size: str | None, prompt: Prompt | None, secret_prompt: SecretPrompt | None,
+    reporter: Reporter, warn: Callable[[str], None], environ: Mapping[str, str], from_local: bool,
+) -> ExportResult:
+    """--engine docker: the engine pulls (with auth_config) or already holds the images; docker save → bundle."""
+    from arcgap.engine import auth_config, connect
+    from arcgap.engine.save import EngineImage, engine_export
+    from arcgap.export import creation_time
+    from arcgap.reference import parse_reference, validate_repository, validate_tag
+
+    split_bytes = parse_size(split_size) if split_size is not None else None
+    if release == LATEST:
+        raise UsageError("--release latest is not available with --engine docker", hint="name the release")
+    images: list[EngineImage] = []
+    auth = None
+    if from_local:
+        if not names or release is not None or images_file is not None:
+            raise UsageError("--from-local takes the local images' names as arguments (e.g. myapp:dev)")
+        for name in names:
+            full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+            parse_reference(full)  # a usage error for a malformed name
+            path, _, tag = full.rpartition(":")
+            first, _, rest = path.partition("/")
+            if rest and ("." in first or ":" in first or first == "localhost"):
+                path = rest  # the bundle names images without their registry
+            images.append(EngineImage(validate_repository(path), validate_tag(tag), full, pull=False))
+        registry, repository = "local", ""
+        output = output or Path("local-images.tar.zst")
+    else:
+        image_list = choose_list(names=names, release=release, images_file=images_file)
+        default_tag = release or (image_list.release if image_list else None) or default_release_tag()
+        defaults = {
+            "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
+            "repository": (image_list.repository if image_list else None) or "arcdata",
+            "username": None,
+            "tag": default_tag,
+        }
+        endpoint = collect_endpoint("source", options=options, environ=environ, defaults=defaults, prompt=prompt,
+                                    secret_prompt=secret_prompt, password_stdin=password_stdin,
+                                    plain_http=plain_http)
+        source_tag = endpoint.tag or default_tag
+        if image_list is None:
+            image_list = list_for_tag(source_tag, warn)
+        for w in wanted_images(image_list, endpoint, source_tag):
+            tag = w.reference.tag or source_tag
+            images.append(EngineImage(w.name, tag, f"{w.reference.registry}/{w.reference.repository}:{tag}"))
+        auth = auth_config(endpoint.username, endpoint.password)
+        registry, repository = endpoint.registry, endpoint.repository
+        output = output or default_output(endpoint, source_tag)
+    warn("the Docker engine holds one platform per image and saves layers uncompressed: multi-platform indexes "
+         "become single-platform manifests and manifest digests differ from the registry's (image IDs = config "
+         "digests are kept)")
+    client = connect(environ)
+    try:
+        return engine_export(client, images, output=output, source_registry=registry, source_repository=repository,
+                             auth=auth, level=level, threads=threads, overwrite=force, split_bytes=split_bytes,
+                             reporter=reporter, created=creation_time())
+    finally:
+        client.close()
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ("registry", "docker"):
+        raise UsageError(f"unknown engine {engine!r}", hint="--engine registry (default) or --engine docker")
+    return engine
+
+
+def _run_engine_import(
+    *, bundle: Path, options: Mapping[str, str | None], password_stdin: str | None, ca_file: Path | None,
+    insecure: bool, plain_http: bool, dry_run: bool, prompt: Prompt | None, secret_prompt: SecretPrompt | None,
+    reporter: Reporter, environ: Mapping[str, str], verify_key: Path | None, warn: Callable[[str], None],
+):  # -> arcgap.engine.load.EngineImportResult
+    """--engine docker: verify while streaming into ``docker load``, then push through the engine."""
+    if dry_run:
+        raise UsageError("--dry-run is not available with --engine docker")
+    if ca_file is not None or insecure:
+        raise UsageError("with --engine docker the engine's own TLS settings apply",
+                         hint="put the CA in /etc/docker/certs.d/HOST:PORT/ca.crt on the engine's machine")
+    from arcgap.engine import connect
+    from arcgap.engine.load import engine_import
+
+    key = verify_key_from(verify_key)
+    with open_bundle(bundle) as reader:
+        signature = reader.signature()
+        if key is not None:
+            from arcgap.signing import check_signature
+
+            check_signature(reader.manifest_bytes, signature, key, origin=reader.origin)
+        defaults = {"registry": None, "repository": None, "username": None, "tag": None}
+        endpoint = collect_endpoint("target", options=options, environ=environ, defaults=defaults, prompt=prompt,
+                                    secret_prompt=secret_prompt, password_stdin=password_stdin,
+                                    plain_http=plain_http)
+        client = connect(environ)
+        try:
+            return engine_import(reader, client, registry=endpoint.registry, repository=endpoint.repository,
+                                 target_tag=endpoint.tag, username=endpoint.username, password=endpoint.password,
+                                 reporter=reporter, warn=warn)
+        finally:
+            client.close()
 
 
 def _signer(sign_key: Path | None, environ: Mapping[str, str]) -> Signer | None:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
 from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BaseBundle, BlobEntry, BundleManifest
 from arcgap.bundle.signature import SIGNATURE_NAME
 from arcgap.bundle.writer import BundleWriter
@@ -136,6 +137,8 @@ def export_bundle(
             writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
         writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
         writer.add_bytes(INDEX_NAME, manifest.oci_index())
+        if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
+            writer.add_bytes(DOCKER_MANIFEST_NAME, docker_manifest_json(manifest, plan.small_blobs))
         prefetcher = OrderedPrefetcher(remote, fetch, jobs=jobs)
         downloads = iter(prefetcher)
         try:

@@ -9,6 +9,8 @@ Session-scoped (started once, shared; push to unique repositories):
   ``token_registry.token_server.requests_served`` counts /token requests.
 - ``synth_small`` / ``synth_small_token`` -- :class:`devtools.synth.SmallSet` pushed into ``plain_registry``
   / ``token_registry`` (roles: docker, oci, index_docker, index_oci, indented).
+- ``dockerd`` -- a private Docker engine (:mod:`devtools.dockerd`: vfs, no bridge, no iptables, its own data root
+  and socket; ``dockerd.host`` is its DOCKER_HOST); skips with the reason when dockerd is missing or cannot start.
 - ``synth_medium`` -- :class:`MediumSet`: four images with incompressible layers (~11 MB of blobs, 1–3 MiB
   each, a shared base, one multi-arch index) in ``plain_registry`` under ``medium/``: a bundle with a middle,
   for interrupting and resuming.
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the project root on sys.path
     sys.path.insert(0, str(ROOT))
 
+from devtools.dockerd import Dockerd, dockerd_usable, start_dockerd  # noqa: E402
 from devtools.netns import netns_usable, network_namespace  # noqa: E402
 from devtools.pki import CA, make_ca  # noqa: E402
 from devtools.registries import AuthMode, Registry, start_registry  # noqa: E402
@@ -58,6 +61,7 @@ SERVICE_FIXTURES = frozenset(
         "synth_small_token",
         "synth_medium",
         "netns",
+        "dockerd",
     }
 )
 
@@ -180,3 +184,21 @@ def _private_blob_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 @pytest.fixture(scope="session")
 def synth_small_token(token_registry: Registry) -> SmallSet:
     return push_small_set(token_registry)
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """A private Docker engine (vfs, no bridge, no iptables) for the whole session; skips with the reason when
+    dockerd is missing or cannot start here."""
+    usable, reason = dockerd_usable()
+    if not usable:
+        pytest.skip(reason)
+    try:
+        ctx = start_dockerd(tmp_path_factory.mktemp("dockerd"))
+        engine = ctx.__enter__()
+    except Exception as exc:  # StartupError, OSError: the reason is in the skip message
+        pytest.skip(f"dockerd cannot start here: {str(exc)[:500]}")
+    try:
+        yield engine
+    finally:
+        ctx.__exit__(None, None, None)

@@ -10,7 +10,7 @@ from arcgap.cli import app, run
 
 COMMANDS = (
     "export", "import", "verify", "inspect", "keygen", "cache info", "cache clear",
-    "releases", "manifests new", "wheelhouse", "login", "logout",
+    "releases", "manifests new", "wheelhouse", "login", "logout", "mirror",
 )  # fmt: skip
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -1,0 +1,81 @@
+"""``manifest.json``: the file ``docker load`` reads, derived from a bundle's manifests (docker-load compatibility).
+
+One entry per image: ``Config`` and ``Layers`` are paths of blobs inside the OCI layout, ``RepoTags`` the
+image's source reference. The classic image store holds one platform per image, so for an index the child of
+the exporting machine's platform is chosen, else ``linux/amd64``, else the first child.
+"""
+
+from __future__ import annotations
+
+import json
+import platform as _platform
+from collections.abc import Mapping
+
+from arcgap.bundle.format import BundleManifest, ImageEntry
+from arcgap.digest import Digest
+from arcgap.mediatypes import is_index, parse_manifest
+
+DOCKER_MANIFEST_NAME = "manifest.json"
+FALLBACK_PLATFORM = "linux/amd64"
+_MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+                 "armv7l": "arm/v7", "armv6l": "arm/v6", "ppc64le": "ppc64le", "s390x": "s390x", "i686": "386"}
+
+
+def host_platform() -> str:
+    """The exporting machine's platform as ``linux/ARCH[/VARIANT]`` (images are Linux images)."""
+    machine = _platform.machine().lower()
+    return f"linux/{_MACHINE_ARCH.get(machine, machine)}"
+
+
+def pick_child(image: ImageEntry, wanted: str) -> Digest:
+    """The single-platform manifest docker will load for ``image``: ``wanted``, else linux/amd64, else the first."""
+    if not is_index(image.media_type):
+        return image.digest
+    children = [p for p in image.platforms if p.digest != image.digest]
+    for choice in (wanted, FALLBACK_PLATFORM):
+        for p in children:
+            if p.platform == choice or p.platform.startswith(choice + "/"):
+                return p.digest
+    return children[0].digest
+
+
+def repo_tag(manifest: BundleManifest, image: ImageEntry) -> str:
+    path = "/".join(x for x in (manifest.source_repository, image.name) if x)
+    return f"{manifest.source_registry}/{path}:{image.tag}"
+
+
+def docker_manifest_json(manifest: BundleManifest, small_blobs: Mapping[Digest, bytes], *,
+                         wanted_platform: str | None = None, tags: Mapping[str, str] | None = None) -> bytes:
+    """The bytes of docker's ``manifest.json`` (deterministic for the same bundle and platform).
+
+    ``small_blobs`` must hold the bytes of every image manifest chosen; ``tags`` maps an image's ref_name to
+    the RepoTag to use instead of its source reference (import through the engine tags for the target).
+    """
+    wanted = wanted_platform or host_platform()
+    entries = []
+    for image in manifest.images:
+        chosen = pick_child(image, wanted)
+        media_type = next((p.media_type for p in image.platforms if p.digest == chosen), image.media_type)
+        parsed = parse_manifest(small_blobs[chosen], media_type, what=f"manifest {chosen}")
+        assert parsed.config is not None
+        entries.append({
+            "Config": _path(parsed.config.digest),
+            "RepoTags": [(tags or {}).get(image.ref_name) or repo_tag(manifest, image)],
+            "Layers": [_path(layer.digest) for layer in parsed.layers],
+        })
+    return (json.dumps(entries, separators=(",", ":")) + "\n").encode()
+
+
+def chosen_platforms(manifest: BundleManifest, wanted_platform: str | None = None) -> dict[str, str]:
+    """ref_name → the platform picked for each multi-platform image (for warnings)."""
+    wanted = wanted_platform or host_platform()
+    out = {}
+    for image in manifest.images:
+        if is_index(image.media_type):
+            chosen = pick_child(image, wanted)
+            out[image.ref_name] = next(p.platform for p in image.platforms if p.digest == chosen)
+    return out
+
+
+def _path(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex}"

@@ -1,0 +1,261 @@
+"""``arcgap mirror``: source registry → target registry in one pass, no bundle and no disk.
+
+The same order as import: every blob is placed first (skipped when the target has it, mounted from another
+target repository that holds it, else streamed source → target with ``--jobs`` copies in parallel, verified
+by :meth:`RegistryClient.stream_blob` on the way), then manifests by digest, then tags, then every tag re-read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from arcgap.bundle.format import BlobEntry
+from arcgap.digest import Digest
+from arcgap.errors import TargetMismatchError
+from arcgap.importer import ImageOutcome, ImportResult
+from arcgap.plan import ExportPlan, TargetImage, build_plan, map_targets
+from arcgap.progress import Reporter, human_bytes
+from arcgap.registry.client import RegistryClient
+from arcgap.resolve import ResolvedImage, Wanted, resolve_all
+
+
+@dataclass
+class MirrorResult(ImportResult):
+    """Import's result, plus where from and how much had to move (the same numbers for a dry run)."""
+
+    source: str = ""  # registry/repository
+    target: str = ""
+    content_bytes: int = 0  # configs and layers the images need, each once
+    missing_bytes: int = 0  # of those, bytes the target lacked in every repository: what a copy must move
+    present_bytes: int = 0  # bytes the target already held in every repository that needs them
+    image_digests: dict[str, str] = field(default_factory=dict)  # source reference → digest
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = super().to_dict()
+        doc["command"] = "mirror"
+        doc.update(source=self.source, target=self.target, content_bytes=self.content_bytes,
+                   missing_bytes=self.missing_bytes, present_bytes=self.present_bytes,
+                   image_digests=self.image_digests)
+        return doc
+
+
+@dataclass(frozen=True)
+class _Image:
+    target: TargetImage
+    top_raw: bytes
+    children: tuple[tuple[Digest, bytes, str], ...]  # platform manifests of an index, pushed before it
+    blobs: frozenset[Digest]  # configs and layers
+
+
+def _images(resolved: Sequence[ResolvedImage], targets: Sequence[TargetImage]) -> list[_Image]:
+    out: list[_Image] = []
+    for img, target in zip(resolved, targets):
+        children = tuple(dict.fromkeys(
+            (p.manifest.digest, p.manifest.raw, p.manifest.media_type)
+            for p in img.platforms if p.manifest.digest != img.top.digest))
+        blobs = frozenset(d.digest for p in img.platforms for d in p.parsed.blobs)
+        out.append(_Image(target, img.top.raw, children, blobs))
+    return out
+
+
+class _Mirror:
+    def __init__(self, source_for: Callable[[str], RegistryClient], client: RegistryClient, plan: ExportPlan,
+                 images: list[_Image], *, jobs: int, reporter: Reporter, dry_run: bool) -> None:
+        self.source_for = source_for
+        self.client = client
+        self.plan = plan
+        self.images = images
+        self.jobs = jobs
+        self.reporter = reporter
+        self.dry_run = dry_run
+        self.entries = {b.digest: b for b in plan.manifest.blobs if b.kind in ("config", "layer")}
+        self.needs: dict[Digest, list[str]] = {}  # blob → target repositories that need it
+        for image in images:
+            for digest in sorted(image.blobs):
+                repos = self.needs.setdefault(digest, [])
+                if image.target.repository not in repos:
+                    repos.append(image.target.repository)
+        self.present: dict[tuple[str, Digest], bool] = {}
+        self.how: dict[tuple[str, Digest], str] = {}
+        self._lock = threading.Lock()  # result, how and the reporter are shared by the copy workers
+        self.result = MirrorResult(dry_run=dry_run)
+
+    def _map(self, fn: Any, items: list[Any]) -> list[Any]:
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+            return list(pool.map(fn, items))
+
+    # -- blobs ----------------------------------------------------------------------------------------------
+
+    def _check_present(self) -> None:
+        pairs = [(repo, d) for d, repos in self.needs.items() for repo in repos]
+        self.reporter.phase(f"checking which of {len(self.needs)} blobs {self.client.registry} already has")
+        found = self._map(lambda p: self.client.blob_exists(p[0], p[1], push_scope=True), pairs)
+        self.present = dict(zip(pairs, found))
+        self.how = {pair: "present" for pair, there in self.present.items() if there}
+        for digest, repos in self.needs.items():
+            size = self.entries[digest].size
+            if all(self.present[(r, digest)] for r in repos):
+                self.result.present_bytes += size
+            elif not any(self.present[(r, digest)] for r in repos):
+                self.result.missing_bytes += size
+        self.result.content_bytes = sum(self.entries[d].size for d in self.needs)
+
+    def _chunks(self, entry: BlobEntry) -> Iterator[bytes]:
+        """The blob's verified bytes: a config from memory (verified when resolved), else streamed from the source."""
+        data = self.plan.small_blobs.get(entry.digest)
+        if data is not None:
+            return iter((data,))
+        registry, repo = self.plan.blob_source[entry.digest]
+        return self.source_for(registry).stream_blob(repo, entry.digest, entry.size,
+                                                     what=f"blob {entry.digest} of {registry}/{repo}")
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            with self._lock:
+                self.result.verified_bytes += len(chunk)
+                self.reporter.advance(len(chunk))
+            yield chunk
+
+    def _placed(self, repo: str, digest: Digest, how: str, size: int) -> None:
+        with self._lock:
+            self.present[(repo, digest)] = True
+            self.how[(repo, digest)] = how
+            if how == "mounted":
+                self.result.mounted_blobs += 1
+            else:
+                self.result.uploaded_blobs += 1
+                self.result.uploaded_bytes += size
+
+    def _copy(self, repo: str, entry: BlobEntry) -> None:
+        self.client.upload_blob(repo, entry.digest, self._counted(self._chunks(entry)),
+                                what=f"blob {entry.digest} to {self.client.registry}/{repo}")
+        self._placed(repo, entry.digest, "uploaded", entry.size)
+
+    def _place(self, digest: Digest) -> None:
+        """One blob, all its repositories: one task, so a mount never races the upload it mounts from."""
+        entry = self.entries[digest]
+        repos = self.needs[digest]
+        missing = [r for r in repos if not self.present[(r, digest)]]
+        if not missing:
+            with self._lock:
+                self.result.skipped_blobs += 1
+                self.result.skipped_bytes += entry.size
+                self.reporter.advance(entry.size)
+            return
+        holder = next((r for r in repos if self.present[(r, digest)]), None)
+        if holder is None:
+            holder = missing.pop(0)
+            self._copy(holder, entry)
+        else:
+            with self._lock:
+                self.reporter.advance(entry.size)
+        for repo in missing:
+            if self.client.mount_blob(repo, digest, holder):
+                self._placed(repo, digest, "mounted", entry.size)
+            else:  # the registry refuses mounts: stream it from the source once more
+                self._copy(repo, entry)
+
+    # -- run ----------------------------------------------------------------------------------------------
+
+    def run(self) -> MirrorResult:
+        t0 = time.monotonic()
+        self._check_present()
+        self.result.blobs = len(self.plan.manifest.blobs)
+        current = self._map(lambda i: self.client.head_manifest(i.target.repository, i.target.tag), self.images)
+        if self.dry_run:
+            self.reporter.phase(
+                f"dry run: {human_bytes(self.result.missing_bytes)} would move, "
+                f"{human_bytes(self.result.present_bytes)} of {human_bytes(self.result.content_bytes)} "
+                "already at the target; nothing changed")
+        else:
+            self.reporter.start(self.result.content_bytes, images=len(self.images),
+                                label=f"mirroring into {self.client.registry}")
+            with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="arcgap-mirror") as pool:
+                for future in [pool.submit(self._place, d) for d in self.needs]:
+                    future.result()  # the first failure stops the run before any manifest moves
+            self._push(current)
+            self._verify_tags()
+        self._describe(current)
+        self.reporter.close()
+        self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def _push(self, current: list[Digest | None]) -> None:
+        self.reporter.phase("pushing manifests")
+        moving = [i for i, now in zip(self.images, current) if now != i.target.entry.digest]
+        for image in moving:
+            entry = image.target.entry
+            for digest, raw, media_type in image.children:
+                self.client.put_manifest(image.target.repository, str(digest), raw, media_type)
+            self.client.put_manifest(image.target.repository, str(entry.digest), image.top_raw, entry.media_type)
+        self.reporter.phase("moving tags")
+        for image in moving:
+            entry = image.target.entry
+            self.client.put_manifest(image.target.repository, image.target.tag, image.top_raw, entry.media_type)
+            self.reporter.item_done(f"{image.target.reference} → {entry.digest.short}")
+        for image, now in zip(self.images, current):
+            if now == image.target.entry.digest:
+                self.reporter.item_done(f"{image.target.reference} already at {now.short}")
+
+    def _verify_tags(self) -> None:
+        for image in self.images:
+            target = image.target
+            got = self.client.head_manifest(target.repository, target.tag)
+            if got != target.entry.digest:
+                raise TargetMismatchError(
+                    f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",
+                    hint="another writer changed the tag, or the registry rewrote the manifest",
+                )
+
+    def _describe(self, current: list[Digest | None]) -> None:
+        for image, now in zip(self.images, current):
+            repo = image.target.repository
+            hows = [self.how.get((repo, d), "missing") for d in sorted(image.blobs)]
+            uploaded, mounted = hows.count("uploaded"), hows.count("mounted")
+            if now == image.target.entry.digest:
+                action = "skipped"
+                self.result.skipped_tags += 1
+            elif self.dry_run:  # lacking blobs another target repository holds would be mounted
+                lacking = [d for d in image.blobs if not self.present[(repo, d)]]
+                action = "mounted" if all(any(self.present[(r, d)] for r in self.needs[d]) for d in lacking) \
+                    else "pushed"
+            else:
+                action = "pushed" if uploaded else "mounted"
+            self.result.outcomes.append(ImageOutcome(image.target, action, uploaded, mounted, hows.count("present")))
+            self.result.image_digests[image.target.entry.source] = str(image.target.entry.digest)
+
+
+def mirror_images(
+    source_for: Callable[[str], RegistryClient],
+    client: RegistryClient,
+    wanted: Sequence[Wanted],
+    *,
+    source_registry: str,
+    source_repository: str,
+    target_repository: str,
+    target_tag: str | None,
+    jobs: int = 4,
+    reporter: Reporter | None = None,
+    dry_run: bool = False,
+) -> MirrorResult:
+    """Resolve every image at the source (a missing one stops the run before the target is touched), then copy."""
+    reporter = reporter or Reporter()
+    for registry in dict.fromkeys(w.reference.registry for w in wanted):
+        source_for(registry).ping()
+    client.ping()
+    reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
+    resolved = resolve_all(source_for, wanted, jobs=jobs)
+    plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
+                      created="")
+    targets = map_targets(plan.manifest, registry=client.registry, repository=target_repository, tag=target_tag)
+    mirror = _Mirror(source_for, client, plan, _images(resolved, targets), jobs=jobs, reporter=reporter,
+                     dry_run=dry_run)
+    result = mirror.run()
+    result.source = f"{source_registry}/{source_repository}"
+    result.target = f"{client.registry}/{target_repository}"
+    return result

@@ -1,0 +1,103 @@
+"""docker save → bundle conversion without an engine: a fake client serves docker 25's OCI-style save
+(manifest.json last, compressed layer, config under blobs/) and a legacy save with a symlinked layer."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from arcgap.bundle.reader import open_bundle
+from arcgap.engine.save import EngineImage, engine_export
+from arcgap.progress import Reporter
+
+
+def _tar(members: list[tuple[str, bytes | str]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, str):
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class _Api:
+    def __init__(self, saves: dict[str, bytes]) -> None:
+        self.saves = saves
+
+    def get_image(self, name: str, chunk_size: int):  # noqa: ANN201
+        data = self.saves[name]
+        return (data[i:i + 1000] for i in range(0, len(data), 1000))
+
+
+class _Client:
+    def __init__(self, saves: dict[str, bytes]) -> None:
+        self.api = _Api(saves)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_oci_style_and_legacy_saves_convert_to_a_verifiable_bundle(tmp_path: Path) -> None:
+    layer = _tar([("hello.txt", b"hi\n")])
+    gz = gzip.compress(layer, mtime=0)
+    config = json.dumps({"architecture": "arm64", "os": "linux", "rootfs": {"type": "layers",
+                         "diff_ids": ["sha256:" + _sha(layer)]}}).encode()
+    oci_save = _tar([
+        ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+        (f"blobs/sha256/{_sha(gz)}", gz),
+        (f"blobs/sha256/{_sha(config)}", config),
+        ("index.json", b'{"schemaVersion":2,"manifests":[]}'),
+        ("manifest.json", json.dumps([{"Config": f"blobs/sha256/{_sha(config)}", "RepoTags": ["new:1"],
+                                       "Layers": [f"blobs/sha256/{_sha(gz)}"]}]).encode()),
+    ])
+    config2 = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
+                          "diff_ids": ["sha256:" + _sha(layer)] * 2}}).encode()
+    legacy_save = _tar([
+        ("manifest.json", json.dumps([{"Config": f"{_sha(config2)}.json", "RepoTags": ["old:1"],
+                                       "Layers": ["aaa/layer.tar", "bbb/layer.tar"]}]).encode()),
+        (f"{_sha(config2)}.json", config2),
+        ("bbb/layer.tar", "../aaa/layer.tar"),
+        ("aaa/layer.tar", layer),
+        ("repositories", b"{}"),
+    ])
+    out = tmp_path / "conv.tar.zst"
+    result = engine_export(_Client({"new:1": oci_save, "old:1": legacy_save}),
+                           [EngineImage("new", "1", "new:1", pull=False), EngineImage("old", "1", "old:1", pull=False)],
+                           output=out, source_registry="local", source_repository="", auth=None, level=3,
+                           threads=0, overwrite=False, split_bytes=None, reporter=Reporter(),
+                           created="2024-01-01T00:00:00Z")
+    assert result.images == 2
+    with open_bundle(out) as reader:
+        manifest = reader.manifest
+        got = {b.digest.hex: b for b in manifest.blobs}
+        for _entry, chunks in reader.blobs():  # every blob verifies
+            for _ in chunks:
+                pass
+        assert "manifest.json" in reader.layout_files
+    assert got[_sha(gz)].media_type.endswith("+gzip")
+    assert got[_sha(layer)].media_type == "application/vnd.oci.image.layer.v1.tar"
+    assert {i.platforms[0].platform for i in manifest.images} == {"linux/arm64", "linux/amd64"}
+    assert not list(tmp_path.glob(".conv.tar.zst.spool-*"))
+
+
+def test_a_save_without_manifest_json_is_refused(tmp_path: Path) -> None:
+    from arcgap.errors import UsageError
+
+    save = _tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", b"{}")])
+    with pytest.raises(UsageError, match="OCI layout without manifest.json"):
+        engine_export(_Client({"x:1": save}), [EngineImage("x", "1", "x:1", pull=False)], output=tmp_path / "x.zst",
+                      source_registry="local", source_repository="", auth=None, level=3, threads=0,
+                      overwrite=False, split_bytes=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
+    assert list(tmp_path.iterdir()) == []
