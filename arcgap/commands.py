@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,6 +132,56 @@ def default_output(endpoint: Endpoint, tag: str) -> Path:
     return Path(f"{base}-{tag}.tar.zst")
 
 
+@dataclass(frozen=True)
+class SourceChoice:
+    """The source side as export and mirror collect it: the endpoint, the image list (None: the list of the
+    source tag, chosen once the tag is known) and whether ``--release latest`` asks the registry for the tag."""
+
+    endpoint: Endpoint
+    image_list: ImageList | None
+    default_tag: str
+    latest: bool
+
+    def tag(self, client_for: Callable[[str], RegistryClient], reporter: Reporter) -> str:
+        """The source tag: the newest release at the source for ``latest``, else the collected value."""
+        if not self.latest:
+            return self.endpoint.tag or self.default_tag
+        e = self.endpoint
+        tag = latest_release(client_for(e.registry), repository=e.repository)
+        reporter.phase(f"newest release at {e.registry}/{e.repository}: {tag}")
+        return tag
+
+    def images(self, source_tag: str, warn: Callable[[str], None]) -> list[Wanted]:
+        image_list = self.image_list if self.image_list is not None else list_for_tag(source_tag, warn)
+        return wanted_images(image_list, self.endpoint, source_tag)
+
+
+def collect_source(
+    *, names: Sequence[str], release: str | None, images_file: Path | None, options: Mapping[str, str | None],
+    environ: Mapping[str, str], prompt: Prompt | None, secret_prompt: SecretPrompt | None,
+    password_stdin: str | None, plain_http: bool,
+) -> SourceChoice:
+    """The five SOURCE_DOCKER_* values, with defaults from the chosen image list (seed defaults otherwise)."""
+    latest = release == LATEST  # the newest release tag at the source, looked up once connected
+    if latest and (names or images_file is not None or options.get("tag")):
+        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
+                         "--source-tag with it")
+    image_list = choose_list(names=names, release=None if latest else release, images_file=images_file)
+    default_tag = (None if latest else release) or (image_list.release if image_list else None) \
+        or default_release_tag()
+    if latest:  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
+        options = {**options, "tag": LATEST}
+    defaults = {
+        "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
+        "repository": (image_list.repository if image_list else None) or "arcdata",
+        "username": None,
+        "tag": default_tag,
+    }
+    endpoint = collect_endpoint("source", options=options, environ=environ, defaults=defaults, prompt=prompt,
+                                secret_prompt=secret_prompt, password_stdin=password_stdin, plain_http=plain_http)
+    return SourceChoice(endpoint, image_list, default_tag, latest)
+
+
 def run_export(
     *, names: Sequence[str], release: str | None, images_file: Path | None, output: Path | None,
     options: Mapping[str, str | None], password_stdin: str | None, ca_file: Path | None, insecure: bool,
@@ -157,38 +207,20 @@ def run_export(
                                   from_local=from_local)
     if from_local:
         raise UsageError("--from-local needs --engine docker")
-    latest = release == LATEST  # the newest release tag at the source, looked up once connected
-    if latest and (names or images_file is not None or options.get("tag")):
-        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
-                         "--source-tag with it")
     signer = _signer(sign_key, environ)  # a wrong key or passphrase stops before any download
     bases = load_bases(since)
     split_bytes = parse_size(split_size) if split_size is not None else None  # a usage error before any download
     cache = None if no_cache else BlobCache(cache_root(cache_dir, environ), max_bytes=cache_max_bytes)
-    image_list = choose_list(names=names, release=None if latest else release, images_file=images_file)
-    default_tag = (None if latest else release) or (image_list.release if image_list else None) \
-        or default_release_tag()
-    if latest:  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
-        options = {**options, "tag": LATEST}
-    defaults = {
-        "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
-        "repository": (image_list.repository if image_list else None) or "arcdata",
-        "username": None,
-        "tag": default_tag,
-    }
-    endpoint = collect_endpoint("source", options=options, environ=environ, defaults=defaults, prompt=prompt,
-                                secret_prompt=secret_prompt, password_stdin=password_stdin, plain_http=plain_http)
+    choice = collect_source(names=names, release=release, images_file=images_file, options=options, environ=environ,
+                            prompt=prompt, secret_prompt=secret_prompt, password_stdin=password_stdin,
+                            plain_http=plain_http)
+    endpoint = choice.endpoint
     tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
     pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
     staged: StagedInstaller | None = None
     try:
-        source_tag = endpoint.tag or default_tag
-        if latest:
-            source_tag = latest_release(pool(endpoint.registry), repository=endpoint.repository)
-            reporter.phase(f"newest release at {endpoint.registry}/{endpoint.repository}: {source_tag}")
-        if image_list is None:
-            image_list = list_for_tag(source_tag, warn)
-        wanted, skipped = check_at_source(pool, wanted_images(image_list, endpoint, source_tag), jobs=jobs,
+        source_tag = choice.tag(pool, reporter)
+        wanted, skipped = check_at_source(pool, choice.images(source_tag, warn), jobs=jobs,
                                           skip_missing=skip_missing)
         for item in skipped:
             warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
@@ -273,24 +305,10 @@ def run_mirror(
 ) -> MirrorResult:
     """Both sides' five values (source first, as export asks them, then target, as import does), then the copy."""
     environ = os.environ if environ is None else environ
-    latest = release == LATEST
-    if latest and (names or images_file is not None or source_options.get("tag")):
-        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
-                         "--source-tag with it")
-    image_list = choose_list(names=names, release=None if latest else release, images_file=images_file)
-    default_tag = (None if latest else release) or (image_list.release if image_list else None) \
-        or default_release_tag()
-    if latest:
-        source_options = {**source_options, "tag": LATEST}
-    defaults = {
-        "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
-        "repository": (image_list.repository if image_list else None) or "arcdata",
-        "username": None,
-        "tag": default_tag,
-    }
-    source = collect_endpoint("source", options=source_options, environ=environ, defaults=defaults, prompt=prompt,
-                              secret_prompt=secret_prompt, password_stdin=source_password_stdin,
-                              plain_http=source_plain_http)
+    choice = collect_source(names=names, release=release, images_file=images_file, options=source_options,
+                            environ=environ, prompt=prompt, secret_prompt=secret_prompt,
+                            password_stdin=source_password_stdin, plain_http=source_plain_http)
+    source = choice.endpoint
     target = collect_endpoint("target", options=target_options, environ=environ,
                               defaults={"registry": None, "repository": None, "username": None, "tag": None},
                               prompt=prompt, secret_prompt=secret_prompt, password_stdin=target_password_stdin,
@@ -300,15 +318,9 @@ def run_mirror(
     sources = ClientPool(source, source_tls, max_connections=jobs + 4, environ=environ)
     targets = ClientPool(target, target_tls, max_connections=jobs + 4, environ=environ)
     try:
-        source_tag = source.tag or default_tag
-        if latest:
-            source_tag = latest_release(sources(source.registry), repository=source.repository)
-            reporter.phase(f"newest release at {source.registry}/{source.repository}: {source_tag}")
-        if image_list is None:
-            image_list = list_for_tag(source_tag, warn)
+        source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.
-        wanted, _ = check_at_source(sources, wanted_images(image_list, source, source_tag), jobs=jobs,
-                                    skip_missing=False)
+        wanted, _ = check_at_source(sources, choice.images(source_tag, warn), jobs=jobs, skip_missing=False)
         return mirror_images(sources, targets(target.registry), wanted, source_registry=source.registry,
                              source_repository=source.repository, target_repository=target.repository,
                              target_tag=target.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)
@@ -348,21 +360,12 @@ def _run_engine_export(
         registry, repository = "local", ""
         output = output or Path("local-images.tar.zst")
     else:
-        image_list = choose_list(names=names, release=release, images_file=images_file)
-        default_tag = release or (image_list.release if image_list else None) or default_release_tag()
-        defaults = {
-            "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
-            "repository": (image_list.repository if image_list else None) or "arcdata",
-            "username": None,
-            "tag": default_tag,
-        }
-        endpoint = collect_endpoint("source", options=options, environ=environ, defaults=defaults, prompt=prompt,
-                                    secret_prompt=secret_prompt, password_stdin=password_stdin,
-                                    plain_http=plain_http)
-        source_tag = endpoint.tag or default_tag
-        if image_list is None:
-            image_list = list_for_tag(source_tag, warn)
-        for w in wanted_images(image_list, endpoint, source_tag):
+        choice = collect_source(names=names, release=release, images_file=images_file, options=options,
+                                environ=environ, prompt=prompt, secret_prompt=secret_prompt,
+                                password_stdin=password_stdin, plain_http=plain_http)
+        endpoint = choice.endpoint
+        source_tag = endpoint.tag or choice.default_tag  # --release latest was refused above
+        for w in choice.images(source_tag, warn):
             tag = w.reference.tag or source_tag
             images.append(EngineImage(w.name, tag, f"{w.reference.registry}/{w.reference.repository}:{tag}"))
         auth = auth_config(endpoint.username, endpoint.password)
