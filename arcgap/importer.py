@@ -20,10 +20,11 @@ from typing import Any
 from arcgap.bundle.format import BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.digest import Digest
-from arcgap.errors import MissingBaseError, TargetMismatchError
+from arcgap.errors import MissingBaseError
 from arcgap.graph import ImageGraph, build_graph
 from arcgap.plan import TargetImage, map_targets
 from arcgap.progress import Reporter, human_bytes
+from arcgap.publish import Publication, push_manifests_and_tags, verify_tags
 from arcgap.readahead import read_ahead
 from arcgap.registry.client import RegistryClient
 
@@ -320,30 +321,11 @@ class _Importer:
         return self._map(lambda t: self.client.head_manifest(t.repository, t.tag), self.targets)
 
     def _push(self, current: list[Digest | None]) -> None:
-        self.reporter.phase("pushing manifests")
-        moving = [(t, g) for t, g, now in zip(self.targets, self.graphs, current) if now != t.entry.digest]
-        for target, graph in moving:
-            for digest, raw, media_type in graph.children:
-                self.client.put_manifest(target.repository, str(digest), raw, media_type)
-            self.client.put_manifest(target.repository, str(target.entry.digest),
-                                     self.manifests[target.entry.digest], target.entry.media_type)
-        self.reporter.phase("moving tags")
-        for target, _graph in moving:
-            self.client.put_manifest(target.repository, target.tag, self.manifests[target.entry.digest],
-                                     target.entry.media_type)
-            self.reporter.item_done(f"{target.reference} → {target.entry.digest.short}")
-        for target, now in zip(self.targets, current):
-            if now == target.entry.digest:
-                self.reporter.item_done(f"{target.reference} already at {target.entry.digest.short}")
+        pubs = [Publication(t, self.manifests[t.entry.digest], g.children) for t, g in zip(self.targets, self.graphs)]
+        push_manifests_and_tags(self.client, pubs, current, self.reporter)
 
     def _verify_tags(self) -> None:
-        for target in self.targets:
-            got = self.client.head_manifest(target.repository, target.tag)
-            if got != target.entry.digest:
-                raise TargetMismatchError(
-                    f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",
-                    hint="another writer changed the tag, or the registry rewrote the manifest",
-                )
+        verify_tags(self.client, self.targets)
 
     def _describe(self, current: list[Digest | None]) -> None:
         manifest = self.reader.manifest

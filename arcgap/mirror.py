@@ -16,10 +16,10 @@ from typing import Any
 
 from arcgap.bundle.format import BlobEntry
 from arcgap.digest import Digest
-from arcgap.errors import TargetMismatchError
 from arcgap.importer import ImageOutcome, ImportResult
 from arcgap.plan import ExportPlan, TargetImage, build_plan, map_targets
 from arcgap.progress import Reporter, human_bytes
+from arcgap.publish import Publication, push_manifests_and_tags, verify_tags
 from arcgap.registry.client import RegistryClient
 from arcgap.resolve import ResolvedImage, Wanted, resolve_all
 
@@ -186,31 +186,11 @@ class _Mirror:
         return self.result
 
     def _push(self, current: list[Digest | None]) -> None:
-        self.reporter.phase("pushing manifests")
-        moving = [i for i, now in zip(self.images, current) if now != i.target.entry.digest]
-        for image in moving:
-            entry = image.target.entry
-            for digest, raw, media_type in image.children:
-                self.client.put_manifest(image.target.repository, str(digest), raw, media_type)
-            self.client.put_manifest(image.target.repository, str(entry.digest), image.top_raw, entry.media_type)
-        self.reporter.phase("moving tags")
-        for image in moving:
-            entry = image.target.entry
-            self.client.put_manifest(image.target.repository, image.target.tag, image.top_raw, entry.media_type)
-            self.reporter.item_done(f"{image.target.reference} → {entry.digest.short}")
-        for image, now in zip(self.images, current):
-            if now == image.target.entry.digest:
-                self.reporter.item_done(f"{image.target.reference} already at {now.short}")
+        pubs = [Publication(i.target, i.top_raw, i.children) for i in self.images]
+        push_manifests_and_tags(self.client, pubs, current, self.reporter)
 
     def _verify_tags(self) -> None:
-        for image in self.images:
-            target = image.target
-            got = self.client.head_manifest(target.repository, target.tag)
-            if got != target.entry.digest:
-                raise TargetMismatchError(
-                    f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",
-                    hint="another writer changed the tag, or the registry rewrote the manifest",
-                )
+        verify_tags(self.client, [i.target for i in self.images])
 
     def _describe(self, current: list[Digest | None]) -> None:
         for image, now in zip(self.images, current):
