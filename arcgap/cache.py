@@ -18,8 +18,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from arcgap.backgroundsink import BackgroundSink
 from arcgap.bundle.parts import UNITS
 from arcgap.digest import Digest, Verifier
+from arcgap.directfile import SequentialWriter
 from arcgap.errors import IntegrityError, LocalIOError, UsageError
 
 DEFAULT_MAX_BYTES = 20 * 2**30
@@ -175,13 +177,13 @@ class BlobCache:
         """Pass ``chunks`` on while writing them to a temp file; rename it into place once they are complete
         (``chunks`` verify their own digest before their last chunk, so complete means verified)."""
         tmp_dir = self.root / "tmp"
-        out: BinaryIO | None = None
+        out: _CacheCopy | None = None
         tmp_name = ""
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)  # private: images may be too
             tmp_dir.mkdir(exist_ok=True, mode=0o700)
             fd, tmp_name = tempfile.mkstemp(prefix=f"{digest.hex[:16]}.", suffix=".partial", dir=tmp_dir)
-            out = os.fdopen(fd, "wb")
+            out = _CacheCopy(fd)
         except OSError as exc:
             self._give_up(exc)
         written = 0
@@ -191,11 +193,16 @@ class BlobCache:
                     try:
                         out.write(chunk)
                     except OSError as exc:
-                        out = self._abandon(out, tmp_name, exc)
+                        out = self._abandon(out, exc)
                 written += len(chunk)
                 yield chunk
             if out is not None and written == size_bytes:
-                out.close()
+                try:
+                    out.close()
+                except OSError as exc:
+                    out = None
+                    self._give_up(exc)
+                    return
                 out = None
                 final = self.path_for(digest)
                 try:
@@ -208,14 +215,14 @@ class BlobCache:
         finally:
             if out is not None:
                 with contextlib.suppress(OSError):
-                    out.close()
+                    out.abort()
             if tmp_name:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
 
-    def _abandon(self, out: BinaryIO, tmp_name: str, exc: OSError) -> None:
+    def _abandon(self, out: _CacheCopy, exc: OSError) -> None:
         with contextlib.suppress(OSError):
-            out.close()
+            out.abort()
         self._give_up(exc)
 
     def _give_up(self, exc: OSError) -> None:
@@ -293,3 +300,28 @@ def cache_root(cache_dir: Path | None, environ: Mapping[str, str]) -> Path:
     if root is None:
         raise UsageError("no place for the blob cache: HOME is not set", hint="pass --cache-dir DIR or --no-cache")
     return root
+
+
+class _CacheCopy:
+    """The copy of one blob being downloaded: written past the page cache (nothing reads it in this run) on a
+    thread of its own, so the download never waits for the disk."""
+
+    def __init__(self, fd: int) -> None:
+        self._file = SequentialWriter(fd)
+        self._thread = BackgroundSink(self._file, depth=8)
+
+    def write(self, data: bytes) -> None:
+        self._thread.write(data)
+
+    def close(self) -> None:
+        try:
+            self._thread.drain()
+        except BaseException:
+            self.abort()
+            raise
+        self._thread.stop()
+        self._file.close()
+
+    def abort(self) -> None:
+        self._thread.stop()
+        self._file.abort()

@@ -211,21 +211,17 @@ def test_an_unwritable_cache_is_a_warning_and_the_data_still_flows(tmp_path: Pat
 
 
 def test_disk_full_while_writing_the_cache_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.cache as cache_module
+    import arcgap.directfile as directfile_module
 
-    real_fdopen = os.fdopen
+    class FullDisk:  # the os module, except that every write finds the disk full
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
 
-    class Full:
-        def __init__(self, fd: int, mode: str) -> None:
-            self._fh = real_fdopen(fd, mode)
-
-        def write(self, data: bytes) -> int:
+        @staticmethod
+        def write(fd: int, data: object) -> int:
             raise OSError(28, "No space left on device")
 
-        def close(self) -> None:
-            self._fh.close()
-
-    monkeypatch.setattr(cache_module.os, "fdopen", Full)
+    monkeypatch.setattr(directfile_module, "os", FullDisk())
     cache = BlobCache(tmp_path / "c")
     digest, data = _blob("full", 3000)
     assert _fetch(cache, data) == data

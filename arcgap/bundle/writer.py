@@ -12,6 +12,7 @@ from pathlib import Path
 
 import zstandard
 
+from arcgap.backgroundsink import BackgroundSink
 from arcgap.bundle import tarstream
 from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
 from arcgap.bundle.parts import BundleIdentity, PartsIndex
@@ -37,6 +38,7 @@ class BundleWriter:
         self.overwrite = overwrite
         self.expected_bytes = expected_bytes
         self._sink = PartSink(path, split_bytes=split_bytes)
+        self._out: BackgroundSink | None = None  # the sink's writes (part sha256 + file), off this thread
         self._zw: zstandard.ZstdCompressionWriter | None = None
         self._identity: BundleIdentity | None = None
         self.uncompressed_bytes = 0
@@ -71,7 +73,8 @@ class BundleWriter:
             self.level, threads=self.threads, job_size=ZSTD_JOB_BYTES, write_checksum=True
         )
         cctx = zstandard.ZstdCompressor(compression_params=params)
-        self._zw = cctx.stream_writer(self._sink, closefd=False, write_size=1 << 20)
+        self._out = BackgroundSink(self._sink)
+        self._zw = cctx.stream_writer(self._out, closefd=False, write_size=1 << 20)
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -114,6 +117,9 @@ class BundleWriter:
         try:
             self._zw.close()  # ends the frame (with its checksum); an extra flush would add an empty frame
             self._zw = None
+            assert self._out is not None
+            self._out.drain()
+            self._out.stop()
             self.index = self._sink.finish(self._identity, remove_stale=self.overwrite)
         except OSError as exc:
             self.abort()
@@ -123,7 +129,9 @@ class BundleWriter:
         return self.compressed_bytes
 
     def abort(self) -> None:
-        self._sink.abort()  # first: the compressor's last words are discarded, not written to a new part
+        if self._out is not None:
+            self._out.stop()  # the writer thread is idle from here on
+        self._sink.abort()  # before the compressor's close: its last words are discarded, not written to a new part
         if self._zw is not None:
             with contextlib.suppress(OSError, zstandard.ZstdError, ValueError):
                 self._zw.close()
