@@ -266,7 +266,8 @@ def run_import(
     receipt_path = receipt or default_receipt_path(bundle, started)
     if not dry_run:
         check_receipt_path(receipt_path)  # before anything moves, not after
-    with open_bundle(bundle) as reader:  # read the table of contents before asking anything
+    # Every blob is verified by digest and the tar by zstd's checksum: parts are hashed only to name damage.
+    with open_bundle(bundle, hash_parts=False) as reader:  # read the table of contents before asking anything
         signature = reader.signature()
         if key is not None:  # refused before any question or connection
             from arcgap.signing import check_signature

@@ -237,6 +237,30 @@ def test_blame_reads_the_rest_of_the_part_to_name_it() -> None:
     intact.blame()  # an intact part: nothing to blame, the caller's error stands
 
 
+def test_without_part_hashing_blame_finds_damage_in_a_part_already_passed() -> None:
+    index = _index(DATA, 1000)
+    intact = {p.name: DATA[i * 1000 : (i + 1) * 1000] for i, p in enumerate(index.parts)}
+    files = dict(intact, **{"b.tar.zst.001": intact["b.tar.zst.001"][:999] + b"Z"})
+    stream = PartStream(_set(index), opener=_memory(files), hash_parts=False)
+    got = stream.read(1000) + stream.read(300)  # sizes still checked; the damage is not seen here
+    assert len(got) == 1300 and stream.parts_checked == 1
+    with pytest.raises(IntegrityError) as info:
+        stream.blame()  # the layer above found the damage after part 2 had begun
+    assert info.value.message == "part 1 of 3, media/b.tar.zst.001: sha256 mismatch — copy it again"
+    clean = PartStream(_set(index), opener=_memory(intact), hash_parts=False)
+    assert b"".join(_pieces(clean)) == DATA
+    clean.blame()  # every part intact: the caller's error stands
+
+
+def test_without_part_hashing_sizes_are_still_checked() -> None:
+    index = _index(DATA, 1000)
+    files = {p.name: DATA[i * 1000 : (i + 1) * 1000] for i, p in enumerate(index.parts)}
+    files["b.tar.zst.002"] = files["b.tar.zst.002"][:10]
+    with pytest.raises(IntegrityError) as info:
+        b"".join(_pieces(PartStream(_set(index), opener=_memory(files), hash_parts=False)))
+    assert info.value.message == "part 2 of 3, media/b.tar.zst.002: truncated: 10 of 1000 bytes — copy it again"
+
+
 def test_sibling_parts_without_sidecar_are_concatenated_unchecked() -> None:
     files = {"b.tar.zst.001": DATA[:1000], "b.tar.zst.002": DATA[1000:]}
     parts = PartSet((PartFile(DIR / "b.tar.zst.001", 1), PartFile(DIR / "b.tar.zst.002", 2)), base=DIR / "b.tar.zst",

@@ -201,11 +201,17 @@ class PartStream:
     A part is checked as soon as the sidecar's size has been read (before any byte of the next part is handed
     on), and again at its end of file for extra bytes. ``failure`` keeps the part error once raised, since the
     decompressor and tar reader above may re-word the exceptions passing through them.
+
+    ``hash_parts=False`` checks sizes only while reading, for a reader that verifies every byte it uses in
+    another way (import: each blob's digest, and zstd's own checksum over the whole tar). That saves one
+    sha256 pass over the whole bundle; damage is still named by part, by :meth:`blame` after the error.
     """
 
-    def __init__(self, parts: PartSet, *, opener: Callable[[Path], BinaryIO] = _open) -> None:
+    def __init__(self, parts: PartSet, *, opener: Callable[[Path], BinaryIO] = _open, hash_parts: bool = True) -> None:
         self.parts = parts
         self._opener = opener
+        self._hash_parts = hash_parts
+        self._unhashed: list[PartFile] = []  # parts read to the end without a sha256 check, for blame()
         self._i = 0
         self._fh: BinaryIO | None = None
         self._hash = hashlib.sha256()
@@ -264,7 +270,8 @@ class PartStream:
 
     def _take(self, data: bytes) -> None:
         part = self._part
-        self._hash.update(data)
+        if self._hash_parts:
+            self._hash.update(data)
         self._seen += len(data)
         if part.size is None:
             return
@@ -274,7 +281,9 @@ class PartStream:
             self._check()
 
     def _check(self) -> None:
-        if self._part.sha256 is not None and self._hash.hexdigest() != self._part.sha256:
+        if not self._hash_parts:
+            self._unhashed.append(self._part)
+        elif self._part.sha256 is not None and self._hash.hexdigest() != self._part.sha256:
             self._fail("sha256 mismatch")
         self._checked = True
 
@@ -293,17 +302,23 @@ class PartStream:
         raise self.failure
 
     def blame(self) -> None:
-        """After a bundle error: if the part being read does not match the sidecar, raise that instead.
+        """After a bundle error: if a part read so far does not match the sidecar, raise that instead.
 
-        Damage shows up in the decompressed data before the end of its part. Hashing that part's file on its
-        own (a fresh handle: a read-ahead thread may still hold this stream) tells a damaged copy, named with
-        "copy it again", from a bundle that was already wrong when it was written.
+        Damage shows up in the decompressed data soon after the damaged bytes were read: in the part being
+        read, or (a blob spans parts, the decompressor reads ahead) in one read before it that was not hashed
+        while streaming. Those are hashed on their own, newest first (a fresh handle: a read-ahead thread may
+        still hold this stream), which tells a damaged copy, named with "copy it again", from a bundle that
+        was already wrong when it was written.
         """
         if self.failure is not None:
             raise self.failure
-        if self.complete or self._checked:
-            return
-        part = self._part
+        suspects = list(reversed(self._unhashed))
+        if not self.complete and not self._checked:
+            suspects.insert(0, self._part)
+        for part in suspects:
+            self._check_file(part)
+
+    def _check_file(self, part: PartFile) -> None:
         if part.size is None or part.sha256 is None:
             return
         digest, size = hashlib.sha256(), 0

@@ -265,15 +265,16 @@ class _Prepend:
 
 
 @contextmanager
-def open_bundle(path: Path) -> Iterator[BundleReader]:
+def open_bundle(path: Path, *, hash_parts: bool = True) -> Iterator[BundleReader]:
     """Open a bundle by its file, its ``NAME.parts.yaml`` or any of its parts; parts are read as one stream.
 
     Every part is checked for presence (and, with the sidecar, size) before a byte is read. A bundle error
-    raised while a part that does not match the sidecar is being read is reported as that part's damage.
+    raised after a part that does not match the sidecar was read is reported as that part's damage.
+    ``hash_parts=False`` (import) leaves each part's sha256 to that error path: see :class:`PartStream`.
     """
     parts = locate(path)
     check_present(parts)
-    stream = PartStream(parts)
+    stream = PartStream(parts, hash_parts=hash_parts)
     try:
         reader = BundleReader(stream, origin=parts.origin)  # type: ignore[arg-type]
         reader.parts = parts
