@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from arcgap.digest import Digest
 from arcgap.errors import TargetMismatchError
 from arcgap.plan import TargetImage
 from arcgap.progress import Reporter
 from arcgap.registry.client import RegistryClient
+
+T = TypeVar("T")
+R = TypeVar("R")
+JOBS = 4  # images published at once: each is a handful of small requests, so latency, not bytes, is the cost
+
+
+def _each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``fn`` over ``items`` on a few threads; results in order; the first failure (in order) is raised after
+    every call has finished, so a failure never leaves requests running behind the caller's back."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="arcgap-publish") as pool:
+        futures = [pool.submit(fn, i) for i in items]
+    return [f.result() for f in futures]
 
 
 @dataclass(frozen=True)
@@ -27,16 +44,21 @@ def push_manifests_and_tags(
     """Children before their index, all by digest, then the tags; a tag already at its digest is left alone."""
     reporter.phase("pushing manifests")
     moving = [p for p, now in zip(images, current) if now != p.target.entry.digest]
-    for pub in moving:
+
+    def by_digest(pub: Publication) -> None:
         entry = pub.target.entry
         for digest, raw, media_type in pub.children:
             client.put_manifest(pub.target.repository, str(digest), raw, media_type)
         client.put_manifest(pub.target.repository, str(entry.digest), pub.top_raw, entry.media_type)
+
+    def tag(pub: Publication) -> None:
+        client.put_manifest(pub.target.repository, pub.target.tag, pub.top_raw, pub.target.entry.media_type)
+
+    _each(by_digest, moving)  # every image's manifests are in place before the first tag moves
     reporter.phase("moving tags")
+    _each(tag, moving)
     for pub in moving:
-        entry = pub.target.entry
-        client.put_manifest(pub.target.repository, pub.target.tag, pub.top_raw, entry.media_type)
-        reporter.item_done(f"{pub.target.reference} → {entry.digest.short}")
+        reporter.item_done(f"{pub.target.reference} → {pub.target.entry.digest.short}")
     for pub, now in zip(images, current):
         if now == pub.target.entry.digest:
             reporter.item_done(f"{pub.target.reference} already at {now.short}")
@@ -44,8 +66,7 @@ def push_manifests_and_tags(
 
 def verify_tags(client: RegistryClient, targets: Sequence[TargetImage]) -> None:
     """Re-read every tag after the push; a different digest is an error of its own (exit 10)."""
-    for target in targets:
-        got = client.head_manifest(target.repository, target.tag)
+    for target, got in zip(targets, _each(lambda t: client.head_manifest(t.repository, t.tag), targets)):
         if got != target.entry.digest:
             raise TargetMismatchError(
                 f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",

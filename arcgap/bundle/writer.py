@@ -140,7 +140,7 @@ class BundleWriter:
 # Multithreaded zstd hands each worker a job of this size. The library default (4 × window ≈ 8 MiB at level 3)
 # kept ~50 MiB in flight; 2 MiB measured: peak RSS 125 → 94 MiB and 8 % faster on a 330 MB export of
 # gzip layers, same size within 0.01 %. The output depends on it, so it is fixed (determinism).
-ZSTD_JOB_BYTES = 2 * 1024 * 1024
+ZSTD_JOB_BYTES = 4 * 1024 * 1024
 
 
 def _identity(manifest_bytes: bytes) -> BundleIdentity:
