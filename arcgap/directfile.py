@@ -1,4 +1,7 @@
-"""Write a new file front to back past the page cache (``O_DIRECT``), where the filesystem allows it.
+"""Getting bulk writes to disk cheaply: past the page cache, or with writeback started early.
+
+:class:`SequentialWriter` writes a new file front to back past the page cache (``O_DIRECT``), where the
+filesystem allows it.
 
 The export's blob cache writes a copy of every blob it downloads, data nobody reads again in that run.
 Through the page cache that copy cost 1.2–1.3 s of kernel time per 500 MB on a fresh 2-core VM (every
@@ -7,11 +10,17 @@ pages of the bundle being written out of memory. Data goes through one page-alig
 the last piece that is not a multiple of the block size is written with ``O_DIRECT`` switched off.
 Where direct I/O is refused (tmpfs, some FUSE or network filesystems, other systems than Linux) the
 writer falls back to ordinary writes, with the same result on disk.
+
+:func:`start_writeback` asks the kernel to begin writing a range of a file now, without waiting
+(``sync_file_range(SYNC_FILE_RANGE_WRITE)``). The bundle writer calls it as it goes, so the ``fsync`` that
+ends each file waits for the last few MiB instead of the whole file (0.25 s of a 505 MB export here), and
+dirty pages never pile up in memory ahead of a slow USB stick. Where the call does not exist it does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -20,6 +29,30 @@ import os
 BLOCK = 4096  # alignment of buffer, offset and length that every Linux filesystem doing direct I/O accepts
 BUFFER_BYTES = 1 << 20
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _load_sync_file_range() -> object | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux (or no such symbol in this libc)
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Start writing ``length`` bytes at ``offset`` of ``fd`` to disk, without waiting; False if not possible.
+
+    Only a hint: durability still comes from ``fsync``. Errors are ignored (``fsync`` reports them).
+    """
+    if _sync_file_range is None or length <= 0:
+        return False
+    return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0  # type: ignore[operator]
 
 
 class SequentialWriter:

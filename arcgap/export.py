@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BaseBundle, BlobEntry, BundleManifest
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BaseBundle, BlobEntry, BundleManifest
 from arcgap.bundle.signature import SIGNATURE_NAME
 from arcgap.bundle.writer import BundleWriter
 from arcgap.cache import BlobCache
@@ -132,7 +132,7 @@ def export_bundle(
     with BundleWriter(output, level=level, threads=threads, overwrite=overwrite, split_bytes=split_bytes,
                       expected_bytes=expected_bytes) as writer:
         manifest_bytes = manifest.to_yaml()
-        writer.add_bytes(MANIFEST_NAME, manifest_bytes)
+        writer.add_manifest(manifest, manifest_bytes)
         if signer is not None:  # the signature member sits right after the bytes it signs
             writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
         writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())

@@ -187,6 +187,20 @@ def test_uncompressed_size_counted(tmp_path: Path) -> None:
         assert writer.committed
 
 
+def test_identity_from_the_manifest_object_equals_the_parsed_one(tmp_path: Path) -> None:
+    data = CONTENT.manifest.to_yaml()
+    indexes = []
+    for name, add in (("parsed", lambda w: w.add_bytes(MANIFEST_NAME, data)),
+                      ("object", lambda w: w.add_manifest(CONTENT.manifest, data))):
+        with BundleWriter(tmp_path / f"{name}.tar.zst") as writer:
+            add(writer)
+            writer.commit()
+        indexes.append(writer.index)
+    assert indexes[0] is not None and indexes[1] is not None
+    assert indexes[0].identity == indexes[1].identity
+    assert indexes[0].identity.manifest_sha256 == hashlib.sha256(data).hexdigest()
+
+
 @pytest.mark.parametrize("threads", [-1, 0])
 def test_deterministic(tmp_path: Path, threads: int) -> None:
     a, b = tmp_path / "a.tar.zst", tmp_path / "b.tar.zst"

@@ -102,3 +102,14 @@ def test_abort_closes_the_descriptor_without_writing(tmp_path: Path) -> None:
 def test_buffer_must_be_whole_blocks() -> None:
     with pytest.raises(ValueError):
         SequentialWriter(-1, buffer_bytes=BLOCK + 1)
+
+
+def test_start_writeback_is_a_hint_that_never_fails(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 100_000)
+    with open(path, "rb+") as fh:
+        assert directfile.start_writeback(fh.fileno(), 0, 0) is False  # nothing to write
+        started = directfile.start_writeback(fh.fileno(), 0, 100_000)
+        assert started is (directfile._sync_file_range is not None)
+        assert directfile.start_writeback(-1, 0, 10) is False  # a bad descriptor: ignored, fsync would tell
+    assert path.read_bytes() == b"a" * 100_000

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from arcgap.bundle.parts import PART_SUFFIX, BundleIdentity, PartEntry, PartsIndex, part_name, sidecar_name
+from arcgap.directfile import start_writeback
 from arcgap.errors import LocalIOError
 
 
@@ -32,6 +33,9 @@ def existing_outputs(path: Path) -> list[Path]:
     return found
 
 
+WRITEBACK_BYTES = 16 * 1024 * 1024  # start writing each 16 MiB to disk as it is complete (see arcgap.directfile)
+
+
 class PartSink:
     """A write-only binary stream that rotates files every ``split_bytes`` (never: None)."""
 
@@ -44,6 +48,7 @@ class PartSink:
         self.paths: list[Path] = []  # final names, in order
         self._fh: BinaryIO | None = None
         self._written = 0  # bytes in the current file
+        self._kicked = 0  # bytes of the current file whose writeback has been started
         self._hash = hashlib.sha256()
         self._total = hashlib.sha256()
         self.total_bytes = 0
@@ -72,6 +77,7 @@ class PartSink:
         self._created.append(partial_of(path))
         self._fh = open(partial_of(path), "wb")  # noqa: SIM115 - closed in _end or abort
         self._written = 0
+        self._kicked = 0
         self._hash = hashlib.sha256()
 
     def _end(self) -> None:
@@ -101,6 +107,10 @@ class PartSink:
                 self._total.update(piece)
             self._written += len(piece)
             self.total_bytes += len(piece)
+            if self._written - self._kicked >= WRITEBACK_BYTES:
+                self._fh.flush()
+                start_writeback(self._fh.fileno(), self._kicked, self._written - self._kicked)
+                self._kicked = self._written
             view = view[len(piece):]
             if self.split_bytes is not None and self._written == self.split_bytes:
                 self._end()  # the next byte, if any, opens the next part: no empty last part
