@@ -492,6 +492,9 @@ def inspect_cmd(
                        f"({base['identity']}), which the target must hold")
         if doc["signed_by"]:
             typer.echo(f"signed by {doc['signed_by']}")
+        if doc["skipped_images"]:
+            typer.echo(f"left out at export (not at the source, --skip-missing): {len(doc['skipped_images'])} images: "
+                       + ", ".join(s["source"] for s in doc["skipped_images"]))
         if parts is not None and parts.split:
             typer.echo(f"in {len(parts.files)} parts: {parts.files[0].path.name} … {parts.files[-1].path.name}"
                        + (f", listed in {parts.sidecar.name}" if parts.sidecar else ""))

@@ -98,4 +98,18 @@ def describe(manifest: BundleManifest, signature: BundleSignature | None = None)
         ],
         "blobs": len(manifest.blobs),
         "content_bytes": sum(sizes.values()),
+        "skipped_images": skipped_images(manifest),
     }
+
+
+def skipped_images(manifest: BundleManifest) -> list[dict[str, str]]:
+    """What ``export --skip-missing`` left out, as recorded in ``arcgap.yaml`` (``{name, source}`` each).
+
+    An optional field read from untrusted input: entries that are not a mapping of two strings are dropped
+    rather than shown (nothing depends on them; they only tell the operator what the bundle lacks).
+    """
+    raw = manifest.extra.get("skipped_images")
+    if not isinstance(raw, list):
+        return []
+    return [{"name": e["name"], "source": e["source"]} for e in raw
+            if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("source"), str)]

@@ -434,3 +434,21 @@ def test_relies_on_rejects(change: Callable[[dict[str, Any]], None], message: st
     with pytest.raises(BundleFormatError) as info:
         BundleManifest.from_yaml(_dump(doc), origin="b:arcgap.yaml")
     assert info.value.message == f"b:arcgap.yaml: {message}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (None, []),
+        ("arc-sqlmi", []),
+        ([{"name": "a", "source": "r/x/a:1"}], [{"name": "a", "source": "r/x/a:1"}]),
+        ([{"name": "a", "source": "r/x/a:1", "extra": 1}], [{"name": "a", "source": "r/x/a:1"}]),
+        ([{"name": "a"}, ["b"], {"name": 3, "source": "s"}, "c", {"name": "d", "source": "r/d:1"}],
+         [{"name": "d", "source": "r/d:1"}]),
+    ],
+)
+def test_inspect_shows_only_well_formed_skipped_images(raw: Any, shown: list[dict[str, str]]) -> None:
+    from arcgap.verify import describe
+
+    extra = {} if raw is None else {"skipped_images": raw}
+    assert describe(_manifest(extra=extra))["skipped_images"] == shown

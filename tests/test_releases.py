@@ -110,6 +110,11 @@ def test_skip_missing_exports_the_rest_and_records_the_gap(
         assert reader.manifest.extra["skipped_images"] == expected
         assert {i.name for i in reader.manifest.images} == set(ARC_IMAGES) - set(MISSING)
     assert arcgap(capsys, "verify", str(out), "-q").code == 0
+    res = arcgap(capsys, "inspect", str(out), "--json")
+    assert json.loads(res.out)["skipped_images"] == expected
+    res = arcgap(capsys, "inspect", str(out))
+    assert ("left out at export (not at the source, --skip-missing): 2 images: "
+            + ", ".join(s["source"] for s in expected)) in res.out.splitlines()
 
 
 def test_a_shipped_release_exports_without_skipping(
@@ -122,6 +127,7 @@ def test_a_shipped_release_exports_without_skipping(
     assert doc["images"] == 22 and doc["skipped_images"] == []
     with open_bundle(out) as reader:
         assert "skipped_images" not in reader.manifest.extra
+    assert json.loads(arcgap(capsys, "inspect", str(out), "--json").out)["skipped_images"] == []
 
 
 def test_skip_missing_when_nothing_is_there_still_fails(
