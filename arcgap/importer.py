@@ -22,6 +22,7 @@ from arcgap.bundle.reader import BundleReader
 from arcgap.digest import Digest
 from arcgap.errors import MissingBaseError
 from arcgap.graph import ImageGraph, build_graph
+from arcgap.placement import Placements
 from arcgap.plan import TargetImage, map_targets
 from arcgap.progress import Reporter, human_bytes
 from arcgap.publish import Publication, push_manifests_and_tags, verify_tags
@@ -117,10 +118,7 @@ class _Importer:
         self.result = ImportResult(dry_run=dry_run)
         self.manifests: dict[Digest, bytes] = {}
         self.graphs: list[ImageGraph] = []
-        self.needs: dict[Digest, list[str]] = {}  # blob → target repositories that need it
-        self.present: dict[tuple[str, Digest], bool] = {}
-        self.how: dict[tuple[str, Digest], str] = {}  # (repository, blob) → "present", "mounted" or "uploaded"
-        self._lock = threading.Lock()  # present/how/result are also updated by background uploads
+        self.placements = Placements(client)  # also updated by background uploads
         self._slots = threading.Semaphore(BACKGROUND_SLOTS)
         self._background: list[Future[None]] = []
         self._failed = threading.Event()
@@ -130,15 +128,10 @@ class _Importer:
     def _plan_blobs(self) -> None:
         self.graphs = build_graph(self.reader.manifest, self.manifests, origin=self.reader.origin)
         for target, graph in zip(self.targets, self.graphs):
-            for digest in sorted(graph.blobs):
-                repos = self.needs.setdefault(digest, [])
-                if target.repository not in repos:
-                    repos.append(target.repository)
-        pairs = [(repo, d) for d, repos in self.needs.items() for repo in repos]
-        self.reporter.phase(f"checking which of {len(self.needs)} blobs {self.client.registry} already has")
-        found = self._map(lambda p: self.client.blob_exists(p[0], p[1], push_scope=True), pairs)
-        self.present = dict(zip(pairs, found))
-        self.how = {pair: "present" for pair, there in self.present.items() if there}
+            self.placements.need(target.repository, graph.blobs)
+        count = len(self.placements.digests)
+        self.reporter.phase(f"checking which of {count} blobs {self.client.registry} already has")
+        self.placements.check(jobs=self.jobs)
         self._check_relied_on()
 
     def _map(self, fn: Any, items: list[Any]) -> list[Any]:
@@ -151,7 +144,7 @@ class _Importer:
         Runs before any blob is sent: if the base is missing, nothing at all changes at the target.
         """
         manifest = self.reader.manifest
-        relied = [b.digest for b in manifest.relied_on_blobs if b.digest in self.needs]
+        relied = [b.digest for b in manifest.relied_on_blobs if b.digest in self.placements]
         self.result.relied_on_blobs = len(relied)
         if not relied:
             return
@@ -159,17 +152,16 @@ class _Importer:
         mounts: list[tuple[Digest, str, str]] = []
         lacking: list[Digest] = []
         for digest in relied:
-            repos = self.needs[digest]
-            holder = next((r for r in repos if self.present.get((r, digest))), None)
+            holder = self.placements.holder(digest)
             if holder is None:
                 lacking.append(digest)
             else:
-                mounts += [(digest, r, holder) for r in repos if not self.present.get((r, digest))]
+                mounts += [(digest, r, holder) for r in self.placements.missing(digest)]
         if lacking:
             raise self._missing_base(lacking)
         if self.dry_run:
             return
-        refused = {d for d, repo, holder in mounts if not self._mount(d, repo, holder)}
+        refused = {d for d, repo, holder in mounts if not self.placements.mount(repo, d, holder)}
         if refused:
             raise self._missing_base(sorted(refused), mounting=True)
 
@@ -201,11 +193,10 @@ class _Importer:
 
     def _place(self, entry: BlobEntry, chunks: Iterator[bytes]) -> None:
         digest = entry.digest
-        repos = self.needs.get(digest, [])
-        missing = [r for r in repos if not self.present.get((r, digest))]
-        holder = next((r for r in repos if self.present.get((r, digest))), None)
+        missing = self.placements.missing(digest)
+        holder = self.placements.holder(digest)
         if holder is not None and missing and not self.dry_run:
-            missing = [r for r in missing if not self._mount(digest, r, holder)]
+            missing = [r for r in missing if not self.placements.mount(r, digest, holder)]
         if not missing or self.dry_run:
             for _ in chunks:  # still read and verify every byte
                 pass
@@ -251,33 +242,13 @@ class _Importer:
         digest = entry.digest
         first = missing[0]
         self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}")
-        self._placed(first, digest, "uploaded")
-        self._count_upload(entry.size)
+        self.placements.placed(first, digest, "uploaded", entry.size)
         for repo in missing[1:]:
-            if not self._mount(digest, repo, first):
+            if not self.placements.mount(repo, digest, first):
                 # The registry refuses mounts: copy the verified blob back out of the target.
                 data = self.client.stream_blob(first, digest, entry.size)
                 self.client.upload_blob(repo, digest, data, what=f"blob {digest} to {repo}")
-                self._placed(repo, digest, "uploaded")
-                self._count_upload(entry.size)
-
-    def _count_upload(self, size: int) -> None:
-        with self._lock:
-            self.result.uploaded_blobs += 1
-            self.result.uploaded_bytes += size
-
-    def _placed(self, repo: str, digest: Digest, how: str) -> None:
-        with self._lock:
-            self.present[(repo, digest)] = True
-            self.how[(repo, digest)] = how
-
-    def _mount(self, digest: Digest, repo: str, source_repo: str) -> bool:
-        ok = self.client.mount_blob(repo, digest, source_repo)
-        if ok:
-            self._placed(repo, digest, "mounted")
-            with self._lock:
-                self.result.mounted_blobs += 1
-        return ok
+                self.placements.placed(repo, digest, "uploaded", entry.size)
 
     def run(self) -> ImportResult:
         t0 = time.monotonic()
@@ -328,32 +299,29 @@ class _Importer:
         verify_tags(self.client, self.targets)
 
     def _describe(self, current: list[Digest | None]) -> None:
+        self.result.uploaded_blobs = self.placements.uploaded_blobs
+        self.result.uploaded_bytes = self.placements.uploaded_bytes
+        self.result.mounted_blobs = self.placements.mounted_blobs
         manifest = self.reader.manifest
         declared = {b.digest: b for b in (*manifest.blobs, *manifest.relied_on_blobs)}
         held: dict[Digest, BlobEntry] = {}
         for target, graph, now in zip(self.targets, self.graphs, current):
-            hows = [self.how.get((target.repository, d), "missing") for d in sorted(graph.blobs)]
-            uploaded, mounted = hows.count("uploaded"), hows.count("mounted")
+            summary = self.placements.summary(target.repository, graph.blobs, dry_run=self.dry_run)
+            action = summary.action
             if now == target.entry.digest:
                 action = "skipped"
                 self.result.skipped_tags += 1
-            elif self.dry_run:  # what would happen: blobs lacking here but held by another repository mount
-                lacking = [d for d in graph.blobs if not self.present.get((target.repository, d))]
-                action = "mounted" if all(any(self.present.get((r, d)) for r in self.needs[d])
-                                          for d in lacking) else "pushed"
-            else:
-                action = "pushed" if uploaded else "mounted"
             self.result.outcomes.append(
-                ImageOutcome(target, action, uploaded, mounted, hows.count("present")))
+                ImageOutcome(target, action, summary.uploaded, summary.mounted, summary.present))
             for digest in (target.entry.digest, *(c[0] for c in graph.children), *sorted(graph.blobs)):
                 held.setdefault(digest, declared[digest])
         self.result.held_blobs = list(held.values())
 
     def _report_dry_run(self) -> None:
-        missing = sum(1 for d, repos in self.needs.items() for r in repos if not self.present.get((r, d)))
+        lacking = {d: self.placements.missing(d) for d in self.placements.digests}
+        missing = sum(len(repos) for repos in lacking.values())
         size = {b.digest: b.size for b in self.reader.manifest.blobs}
-        missing_bytes = sum(size.get(d, 0) for d, repos in self.needs.items()
-                            if any(not self.present.get((r, d)) for r in repos))
+        missing_bytes = sum(size.get(d, 0) for d, repos in lacking.items() if repos)
         self.reporter.phase(f"dry run: {missing} blob placements missing at the target "
                             f"({human_bytes(missing_bytes)} to send); nothing changed")
 

@@ -17,6 +17,7 @@ from typing import Any
 from arcgap.bundle.format import BlobEntry
 from arcgap.digest import Digest
 from arcgap.importer import ImageOutcome, ImportResult
+from arcgap.placement import Placements
 from arcgap.plan import ExportPlan, TargetImage, build_plan, map_targets
 from arcgap.progress import Reporter, human_bytes
 from arcgap.publish import Publication, push_manifests_and_tags, verify_tags
@@ -74,15 +75,10 @@ class _Mirror:
         self.reporter = reporter
         self.dry_run = dry_run
         self.entries = {b.digest: b for b in plan.manifest.blobs if b.kind in ("config", "layer")}
-        self.needs: dict[Digest, list[str]] = {}  # blob → target repositories that need it
+        self.placements = Placements(client)
         for image in images:
-            for digest in sorted(image.blobs):
-                repos = self.needs.setdefault(digest, [])
-                if image.target.repository not in repos:
-                    repos.append(image.target.repository)
-        self.present: dict[tuple[str, Digest], bool] = {}
-        self.how: dict[tuple[str, Digest], str] = {}
-        self._lock = threading.Lock()  # result, how and the reporter are shared by the copy workers
+            self.placements.need(image.target.repository, image.blobs)
+        self._lock = threading.Lock()  # result and the reporter are shared by the copy workers
         self.result = MirrorResult(dry_run=dry_run)
 
     def _map(self, fn: Any, items: list[Any]) -> list[Any]:
@@ -92,18 +88,16 @@ class _Mirror:
     # -- blobs ----------------------------------------------------------------------------------------------
 
     def _check_present(self) -> None:
-        pairs = [(repo, d) for d, repos in self.needs.items() for repo in repos]
-        self.reporter.phase(f"checking which of {len(self.needs)} blobs {self.client.registry} already has")
-        found = self._map(lambda p: self.client.blob_exists(p[0], p[1], push_scope=True), pairs)
-        self.present = dict(zip(pairs, found))
-        self.how = {pair: "present" for pair, there in self.present.items() if there}
-        for digest, repos in self.needs.items():
+        digests = self.placements.digests
+        self.reporter.phase(f"checking which of {len(digests)} blobs {self.client.registry} already has")
+        self.placements.check(jobs=self.jobs)
+        for digest in digests:
             size = self.entries[digest].size
-            if all(self.present[(r, digest)] for r in repos):
+            if not self.placements.missing(digest):
                 self.result.present_bytes += size
-            elif not any(self.present[(r, digest)] for r in repos):
+            elif self.placements.holder(digest) is None:
                 self.result.missing_bytes += size
-        self.result.content_bytes = sum(self.entries[d].size for d in self.needs)
+        self.result.content_bytes = sum(self.entries[d].size for d in digests)
 
     def _chunks(self, entry: BlobEntry) -> Iterator[bytes]:
         """The blob's verified bytes: a config from memory (verified when resolved), else streamed from the source."""
@@ -121,33 +115,22 @@ class _Mirror:
                 self.reporter.advance(len(chunk))
             yield chunk
 
-    def _placed(self, repo: str, digest: Digest, how: str, size: int) -> None:
-        with self._lock:
-            self.present[(repo, digest)] = True
-            self.how[(repo, digest)] = how
-            if how == "mounted":
-                self.result.mounted_blobs += 1
-            else:
-                self.result.uploaded_blobs += 1
-                self.result.uploaded_bytes += size
-
     def _copy(self, repo: str, entry: BlobEntry) -> None:
         self.client.upload_blob(repo, entry.digest, self._counted(self._chunks(entry)),
                                 what=f"blob {entry.digest} to {self.client.registry}/{repo}")
-        self._placed(repo, entry.digest, "uploaded", entry.size)
+        self.placements.placed(repo, entry.digest, "uploaded", entry.size)
 
     def _place(self, digest: Digest) -> None:
         """One blob, all its repositories: one task, so a mount never races the upload it mounts from."""
         entry = self.entries[digest]
-        repos = self.needs[digest]
-        missing = [r for r in repos if not self.present[(r, digest)]]
+        missing = self.placements.missing(digest)
         if not missing:
             with self._lock:
                 self.result.skipped_blobs += 1
                 self.result.skipped_bytes += entry.size
                 self.reporter.advance(entry.size)
             return
-        holder = next((r for r in repos if self.present[(r, digest)]), None)
+        holder = self.placements.holder(digest)
         if holder is None:
             holder = missing.pop(0)
             self._copy(holder, entry)
@@ -155,9 +138,7 @@ class _Mirror:
             with self._lock:
                 self.reporter.advance(entry.size)
         for repo in missing:
-            if self.client.mount_blob(repo, digest, holder):
-                self._placed(repo, digest, "mounted", entry.size)
-            else:  # the registry refuses mounts: stream it from the source once more
+            if not self.placements.mount(repo, digest, holder):  # refused: stream it from the source once more
                 self._copy(repo, entry)
 
     # -- run ----------------------------------------------------------------------------------------------
@@ -176,7 +157,7 @@ class _Mirror:
             self.reporter.start(self.result.content_bytes, images=len(self.images),
                                 label=f"mirroring into {self.client.registry}")
             with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="arcgap-mirror") as pool:
-                for future in [pool.submit(self._place, d) for d in self.needs]:
+                for future in [pool.submit(self._place, d) for d in self.placements.digests]:
                     future.result()  # the first failure stops the run before any manifest moves
             self._push(current)
             self._verify_tags()
@@ -193,20 +174,17 @@ class _Mirror:
         verify_tags(self.client, [i.target for i in self.images])
 
     def _describe(self, current: list[Digest | None]) -> None:
+        self.result.uploaded_blobs = self.placements.uploaded_blobs
+        self.result.uploaded_bytes = self.placements.uploaded_bytes
+        self.result.mounted_blobs = self.placements.mounted_blobs
         for image, now in zip(self.images, current):
-            repo = image.target.repository
-            hows = [self.how.get((repo, d), "missing") for d in sorted(image.blobs)]
-            uploaded, mounted = hows.count("uploaded"), hows.count("mounted")
+            summary = self.placements.summary(image.target.repository, image.blobs, dry_run=self.dry_run)
+            action = summary.action
             if now == image.target.entry.digest:
                 action = "skipped"
                 self.result.skipped_tags += 1
-            elif self.dry_run:  # lacking blobs another target repository holds would be mounted
-                lacking = [d for d in image.blobs if not self.present[(repo, d)]]
-                action = "mounted" if all(any(self.present[(r, d)] for r in self.needs[d]) for d in lacking) \
-                    else "pushed"
-            else:
-                action = "pushed" if uploaded else "mounted"
-            self.result.outcomes.append(ImageOutcome(image.target, action, uploaded, mounted, hows.count("present")))
+            self.result.outcomes.append(
+                ImageOutcome(image.target, action, summary.uploaded, summary.mounted, summary.present))
             self.result.image_digests[image.target.entry.source] = str(image.target.entry.digest)
 
 
