@@ -131,7 +131,8 @@ class _Importer:
             self.placements.need(target.repository, graph.blobs)
         count = len(self.placements.digests)
         self.reporter.phase(f"checking which of {count} blobs {self.client.registry} already has")
-        self.placements.check(jobs=self.jobs)
+        # Answers arrive while the first blobs are placed; each placement waits for its own blob's answers.
+        self.placements.start_check(jobs=self.jobs, order=[b.digest for b in self.reader.manifest.blobs])
         self._check_relied_on()
 
     def _map(self, fn: Any, items: list[Any]) -> list[Any]:
@@ -256,31 +257,34 @@ class _Importer:
         self.client.ping()
         self.reporter.start(manifest.total_bytes, images=len(manifest.images),
                             label=f"importing into {self.client.registry}")
-        planned = False
-        with ThreadPoolExecutor(max_workers=BACKGROUND_SLOTS, thread_name_prefix="arcgap-upload") as self._pool:
-            for entry, chunks in read_ahead(self.reader.blobs()):
-                self.result.blobs += 1
-                if entry.kind in ("index", "manifest"):
-                    self.manifests[entry.digest] = b"".join(self._counted(chunks))
-                    continue
-                if not planned:
-                    self._plan_blobs()
-                    planned = True
-                    if self.dry_run:
-                        break
-                self._place(entry, self._counted(chunks))
-            self._check_background(wait=True)  # every blob verified *and* present before any manifest moves
-        if not planned:
-            self._plan_blobs()
-        current = self._current_tags()
-        if self.dry_run:
-            self._describe(current)
-            self._report_dry_run()
-        else:
-            # Every blob is verified and present: now manifests by digest, then the tags.
-            self._push(current)
-            self._verify_tags()
-            self._describe(current)
+        try:
+            planned = False
+            with ThreadPoolExecutor(max_workers=BACKGROUND_SLOTS, thread_name_prefix="arcgap-upload") as self._pool:
+                for entry, chunks in read_ahead(self.reader.blobs()):
+                    self.result.blobs += 1
+                    if entry.kind in ("index", "manifest"):
+                        self.manifests[entry.digest] = b"".join(self._counted(chunks))
+                        continue
+                    if not planned:
+                        self._plan_blobs()
+                        planned = True
+                        if self.dry_run:
+                            break
+                    self._place(entry, self._counted(chunks))
+                self._check_background(wait=True)  # every blob verified *and* present before any manifest moves
+            if not planned:
+                self._plan_blobs()
+            current = self._current_tags()
+            if self.dry_run:
+                self._describe(current)
+                self._report_dry_run()
+            else:
+                # Every blob is verified and present: now manifests by digest, then the tags.
+                self._push(current)
+                self._verify_tags()
+                self._describe(current)
+        finally:
+            self.placements.close()  # questions still open (a failed run) are dropped
         self.reporter.close()
         self.result.seconds = time.monotonic() - t0
         return self.result

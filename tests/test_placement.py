@@ -98,3 +98,65 @@ def test_placements_from_many_threads_are_all_counted() -> None:
         list(pool.map(lambda d: placements.placed("one", d, "uploaded", 3), digests))
     assert (placements.uploaded_blobs, placements.uploaded_bytes) == (200, 600)
     assert all(not placements.missing(d) for d in digests)
+
+
+class GatedRegistry(FakeRegistry):
+    """Answers about a blob only once its gate is opened, to see who waits for what."""
+
+    def __init__(self, held: set[tuple[str, Digest]], gated: set[Digest], *, fail: Digest | None = None) -> None:
+        super().__init__(held)
+        self.gate = threading.Event()
+        self.gated = gated
+        self.fail = fail
+
+    def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool:
+        if digest in self.gated:
+            assert self.gate.wait(5)
+        if digest == self.fail:
+            raise PermissionError(f"no access to {repository}")
+        return super().blob_exists(repository, digest, push_scope=push_scope)
+
+
+def test_start_check_answers_one_blob_while_others_are_still_asked() -> None:
+    registry = GatedRegistry({("two", B)}, gated={C})
+    placements = Placements(registry)
+    placements.need("one", [A, B, C])
+    placements.need("two", [B, C])
+    placements.start_check(jobs=2, order=[B, A])
+    try:
+        assert placements.missing(B) == ["one"] and placements.holder(B) == "two"  # C is still unanswered
+        assert placements.missing(A) == ["one"]
+        assert (registry.heads[0][1], registry.heads[1][1]) == (B, B)  # the given order first
+        registry.gate.set()
+        assert placements.missing(C) == ["one", "two"]
+        assert placements.summary("two", [B, C], dry_run=True).present == 1
+    finally:
+        registry.gate.set()
+        placements.close()
+
+
+def test_a_failed_question_is_raised_by_the_read_that_needs_it() -> None:
+    registry = GatedRegistry(set(), gated=set(), fail=C)
+    placements = Placements(registry)
+    placements.need("one", [A, C])
+    placements.start_check(jobs=1, order=[A, C])
+    try:
+        assert placements.missing(A) == ["one"]
+        try:
+            placements.missing(C)
+        except PermissionError as exc:
+            assert "no access to one" in str(exc)
+        else:
+            raise AssertionError("the failed HEAD was not raised")
+    finally:
+        placements.close()
+
+
+def test_close_drops_questions_not_started() -> None:
+    registry = GatedRegistry(set(), gated={A})
+    placements = Placements(registry)
+    placements.need("one", [A, B, C])
+    placements.start_check(jobs=1, order=[A, B, C])
+    registry.gate.set()
+    placements.close()
+    assert len(registry.heads) <= 3
