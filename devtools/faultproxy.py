@@ -38,7 +38,9 @@ class Fault:
       both connections (the registry keeps a partial upload, the client sees a reset);
     - ``"lose_response"``: forward the whole request, then close without answering (it happened, unseen).
 
-    ``delay_s`` waits before acting; the first ``skip`` matching requests pass untouched (aim at the N-th).
+    ``delay_s`` waits before acting; the first ``skip`` matching requests pass untouched (aim at the N-th);
+    ``header`` narrows the match to requests with that header matching a regex (``("content-range", "^[1-9]")``:
+    a later chunk of an upload, whichever upload it is, however the client's threads interleave).
     """
 
     pattern: str  # regex on "METHOD /path?query"
@@ -50,9 +52,12 @@ class Fault:
     delay_s: float = 0.0
     skip: int = 0
     hits: int = 0
+    header: tuple[str, str] | None = None  # (lower-case name, regex on its value)
 
-    def matches(self, line: str) -> bool:
+    def matches(self, line: str, headers: dict[str, str] | None = None) -> bool:
         if self.hits >= self.times or re.search(self.pattern, line) is None:
+            return False
+        if self.header is not None and re.search(self.header[1], (headers or {}).get(self.header[0], "")) is None:
             return False
         if self.skip:
             self.skip -= 1
@@ -269,7 +274,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             with proxy.lock:
                 proxy.in_flight += 1
                 proxy.seen.append(line)
-                fault = next((f for f in proxy.faults if f.matches(line)), None)
+                fault = next((f for f in proxy.faults if f.matches(line, headers)), None)
                 if fault:
                     fault.hits += 1
             kind = None if fault is None else ("reset" if fault.kind == "status" and fault.status == 0

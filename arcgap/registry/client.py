@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
 
 CHUNK_BYTES = 512 * 1024  # measured: smaller chunks keep RSS low and are no slower
 UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # bounded memory per upload; each PATCH can be re-sent
+MAX_TAG_PAGES = 10_000  # a tags list longer than this is a registry that keeps linking to new pages
 
 
 @dataclass(frozen=True)
@@ -304,18 +306,26 @@ class RegistryClient:
             raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
 
     def list_tags(self, repository: str) -> list[str]:
+        """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution v3, Harbor, …)."""
+        what = f"listing tags of {self.registry}/{repository}"
         tags: list[str] = []
         url: str | None = f"/v2/{repository}/tags/list"
+        seen: set[str] = set()
         while url:
-            resp = self._send("GET", url, scopes=frozenset({repo_scope(repository, self._read_actions)}),
-                              what=f"listing tags of {self.registry}/{repository}")
-            doc = resp.json()
+            if url in seen or len(seen) >= MAX_TAG_PAGES:
+                raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {url})")
+            seen.add(url)
+            resp = self._send("GET", url, scopes=frozenset({repo_scope(repository, self._read_actions)}), what=what)
+            try:
+                doc = resp.json()
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise RegistryError(f"{what}: the answer is not a JSON object")
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
-            link = resp.headers.get("link")
-            url = None
-            if link and "rel=\"next\"" in link:
-                target = link.split(";")[0].strip().strip("<>")
-                url = target if target.startswith("http") else self.base_url + target
+            following = next_link(resp.headers.get("link", ""))
+            url = None if following is None else (
+                following if following.startswith(("http://", "https://")) else self.base_url + following)
         return tags
 
     # -- blobs --------------------------------------------------------------------------------------------
@@ -551,3 +561,14 @@ def _body_chunks(resp: httpx.Response) -> Iterator[bytes]:
             held = 0
     if pieces:
         yield b"".join(pieces)
+
+
+def next_link(header: str) -> str | None:
+    """The ``rel="next"`` target of an RFC 8288 ``Link`` header (``<url>; rel="next"``, several comma-separated
+    links, ``rel`` quoted or not, among other relation types), or None."""
+    for match in re.finditer(r"<([^>]*)>([^,<]*)", header):
+        for param in match.group(2).split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').lower().split():
+                return match.group(1).strip()
+    return None
