@@ -113,3 +113,20 @@ def test_start_writeback_is_a_hint_that_never_fails(tmp_path: Path) -> None:
         assert started is (directfile._sync_file_range is not None)
         assert directfile.start_writeback(-1, 0, 10) is False  # a bad descriptor: ignored, fsync would tell
     assert path.read_bytes() == b"a" * 100_000
+
+
+def test_on_tmpfs_the_writer_falls_back_by_itself() -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm here")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm) as tmp:
+        path = Path(tmp) / "f"
+        data = random.Random(4).randbytes(300_001)
+        used_direct = _write(path, data, seed=4)
+        assert path.read_bytes() == data
+        try:
+            os.close(os.open(Path(tmp) / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
+        except OSError:
+            assert used_direct is False  # tmpfs refuses O_DIRECT: the ordinary writes took over
