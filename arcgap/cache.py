@@ -184,8 +184,8 @@ class BlobCache:
             tmp_dir.mkdir(exist_ok=True, mode=0o700)
             fd, tmp_name = tempfile.mkstemp(prefix=f"{digest.hex[:16]}.", suffix=".partial", dir=tmp_dir)
             out = _CacheCopy(fd)
-        except OSError as exc:
-            self._give_up(exc)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: no thread to spare; the export goes on without
+            self._give_up(exc)  # the temp file, if made, goes in the finally below
         written = 0
         try:
             for chunk in chunks:
@@ -225,10 +225,11 @@ class BlobCache:
             out.abort()
         self._give_up(exc)
 
-    def _give_up(self, exc: OSError) -> None:
+    def _give_up(self, exc: Exception) -> None:
         """A cache that cannot be written is skipped for the rest of this run; the export goes on."""
         self._writable = False
-        self._problem(f"cannot write the blob cache in {self.root}: {exc.strerror or exc}; continuing without it")
+        reason = getattr(exc, "strerror", None) or exc
+        self._problem(f"cannot write the blob cache in {self.root}: {reason}; continuing without it")
 
     # -- the whole cache --------------------------------------------------------------------------------
 
@@ -307,8 +308,16 @@ class _CacheCopy:
     thread of its own, so the download never waits for the disk."""
 
     def __init__(self, fd: int) -> None:
-        self._file = SequentialWriter(fd)
-        self._thread = BackgroundSink(self._file, depth=8)
+        try:
+            self._file = SequentialWriter(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            self._thread = BackgroundSink(self._file, depth=8)
+        except BaseException:
+            self._file.abort()
+            raise
 
     def write(self, data: bytes) -> None:
         self._thread.write(data)

@@ -8,6 +8,7 @@ failure into ``error:`` / ``hint:`` lines and an exit code.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -18,11 +19,15 @@ try:  # typer >= 0.22 vendors click as typer._click; older releases use click it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
-from arcgap import cli_bundle, cli_tools, cli_transfer  # noqa: F401 - importing registers the commands
 from arcgap.cli_common import app
 from arcgap.errors import ArcgapError, ExitCode
 
 __all__ = ["app", "main", "run"]
+
+# Importing a module registers its commands, and --help lists them in that order: the transfers first.
+for _module in ("arcgap.cli_transfer", "arcgap.cli_bundle", "arcgap.cli_tools"):
+    importlib.import_module(_module)
+
 
 def _fail(message: str, hint: str, code: int) -> int:
     print(f"error: {message}", file=sys.stderr)

@@ -132,7 +132,9 @@ class _Importer:
         count = len(self.placements.digests)
         self.reporter.phase(f"checking which of {count} blobs {self.client.registry} already has")
         # Answers arrive while the first blobs are placed; each placement waits for its own blob's answers.
-        self.placements.start_check(jobs=self.jobs, order=[b.digest for b in self.reader.manifest.blobs])
+        manifest = self.reader.manifest  # the blobs relied on are settled first (_check_relied_on), then the stream's
+        self.placements.start_check(jobs=self.jobs,
+                                    order=[b.digest for b in (*manifest.relied_on_blobs, *manifest.blobs)])
         self._check_relied_on()
 
     def _map(self, fn: Any, items: list[Any]) -> list[Any]:

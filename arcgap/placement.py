@@ -61,9 +61,11 @@ class Placements:
     def check(self, *, jobs: int) -> None:
         """Ask the target about every (repository, blob) pair, ``jobs`` at a time; those it has are present."""
         self.start_check(jobs=jobs)
-        for digest in self.digests:
-            self._settle(digest)
-        self.close()
+        try:
+            for digest in self.digests:
+                self._settle(digest)
+        finally:
+            self.close()
 
     def start_check(self, *, jobs: int, order: Iterable[Digest] = ()) -> None:
         """Start asking the target about every pair in the background, blobs in ``order`` first (then the rest).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,13 +19,22 @@ JOBS = 4  # images published at once: each is a handful of small requests, so la
 
 
 def _each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``fn`` over ``items`` on a few threads; results in order; the first failure (in order) is raised after
-    every call has finished, so a failure never leaves requests running behind the caller's back."""
+    """``fn`` over ``items`` on a few threads; results in order. The first failure (or Ctrl-C) cancels every call
+    not yet started and is raised once the calls in flight have ended, as the one-by-one loop stopped at it."""
     items = list(items)
     if len(items) <= 1:
         return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="arcgap-publish") as pool:
+    pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="arcgap-publish")
+    try:
         futures = [pool.submit(fn, i) for i in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
+    failed = next((f for f in futures if not f.cancelled() and f.exception() is not None), None)
+    if failed is not None:
+        failed.result()
     return [f.result() for f in futures]
 
 

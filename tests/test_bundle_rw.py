@@ -570,3 +570,35 @@ def test_flip_in_tar_padding_caught_by_zstd_checksum() -> None:
     with pytest.raises(IntegrityError) as info:
         _read(damaged)
     assert info.value.message.startswith(f"{ORIGIN}: compressed data is damaged (")
+
+
+def test_an_error_after_the_whole_bundle_checked_out_blames_no_part(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry error at the end of an import (every blob and the zstd checksum already verified) must not
+    re-read the parts to look for damage: on removable media that is minutes for nothing."""
+    from arcgap.bundle.partstream import PartStream
+
+    path = tmp_path / "b.tar.zst"
+    with BundleWriter(path, split_bytes=300) as writer:
+        for name, data in CONTENT.members():
+            writer.add_bytes(name, data)
+        writer.commit()
+    assert len(writer.parts) > 2
+    hashed: list[str] = []
+    real = PartStream._check_file
+
+    def recording(self: PartStream, part: object) -> None:
+        hashed.append(str(part))
+        real(self, part)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PartStream, "_check_file", recording)
+    with pytest.raises(IntegrityError), open_bundle(path, hash_parts=False) as reader:
+        for _, chunks in reader.blobs():
+            for _ in chunks:
+                pass
+        assert reader.finished
+        raise IntegrityError("registry stored it as sha256:…, expected sha256:…")
+    assert hashed == []
+    with pytest.raises(IntegrityError), open_bundle(path, hash_parts=False) as reader:  # not finished: blamed
+        raise IntegrityError("damage found early")
+    assert hashed  # the parts read so far were checked against the sidecar

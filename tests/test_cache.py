@@ -285,3 +285,20 @@ def test_no_home_at_all_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(UsageError) as info:
         cache_root(None, {})
     assert info.value.hint == "pass --cache-dir DIR or --no-cache"
+
+
+def test_no_thread_for_the_cache_copy_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import arcgap.cache as cache_module
+
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(cache_module, "BackgroundSink", no_thread)
+    cache = BlobCache(tmp_path / "c")
+    digest, data = _blob("nothread", 3000)
+    before = len(os.listdir("/proc/self/fd"))
+    assert _fetch(cache, data) == data
+    assert len(os.listdir("/proc/self/fd")) == before  # the temp file's descriptor was closed
+    assert not cache.path_for(digest).exists()
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []
+    assert "can't start new thread" in cache.stats.problems[0]

@@ -76,3 +76,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_password_is_not_an_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["import", "x", "--target-password", "secret"]) == 2
     assert "No such option: --target-password" in capsys.readouterr().err
+
+
+def test_help_lists_the_transfers_first() -> None:
+    assert [c.name for c in app.registered_commands][:5] == ["export", "import", "mirror", "verify", "inspect"]

@@ -55,6 +55,7 @@ class BundleReader:
     """Iterate a bundle. ``manifest`` is available right after construction."""
 
     parts: PartSet | None = None  # where the bytes come from, when opened with open_bundle
+    finished = False  # every byte read and checked (blobs, zstd checksum, end of archive)
 
     def __init__(self, stream: BinaryIO, *, origin: str) -> None:
         self.origin = origin
@@ -227,6 +228,7 @@ class BundleReader:
                     raise IntegrityError(f"{self.origin}: bundle truncated: the compressed stream ends mid-frame")
                 if self._raw.read(READ_CHUNK):  # reads the input to its end, so the last part is checked too
                     raise BundleFormatError(f"{self.origin}: unexpected data after the end of the archive")
+                self.finished = True
                 return
             if data.strip(b"\0"):
                 raise BundleFormatError(f"{self.origin}: unexpected data after the end of the archive")
@@ -275,13 +277,15 @@ def open_bundle(path: Path, *, hash_parts: bool = True) -> Iterator[BundleReader
     parts = locate(path)
     check_present(parts)
     stream = PartStream(parts, hash_parts=hash_parts)
+    reader: BundleReader | None = None
     try:
         reader = BundleReader(stream, origin=parts.origin)  # type: ignore[arg-type]
         reader.parts = parts
         _check_identity(reader, parts)
         yield reader
     except (IntegrityError, BundleFormatError):
-        stream.blame()
+        if reader is None or not reader.finished:  # after the whole bundle checked out, no part is to blame
+            stream.blame()
         raise
     except ArcgapError:
         if stream.failure is not None:  # a part failed its check, and the error was re-worded on its way up

@@ -1,0 +1,55 @@
+"""arcgap.publish._each: results in order; a failure stops what has not started, as a one-by-one loop would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from arcgap import publish
+
+
+def test_results_come_back_in_order() -> None:
+    def slow_square(n: int) -> int:
+        time.sleep(0.01 * (5 - n % 5))
+        return n * n
+
+    assert publish._each(slow_square, range(12)) == [n * n for n in range(12)]
+
+
+def test_a_failure_cancels_the_calls_not_started() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def push(n: int) -> int:
+        with lock:
+            started.append(n)
+        if n == 2:
+            raise PermissionError("tag is immutable")
+        time.sleep(0.05)
+        return n
+
+    with pytest.raises(PermissionError):
+        publish._each(push, range(40))
+    assert len(started) < 40 and len(started) <= 2 + 2 * publish.JOBS  # the rest never ran
+
+
+def test_interrupt_cancels_the_calls_not_started() -> None:
+    started: list[int] = []
+    main = threading.main_thread()
+    assert threading.current_thread() is main
+
+    def push(n: int) -> int:
+        started.append(n)
+        time.sleep(0.05)
+        return n
+
+    timer = threading.Timer(0.02, lambda: os.kill(os.getpid(), signal.SIGINT))  # a real Ctrl-C
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        publish._each(push, range(40))
+    timer.join()
+    assert len(started) < 40
