@@ -22,6 +22,7 @@ from arcgap.bundle.reader import BundleReader
 from arcgap.digest import Digest
 from arcgap.errors import MissingBaseError
 from arcgap.graph import ImageGraph, build_graph
+from arcgap.parallel import each
 from arcgap.placement import Placements
 from arcgap.plan import TargetImage, map_targets
 from arcgap.progress import Reporter, human_bytes
@@ -136,10 +137,6 @@ class _Importer:
         self.placements.start_check(jobs=self.jobs,
                                     order=[b.digest for b in (*manifest.relied_on_blobs, *manifest.blobs)])
         self._check_relied_on()
-
-    def _map(self, fn: Any, items: list[Any]) -> list[Any]:
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            return list(pool.map(fn, items))
 
     def _check_relied_on(self) -> None:
         """Every relied-on blob must be in each repository that needs it, or mountable from one that has it.
@@ -295,7 +292,7 @@ class _Importer:
 
     def _current_tags(self) -> list[Digest | None]:
         """What each target tag points at now; a tag already at the bundle's digest is not written again."""
-        return self._map(lambda t: self.client.head_manifest(t.repository, t.tag), self.targets)
+        return each(lambda t: self.client.head_manifest(t.repository, t.tag), self.targets, jobs=self.jobs)
 
     def _push(self, current: list[Digest | None]) -> None:
         pubs = [Publication(t, self.manifests[t.entry.digest], g.children) for t, g in zip(self.targets, self.graphs)]

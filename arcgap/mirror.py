@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from arcgap.bundle.format import BlobEntry
 from arcgap.digest import Digest
 from arcgap.importer import ImageOutcome, ImportResult
+from arcgap.parallel import each
 from arcgap.placement import Placements
 from arcgap.plan import ExportPlan, TargetImage, build_plan, map_targets
 from arcgap.progress import Reporter, human_bytes
@@ -81,10 +81,6 @@ class _Mirror:
         self._lock = threading.Lock()  # result and the reporter are shared by the copy workers
         self.result = MirrorResult(dry_run=dry_run)
 
-    def _map(self, fn: Any, items: list[Any]) -> list[Any]:
-        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            return list(pool.map(fn, items))
-
     # -- blobs ----------------------------------------------------------------------------------------------
 
     def _check_present(self) -> None:
@@ -147,7 +143,8 @@ class _Mirror:
         t0 = time.monotonic()
         self._check_present()
         self.result.blobs = len(self.plan.manifest.blobs)
-        current = self._map(lambda i: self.client.head_manifest(i.target.repository, i.target.tag), self.images)
+        current = each(lambda i: self.client.head_manifest(i.target.repository, i.target.tag), self.images,
+                       jobs=self.jobs)
         if self.dry_run:
             self.reporter.phase(
                 f"dry run: {human_bytes(self.result.missing_bytes)} would move, "
@@ -156,9 +153,8 @@ class _Mirror:
         else:
             self.reporter.start(self.result.content_bytes, images=len(self.images),
                                 label=f"mirroring into {self.client.registry}")
-            with ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="arcgap-mirror") as pool:
-                for future in [pool.submit(self._place, d) for d in self.placements.digests]:
-                    future.result()  # the first failure stops the run before any manifest moves
+            # the first failure stops the run before any manifest moves
+            each(self._place, self.placements.digests, jobs=self.jobs, name="arcgap-mirror")
             self._push(current)
             self._verify_tags()
         self._describe(current)

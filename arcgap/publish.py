@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from arcgap.digest import Digest
 from arcgap.errors import TargetMismatchError
+from arcgap.parallel import each
 from arcgap.plan import TargetImage
 from arcgap.progress import Reporter
 from arcgap.registry.client import RegistryClient
 
-T = TypeVar("T")
-R = TypeVar("R")
 JOBS = 4  # images published at once: each is a handful of small requests, so latency, not bytes, is the cost
-
-
-def _each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``fn`` over ``items`` on a few threads; results in order. The first failure (or Ctrl-C) cancels every call
-    not yet started and is raised once the calls in flight have ended, as the one-by-one loop stopped at it."""
-    items = list(items)
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="arcgap-publish")
-    try:
-        futures = [pool.submit(fn, i) for i in items]
-        wait(futures, return_when=FIRST_EXCEPTION)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True, cancel_futures=True)
-    failed = next((f for f in futures if not f.cancelled() and f.exception() is not None), None)
-    if failed is not None:
-        failed.result()
-    return [f.result() for f in futures]
 
 
 @dataclass(frozen=True)
@@ -63,9 +40,10 @@ def push_manifests_and_tags(
     def tag(pub: Publication) -> None:
         client.put_manifest(pub.target.repository, pub.target.tag, pub.top_raw, pub.target.entry.media_type)
 
-    _each(by_digest, moving)  # every image's manifests are in place before the first tag moves
+    # every image's manifests are in place before the first tag moves
+    each(by_digest, moving, jobs=JOBS, name="arcgap-publish")
     reporter.phase("moving tags")
-    _each(tag, moving)
+    each(tag, moving, jobs=JOBS, name="arcgap-publish")
     for pub in moving:
         reporter.item_done(f"{pub.target.reference} → {pub.target.entry.digest.short}")
     for pub, now in zip(images, current):
@@ -75,7 +53,7 @@ def push_manifests_and_tags(
 
 def verify_tags(client: RegistryClient, targets: Sequence[TargetImage]) -> None:
     """Re-read every tag after the push; a different digest is an error of its own (exit 10)."""
-    for target, got in zip(targets, _each(lambda t: client.head_manifest(t.repository, t.tag), targets)):
+    for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets, jobs=JOBS)):
         if got != target.entry.digest:
             raise TargetMismatchError(
                 f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",

@@ -4,12 +4,12 @@ one, and whether every image of a list has a tag there (HEAD per image, in paral
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from arcgap.errors import NotFoundError
 from arcgap.imagelist import is_release_tag, release_sort_key, shipped_releases
+from arcgap.parallel import each
 from arcgap.reference import join_repository
 from arcgap.registry.client import RegistryClient
 from arcgap.resolve import Wanted
@@ -93,8 +93,7 @@ def find_missing(
         ref = item.reference
         return client_for(ref.registry).head_manifest(ref.repository, ref.ref) is None
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        flags = list(pool.map(absent, wanted))
+    flags = each(absent, wanted, jobs=jobs)
     return [w for w, gone in zip(wanted, flags) if gone]
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from arcgap.digest import Digest
 from arcgap.errors import NotFoundError, RegistryError, UsageError
 from arcgap.mediatypes import MAX_MANIFEST_BYTES, ParsedManifest, is_index, parse_manifest
+from arcgap.parallel import each
 from arcgap.reference import Reference
 from arcgap.registry.client import FetchedManifest, RegistryClient
 
@@ -112,8 +112,6 @@ def resolve_all(
     client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, platform: str | None = None
 ) -> list[ResolvedImage]:
     """Resolve every image (in parallel); errors name the image. Order follows ``wanted``."""
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [
-            pool.submit(resolve_image, client_for(w.reference.registry), w, platform=platform) for w in wanted
-        ]
-        return [f.result() for f in futures]
+    clients = [client_for(w.reference.registry) for w in wanted]
+    return each(lambda pair: resolve_image(pair[0], pair[1], platform=platform), list(zip(clients, wanted)),
+                jobs=jobs)

@@ -1,4 +1,4 @@
-"""arcgap.publish._each: results in order; a failure stops what has not started, as a one-by-one loop would."""
+"""arcgap.parallel.each: results in order; a failure stops what has not started, as a one-by-one loop would."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from arcgap import publish
+from arcgap import parallel
+
+JOBS = 4
 
 
 def test_results_come_back_in_order() -> None:
@@ -17,7 +19,7 @@ def test_results_come_back_in_order() -> None:
         time.sleep(0.01 * (5 - n % 5))
         return n * n
 
-    assert publish._each(slow_square, range(12)) == [n * n for n in range(12)]
+    assert parallel.each(slow_square, range(12), jobs=JOBS) == [n * n for n in range(12)]
 
 
 def test_a_failure_cancels_the_calls_not_started() -> None:
@@ -33,8 +35,8 @@ def test_a_failure_cancels_the_calls_not_started() -> None:
         return n
 
     with pytest.raises(PermissionError):
-        publish._each(push, range(40))
-    assert len(started) < 40 and len(started) <= 2 + 2 * publish.JOBS  # the rest never ran
+        parallel.each(push, range(40), jobs=JOBS)
+    assert len(started) < 40 and len(started) <= 2 + 2 * JOBS  # the rest never ran
 
 
 def test_interrupt_cancels_the_calls_not_started() -> None:
@@ -50,6 +52,6 @@ def test_interrupt_cancels_the_calls_not_started() -> None:
     timer = threading.Timer(0.02, lambda: os.kill(os.getpid(), signal.SIGINT))  # a real Ctrl-C
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        publish._each(push, range(40))
+        parallel.each(push, range(40), jobs=JOBS)
     timer.join()
     assert len(started) < 40
