@@ -33,7 +33,6 @@ from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_jso
 from arcgap.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
-    MANIFEST_NAME,
     BlobEntry,
     BundleManifest,
     ImageEntry,
@@ -233,7 +232,7 @@ def engine_export(client: Any, images: list[EngineImage], *, output: Path, sourc
         reporter.start(manifest.total_bytes, images=len(entries), label=f"writing {output.name}")
         with BundleWriter(output, level=level, threads=threads, overwrite=overwrite,
                           split_bytes=split_bytes) as writer:
-            writer.add_bytes(MANIFEST_NAME, manifest.to_yaml())
+            writer.add_manifest(manifest, manifest.to_yaml())
             writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
             writer.add_bytes(INDEX_NAME, manifest.oci_index())
             writer.add_bytes(DOCKER_MANIFEST_NAME, docker_manifest_json(manifest, small))
