@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import typer
@@ -94,25 +95,37 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
 
 # The five values of each side (seed procedure: SOURCE_/TARGET_DOCKER_*; the password is never an option) and
 # the transport of each side, shared by every command that talks to that side.
-SOURCE_REGISTRY_OPTION = typer.Option(None, "--source-registry", help="[env: SOURCE_DOCKER_REGISTRY]")
-SOURCE_REPOSITORY_OPTION = typer.Option(None, "--source-repository", help="[env: SOURCE_DOCKER_REPOSITORY]")
-SOURCE_USERNAME_OPTION = typer.Option(None, "--source-username", help="[env: SOURCE_DOCKER_USERNAME]")
-SOURCE_TAG_OPTION = typer.Option(None, "--source-tag", help="[env: SOURCE_DOCKER_TAG]")
+@dataclass(frozen=True)
+class SideOptions:
+    registry: Any
+    repository: Any
+    username: Any
+    tag: Any
+    ca_file: Any
+    insecure: Any
+    plain_http: Any
+
+
+def _side(side: str, *, tag_note: str = "") -> SideOptions:
+    env = f"{side.upper()}_DOCKER"
+
+    def value(name: str, note: str = "") -> Any:
+        return typer.Option(None, f"--{side}-{name}", help=f"[env: {env}_{name.upper()}]{note}")
+
+    return SideOptions(
+        registry=value("registry"), repository=value("repository"), username=value("username"),
+        tag=value("tag", tag_note),
+        ca_file=typer.Option(None, f"--{side}-ca-file", envvar=f"{env}_CA_FILE",
+                             help=f"CA bundle (PEM) for the {side} registry's TLS."),
+        insecure=typer.Option(False, f"--{side}-insecure",
+                              help=f"{side.capitalize()}: HTTPS without certificate verification."),
+        plain_http=typer.Option(False, f"--{side}-plain-http", help=f"The {side} speaks plain HTTP."),
+    )
+
+
+SOURCE = _side("source")
+TARGET = _side("target", tag_note=" default: each image's own tag")
 SOURCE_PASSWORD_STDIN_OPTION = typer.Option(False, "--password-stdin", help="Read the source password from stdin.")
-SOURCE_CA_FILE_OPTION = typer.Option(None, "--source-ca-file", envvar="SOURCE_DOCKER_CA_FILE",
-                                     help="CA bundle (PEM) for the source registry's TLS.")
-SOURCE_INSECURE_OPTION = typer.Option(False, "--source-insecure",
-                                      help="Source: HTTPS without certificate verification.")
-SOURCE_PLAIN_HTTP_OPTION = typer.Option(False, "--source-plain-http", help="The source speaks plain HTTP.")
-TARGET_REGISTRY_OPTION = typer.Option(None, "--target-registry", help="[env: TARGET_DOCKER_REGISTRY]")
-TARGET_REPOSITORY_OPTION = typer.Option(None, "--target-repository", help="[env: TARGET_DOCKER_REPOSITORY]")
-TARGET_USERNAME_OPTION = typer.Option(None, "--target-username", help="[env: TARGET_DOCKER_USERNAME]")
-TARGET_TAG_OPTION = typer.Option(None, "--target-tag", help="[env: TARGET_DOCKER_TAG] default: each image's own tag")
-TARGET_CA_FILE_OPTION = typer.Option(None, "--target-ca-file", envvar="TARGET_DOCKER_CA_FILE",
-                                     help="CA bundle (PEM) for the target registry's TLS.")
-TARGET_INSECURE_OPTION = typer.Option(False, "--target-insecure",
-                                      help="Target: HTTPS without certificate verification.")
-TARGET_PLAIN_HTTP_OPTION = typer.Option(False, "--target-plain-http", help="The target speaks plain HTTP.")
 
 # What to copy: export and mirror take the same three ways of naming images.
 IMAGES_ARGUMENT = typer.Argument(None, help="Image names (relative to the source repository) or full references.")
