@@ -210,6 +210,9 @@ def generate_release(
     return {name: info.digest for name, info in infos.items()}
 
 
+SMALL_SET_ROLES = ("docker", "oci", "index_docker", "index_oci", "indented")  # the images push_small_set pushes
+
+
 @dataclass(frozen=True)
 class SmallSet:
     """The small fixture set: ``images`` keyed by role (see :func:`push_small_set`)."""

@@ -60,3 +60,16 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No SOURCE_/TARGET_DOCKER_* values, stored logins or key passphrase from the machine running the tests;
+    a fixed creation time (byte-identical bundles); the test's directory as the current one (receipts)."""
+    for role in ("SOURCE", "TARGET"):
+        for key in ("REGISTRY", "REPOSITORY", "USERNAME", "PASSWORD", "TAG", "CA_FILE"):
+            monkeypatch.delenv(f"{role}_DOCKER_{key}", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no stored logins
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.delenv("ARCGAP_KEY_PASSPHRASE", raising=False)
+    monkeypatch.chdir(tmp_path)  # import writes its receipt into the current directory

@@ -30,10 +30,10 @@ from devtools.rawclient import (
 )
 from devtools.registries import Registry, start_registry
 from devtools.skopeo import SkopeoError, copy, inspect_raw, run_skopeo
-from devtools.synth import ARC_IMAGES, SmallSet, generate_release_infos, push_small_set
+from devtools.synth import ARC_IMAGES, SMALL_SET_ROLES, SmallSet, generate_release_infos, push_small_set
 from devtools.tokens import decode_claims
 
-ROLES = ("docker", "oci", "index_docker", "index_oci", "indented")
+ROLES = SMALL_SET_ROLES
 
 
 def sha256(data: bytes) -> str:

@@ -14,30 +14,25 @@ import pytest
 
 from arcgap.bundle.dockercompat import host_platform
 from devtools.dockerd import Dockerd
-from devtools.synth import SmallSet
-from tests.e2e_helpers import arcgap, source_args
+from devtools.synth import SMALL_SET_ROLES, SmallSet
+from tests.e2e_helpers import arcgap, isolate_env, source_args
 
-ROLES = ("docker", "oci", "index_docker", "index_oci", "indented")
+ROLES = SMALL_SET_ROLES
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for role in ("SOURCE", "TARGET"):
-        for key in ("REGISTRY", "REPOSITORY", "USERNAME", "PASSWORD", "TAG", "CA_FILE"):
-            monkeypatch.delenv(f"{role}_DOCKER_{key}", raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path)
 
 
 def _names(synth: SmallSet) -> list[str]:
     return [synth[r].repository.split("/", 1)[1] for r in ROLES]
 
 
-def _export(capsys: pytest.CaptureFixture[str], synth: SmallSet, out: Path) -> None:
-    res = arcgap(capsys, "export", *_names(synth), *source_args(synth.registry), "--source-repository", "synth",
-                 "--source-tag", "v1", "-o", str(out), "--no-cache")
+def _export(capsys: pytest.CaptureFixture[str], synth: SmallSet, out: Path, names: list[str] | None = None) -> None:
+    """Export ``names`` (default: every image of the small set) from the synth registry through the API path."""
+    res = arcgap(capsys, "export", *(names or _names(synth)), *source_args(synth.registry), "--source-repository",
+                 "synth", "--source-tag", "v1", "-o", str(out), "--no-cache")
     assert res.code == 0, res.err
 
 
@@ -139,9 +134,7 @@ def test_engine_push_error_in_the_event_stream_is_a_nonzero_exit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "one.tar.zst"
-    res = arcgap(capsys, "export", "docker-image", *source_args(synth_small.registry), "--source-repository",
-                 "synth", "--source-tag", "v1", "-o", str(out), "--no-cache")
-    assert res.code == 0, res.err
+    _export(capsys, synth_small, out, ["docker-image"])
     target = fresh_registry(auth="htpasswd")
     monkeypatch.setenv("TARGET_DOCKER_PASSWORD", "not-the-password")
     res = _engine_import(capsys, dockerd, monkeypatch, out, target, "denied", "--target-username", target.username)
@@ -173,9 +166,7 @@ def test_no_engine_is_exit_5_with_a_hint(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "one.tar.zst"
-    res = arcgap(capsys, "export", "docker-image", *source_args(synth_small.registry), "--source-repository",
-                 "synth", "--source-tag", "v1", "-o", str(out), "--no-cache")
-    assert res.code == 0, res.err
+    _export(capsys, synth_small, out, ["docker-image"])
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     res = arcgap(capsys, "import", str(out), "--engine", "docker", "--target-registry", "127.0.0.1:1",
                  "--target-repository", "x", "--no-input")
@@ -277,9 +268,7 @@ def test_engine_import_into_a_tls_htpasswd_registry_trusted_via_certs_d(
     from devtools.dockerd import trust_ca
 
     out = tmp_path / "one.tar.zst"
-    res = arcgap(capsys, "export", "oci-image", *source_args(synth_small.registry), "--source-repository",
-                 "synth", "--source-tag", "v1", "-o", str(out), "--no-cache")
-    assert res.code == 0, res.err
+    _export(capsys, synth_small, out, ["oci-image"])
     target = fresh_registry(tls=True, auth="htpasswd")
     monkeypatch.setenv("TARGET_DOCKER_PASSWORD", target.password)
     with trust_ca(target.host, target.ca_file):

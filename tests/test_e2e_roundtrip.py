@@ -9,22 +9,15 @@ from pathlib import Path
 import pytest
 
 from devtools.registries import Registry
-from devtools.synth import SmallSet
-from tests.e2e_helpers import arcgap, oracle_digest, source_args, target_args
+from devtools.synth import SMALL_SET_ROLES, SmallSet
+from tests.e2e_helpers import arcgap, isolate_env, oracle_digest, source_args, target_args
 
-ROLES = ("docker", "oci", "index_docker", "index_oci", "indented")
+ROLES = SMALL_SET_ROLES
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for role in ("SOURCE", "TARGET"):
-        for key in ("REGISTRY", "REPOSITORY", "USERNAME", "PASSWORD", "TAG", "CA_FILE"):
-            monkeypatch.delenv(f"{role}_DOCKER_{key}", raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no stored logins
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    monkeypatch.delenv("ARCGAP_KEY_PASSPHRASE", raising=False)
-    monkeypatch.chdir(tmp_path)  # import writes its receipt into the current directory
+    isolate_env(monkeypatch, tmp_path)
 
 
 def export_small(capsys: pytest.CaptureFixture[str], synth: SmallSet, out: Path, *extra: str) -> None:

@@ -18,7 +18,7 @@ from devtools.pki import CA
 from devtools.registries import Registry, start_registry
 from devtools.synth import ARC_IMAGES, generate_release
 from tests.conftest import require_tools
-from tests.e2e_helpers import arcgap, source_args
+from tests.e2e_helpers import arcgap, isolate_env, source_args
 
 pytestmark = pytest.mark.services
 
@@ -43,11 +43,7 @@ def arc_source(tmp_path_factory: pytest.TempPathFactory, test_ca: CA) -> Iterato
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in ("REGISTRY", "REPOSITORY", "USERNAME", "PASSWORD", "TAG", "CA_FILE"):
-        monkeypatch.delenv(f"SOURCE_DOCKER_{key}", raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path)
 
 
 def test_releases_newest_first_with_shipped_lists_marked(
