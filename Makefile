@@ -21,6 +21,7 @@ venv: $(STAMP)
 
 lint: venv
 	$(BIN)/ruff check arcgap devtools tests
+	$(BIN)/lint-imports
 
 ## Everything: lint, unit tests and end-to-end tests against real registries, dockerd and namespaces.
 test: sysdeps venv lint

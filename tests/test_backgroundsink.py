@@ -1,4 +1,4 @@
-"""arcgap.backgroundsink: writes arrive in order; a worker's error reaches the caller; stop discards."""
+"""arcgap.util.backgroundsink: writes arrive in order; a worker's error reaches the caller; stop discards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from arcgap.backgroundsink import BackgroundSink
+from arcgap.util.backgroundsink import BackgroundSink
 
 
 class Recorder:

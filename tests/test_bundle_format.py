@@ -19,9 +19,9 @@ from arcgap.bundle.format import (
     ImageEntry,
     PlatformEntry,
 )
-from arcgap.digest import Digest
 from arcgap.errors import BundleFormatError, ExitCode
-from arcgap.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_LAYOUT_VERSION, OCI_MANIFEST
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_LAYOUT_VERSION, OCI_MANIFEST
 
 INDEX = Digest.of(b"index")
 AMD64 = Digest.of(b"manifest-amd64")
@@ -448,7 +448,7 @@ def test_relies_on_rejects(change: Callable[[dict[str, Any]], None], message: st
     ],
 )
 def test_inspect_shows_only_well_formed_skipped_images(raw: Any, shown: list[dict[str, str]]) -> None:
-    from arcgap.verify import describe
+    from arcgap.bundle.verify import describe
 
     extra = {} if raw is None else {"skipped_images": raw}
     assert describe(_manifest(extra=extra))["skipped_images"] == shown

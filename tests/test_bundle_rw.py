@@ -25,9 +25,9 @@ from arcgap.bundle.format import (
 )
 from arcgap.bundle.reader import BundleReader, open_bundle
 from arcgap.bundle.writer import BundleWriter
-from arcgap.digest import Digest
 from arcgap.errors import BundleFormatError, ExitCode, IntegrityError, LocalIOError
-from arcgap.mediatypes import OCI_MANIFEST
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import OCI_MANIFEST
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"

@@ -11,9 +11,9 @@ import pytest
 from arcgap.bundle.format import MANIFEST_NAME
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.signature import SIGNATURE_NAME, BundleSignature
-from arcgap.digest import Digest
+from arcgap.bundle.signing import check_signature, generate_key, load_signer, load_verify_key
 from arcgap.errors import BundleFormatError, IntegrityError
-from arcgap.signing import check_signature, generate_key, load_signer, load_verify_key
+from arcgap.oci.digest import Digest
 from tests.test_bundle_rw import CONTENT, ORIGIN, _read, _tar, _zst
 
 V2 = replace(CONTENT.manifest, format_version=2)

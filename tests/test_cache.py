@@ -1,4 +1,5 @@
-"""arcgap.cache: verified blobs kept by digest, streamed in and out, damaged entries replaced, LRU under a cap."""
+"""arcgap.transfer.cache: verified blobs kept by digest, streamed in and out, damaged entries replaced,
+LRU under a cap."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from arcgap.cache import (
+from arcgap.errors import IntegrityError, UsageError
+from arcgap.oci.digest import Digest, Verifier, verified_chunks
+from arcgap.transfer.cache import (
     DEFAULT_MAX_BYTES,
     STALE_TEMP_S,
     BlobCache,
@@ -19,8 +22,6 @@ from arcgap.cache import (
     default_cache_dir,
     parse_cache_size,
 )
-from arcgap.digest import Digest, Verifier, verified_chunks
-from arcgap.errors import IntegrityError, UsageError
 
 
 def _blob(seed: str, size: int) -> tuple[Digest, bytes]:
@@ -211,7 +212,7 @@ def test_an_unwritable_cache_is_a_warning_and_the_data_still_flows(tmp_path: Pat
 
 
 def test_disk_full_while_writing_the_cache_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.directfile as directfile_module
+    import arcgap.util.directfile as directfile_module
 
     class FullDisk:  # the os module, except that every write finds the disk full
         def __getattr__(self, name: str) -> object:
@@ -279,7 +280,7 @@ def test_cache_root_prefers_the_option(tmp_path: Path) -> None:
 
 
 def test_no_home_at_all_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.cache as cache_module
+    import arcgap.transfer.cache as cache_module
 
     monkeypatch.setattr(cache_module, "default_cache_dir", lambda environ: None)
     with pytest.raises(UsageError) as info:
@@ -288,7 +289,7 @@ def test_no_home_at_all_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_no_thread_for_the_cache_copy_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.cache as cache_module
+    import arcgap.transfer.cache as cache_module
 
     def no_thread(*args: object, **kwargs: object) -> None:
         raise RuntimeError("can't start new thread")

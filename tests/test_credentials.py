@@ -20,7 +20,7 @@ from arcgap.registry.credentials import (
     lookup_credentials,
     store_credentials,
 )
-from arcgap.secret import Secret
+from arcgap.util.secret import Secret
 
 # A credential helper speaking docker-credential-helpers' protocol, keeping its store in a JSON file.
 FAKE_HELPER = """#!{python}

@@ -1,4 +1,4 @@
-"""arcgap.digest: parsing, computing, and the verifying reader."""
+"""arcgap.oci.digest: parsing, computing, and the verifying reader."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from arcgap.digest import Digest, Verifier, is_valid_digest, verified_chunks
 from arcgap.errors import ExitCode, IntegrityError, UsageError
+from arcgap.oci.digest import Digest, Verifier, is_valid_digest, verified_chunks
 
 HEX256 = hashlib.sha256(b"arcgap").hexdigest()
 HEX512 = hashlib.sha512(b"arcgap").hexdigest()

@@ -1,4 +1,4 @@
-"""arcgap.directfile: the bytes on disk are the bytes written, with O_DIRECT or without."""
+"""arcgap.util.directfile: the bytes on disk are the bytes written, with O_DIRECT or without."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import arcgap.directfile as directfile
-from arcgap.directfile import BLOCK, SequentialWriter
+import arcgap.util.directfile as directfile
+from arcgap.util.directfile import BLOCK, SequentialWriter
 
 SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17, 64 * 1024, 256 * 1024 - 1, 256 * 1024 + 5000]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from arcgap.bundle.reader import open_bundle
-from arcgap.engine.save import EngineImage, engine_export
-from arcgap.progress import Reporter
+from arcgap.dockerengine.save import EngineImage, engine_export
+from arcgap.util.progress import Reporter
 
 
 def _tar(members: list[tuple[str, bytes | str]]) -> bytes:

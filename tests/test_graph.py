@@ -1,4 +1,4 @@
-"""arcgap.graph: a bundle's manifests and blobs form one graph; a differential bundle's relied-on blobs count."""
+"""arcgap.bundle.graph: a bundle's manifests and blobs form one graph; a differential bundle's relied-on blobs count."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from arcgap.bundle.format import BaseBundle, BlobEntry
-from arcgap.digest import Digest
+from arcgap.bundle.graph import build_graph
 from arcgap.errors import BundleFormatError
-from arcgap.graph import build_graph
+from arcgap.oci.digest import Digest
 from tests.test_bundle_rw import CONTENT
 
 MANIFESTS = {d: data for d, data in CONTENT.data.items()

@@ -27,11 +27,11 @@ from arcgap.bundle.format import (
     PlatformEntry,
 )
 from arcgap.bundle.reader import MAX_TRAILING_BYTES, BundleReader
-from arcgap.digest import Digest
+from arcgap.bundle.verify import verify_bundle
 from arcgap.errors import ArcgapError, BundleFormatError, ExitCode, IntegrityError, UsageError
-from arcgap.mediatypes import OCI_MANIFEST
-from arcgap.reference import Reference, parse_reference
-from arcgap.verify import verify_bundle
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import OCI_MANIFEST
+from arcgap.oci.reference import Reference, parse_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "hostile.tar.zst"
@@ -247,7 +247,7 @@ def test_broken_arcgap_yaml_inside_a_bundle_names_file_and_line() -> None:
 
 
 def test_broken_receipt_names_file_and_line() -> None:
-    from arcgap.receipt import Receipt
+    from arcgap.transfer.receipt import Receipt
 
     with pytest.raises(BundleFormatError) as info:
         Receipt.from_yaml(b"format: arcgap-receipt\nimages:\n  - {target: x\n", origin="r.yaml")
@@ -255,7 +255,7 @@ def test_broken_receipt_names_file_and_line() -> None:
 
 
 def test_broken_receipt_given_to_since_names_file_and_line(tmp_path: Path) -> None:
-    from arcgap.since import load_base
+    from arcgap.transfer.since import load_base
 
     broken = tmp_path / "receipt.yaml"
     broken.write_bytes(b"format: arcgap-receipt\nformat_version: 1\nbundle: [\n")
@@ -265,7 +265,7 @@ def test_broken_receipt_given_to_since_names_file_and_line(tmp_path: Path) -> No
 
 
 def test_broken_image_list_names_file_and_line(tmp_path: Path) -> None:
-    from arcgap.imagelist import load_image_list
+    from arcgap.arc.imagelist import load_image_list
 
     broken = tmp_path / "images.yaml"
     broken.write_text("images:\n  - arc-dns\n  - name: [oops\n")
@@ -395,7 +395,7 @@ def test_mutated_bundles_are_read_whole_and_right_or_refused(mutations: list[tup
 def test_yaml_aliases_do_not_expand() -> None:
     """A "billion laughs" key in an otherwise valid arcgap.yaml: the loader shares aliased nodes, and nothing
     reading the bundle (reader, verify, inspect) walks the unknown key, so nothing expands."""
-    from arcgap.verify import describe
+    from arcgap.bundle.verify import describe
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]

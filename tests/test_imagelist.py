@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arcgap.digest import Digest
-from arcgap.errors import ExitCode, UsageError
-from arcgap.imagelist import (
+from arcgap.arc.imagelist import (
     ImageEntry,
     ImageList,
     default_release_tag,
@@ -25,7 +23,9 @@ from arcgap.imagelist import (
     release_sort_key,
     shipped_releases,
 )
-from arcgap.reference import Reference
+from arcgap.errors import ExitCode, UsageError
+from arcgap.oci.digest import Digest
+from arcgap.oci.reference import Reference
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = "sha256:" + "ab" * 32
@@ -426,7 +426,7 @@ def test_shipped_lists_found_without_the_package_installed() -> None:
         f"import sys; sys.path[:0] = [{str(ROOT)!r}, {yaml_dir!r}]\n"
         "import importlib.util\n"
         "assert importlib.util.find_spec('arcgap.manifests') is None\n"
-        "from arcgap.imagelist import shipped_releases, load_shipped_release\n"
+        "from arcgap.arc.imagelist import shipped_releases, load_shipped_release\n"
         "print(','.join(shipped_releases()), len(load_shipped_release('v1.14.0_2022-12-13').images))\n"
     )
     out = subprocess.run(

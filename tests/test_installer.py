@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from arcgap.errors import NetworkError, UsageError
-from arcgap.installer import InstallerResult, build_installer, installer_dir
-from arcgap.installscript import install_script
-from arcgap.wheelhouse import Target, read_wheel, targets_for
+from arcgap.installer.build import InstallerResult, build_installer, installer_dir
+from arcgap.installer.script import install_script
+from arcgap.installer.wheelhouse import Target, read_wheel, targets_for
 from devtools.synth import SmallSet
 from tests.e2e_helpers import arcgap, source_args
 from tests.test_e2e_roundtrip import ROLES

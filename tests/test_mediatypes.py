@@ -1,4 +1,4 @@
-"""arcgap.mediatypes: manifest parsing and media type sniffing, as plain function calls."""
+"""arcgap.oci.mediatypes: manifest parsing and media type sniffing, as plain function calls."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from arcgap.digest import Digest
 from arcgap.errors import ExitCode, RegistryError
-from arcgap.mediatypes import (
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     DOCKER_SCHEMA1,

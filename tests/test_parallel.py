@@ -1,4 +1,4 @@
-"""arcgap.parallel.each: results in order; a failure stops what has not started, as a one-by-one loop would."""
+"""arcgap.util.parallel.each: results in order; a failure stops what has not started, as a one-by-one loop would."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from arcgap import parallel
+from arcgap.util import parallel
 
 JOBS = 4
 

@@ -1,12 +1,12 @@
-"""arcgap.placement: which repositories need each blob, which hold it, and how it got there."""
+"""arcgap.transfer.placement: which repositories need each blob, which hold it, and how it got there."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from arcgap.digest import Digest
-from arcgap.placement import Placements, Summary
+from arcgap.oci.digest import Digest
+from arcgap.transfer.placement import Placements, Summary
 
 A, B, C = (Digest.of(x) for x in (b"a", b"b", b"c"))
 

@@ -1,4 +1,4 @@
-"""arcgap.plan: the transfer plan from hand-built resolved images, and the mapping to target references."""
+"""arcgap.transfer.plan: the transfer plan from hand-built resolved images, and the mapping to target references."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from dataclasses import replace
 import pytest
 
 from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
-from arcgap.digest import Digest
 from arcgap.errors import ExitCode, UsageError
-from arcgap.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest
-from arcgap.plan import ExportPlan, TargetImage, build_plan, map_targets
-from arcgap.reference import Reference
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest
+from arcgap.oci.reference import Reference
 from arcgap.registry.client import FetchedManifest
-from arcgap.resolve import PlatformManifest, ResolvedImage, Wanted
+from arcgap.registry.resolve import PlatformManifest, ResolvedImage, Wanted
+from arcgap.transfer.plan import ExportPlan, TargetImage, build_plan, map_targets
 
 REGISTRY = "src.example:5000"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"

@@ -1,4 +1,4 @@
-"""arcgap.prefetch.OrderedPrefetcher: parallel fetches handed on in order, errors in place, bounded memory."""
+"""arcgap.transfer.prefetch.OrderedPrefetcher: parallel fetches handed on in order, errors in place, bounded memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from arcgap.errors import NetworkError
-from arcgap.prefetch import OrderedPrefetcher
+from arcgap.transfer.prefetch import OrderedPrefetcher
 
 
 def _new_fetch_threads(before: set[threading.Thread]) -> list[threading.Thread]:

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from arcgap.progress import PlainReporter, RichReporter, human_bytes
+from arcgap.util.progress import PlainReporter, RichReporter, human_bytes
 
 
 def test_rich_reporter_draws_bytes_throughput_and_items() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from arcgap.errors import IntegrityError
-from arcgap.readahead import read_ahead
+from arcgap.transfer.readahead import read_ahead
 
 
 def source(n: int, *, fail_at: int | None = None) -> Iterator[tuple[int, Iterator[bytes]]]:

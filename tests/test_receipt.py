@@ -1,4 +1,4 @@
-"""arcgap.receipt: the receipt's schema and round trip, its default name, and where it may be written."""
+"""arcgap.transfer.receipt: the receipt's schema and round trip, its default name, and where it may be written."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from arcgap.bundle.format import BlobEntry
-from arcgap.digest import Digest
 from arcgap.errors import BundleFormatError, ExitCode, LocalIOError
-from arcgap.receipt import (
+from arcgap.oci.digest import Digest
+from arcgap.transfer.receipt import (
     Receipt,
     ReceiptImage,
     bundle_label,

@@ -6,9 +6,9 @@ from typing import Callable
 
 import pytest
 
-from arcgap.digest import Digest
 from arcgap.errors import ExitCode, UsageError
-from arcgap.reference import (
+from arcgap.oci.digest import Digest
+from arcgap.oci.reference import (
     Reference,
     join_repository,
     parse_reference,

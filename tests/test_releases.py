@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from arcgap.arc.imagelist import load_image_list, parse_image_list
+from arcgap.arc.listgen import render_image_list
 from arcgap.bundle.reader import open_bundle
-from arcgap.imagelist import load_image_list, parse_image_list
-from arcgap.listgen import render_image_list
-from arcgap.releasecmds import default_list_path
+from arcgap.commands.releases import default_list_path
 from devtools.pki import CA
 from devtools.registries import Registry, start_registry
 from devtools.synth import ARC_IMAGES, generate_release

@@ -1,4 +1,4 @@
-"""arcgap.settings.collect_endpoint: option > environment > prompt > default, with recording fake prompts."""
+"""arcgap.commands.settings.collect_endpoint: option > environment > prompt > default, with recording fake prompts."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from arcgap.commands.settings import Endpoint, collect_endpoint, env_name, split_scheme
 from arcgap.errors import ExitCode, UsageError
-from arcgap.secret import Secret
-from arcgap.settings import Endpoint, collect_endpoint, env_name, split_scheme
+from arcgap.util.secret import Secret
 
 PASSWORD = "s3cr3t-Pa55"
 

@@ -1,4 +1,4 @@
-"""arcgap.signing and arcgap.bundle.signature: keys in PEM, fingerprints, signing and every way a check fails."""
+"""arcgap.bundle.signing and arcgap.bundle.signature: keys in PEM, fingerprints, signing and every way a check fails."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
 from arcgap.bundle.signature import BundleSignature
-from arcgap.digest import Digest
+from arcgap.bundle.signing import check_signature, generate_key, key_paths, load_signer, load_verify_key
 from arcgap.errors import BundleFormatError, ExitCode, LocalIOError, SignatureError, UsageError
-from arcgap.signing import check_signature, generate_key, key_paths, load_signer, load_verify_key
+from arcgap.oci.digest import Digest
 
 DOC = b"# arcgap bundle manifest\nformat: arcgap-bundle\nformat_version: 2\n"
 

@@ -1,4 +1,4 @@
-"""arcgap.since: what the far side holds, read from an earlier bundle, its sidecar, a part, or a receipt."""
+"""arcgap.transfer.since: what the far side holds, read from an earlier bundle, its sidecar, a part, or a receipt."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from arcgap.bundle.format import BaseBundle, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.writer import BundleWriter
-from arcgap.digest import Digest
 from arcgap.errors import BundleFormatError, LocalIOError
-from arcgap.receipt import Receipt
-from arcgap.since import load_base, load_bases
+from arcgap.oci.digest import Digest
+from arcgap.transfer.receipt import Receipt
+from arcgap.transfer.since import load_base, load_bases
 from tests.test_bundle_rw import CONTENT, Content, _write
 from tests.test_receipt import _receipt
 

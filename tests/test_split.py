@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from arcgap.bundle.diskspace import check_free_space, estimate_bundle_bytes
 from arcgap.bundle.format import MANIFEST_NAME
 from arcgap.bundle.parts import BundleIdentity, PartEntry, PartsIndex, parse_size, split_part_name
 from arcgap.bundle.partsink import PartSink
 from arcgap.bundle.partstream import PartFile, PartSet, PartStream, check_present, locate
 from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.writer import BundleWriter
-from arcgap.diskspace import check_free_space, estimate_bundle_bytes
 from arcgap.errors import BundleFormatError, ExitCode, IntegrityError, LocalIOError, UsageError
-from arcgap.progress import human_bytes
+from arcgap.util.progress import human_bytes
 from devtools.registries import Registry
 from devtools.synth import SmallSet
 from tests.e2e_helpers import arcgap, flip_byte, oracle_digest, source_args, target_args
@@ -467,7 +467,7 @@ def test_estimate_covers_the_bundle(tmp_path: Path) -> None:
 
 
 def test_free_space_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("arcgap.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 2048))
+    monkeypatch.setattr("arcgap.bundle.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 2048))
     with pytest.raises(LocalIOError) as info:
         check_free_space(tmp_path / "new" / "dir", 5 * 1024 * 1024)
     assert info.value.message == (f"not enough free space in {tmp_path}: the bundle needs about 5.0 MiB "
@@ -649,7 +649,7 @@ def test_export_refuses_without_free_space(
 ) -> None:
     with open_bundle(exports[0]) as reader:
         needed = estimate_bundle_bytes(reader.manifest)
-    monkeypatch.setattr("arcgap.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 4096))
+    monkeypatch.setattr("arcgap.bundle.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 4096))
     out = tmp_path / "out"
     names = [synth_small[r].repository.split("/", 1)[1] for r in ROLES]
     args = ["export", *names, *source_args(synth_small.registry), "--source-repository", "synth",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from arcgap.errors import NotFoundError
-from arcgap.wheelhouse import Requirement, Target, read_wheel, resolve, wheel_requirements
+from arcgap.installer.wheelhouse import Requirement, Target, read_wheel, resolve, wheel_requirements
 
 # name-version-tags → Requires-Dist lines, as an index would offer them
 INDEX: dict[str, list[str]] = {
@@ -102,7 +102,7 @@ def test_requirements_are_read_from_metadata(dest: Path) -> None:
 
 
 def test_a_windows_exporter_is_told_to_name_the_linux_target(monkeypatch: pytest.MonkeyPatch) -> None:
-    from arcgap import wheelhouse
+    from arcgap.installer import wheelhouse
 
     monkeypatch.setattr(wheelhouse.sys, "platform", "win32")
     native = wheelhouse.targets_for([], [])

@@ -12,8 +12,8 @@ import platform as _platform
 from collections.abc import Mapping
 
 from arcgap.bundle.format import BundleManifest, ImageEntry
-from arcgap.digest import Digest
-from arcgap.mediatypes import is_index, parse_manifest
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import is_index, parse_manifest
 
 DOCKER_MANIFEST_NAME = "manifest.json"
 FALLBACK_PLATFORM = "linux/amd64"

@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from arcgap import __version__
-from arcgap.digest import Digest
 from arcgap.errors import BundleFormatError, UsageError
-from arcgap.mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION, is_index, is_manifest
-from arcgap.reference import validate_repository, validate_tag
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION, is_index, is_manifest
+from arcgap.oci.reference import validate_repository, validate_tag
 
 FORMAT_NAME = "arcgap-bundle"
 FORMAT_VERSION = 2  # the newest version this arcgap reads and writes

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from arcgap.bundle.parts import PART_SUFFIX, BundleIdentity, PartEntry, PartsIndex, part_name, sidecar_name
-from arcgap.directfile import start_writeback
 from arcgap.errors import LocalIOError
+from arcgap.util.directfile import start_writeback
 
 
 def partial_of(path: Path) -> Path:
@@ -33,7 +33,7 @@ def existing_outputs(path: Path) -> list[Path]:
     return found
 
 
-WRITEBACK_BYTES = 16 * 1024 * 1024  # start writing each 16 MiB to disk as it is complete (see arcgap.directfile)
+WRITEBACK_BYTES = 16 * 1024 * 1024  # start writing each 16 MiB to disk as it is complete (see arcgap.util.directfile)
 
 
 class PartSink:

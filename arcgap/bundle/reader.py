@@ -27,8 +27,8 @@ from arcgap.bundle.format import (
 from arcgap.bundle.partstream import PartSet, PartStream, check_present, locate
 from arcgap.bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, BundleSignature
 from arcgap.bundle.zstdframes import FrameTracker
-from arcgap.digest import Digest, Verifier
 from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError
+from arcgap.oci.digest import Digest, Verifier
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024

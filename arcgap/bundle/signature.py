@@ -1,7 +1,7 @@
 """``arcgap.yaml.sig``: the optional signature member right after ``arcgap.yaml`` (its schema only; pure).
 
 The signature is Ed25519 over the exact bytes of ``arcgap.yaml``, which lists every digest in the bundle.
-The cryptography lives in :mod:`arcgap.signing`.
+The cryptography lives in :mod:`arcgap.bundle.signing`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from arcgap.digest import Digest
 from arcgap.errors import BundleFormatError, UsageError
+from arcgap.oci.digest import Digest
 
 SIGNATURE_NAME = "arcgap.yaml.sig"
 SIGNATURE_FORMAT = "arcgap-signature"

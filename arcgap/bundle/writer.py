@@ -12,14 +12,14 @@ from pathlib import Path
 
 import zstandard
 
-from arcgap.backgroundsink import BackgroundSink
 from arcgap.bundle import tarstream
+from arcgap.bundle.diskspace import check_free_space
 from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
 from arcgap.bundle.parts import BundleIdentity, PartsIndex
 from arcgap.bundle.partsink import PartSink, existing_outputs, io_error
-from arcgap.digest import Digest
-from arcgap.diskspace import check_free_space
 from arcgap.errors import LocalIOError
+from arcgap.oci.digest import Digest
+from arcgap.util.backgroundsink import BackgroundSink
 
 
 class BundleWriter:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import httpx
 
-from arcgap.digest import Digest, Verifier
 from arcgap.errors import (
     ArcgapError,
     AuthError,
@@ -24,7 +23,8 @@ from arcgap.errors import (
     RegistryError,
     TLSError,
 )
-from arcgap.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
+from arcgap.oci.digest import Digest, Verifier
+from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
 from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.credentials import Credentials
 from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from arcgap.errors import AuthError, LocalIOError, UsageError
-from arcgap.reference import validate_registry
-from arcgap.secret import Secret
+from arcgap.oci.reference import validate_registry
+from arcgap.util.secret import Secret
 
 HELPER_TIMEOUT_S = 30.0
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # docker's key (and helper ServerURL) for Docker Hub

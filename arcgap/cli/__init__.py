@@ -1,0 +1,71 @@
+"""The command line: the only place that prompts, prints or exits. Each command is a thin shell over
+arcgap.commands.
+
+The commands live in :mod:`arcgap.cli.transfer` (export, import, mirror), :mod:`arcgap.cli.bundle` (verify,
+inspect, keygen) and :mod:`arcgap.cli.tools` (cache, releases, manifests, wheelhouse, login, logout); importing
+them registers them on the one typer ``app`` (:mod:`arcgap.cli.common`). :func:`run` turns every expected
+failure into ``error:`` / ``hint:`` lines and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.22 vendors click as typer._click; older releases use click itself
+    from typer._click import exceptions as click_exceptions  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
+
+from arcgap.cli.common import app
+from arcgap.errors import ArcgapError, ExitCode
+
+__all__ = ["app", "main", "run"]
+
+# Importing a module registers its commands, and --help lists them in that order: the transfers first.
+for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools"):
+    importlib.import_module(_module)
+
+
+def _fail(message: str, hint: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit status; every expected failure becomes two lines on stderr."""
+    try:
+        app(args=argv, prog_name="arcgap", standalone_mode=False)
+        return ExitCode.OK
+    except ArcgapError as exc:
+        return _fail(exc.message, exc.hint, exc.exit_code)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # typer's --show-completion/--install-completion and shell completion exit here
+        if isinstance(exc.code, int) or exc.code is None:
+            return exc.code or ExitCode.OK
+        print(exc.code, file=sys.stderr)
+        return ExitCode.INTERNAL
+    except typer.Abort:
+        return _fail("aborted", "", ExitCode.INTERRUPTED)
+    except click_exceptions.ClickException as exc:
+        return _fail(exc.format_message(), "run the command with --help for usage", ExitCode.USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", "nothing was tagged; run the same command again to finish", ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return ExitCode.OK
+    except Exception as exc:  # a bug: say so in one line; the traceback only on request (never locals)
+        if os.environ.get("ARCGAP_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc}",
+                     "this is a bug in arcgap; rerun with ARCGAP_DEBUG=1 for the traceback and report it",
+                     ExitCode.INTERNAL)
+
+
+def main() -> None:
+    sys.exit(run())

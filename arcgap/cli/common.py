@@ -1,0 +1,142 @@
+"""What every command module of the CLI shares: the typer app, prompts, progress, output and common options."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import typer
+
+from arcgap import __version__
+from arcgap.errors import UsageError
+from arcgap.util.progress import PlainReporter, Reporter, RichReporter
+
+app = typer.Typer(
+    name="arcgap",
+    help="Carry container images across an air gap: export to one verified bundle, import on the far side.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,  # tracebacks could show local variables (passwords)
+    rich_markup_mode=None,  # help texts such as "[env: SOURCE_DOCKER_TAG]" are literal, not markup
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"arcgap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """arcgap moves a release of container images from a connected registry to an isolated one."""
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty() and os.environ.get("CI", "") in ("", "0", "false")
+
+
+def prompt(label: str, default: str | None) -> str:
+    return typer.prompt(label, default=default or "", show_default=bool(default), err=True)
+
+
+def secret_prompt(label: str) -> str:
+    return getpass.getpass(f"{label}: ")
+
+
+def reporter_for(quiet: bool) -> Reporter:
+    if quiet:
+        return Reporter()
+    if sys.stderr.isatty():
+        return RichReporter()
+    return PlainReporter()
+
+
+def read_password_stdin(flag: bool) -> str | None:
+    if not flag:
+        return None
+    data = sys.stdin.readline().rstrip("\r\n")
+    if not data:
+        raise UsageError("--password-stdin given but standard input is empty", hint="pipe the password in")
+    return data
+
+
+def emit(result: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, sort_keys=False))
+    else:
+        human()
+
+
+
+
+def warn(text: str) -> None:
+    typer.echo(f"warning: {text}", err=True)
+
+
+def prompts(no_input: bool) -> dict[str, Any]:
+    """``prompt=`` and ``secret_prompt=`` for arcgap.commands.transfer: None (never ask) without a terminal or with
+    ``--no-input``."""
+    asking = not no_input and interactive()
+    return {"prompt": prompt if asking else None, "secret_prompt": secret_prompt if asking else None}
+
+
+NO_INPUT_OPTION = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults.")
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
+
+# The five values of each side (seed procedure: SOURCE_/TARGET_DOCKER_*; the password is never an option) and
+# the transport of each side, shared by every command that talks to that side.
+@dataclass(frozen=True)
+class SideOptions:
+    registry: Any
+    repository: Any
+    username: Any
+    tag: Any
+    ca_file: Any
+    insecure: Any
+    plain_http: Any
+
+
+def _side(side: str, *, tag_note: str = "") -> SideOptions:
+    env = f"{side.upper()}_DOCKER"
+
+    def value(name: str, note: str = "") -> Any:
+        return typer.Option(None, f"--{side}-{name}", help=f"[env: {env}_{name.upper()}]{note}")
+
+    return SideOptions(
+        registry=value("registry"), repository=value("repository"), username=value("username"),
+        tag=value("tag", tag_note),
+        ca_file=typer.Option(None, f"--{side}-ca-file", envvar=f"{env}_CA_FILE",
+                             help=f"CA bundle (PEM) for the {side} registry's TLS."),
+        insecure=typer.Option(False, f"--{side}-insecure",
+                              help=f"{side.capitalize()}: HTTPS without certificate verification."),
+        plain_http=typer.Option(False, f"--{side}-plain-http", help=f"The {side} speaks plain HTTP."),
+    )
+
+
+SOURCE = _side("source")
+TARGET = _side("target", tag_note=" default: each image's own tag")
+SOURCE_PASSWORD_STDIN_OPTION = typer.Option(False, "--password-stdin", help="Read the source password from stdin.")
+
+# What to copy: export and mirror take the same three ways of naming images.
+IMAGES_ARGUMENT = typer.Argument(None, help="Image names (relative to the source repository) or full references.")
+RELEASE_OPTION = typer.Option(None, "--release", help="Use a shipped image list (see manifests/); "
+                              "'latest': the newest release tag at the source.")
+IMAGES_FILE_OPTION = typer.Option(None, "--images", help="Image list YAML file.")
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Show the mapping and what would move; change nothing.")
+
+
+def values(registry: Optional[str], repository: Optional[str], username: Optional[str],
+           tag: Optional[str] = None) -> dict[str, Optional[str]]:
+    """One side's values as given on the command line (None: not given), for
+    arcgap.commands.settings.collect_endpoint."""
+    return {"registry": registry, "repository": repository, "username": username, "tag": tag}

@@ -1,0 +1,281 @@
+"""The commands that move images: export, import and mirror."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from arcgap.cli.common import (
+    DRY_RUN_OPTION,
+    IMAGES_ARGUMENT,
+    IMAGES_FILE_OPTION,
+    JSON_OPTION,
+    NO_INPUT_OPTION,
+    QUIET_OPTION,
+    RELEASE_OPTION,
+    SOURCE,
+    SOURCE_PASSWORD_STDIN_OPTION,
+    TARGET,
+    app,
+    emit,
+    prompts,
+    read_password_stdin,
+    reporter_for,
+    values,
+    warn,
+)
+from arcgap.util.progress import human_bytes
+
+# -- export ------------------------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_cmd(
+    images: List[str] = IMAGES_ARGUMENT,
+    release: Optional[str] = RELEASE_OPTION,
+    images_file: Optional[Path] = IMAGES_FILE_OPTION,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle file to write."),
+    source_registry: Optional[str] = SOURCE.registry,
+    source_repository: Optional[str] = SOURCE.repository,
+    source_username: Optional[str] = SOURCE.username,
+    source_tag: Optional[str] = SOURCE.tag,
+    password_stdin: bool = SOURCE_PASSWORD_STDIN_OPTION,
+    ca_file: Optional[Path] = SOURCE.ca_file,
+    insecure: bool = SOURCE.insecure,
+    plain_http: bool = SOURCE.plain_http,
+    platform: Optional[str] = typer.Option(None, "--platform", help="Keep only os/arch of multi-arch images "
+                                           "(changes the digest of an index tag)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
+    level: int = typer.Option(3, "--level", min=1, max=22, help="zstd compression level."),
+    threads: int = typer.Option(-1, "--threads", help="zstd worker threads (-1: one per CPU)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    split_size: Optional[str] = typer.Option(
+        None, "--split-size", metavar="SIZE", help="Write NAME.001, NAME.002, … of at most SIZE each: fat32 "
+        "(4 GiB − 1), dvd (4.7 GB), bd25 (25 GB), or a number with a unit: 700MB, 4GiB (KB/MB/GB/TB or KiB/MiB/…)."),
+    no_space_check: bool = typer.Option(False, "--no-space-check",
+                                        help="Write even when the output directory looks too small for the bundle."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Blob cache directory "
+                                             "(default: $XDG_CACHE_HOME/arcgap or ~/.cache/arcgap)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor fill the blob cache."),
+    since: Optional[List[Path]] = typer.Option(
+        None, "--since", help="Leave out blobs the far side holds: an earlier bundle, its NAME.parts.yaml, or an "
+        "import receipt (repeatable)."),
+    sign: Optional[Path] = typer.Option(None, "--sign", help="Sign arcgap.yaml with this Ed25519 private key "
+                                        "(NAME.key from 'arcgap keygen'; passphrase from ARCGAP_KEY_PASSPHRASE)."),
+    cache_max_size: str = typer.Option("20GiB", "--cache-max-size", help="Cap of the blob cache; least "
+                                       "recently used blobs go after the export (KB/MB/GB or KiB/MiB/GiB)."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Export the images the source has at the tag "
+                                      "and record the missing ones in the bundle (default: name them and stop)."),
+    with_installer: bool = typer.Option(False, "--with-installer", help="Also write NAME.installer/: arcgap and "
+                                        "its dependencies as wheels, install.sh and SHA256SUMS, for the far side."),
+    installer_platform: Optional[List[str]] = typer.Option(
+        None, "--installer-platform", help="Wheels for manylinux2014_x86_64 or manylinux2014_aarch64 (repeatable; "
+        "default: this machine). Implies --with-installer."),
+    installer_python: Optional[List[str]] = typer.Option(
+        None, "--installer-python", help="Wheels for CPython 3.9 … 3.13 (repeatable; default: this Python). "
+        "Implies --with-installer."),
+    engine: str = typer.Option("registry", "--engine", help="registry (default: OCI Distribution API, every "
+                               "digest kept) or docker (the local engine pulls, docker save is converted; "
+                               "DOCKER_HOST)."),
+    from_local: bool = typer.Option(False, "--from-local", help="With --engine docker: export images the local "
+                                    "engine holds, named as arguments (e.g. myapp:dev); nothing is pulled."),
+    no_input: bool = NO_INPUT_OPTION,
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Pull a release from the source registry into one bundle file.
+
+    Example: arcgap export --release v1.29.0_2024-04-09 -o arc.tar.zst
+    """
+    from arcgap.commands.transfer import check_engine, run_export
+    from arcgap.installer.wheelhouse import foreign_host_warning, targets_for
+    from arcgap.transfer.cache import parse_cache_size
+
+    installer = with_installer or bool(installer_platform) or bool(installer_python)
+    installer_targets = targets_for(installer_platform or [], installer_python or []) if installer else []
+    if installer_targets and foreign_host_warning(installer_targets):
+        typer.echo(f"warning: {foreign_host_warning(installer_targets)}", err=True)
+    result = run_export(
+        names=images or [],
+        release=release,
+        images_file=images_file,
+        output=output,
+        options=values(source_registry, source_repository, source_username, source_tag),
+        password_stdin=read_password_stdin(password_stdin),
+        ca_file=ca_file, insecure=insecure, plain_http=plain_http, platform=platform,
+        jobs=jobs, level=level, threads=threads, force=force, split_size=split_size, space_check=not no_space_check,
+        **prompts(no_input), reporter=reporter_for(quiet), warn=warn,
+        cache_dir=cache_dir, no_cache=no_cache, cache_max_bytes=parse_cache_size(cache_max_size),
+        since=since or [], sign_key=sign,
+        skip_missing=skip_missing, installer_targets=installer_targets,
+        engine=check_engine(engine), from_local=from_local,
+    )
+
+    def human() -> None:
+        typer.echo(
+            f"wrote {result.output}: {result.images} images, {result.blobs} blobs, "
+            f"{human_bytes(result.content_bytes)} of content in {human_bytes(result.bundle_bytes)} "
+            f"({human_bytes(result.dedupe_saved_bytes)} saved by sharing) in {result.seconds:.1f} s"
+        )
+        if len(result.parts) > 1 or (result.parts and result.parts[0] != str(result.output)):
+            typer.echo(f"in {len(result.parts)} parts: {Path(result.parts[0]).name} … {Path(result.parts[-1]).name}; "
+                       f"carry {result.sidecar} with them (sizes and sha256 of every part)")
+        if result.cache and result.cache["hits"]:
+            typer.echo(f"{result.cache['hits']} blobs ({human_bytes(result.cache['hit_bytes'])}) "
+                       "came from the blob cache")
+        if result.relies_on:
+            typer.echo(f"differential: {result.relied_on_blobs} blobs ({human_bytes(result.relied_on_bytes)}) "
+                       f"left out; the target must hold them from {', '.join(result.relies_on)}")
+        if result.signed_by:
+            typer.echo(f"signed by {result.signed_by}")
+        if result.skipped_images:
+            typer.echo(f"skipped {len(result.skipped_images)} images not at the source (listed in arcgap.yaml): "
+                       + ", ".join(s["name"] for s in result.skipped_images))
+        if result.installer:
+            inst = result.installer
+            typer.echo(f"installer {inst['directory']}: {len(inst['files'])} files "
+                       f"({human_bytes(inst['total_bytes'])}) for "
+                       + ", ".join(t["label"] for t in inst["targets"])
+                       + f"; on the far side: sh {inst['install_script']}")
+
+    emit(result.to_dict(), as_json, human)
+
+
+# -- import ------------------------------------------------------------------------------------------------
+
+
+@app.command("import")
+def import_cmd(
+    bundle: Path = typer.Argument(..., help="Bundle file written by 'arcgap export', one of its parts (NAME.003) "
+                                  "or its NAME.parts.yaml."),
+    target_registry: Optional[str] = TARGET.registry,
+    target_repository: Optional[str] = TARGET.repository,
+    target_username: Optional[str] = TARGET.username,
+    target_tag: Optional[str] = TARGET.tag,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the target password from stdin."),
+    ca_file: Optional[Path] = TARGET.ca_file,
+    insecure: bool = TARGET.insecure,
+    plain_http: bool = TARGET.plain_http,
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel registry checks."),
+    dry_run: bool = DRY_RUN_OPTION,
+    verify_key: Optional[Path] = typer.Option(None, "--verify-key", help="Refuse the bundle unless this Ed25519 "
+                                              "public key (NAME.pub) signed it; checked before any push."),
+    receipt: Optional[Path] = typer.Option(None, "--receipt", help="Where to write the import receipt (default: "
+                                           "./arcgap-receipt-<bundle>-<UTC time>.yaml)."),
+    engine: str = typer.Option("registry", "--engine", help="registry (default: OCI Distribution API, every "
+                               "digest kept) or docker (docker load + push through the local engine, DOCKER_HOST; "
+                               "digests may change)."),
+    no_input: bool = NO_INPUT_OPTION,
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Verify a bundle while pushing it into the target registry; tags move only at the end.
+
+    Example: TARGET_DOCKER_REGISTRY=10.0.0.5:5000 TARGET_DOCKER_REPOSITORY=arcdata arcgap import arc.tar.zst
+    """
+    from arcgap.commands.transfer import check_engine, run_import
+
+    result = run_import(
+        bundle=bundle, engine=check_engine(engine), warn=warn,
+        options=values(target_registry, target_repository, target_username, target_tag),
+        password_stdin=read_password_stdin(password_stdin),
+        ca_file=ca_file, insecure=insecure, plain_http=plain_http, jobs=jobs, dry_run=dry_run,
+        verify_key=verify_key, receipt=receipt, **prompts(no_input), reporter=reporter_for(quiet),
+    )
+
+    def human() -> None:
+        for img in result.images:
+            typer.echo(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}")
+        if engine == "docker":
+            changed = result.to_dict()["digests_changed"]
+            typer.echo(f"imported {len(result.images)} images through the Docker engine: "
+                       f"{human_bytes(result.verified_bytes)} verified in {result.seconds:.1f} s; "
+                       f"{changed} digests differ from the bundle's (see --json)")
+            return
+        verb = "would import" if result.dry_run else "imported"
+        typer.echo(
+            f"{verb} {len(result.images)} images: {result.uploaded_blobs} blobs uploaded "
+            f"({human_bytes(result.uploaded_bytes)}), {result.mounted_blobs} mounted, "
+            f"{result.skipped_blobs} already present; {human_bytes(result.verified_bytes)} verified "
+            f"in {result.seconds:.1f} s"
+        )
+        if result.skipped_tags:
+            typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+        if result.receipt_file is not None:
+            typer.echo(f"receipt: {result.receipt_file}")
+
+    emit(result.to_dict(), as_json, human)
+
+
+# -- mirror ------------------------------------------------------------------------------------------------
+
+
+@app.command("mirror")
+def mirror_cmd(
+    images: List[str] = IMAGES_ARGUMENT,
+    release: Optional[str] = RELEASE_OPTION,
+    images_file: Optional[Path] = IMAGES_FILE_OPTION,
+    source_registry: Optional[str] = SOURCE.registry,
+    source_repository: Optional[str] = SOURCE.repository,
+    source_username: Optional[str] = SOURCE.username,
+    source_tag: Optional[str] = SOURCE.tag,
+    source_password_stdin: bool = typer.Option(
+        False, "--source-password-stdin", help="Read the source password from the first line of stdin."),
+    source_ca_file: Optional[Path] = SOURCE.ca_file,
+    source_insecure: bool = SOURCE.insecure,
+    source_plain_http: bool = SOURCE.plain_http,
+    target_registry: Optional[str] = TARGET.registry,
+    target_repository: Optional[str] = TARGET.repository,
+    target_username: Optional[str] = TARGET.username,
+    target_tag: Optional[str] = TARGET.tag,
+    target_password_stdin: bool = typer.Option(
+        False, "--target-password-stdin", help="Read the target password from stdin (the second line when "
+        "--source-password-stdin is also given)."),
+    target_ca_file: Optional[Path] = TARGET.ca_file,
+    target_insecure: bool = TARGET.insecure,
+    target_plain_http: bool = TARGET.plain_http,
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob copies."),
+    dry_run: bool = DRY_RUN_OPTION,
+    no_input: bool = NO_INPUT_OPTION,
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    """Copy a release straight from the source registry to the target, no bundle; tags move only at the end.
+
+    Example: arcgap mirror --release latest --target-registry 10.0.0.5:5000 --target-repository arcdata
+    """
+    from arcgap.commands.transfer import run_mirror
+
+    result = run_mirror(
+        names=images or [], release=release, images_file=images_file,
+        source_options=values(source_registry, source_repository, source_username, source_tag),
+        target_options=values(target_registry, target_repository, target_username, target_tag),
+        source_password_stdin=read_password_stdin(source_password_stdin),
+        target_password_stdin=read_password_stdin(target_password_stdin),
+        source_ca_file=source_ca_file, source_insecure=source_insecure, source_plain_http=source_plain_http,
+        target_ca_file=target_ca_file, target_insecure=target_insecure, target_plain_http=target_plain_http,
+        jobs=jobs, dry_run=dry_run, **prompts(no_input), reporter=reporter_for(quiet), warn=warn,
+    )
+
+    def human() -> None:
+        for img in result.images:
+            typer.echo(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}")
+        if result.dry_run:
+            typer.echo(
+                f"would mirror {len(result.images)} images from {result.source} to {result.target}: "
+                f"{human_bytes(result.missing_bytes)} to copy, {human_bytes(result.present_bytes)} of "
+                f"{human_bytes(result.content_bytes)} already at the target; nothing changed")
+            return
+        typer.echo(
+            f"mirrored {len(result.images)} images: {result.uploaded_blobs} blobs copied "
+            f"({human_bytes(result.uploaded_bytes)}), {result.mounted_blobs} mounted, "
+            f"{result.skipped_blobs} already present; {human_bytes(result.verified_bytes)} verified "
+            f"in {result.seconds:.1f} s"
+        )
+        if result.skipped_tags:
+            typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+
+    emit(result.to_dict(), as_json, human)
+

@@ -1,0 +1,168 @@
+"""``arcgap import --engine docker``: bundle → ``docker load`` (streamed, verified) → push through the engine.
+
+The bundle is re-emitted as the tar ``docker load`` reads while every blob is checked by size and digest on
+the way (the OCI layout's members, then the blobs, then a ``manifest.json`` naming each image for the target).
+dockerd unpacks the whole upload before it loads anything, so a damaged blob cuts the stream and nothing
+is loaded. Nothing is read into memory beyond manifests and configs.
+
+The classic image store keeps one platform per image and re-compresses layers on push: the pushed digests
+may differ from the bundle's. That is said before it happens, and the digests the target ends up with are
+recorded in the result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arcgap.bundle import tarstream
+from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, chosen_platforms, docker_manifest_json, host_platform
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME
+from arcgap.bundle.reader import BundleReader
+from arcgap.dockerengine import auth_config, check_events, engine_error
+from arcgap.errors import ArcgapError, UsageError
+from arcgap.oci.digest import Digest
+from arcgap.util.progress import Reporter
+
+SMALL_KINDS = ("index", "manifest")
+
+
+@dataclass
+class EngineImportResult:
+    """Shaped like :class:`arcgap.transfer.importer.ImportResult` for the CLI's summary; ``images[].digest`` is the
+    digest the target holds after the engine's push, ``bundle_digest`` the bundle's."""
+
+    images: list[dict[str, Any]]
+    verified_bytes: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    mounted_blobs: int = 0
+    skipped_blobs: int = 0
+    skipped_tags: int = 0
+    dry_run: bool = False
+    receipt_file: Path | None = None
+    receipt: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": "import",
+            "engine": "docker",
+            "images": self.images,
+            "verified_bytes": self.verified_bytes,
+            "seconds": round(self.seconds, 3),
+            "digests_changed": sum(1 for i in self.images if i["digest"] != i["bundle_digest"]),
+            "warnings": self.warnings,
+        }
+
+
+def target_ref(registry: str, repository: str, name: str, tag: str) -> str:
+    path = "/".join(x for x in (repository, name) if x)
+    return f"{registry}/{path}:{tag}"
+
+
+def engine_import(reader: BundleReader, client: Any, *, registry: str, repository: str, target_tag: str | None,
+                  username: str | None, password: str | None, reporter: Reporter,
+                  warn: Callable[[str], None]) -> EngineImportResult:
+    t0 = time.monotonic()
+    manifest = reader.manifest
+    if manifest.relies_on:
+        raise UsageError("a differential bundle (--since) cannot go through the Docker engine: it lacks the "
+                         "layers docker load needs", hint="import it with the default engine")
+    targets = {i.ref_name: target_ref(registry, repository, i.name, target_tag or i.tag) for i in manifest.images}
+    plat = host_platform()
+    warnings = [
+        "the Docker engine's classic image store may change digests: layers are re-compressed on push, so "
+        "manifest digests at the target can differ from the bundle's (image IDs = config digests stay)"
+    ]
+    for ref, chosen in chosen_platforms(manifest, plat).items():
+        warnings.append(f"{ref}: multi-platform index: only {chosen} is loaded and pushed; the target gets a "
+                        "single-platform manifest, not the bundle's index")
+    for text in warnings:
+        warn(text)
+
+    verified = 0
+    failure: list[BaseException] = []
+
+    def stream() -> Iterator[bytes]:
+        nonlocal verified
+        try:
+            small: dict[Digest, bytes] = {}
+            reader.signature()
+            blobs = reader.blobs()  # reads the layout members first
+            first = next(blobs, None)
+            for name in (LAYOUT_NAME, INDEX_NAME):
+                data = reader.layout_files[name]
+                yield tarstream.member_header(name, len(data)) + data + tarstream.padding(len(data))
+            pending = [first] if first is not None else []
+            for entry, chunks in _chain(pending, blobs):
+                yield tarstream.member_header(entry.member, entry.size)
+                keep = bytearray() if entry.kind in SMALL_KINDS else None
+                for chunk in chunks:
+                    if keep is not None:
+                        keep += chunk
+                    verified += len(chunk)
+                    reporter.advance(len(chunk))
+                    yield chunk
+                if keep is not None:
+                    small[entry.digest] = bytes(keep)
+                yield tarstream.padding(entry.size)
+            data = docker_manifest_json(manifest, small, wanted_platform=plat, tags=targets)
+            yield tarstream.member_header(DOCKER_MANIFEST_NAME, len(data)) + data + tarstream.padding(len(data))
+            yield tarstream.END_OF_ARCHIVE
+        except BaseException as exc:  # the upload is cut: dockerd loads nothing
+            failure.append(exc)
+            raise
+
+    reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"loading {reader.origin} into the engine")
+    try:
+        events = list(check_events(client.api.load_image(stream()), what="docker load"))
+    except ArcgapError:
+        if failure:
+            raise failure[0] from None
+        raise
+    except Exception as exc:
+        if failure:
+            raise failure[0] from None
+        raise engine_error(f"docker load: {exc}") from None
+    if failure:
+        raise failure[0]
+    reporter.close()
+    loaded = " ".join(str(e.get("stream", "")) for e in events)
+
+    auth = auth_config(username, password)
+    results = []
+    for image in manifest.images:
+        ref = targets[image.ref_name]
+        if ref not in loaded:
+            raise engine_error(f"docker load did not report {ref}: {loaded.strip()[:300]}")
+        repo, _, tag = ref.rpartition(":")
+        reporter.phase(f"pushing {ref} through the engine")
+        pushed = None
+        try:
+            for event in check_events(client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth),
+                                      what=f"docker push {ref}"):
+                aux = event.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    pushed = str(aux["Digest"])
+        except ArcgapError:
+            raise
+        except Exception as exc:  # APIError outside the stream
+            raise engine_error(f"docker push {ref}: {exc}") from None
+        if pushed is None:
+            raise engine_error(f"docker push {ref}: the engine reported no digest")
+        image_id = client.api.inspect_image(ref)["Id"]
+        results.append({"source": image.source, "target": ref, "bundle_digest": str(image.digest),
+                        "digest": pushed, "image_id": image_id,
+                        "action": "pushed" if pushed == str(image.digest) else "pushed (digest changed)"})
+    return EngineImportResult(images=results, verified_bytes=verified, seconds=time.monotonic() - t0,
+                              warnings=warnings)
+
+
+def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
+    yield from first
+    yield from rest

@@ -1,0 +1,117 @@
+"""Resolve image references at a registry into raw manifests, walking indexes to every platform."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from arcgap.errors import NotFoundError, RegistryError, UsageError
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import MAX_MANIFEST_BYTES, ParsedManifest, is_index, parse_manifest
+from arcgap.oci.reference import Reference
+from arcgap.registry.client import FetchedManifest, RegistryClient
+from arcgap.util.parallel import each
+
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One image to export: ``name`` is its path relative to the source repository."""
+
+    name: str
+    reference: Reference  # registry/repository:tag
+
+
+@dataclass(frozen=True)
+class PlatformManifest:
+    platform: str
+    manifest: FetchedManifest
+    parsed: ParsedManifest
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    wanted: Wanted
+    top: FetchedManifest  # index or single manifest (after a --platform filter: the chosen manifest)
+    platforms: tuple[PlatformManifest, ...]
+    configs: dict[Digest, bytes]  # config blobs, fetched to learn platforms (small)
+    filtered_from: Digest | None = None  # set when --platform replaced an index by one of its children
+
+
+def _platform_of_config(raw: bytes) -> str:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return "unknown"
+    if not isinstance(doc, dict):
+        return "unknown"
+    os_, arch = doc.get("os"), doc.get("architecture")
+    if isinstance(os_, str) and isinstance(arch, str):
+        variant = doc.get("variant")
+        return f"{os_}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
+    return "unknown"
+
+
+def _read_config(client: RegistryClient, repo: str, parsed: ParsedManifest, what: str) -> tuple[Digest, bytes]:
+    config = parsed.config
+    assert config is not None
+    if config.size > MAX_CONFIG_BYTES:
+        raise RegistryError(f"{what}: image config of {config.size} bytes is implausibly large")
+    data = b"".join(client.stream_blob(repo, config.digest, config.size, what=f"config of {what}"))
+    return config.digest, data
+
+
+def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | None = None) -> ResolvedImage:
+    ref = wanted.reference
+    what = str(ref)
+    try:
+        top = client.get_manifest(ref.repository, ref.ref)
+    except NotFoundError:
+        raise NotFoundError(
+            f"image {what} not found at the source",
+            hint="check the image name and SOURCE_DOCKER_TAG (or the image list)",
+        ) from None
+    parsed_top = parse_manifest(top.raw, top.media_type, what=what)
+    configs: dict[Digest, bytes] = {}
+    if not is_index(top.media_type):
+        digest, data = _read_config(client, ref.repository, parsed_top, what)
+        configs[digest] = data
+        plat = _platform_of_config(data)
+        if platform and plat != platform and not plat.startswith(platform + "/"):
+            raise UsageError(f"{what} is a single-platform image for {plat}, not {platform}")
+        return ResolvedImage(wanted, top, (PlatformManifest(plat, top, parsed_top),), configs)
+    children = list(parsed_top.children)
+    if platform:
+        chosen = [c for c in children if c.platform == platform or (c.platform or "").startswith(platform + "/")]
+        if not chosen:
+            available = ", ".join(sorted({c.platform or "unknown" for c in children}))
+            raise UsageError(f"{what} has no {platform} image (it has {available})")
+        children = chosen[:1]
+    platforms: list[PlatformManifest] = []
+    for child in children:
+        if child.size > MAX_MANIFEST_BYTES:
+            raise RegistryError(f"{what}: child manifest {child.digest.short} is implausibly large")
+        fetched = client.get_manifest(ref.repository, str(child.digest))
+        if len(fetched.raw) != child.size:
+            raise RegistryError(f"{what}: child manifest {child.digest.short} size differs from the index")
+        parsed = parse_manifest(fetched.raw, fetched.media_type, what=f"{what}@{child.digest.short}")
+        if is_index(fetched.media_type):
+            raise RegistryError(f"{what}: nested indexes are not supported")
+        digest, data = _read_config(client, ref.repository, parsed, f"{what}@{child.digest.short}")
+        configs[digest] = data
+        platforms.append(PlatformManifest(child.platform or _platform_of_config(data), fetched, parsed))
+    if platform:
+        only = platforms[0]
+        return ResolvedImage(wanted, only.manifest, (only,), configs, filtered_from=top.digest)
+    return ResolvedImage(wanted, top, tuple(platforms), configs)
+
+
+def resolve_all(
+    client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, platform: str | None = None
+) -> list[ResolvedImage]:
+    """Resolve every image (in parallel); errors name the image. Order follows ``wanted``."""
+    clients = [client_for(w.reference.registry) for w in wanted]
+    return each(lambda pair: resolve_image(pair[0], pair[1], platform=platform), list(zip(clients, wanted)),
+                jobs=jobs)

