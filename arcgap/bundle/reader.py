@@ -28,7 +28,7 @@ from arcgap.bundle.partstream import PartSet, PartStream, check_present, locate
 from arcgap.bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, BundleSignature
 from arcgap.bundle.zstdframes import FrameTracker
 from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError
-from arcgap.oci.digest import Digest, Verifier
+from arcgap.oci.digest import Digest, Verifier, verified_chunks
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
@@ -195,19 +195,11 @@ class BundleReader:
 
     def _verified(self, verifier: Verifier) -> Iterator[bytes]:
         """The member's bytes; any failure inside it names the bundle and the blob."""
-        pending: bytes | None = None
         try:
-            for chunk in self._tar.iter_member(READ_CHUNK):
-                verifier.update(chunk)
-                if pending is not None:
-                    yield pending
-                pending = chunk
-            verifier.finish()
+            yield from verified_chunks(self._tar.iter_member(READ_CHUNK), verifier)
         except IntegrityError as exc:
             detail = exc.message.removeprefix(f"{verifier.what}: ")
             raise IntegrityError(f"{self.origin}: {verifier.what}: {detail}") from None
-        if pending is not None:
-            yield pending
 
     def _drain(self) -> None:
         """Read to the end of the zstd stream so its checksum is checked; only zero padding may follow."""

@@ -85,8 +85,18 @@ class Verifier:
 
 
 def verified_chunks(chunks: Iterable[bytes], verifier: Verifier) -> Iterator[bytes]:
-    """Pass chunks through ``verifier``; the last step raises if size or digest is wrong."""
+    """Pass ``chunks`` through ``verifier``, the last one held back until size and digest have been checked.
+
+    The one verified-stream primitive: whoever reads a blob (registry download, bundle member, cache entry)
+    hands its raw chunks through here, so a consumer that has received the final chunk has a verified blob,
+    and a consumer that never sees the end (a push committing with the last chunk) never commits bad bytes.
+    """
+    pending: bytes | None = None
     for chunk in chunks:
         verifier.update(chunk)
-        yield chunk
+        if pending is not None:
+            yield pending
+        pending = chunk
     verifier.finish()
+    if pending is not None:
+        yield pending

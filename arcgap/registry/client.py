@@ -23,7 +23,7 @@ from arcgap.errors import (
     RegistryError,
     TLSError,
 )
-from arcgap.oci.digest import Digest, Verifier
+from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
 from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.credentials import Credentials
@@ -348,10 +348,12 @@ class RegistryClient:
         A connection lost mid-blob is resumed with a Range request from the bytes already passed on.
         """
         what = what or f"blob {digest} in {self.registry}/{repository}"
-        verifier = Verifier(digest, size_bytes, what=what)
+        return verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
+
+    def _download(self, repository: str, digest: Digest, what: str) -> Iterator[bytes]:
+        """The blob's raw bytes, resumed with a Range request after a lost connection (unverified)."""
         offset = 0
         attempt = 0
-        pending: bytes | None = None
         while True:
             attempt += 1
             headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -373,22 +375,15 @@ class RegistryClient:
                             continue
                         chunk = chunk[skip:]
                         skip = 0
-                    verifier.update(chunk)
                     offset += len(chunk)
-                    # Hold one chunk back so the final one is released only after finish() has passed.
-                    if pending is not None:
-                        yield pending
-                    pending = chunk
-                break
+                    yield chunk
+                return
             except httpx.TransportError as exc:
                 if attempt >= self.retry.attempts:
                     raise self._transport_error(exc, f"downloading {what}") from None
                 time.sleep(self.retry.delay(attempt))
             finally:
                 resp.close()
-        verifier.finish()
-        if pending is not None:
-            yield pending
 
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
         """Cross-repository mount; False when the registry would rather have the bytes."""

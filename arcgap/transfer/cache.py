@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 from arcgap.bundle.parts import UNITS
 from arcgap.errors import IntegrityError, LocalIOError, UsageError
-from arcgap.oci.digest import Digest, Verifier
+from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.util.backgroundsink import BackgroundSink
 from arcgap.util.directfile import SequentialWriter
 
@@ -156,22 +156,14 @@ class BlobCache:
         # Checked again while streaming, the last chunk held back: an entry changed since the check above
         # (another process, a failing disk) never reaches the bundle whole.
         verifier = Verifier(digest, size_bytes, what=f"cache entry {self.path_for(digest)}")
-        pending: bytes | None = None
         try:
-            while chunk := fh.read(READ_CHUNK):
-                verifier.update(chunk)
-                if pending is not None:
-                    yield pending
-                pending = chunk
-            verifier.finish()
+            yield from verified_chunks(iter(lambda: fh.read(READ_CHUNK), b""), verifier)
         except IntegrityError as exc:
             raise IntegrityError(exc.message + " while it was being read",
                                  hint="run 'arcgap cache clear', then export again") from None
         finally:
             fh.close()
         self._count(hits=1, hit_bytes=size_bytes)
-        if pending is not None:
-            yield pending
 
     def _tee(self, digest: Digest, size_bytes: int, chunks: Iterable[bytes]) -> Iterator[bytes]:
         """Pass ``chunks`` on while writing them to a temp file; rename it into place once they are complete
