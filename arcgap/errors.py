@@ -1,10 +1,13 @@
 """The one exception root: every expected failure carries a message, a hint and an exit code.
 
-Only ``arcgap.cli`` turns these into ``error: …`` / ``hint: …`` on stderr and an exit status.
+Only ``arcgap.cli`` turns these into ``error: …`` / ``hint: …`` on stderr and an exit status. Errors from a
+registry are neutral: they carry a :class:`RegistryDetail` (what the registry did, in its own terms) and no
+hint; the command line knows which side (source or target) the registry serves and adds the hint.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 
@@ -26,16 +29,51 @@ class ExitCode:
     INTERRUPTED = 130
 
 
+class Fault:
+    """What went wrong at a registry (``RegistryDetail.fault``): facts, not advice."""
+
+    UNREACHABLE = "unreachable"  # no connection, or it broke (after the retries)
+    TLS_UNTRUSTED = "tls-untrusted"  # the certificate chain is not trusted
+    TLS_HANDSHAKE = "tls-handshake"  # TLS failed otherwise (often: the registry speaks plain HTTP)
+    NOT_A_REGISTRY = "not-a-registry"  # GET /v2/ answered neither 200 nor 401
+    UNAUTHORIZED = "unauthorized"  # 401 that a fresh token did not cure
+    DENIED = "denied"  # 403
+    NOT_FOUND = "not-found"  # 404
+    TRANSIENT = "transient"  # 408/429/5xx until the retries ran out
+    CREDENTIALS = "credentials"  # credentials missing, or refused by the token server
+    MALFORMED = "malformed"  # an answer that breaks the protocol (e.g. a header that is no digest)
+    ANSWER = "answer"  # any other error status
+
+
+@dataclass(frozen=True)
+class RegistryDetail:
+    """A registry failure in the registry's terms: which registry, during what (the operation and its object,
+    e.g. ``fetching manifest host/repo:tag``), the HTTP status and the ``errors[].code`` values of the answer."""
+
+    registry: str
+    operation: str
+    fault: str  # a Fault value
+    status: int = 0
+    codes: tuple[str, ...] = ()
+
+
 class ArcgapError(Exception):
-    """Base of every expected failure."""
+    """Base of every expected failure.
+
+    ``detail`` is set on errors from a registry; ``origin`` is the registry client that raised it and ``side``
+    ("source"/"target") what the command layer learned from it, so the command line can add the hint.
+    """
 
     exit_code: ClassVar[int] = ExitCode.INTERNAL
     default_hint: ClassVar[str] = ""
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, detail: RegistryDetail | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint if hint is not None else self.default_hint
+        self.detail = detail
+        self.origin: object | None = None
+        self.side: str | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -68,11 +106,12 @@ class RegistryError(ArcgapError):
     exit_code = ExitCode.REGISTRY
 
     def __init__(
-        self, message: str, *, hint: str | None = None, status: int = 0, codes: tuple[str, ...] = ()
+        self, message: str, *, hint: str | None = None, status: int = 0, codes: tuple[str, ...] = (),
+        detail: RegistryDetail | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
-        self.codes = codes
+        super().__init__(message, hint=hint, detail=detail)
+        self.status = status or (detail.status if detail else 0)
+        self.codes = codes or (detail.codes if detail else ())
 
 
 class IntegrityError(ArcgapError):

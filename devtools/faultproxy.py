@@ -22,7 +22,7 @@ from typing import Literal
 
 from devtools.procs import free_port
 
-FaultKind = Literal["status", "reset", "cut_response", "cut_request", "lose_response"]
+FaultKind = Literal["status", "reset", "cut_response", "cut_request", "lose_response", "headers"]
 _PIPE_CHUNK = 64 * 1024
 
 
@@ -36,7 +36,8 @@ class Fault:
     - ``"cut_response"``: forward, send the headers and ``after_bytes`` of the body, then close;
     - ``"cut_request"``: send the registry the headers and ``after_bytes`` of the request body, then close
       both connections (the registry keeps a partial upload, the client sees a reset);
-    - ``"lose_response"``: forward the whole request, then close without answering (it happened, unseen).
+    - ``"lose_response"``: forward the whole request, then close without answering (it happened, unseen);
+    - ``"headers"``: forward, and answer with ``response_headers`` (lower-case name → value; "" drops it).
 
     ``delay_s`` waits before acting; the first ``skip`` matching requests pass untouched (aim at the N-th);
     ``header`` narrows the match to requests with that header matching a regex (``("content-range", "^[1-9]")``:
@@ -53,6 +54,7 @@ class Fault:
     skip: int = 0
     hits: int = 0
     header: tuple[str, str] | None = None  # (lower-case name, regex on its value)
+    response_headers: dict[str, str] = field(default_factory=dict)  # kind="headers": replaced in the answer
 
     def matches(self, line: str, headers: dict[str, str] | None = None) -> bool:
         if self.hits >= self.times or re.search(self.pattern, line) is None:
@@ -236,7 +238,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if self.command != "HEAD" and length_header is None:
                 data = resp.read()  # chunked upstream: small JSON documents; re-send with a length
             self.send_response(resp.status)
-            for k, v in resp.getheaders():
+            replaced = fault.response_headers if fault is not None and fault.kind == "headers" else {}
+            kept = [(k, v) for k, v in resp.getheaders() if k.lower() not in replaced]
+            for k, v in [*kept, *((k, v) for k, v in replaced.items() if v)]:
                 if k.lower() in ("transfer-encoding", "connection", "content-length"):
                     continue
                 if k.lower() == "location":

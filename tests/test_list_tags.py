@@ -89,7 +89,7 @@ def pager() -> Iterator[tuple[str, type[_Pager]]]:
 
 
 def _client(host: str) -> RegistryClient:
-    return RegistryClient(host, role="source", tls=TLSOptions(plain_http=True))
+    return RegistryClient(host, tls=TLSOptions(plain_http=True))
 
 
 def test_every_page_is_read(pager: tuple[str, type[_Pager]]) -> None:

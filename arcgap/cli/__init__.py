@@ -4,7 +4,8 @@ arcgap.commands.
 The commands live in :mod:`arcgap.cli.transfer` (export, import, mirror), :mod:`arcgap.cli.bundle` (verify,
 inspect, keygen) and :mod:`arcgap.cli.tools` (cache, releases, manifests, wheelhouse, login, logout); importing
 them registers them on the one typer ``app`` (:mod:`arcgap.cli.common`). :func:`run` turns every expected
-failure into ``error:`` / ``hint:`` lines and an exit code.
+failure into ``error:`` / ``hint:`` lines and an exit code; a registry's neutral error gets its hint there
+(:mod:`arcgap.cli.hints`), worded for the side whose registry failed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
 from arcgap.cli.common import app
+from arcgap.cli.hints import hint_for
 from arcgap.errors import ArcgapError, ExitCode
 
 __all__ = ["app", "main", "run"]
@@ -43,7 +45,7 @@ def run(argv: list[str] | None = None) -> int:
         app(args=argv, prog_name="arcgap", standalone_mode=False)
         return ExitCode.OK
     except ArcgapError as exc:
-        return _fail(exc.message, exc.hint, exc.exit_code)
+        return _fail(exc.message, hint_for(exc), exc.exit_code)
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # typer's --show-completion/--install-completion and shell completion exit here

@@ -83,7 +83,7 @@ def verify_login(host: str, creds: Credentials, tls: TLSOptions) -> str:
                                     hint="check the registry's name and port")
             challenge = parse_challenge(first.headers.get("www-authenticate", ""))
             scheme = challenge.scheme if challenge else "unknown"
-            auth = Authenticator(http, registry=host, role="login", credentials=creds)
+            auth = Authenticator(http, registry=host, credentials=creds)
             auth.set_challenge(first.headers.get("www-authenticate"))
             try:
                 header = auth.header(frozenset())

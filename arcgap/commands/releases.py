@@ -18,8 +18,9 @@ from arcgap.arc.imagelist import (
 )
 from arcgap.arc.listgen import NewListResult, new_image_list, refuse_existing, render_image_list, write_text
 from arcgap.arc.releases import REFERENCE_IMAGE, ReleasesResult, list_releases
+from arcgap.commands.clients import ClientPool, side_tls
 from arcgap.commands.settings import Endpoint, Prompt, SecretPrompt, collect_endpoint
-from arcgap.commands.transfer import ClientPool, _tls, wanted_images
+from arcgap.commands.transfer import wanted_images
 from arcgap.oci.reference import validate_tag
 from arcgap.registry.resolve import Wanted
 
@@ -38,12 +39,9 @@ def source_pool(
     endpoint = collect_endpoint("source", options={**options, "tag": tag}, environ=environ, defaults=defaults,
                                 prompt=prompt, secret_prompt=secret_prompt, password_stdin=password_stdin,
                                 plain_http=plain_http)
-    tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
-    pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
-    try:
+    tls = side_tls(endpoint, ca_file=ca_file, insecure=insecure)
+    with ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ) as pool:
         yield endpoint, pool
-    finally:
-        pool.close()
 
 
 def run_releases(

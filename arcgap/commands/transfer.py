@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,12 +19,11 @@ from arcgap.arc.imagelist import (
 from arcgap.arc.releases import LATEST, check_at_source, latest_release, skipped_record
 from arcgap.bundle.parts import parse_size
 from arcgap.bundle.reader import open_bundle
+from arcgap.commands.clients import ClientPool, side_tls
 from arcgap.commands.settings import Endpoint, Prompt, SecretPrompt, collect_endpoint
 from arcgap.errors import UsageError
 from arcgap.registry.client import RegistryClient
-from arcgap.registry.credentials import Credentials, lookup_credentials
 from arcgap.registry.resolve import Wanted
-from arcgap.registry.transport import TLSOptions
 from arcgap.transfer.cache import DEFAULT_MAX_BYTES, BlobCache, cache_root
 from arcgap.util.progress import Reporter
 
@@ -38,54 +36,6 @@ if TYPE_CHECKING:
     from arcgap.transfer.export import ExportResult
     from arcgap.transfer.importer import ImportResult
     from arcgap.transfer.mirror import MirrorResult
-
-
-def _credentials(endpoint: Endpoint, registry: str, environ: Mapping[str, str]) -> Credentials | None:
-    """Explicit username/password for the endpoint's own registry; otherwise docker/podman stored logins."""
-    if registry == endpoint.registry and endpoint.username is not None and endpoint.password is not None:
-        return Credentials(endpoint.username, endpoint.password, source="options")
-    return lookup_credentials(registry, environ=environ)
-
-
-class ClientPool:
-    """One client per registry host, created on first use, with the endpoint's TLS choice for its own host."""
-
-    def __init__(
-        self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int, environ: Mapping[str, str]
-    ) -> None:
-        self.endpoint = endpoint
-        self.environ = environ
-        self.tls = tls
-        self.max_connections = max_connections
-        self._clients: dict[str, RegistryClient] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, registry: str) -> RegistryClient:
-        with self._lock:
-            client = self._clients.get(registry)
-            if client is None:
-                tls = self.tls if registry == self.endpoint.registry else TLSOptions()
-                client = RegistryClient(
-                    registry,
-                    role=self.endpoint.role,
-                    credentials=_credentials(self.endpoint, registry, self.environ),
-                    tls=tls,
-                    max_connections=self.max_connections,
-                )
-                self._clients[registry] = client
-            return client
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-
-
-def _tls(endpoint: Endpoint, *, ca_file: Path | None, insecure: bool) -> TLSOptions:
-    if ca_file is not None and not ca_file.is_file():
-        raise UsageError(f"CA file {ca_file} does not exist", hint=f"check --{endpoint.role}-ca-file")
-    if endpoint.plain_http and (insecure or ca_file):
-        raise UsageError(f"--{endpoint.role}-plain-http cannot be combined with TLS options")
-    return TLSOptions(plain_http=endpoint.plain_http, insecure=insecure, ca_file=ca_file)
 
 
 def choose_list(*, names: Sequence[str], release: str | None, images_file: Path | None) -> ImageList | None:
@@ -211,32 +161,31 @@ def run_export(
                             prompt=prompt, secret_prompt=secret_prompt, password_stdin=password_stdin,
                             plain_http=plain_http)
     endpoint = choice.endpoint
-    tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
-    pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
+    tls = side_tls(endpoint, ca_file=ca_file, insecure=insecure)
     staged: StagedInstaller | None = None
     try:
-        source_tag = choice.tag(pool, reporter)
-        wanted, skipped = check_at_source(pool, choice.images(source_tag, warn), jobs=jobs,
-                                          skip_missing=skip_missing)
-        for item in skipped:
-            warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
-        output = output or default_output(endpoint, source_tag)
-        if installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
-            reporter.phase(f"building the installer for {', '.join(t.label for t in installer_targets)}")
-            from arcgap.installer.build import installer_dir, stage_installer
+        with ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ) as pool:
+            source_tag = choice.tag(pool, reporter)
+            wanted, skipped = check_at_source(pool, choice.images(source_tag, warn), jobs=jobs,
+                                              skip_missing=skip_missing)
+            for item in skipped:
+                warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
+            output = output or default_output(endpoint, source_tag)
+            if installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
+                reporter.phase(f"building the installer for {', '.join(t.label for t in installer_targets)}")
+                from arcgap.installer.build import installer_dir, stage_installer
 
-            staged = stage_installer(installer_dir(output), targets=installer_targets, overwrite=force)
-        result = export_bundle(
-            pool, wanted, output=output, skipped_images=skipped_record(skipped),
-            source_registry=endpoint.registry, source_repository=endpoint.repository,
-            jobs=jobs, level=level, threads=threads, platform=platform, overwrite=force, reporter=reporter,
-            split_bytes=split_bytes, space_check=space_check,
-            cache=cache, bases=bases, signer=signer,
-        )
+                staged = stage_installer(installer_dir(output), targets=installer_targets, overwrite=force)
+            result = export_bundle(
+                pool, wanted, output=output, skipped_images=skipped_record(skipped),
+                source_registry=endpoint.registry, source_repository=endpoint.repository,
+                jobs=jobs, level=level, threads=threads, platform=platform, overwrite=force, reporter=reporter,
+                split_bytes=split_bytes, space_check=space_check,
+                cache=cache, bases=bases, signer=signer,
+            )
         if staged is not None:
             result = replace(result, installer=staged.publish().to_dict())
     finally:
-        pool.close()
         if staged is not None:
             staged.discard()
         if cache is not None:
@@ -285,13 +234,10 @@ def run_import(
         endpoint = collect_endpoint("target", options=options, environ=environ, defaults=defaults, prompt=prompt,
                                     secret_prompt=secret_prompt, password_stdin=password_stdin,
                                     plain_http=plain_http)
-        tls = _tls(endpoint, ca_file=ca_file, insecure=insecure)
-        pool = ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ)
-        try:
+        tls = side_tls(endpoint, ca_file=ca_file, insecure=insecure)
+        with ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)
-        finally:
-            pool.close()
         if not dry_run:
             done = build_receipt(
                 bundle_name=bundle_label(bundle), identity=reader.identity, manifest=reader.manifest,
@@ -324,20 +270,16 @@ def run_mirror(
                               defaults={"registry": None, "repository": None, "username": None, "tag": None},
                               prompt=prompt, secret_prompt=secret_prompt, password_stdin=target_password_stdin,
                               plain_http=target_plain_http)
-    source_tls = _tls(source, ca_file=source_ca_file, insecure=source_insecure)
-    target_tls = _tls(target, ca_file=target_ca_file, insecure=target_insecure)
-    sources = ClientPool(source, source_tls, max_connections=jobs + 4, environ=environ)
-    targets = ClientPool(target, target_tls, max_connections=jobs + 4, environ=environ)
-    try:
+    source_tls = side_tls(source, ca_file=source_ca_file, insecure=source_insecure)
+    target_tls = side_tls(target, ca_file=target_ca_file, insecure=target_insecure)
+    with ClientPool(source, source_tls, max_connections=jobs + 4, environ=environ) as sources, \
+            ClientPool(target, target_tls, max_connections=jobs + 4, environ=environ) as targets:
         source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.
         wanted, _ = check_at_source(sources, choice.images(source_tag, warn), jobs=jobs, skip_missing=False)
         return mirror_images(sources, targets(target.registry), wanted, source_registry=source.registry,
                              source_repository=source.repository, target_repository=target.repository,
                              target_tag=target.tag, jobs=jobs, reporter=reporter, dry_run=dry_run)
-    finally:
-        sources.close()
-        targets.close()
 
 
 def _run_engine_export(

@@ -1,4 +1,8 @@
-"""Registry authentication by challenge: anonymous, Basic, and Bearer tokens scoped per repository."""
+"""Registry authentication by challenge: anonymous, Basic, and Bearer tokens scoped per repository.
+
+Errors are neutral (a :class:`~arcgap.errors.RegistryDetail`, no hint): the caller knows whose credentials
+these are and says what to check.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from arcgap.errors import AuthError, NetworkError
+from arcgap.errors import AuthError, Fault, NetworkError, RegistryDetail
 from arcgap.registry.credentials import Credentials
 
 _PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
@@ -44,10 +48,9 @@ def repo_scope(repository: str, actions: str) -> str:
 class Authenticator:
     """Holds one registry's challenge and a cache of tokens keyed by their scope set. Thread-safe."""
 
-    def __init__(self, http: httpx.Client, *, registry: str, role: str, credentials: Credentials | None) -> None:
+    def __init__(self, http: httpx.Client, *, registry: str, credentials: Credentials | None) -> None:
         self._http = http
         self.registry = registry
-        self.role = role
         self._credentials = credentials
         self._challenge: Challenge | None = None
         self._tokens: dict[frozenset[str], tuple[str, float]] = {}
@@ -56,11 +59,12 @@ class Authenticator:
         self.tokens_fetched = 0
 
     def __repr__(self) -> str:
-        return f"Authenticator(registry={self.registry!r}, role={self.role!r})"
+        return f"Authenticator(registry={self.registry!r})"
 
-    def _env_hint(self) -> str:
-        prefix = self.role.upper()
-        return f"check {prefix}_DOCKER_USERNAME and {prefix}_DOCKER_PASSWORD (or your docker login for {self.registry})"
+    def _refused(self, message: str, *, fault: str = Fault.CREDENTIALS, status: int = 0) -> AuthError:
+        """The credentials are missing or refused (``Fault.CREDENTIALS``), or the auth exchange broke."""
+        return AuthError(message, detail=RegistryDetail(self.registry, f"authenticating to {self.registry}", fault,
+                                                        status))
 
     def set_challenge(self, header: str | None) -> None:
         with self._lock:
@@ -83,15 +87,13 @@ class Authenticator:
         if challenge.scheme == "basic":
             creds = self._credentials
             if creds is None or creds.identity_token:
-                raise AuthError(
-                    f"{self.registry} requires a username and password",
-                    hint=self._env_hint(),
-                )
+                raise self._refused(f"{self.registry} requires a username and password")
             raw = f"{creds.username}:{creds.password.reveal()}".encode()
             return "Basic " + base64.b64encode(raw).decode()
         if challenge.scheme == "bearer":
             return "Bearer " + self._token(challenge, scopes)
-        raise AuthError(f"{self.registry} asks for unsupported authentication {challenge.scheme!r}")
+        raise self._refused(f"{self.registry} asks for unsupported authentication {challenge.scheme!r}",
+                            fault=Fault.ANSWER)
 
     def _token(self, challenge: Challenge, scopes: frozenset[str]) -> str:
         with self._lock:
@@ -109,7 +111,7 @@ class Authenticator:
     def _fetch_token(self, challenge: Challenge, scopes: frozenset[str]) -> tuple[str, float]:
         realm = challenge.params.get("realm")
         if not realm:
-            raise AuthError(f"{self.registry} sent a Bearer challenge without a realm")
+            raise self._refused(f"{self.registry} sent a Bearer challenge without a realm", fault=Fault.ANSWER)
         service = challenge.params.get("service")
         creds = self._credentials
         query: list[tuple[str, str]] = []
@@ -135,15 +137,15 @@ class Authenticator:
                 f"cannot reach the token server of {self.registry} ({httpx.URL(realm).host}): "
                 f"{type(exc).__name__}",
                 hint="check that the token server named by the registry is reachable from here",
+                detail=RegistryDetail(self.registry, f"authenticating to {self.registry}", Fault.UNREACHABLE),
             ) from None
         self.tokens_fetched += 1
         if resp.status_code in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"
-            raise AuthError(
-                f"{self.registry}: the token server refused {who} ({resp.status_code})", hint=self._env_hint()
-            )
+            raise self._refused(f"{self.registry}: the token server refused {who} ({resp.status_code})",
+                                status=resp.status_code)
         if resp.status_code != 200:
-            raise AuthError(f"{self.registry}: token server answered {resp.status_code}", hint=self._env_hint())
+            raise self._refused(f"{self.registry}: token server answered {resp.status_code}", status=resp.status_code)
         try:
             doc = resp.json()
             token = doc.get("token") or doc.get("access_token")
@@ -152,5 +154,5 @@ class Authenticator:
             token = None
             lifetime = 0.0
         if not isinstance(token, str) or not token:
-            raise AuthError(f"{self.registry}: the token server's answer holds no token")
+            raise self._refused(f"{self.registry}: the token server's answer holds no token", fault=Fault.ANSWER)
         return token, lifetime

@@ -17,11 +17,14 @@ import httpx
 from arcgap.errors import (
     ArcgapError,
     AuthError,
+    Fault,
     IntegrityError,
     NetworkError,
     NotFoundError,
+    RegistryDetail,
     RegistryError,
     TLSError,
+    UsageError,
 )
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
@@ -89,31 +92,34 @@ def _drop_prefix(chunks: list[bytes], n: int) -> list[bytes]:
 
 
 class RegistryClient:
-    """One registry host. Safe to share between threads (httpx pool + locked token cache)."""
+    """One registry host. Safe to share between threads (httpx pool + locked token cache).
+
+    Its errors are neutral: each carries a :class:`~arcgap.errors.RegistryDetail` and this client as
+    ``origin``, and no hint; the layer that knows what the registry is for (source or target) explains them.
+    """
 
     def __init__(
         self,
         registry: str,
         *,
-        role: str,
+        push: bool = False,
         credentials: Credentials | None = None,
         tls: TLSOptions | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 8,
     ) -> None:
         self.registry = registry
-        self.role = role
         self.tls = tls or TLSOptions()
         self.retry = retry or RetryPolicy()
         self.base_url = f"{self.tls.scheme}://{registry}"
         self._http = make_http_client(registry, self.tls, max_connections=max_connections)
-        self.auth = Authenticator(self._http, registry=registry, role=role, credentials=credentials)
+        self.auth = Authenticator(self._http, registry=registry, credentials=credentials)
         self._pinged = False
-        # A target is written to: ask for pull,push even to read, so one cached token serves every request.
-        self._read_actions = "pull,push" if role == "target" else "pull"
+        # A client that pushes asks for pull,push even to read, so one cached token serves every request.
+        self._read_actions = "pull,push" if push else "pull"
 
     def __repr__(self) -> str:
-        return f"RegistryClient({self.base_url!r}, role={self.role!r})"
+        return f"RegistryClient({self.base_url!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -126,23 +132,28 @@ class RegistryClient:
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
-    def _hint_tls(self) -> str:
-        opt = f"--{self.role}-ca-file"
-        return (
-            f"give the registry's CA with {opt} (or put it in /etc/docker/certs.d/{self.registry}/ca.crt); "
-            f"use --{self.role}-plain-http if the registry speaks plain HTTP"
-        )
+    def _error(self, cls: type[ArcgapError], message: str, *, operation: str, fault: str, status: int = 0,
+               codes: tuple[str, ...] = ()) -> ArcgapError:
+        """A neutral error of this registry: no hint, the facts in ``detail``, this client as ``origin``."""
+        return self._claim(cls(message, detail=RegistryDetail(self.registry, operation, fault, status, codes)))
+
+    def _claim(self, exc: ArcgapError) -> ArcgapError:
+        if exc.origin is None:
+            exc.origin = self
+        return exc
 
     def _transport_error(self, exc: Exception, what: str) -> ArcgapError:
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            return TLSError(f"{what}: TLS certificate of {self.registry} not trusted", hint=self._hint_tls())
+            return self._error(TLSError, f"{what}: TLS certificate of {self.registry} not trusted",
+                               operation=what, fault=Fault.TLS_UNTRUSTED)
         if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "SSL" in text:
-            return TLSError(f"{what}: TLS handshake with {self.registry} failed ({text[:120]})",
-                            hint=self._hint_tls())
-        return NetworkError(
+            return self._error(TLSError, f"{what}: TLS handshake with {self.registry} failed ({text[:120]})",
+                               operation=what, fault=Fault.TLS_HANDSHAKE)
+        return self._error(
+            NetworkError,
             f"{what}: cannot reach {self.base_url}: {type(exc).__name__}{': ' + text[:120] if text else ''}",
-            hint=f"check {self.role.upper()}_DOCKER_REGISTRY and the network path to it",
+            operation=what, fault=Fault.UNREACHABLE,
         )
 
     def ping(self) -> None:
@@ -153,10 +164,10 @@ class RegistryClient:
         if resp.status_code == 401:
             self.auth.set_challenge(resp.headers.get("www-authenticate"))
         elif resp.status_code >= 400:
-            raise RegistryError(
+            raise self._error(
+                RegistryError,
                 f"{self.registry} does not answer as a container registry (GET /v2/ → {resp.status_code})",
-                status=resp.status_code,
-                hint=f"check {self.role.upper()}_DOCKER_REGISTRY",
+                operation=f"connecting to {self.registry}", fault=Fault.NOT_A_REGISTRY, status=resp.status_code,
             )
         self._pinged = True
 
@@ -188,7 +199,10 @@ class RegistryClient:
             attempt += 1
             hdrs = dict(headers or {})
             if not ping:
-                auth = self.auth.header(scopes)
+                try:
+                    auth = self.auth.header(scopes)
+                except ArcgapError as exc:
+                    raise self._claim(exc) from None
                 if auth and httpx.URL(self.base_url).host == full.host:
                     hdrs["Authorization"] = auth
             try:
@@ -225,19 +239,12 @@ class RegistryClient:
         status = resp.status_code
         suffix = f": {detail}" if detail else ""
         message = f"{what}: {status} {resp.reason_phrase}{suffix}"
-        prefix = self.role.upper()
-        if status == 401:
-            return AuthError(message, hint=f"check {prefix}_DOCKER_USERNAME and {prefix}_DOCKER_PASSWORD")
-        if status == 403:
-            return AuthError(message, hint=f"the {self.role} user lacks permission on this repository")
-        if status == 404:
-            return NotFoundError(message, hint=f"check the image name and {prefix}_DOCKER_TAG")
+        kind: tuple[type[ArcgapError], str] = {
+            401: (AuthError, Fault.UNAUTHORIZED), 403: (AuthError, Fault.DENIED), 404: (NotFoundError, Fault.NOT_FOUND),
+        }.get(status, (RegistryError, Fault.ANSWER))
         if status in self.retry.statuses:
-            return NetworkError(
-                f"{message} (gave up after {self.retry.attempts} attempts)",
-                hint="the registry keeps failing; try again later",
-            )
-        return RegistryError(message, status=status, codes=codes)
+            kind, message = (NetworkError, Fault.TRANSIENT), f"{message} (gave up after {self.retry.attempts} attempts)"
+        return self._error(kind[0], message, operation=what, fault=kind[1], status=status, codes=codes)
 
     # -- manifests ----------------------------------------------------------------------------------------
 
@@ -287,7 +294,13 @@ class RegistryClient:
             return None
         header = resp.headers.get("docker-content-digest")
         if header:
-            return Digest.parse(header)
+            try:
+                return Digest.parse(header)
+            except UsageError:  # the registry's answer is wrong, not the command line
+                what = f"checking {self.registry}/{repository}:{ref}"
+                raise self._error(RegistryError, f"{what}: {self.registry} answered with a malformed "
+                                  f"Docker-Content-Digest header {header[:80]!r}", operation=what,
+                                  fault=Fault.MALFORMED, status=resp.status_code) from None
         return self.get_manifest(repository, ref).digest
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:

@@ -1,0 +1,39 @@
+"""The hint for a registry's neutral error: what to check, worded for the side (source or target) whose
+registry failed, as the seed procedure names its settings (SOURCE_DOCKER_* / TARGET_DOCKER_*, --source-*)."""
+
+from __future__ import annotations
+
+from arcgap.errors import ArcgapError, Fault
+
+
+def hint_for(exc: ArcgapError) -> str:
+    """The error's own hint; else, for a registry's error, what to check on its side; else nothing."""
+    if exc.hint or exc.detail is None:
+        return exc.hint
+    detail, side = exc.detail, exc.side
+    env = f"{side.upper()}_DOCKER" if side else None
+    fault = detail.fault
+    if fault in (Fault.TLS_UNTRUSTED, Fault.TLS_HANDSHAKE):
+        ca, plain = (f"--{side}-ca-file", f"--{side}-plain-http") if side else ("--ca-file", "--plain-http")
+        return (f"give the registry's CA with {ca} (or put it in /etc/docker/certs.d/{detail.registry}/ca.crt); "
+                f"use {plain} if the registry speaks plain HTTP")
+    if fault == Fault.UNREACHABLE:
+        return f"check {env}_REGISTRY and the network path to it" if env else \
+            f"check the address of {detail.registry} and the network path to it"
+    if fault == Fault.NOT_A_REGISTRY:
+        return f"check {env}_REGISTRY" if env else "check the registry's name and port"
+    if fault == Fault.UNAUTHORIZED:
+        return f"check {env}_USERNAME and {env}_PASSWORD" if env else "check the username and password"
+    if fault == Fault.CREDENTIALS:
+        who = f"{env}_USERNAME and {env}_PASSWORD" if env else "the username and password"
+        return f"check {who} (or your docker login for {detail.registry})"
+    if fault == Fault.DENIED:
+        return f"the {side} user lacks permission on this repository" if side else \
+            "the user lacks permission on this repository"
+    if fault == Fault.NOT_FOUND:
+        return f"check the image name and {env}_TAG" if env else "check the image name and tag"
+    if fault == Fault.TRANSIENT:
+        return "the registry keeps failing; try again later"
+    if fault == Fault.MALFORMED:
+        return f"{detail.registry} answers outside the OCI distribution spec; report it to its operator"
+    return ""

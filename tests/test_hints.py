@@ -1,0 +1,68 @@
+"""The command line's hint for a registry's neutral error, worded by side (table-driven, no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from arcgap.cli.hints import hint_for
+from arcgap.errors import (
+    ArcgapError,
+    AuthError,
+    Fault,
+    NetworkError,
+    NotFoundError,
+    RegistryDetail,
+    RegistryError,
+    TLSError,
+)
+
+HOST = "r.example:5000"
+
+
+def _error(cls: type[ArcgapError], fault: str, side: str | None, status: int = 0) -> ArcgapError:
+    exc = cls("message", detail=RegistryDetail(HOST, "fetching manifest r.example:5000/a:t", fault, status))
+    exc.side = side
+    return exc
+
+
+@pytest.mark.parametrize(("cls", "fault", "side", "hint"), [
+    (TLSError, Fault.TLS_UNTRUSTED, "target",
+     f"give the registry's CA with --target-ca-file (or put it in /etc/docker/certs.d/{HOST}/ca.crt); "
+     "use --target-plain-http if the registry speaks plain HTTP"),
+    (TLSError, Fault.TLS_HANDSHAKE, "source",
+     f"give the registry's CA with --source-ca-file (or put it in /etc/docker/certs.d/{HOST}/ca.crt); "
+     "use --source-plain-http if the registry speaks plain HTTP"),
+    (NetworkError, Fault.UNREACHABLE, "target", "check TARGET_DOCKER_REGISTRY and the network path to it"),
+    (RegistryError, Fault.NOT_A_REGISTRY, "source", "check SOURCE_DOCKER_REGISTRY"),
+    (AuthError, Fault.UNAUTHORIZED, "source", "check SOURCE_DOCKER_USERNAME and SOURCE_DOCKER_PASSWORD"),
+    (AuthError, Fault.CREDENTIALS, "target",
+     f"check TARGET_DOCKER_USERNAME and TARGET_DOCKER_PASSWORD (or your docker login for {HOST})"),
+    (AuthError, Fault.DENIED, "target", "the target user lacks permission on this repository"),
+    (NotFoundError, Fault.NOT_FOUND, "source", "check the image name and SOURCE_DOCKER_TAG"),
+    (NetworkError, Fault.TRANSIENT, "target", "the registry keeps failing; try again later"),
+    (RegistryError, Fault.MALFORMED, "source",
+     f"{HOST} answers outside the OCI distribution spec; report it to its operator"),
+    (RegistryError, Fault.ANSWER, "source", ""),
+    # no side known (a client outside the command's pools): still something to check, never a wrong side
+    (AuthError, Fault.UNAUTHORIZED, None, "check the username and password"),
+    (NetworkError, Fault.UNREACHABLE, None, f"check the address of {HOST} and the network path to it"),
+])  # fmt: skip
+def test_hint_by_fault_and_side(cls: type[ArcgapError], fault: str, side: str | None, hint: str) -> None:
+    assert hint_for(_error(cls, fault, side)) == hint
+
+
+def test_an_explicit_hint_wins() -> None:
+    exc = NetworkError("lost", hint="run the same command again",
+                       detail=RegistryDetail(HOST, "uploading", Fault.UNREACHABLE))
+    exc.side = "target"
+    assert hint_for(exc) == "run the same command again"
+
+
+def test_errors_without_detail_keep_their_hint() -> None:
+    assert hint_for(ArcgapError("x", hint="do y")) == "do y"
+    assert hint_for(ArcgapError("x")) == ""
+
+
+def test_registry_error_takes_status_and_codes_from_its_detail() -> None:
+    exc = RegistryError("m", detail=RegistryDetail(HOST, "op", Fault.ANSWER, 400, ("MANIFEST_INVALID",)))
+    assert (exc.status, exc.codes, exc.hint) == (400, ("MANIFEST_INVALID",), "")
