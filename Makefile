@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# crane (go-containerregistry): a second registry implementation for the tests (`crane registry serve`) and
+# the peer `make bench` measures against. Built once from Debian's packaged source by scripts/build-crane.sh
+# (about 80 s, then cached in CRANE_DIR); `make test CRANE=/path/to/crane` uses a crane you already have.
+CRANE_DIR ?= /tmp/crane-build
+CRANE     ?= $(CRANE_DIR)/bin/crane
 
-.PHONY: all sysdeps venv test unit lint demo bench wheelhouse clean
+.PHONY: all sysdeps venv test test-crane unit lint demo bench wheelhouse clean crane
 
 all: test
 
@@ -19,13 +24,29 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+crane: $(CRANE)
+
+$(CRANE):
+	@mkdir -p $(CRANE_DIR)
+	@echo "building crane from Debian's go-containerregistry source into $(CRANE_DIR) (about 80 s, once; log: $(CRANE_DIR)/build.log)"
+	@CRANE_DIR=$(CRANE_DIR) bash scripts/build-crane.sh > $(CRANE_DIR)/build.log 2>&1 && [ -x $(CRANE) ] || { \
+	    tail -n 15 $(CRANE_DIR)/build.log >&2; \
+	    echo "error: could not build crane into $(CRANE_DIR) (needed by the crane round-trip tests and make bench); full log: $(CRANE_DIR)/build.log" >&2; \
+	    echo "hint: the build needs apt-get, dpkg-deb and deb.debian.org; or pass CRANE=/path/to/crane" >&2; \
+	    exit 1; }
+
 lint: venv
 	$(BIN)/ruff check arcgap devtools tests
 	$(BIN)/lint-imports
 
-## Everything: lint, unit tests and end-to-end tests against real registries, dockerd and namespaces.
-test: sysdeps venv lint
-	$(BIN)/python -m pytest -q -ra
+## Everything: lint, unit tests and end-to-end tests against real registries (distribution and crane's),
+## dockerd and namespaces. A missing crane is an error here (plain `pytest` skips the crane tests instead).
+test: sysdeps venv lint crane
+	ARCGAP_CRANE=$(abspath $(CRANE)) ARCGAP_REQUIRE_CRANE=1 $(BIN)/python -m pytest -q -ra
+
+## Only the round trips against crane's registry (distribution -> crane, crane -> distribution, mirror).
+test-crane: sysdeps venv crane
+	ARCGAP_CRANE=$(abspath $(CRANE)) ARCGAP_REQUIRE_CRANE=1 $(BIN)/python -m pytest -q -ra -m crane
 
 ## The pure core only: no services needed.
 unit: venv
@@ -35,9 +56,10 @@ unit: venv
 demo: sysdeps venv
 	$(BIN)/python -m devtools.demo
 
-## Export and import of a generated release of several hundred MB, side by side with skopeo.
-bench: sysdeps venv
-	$(BIN)/python -m devtools.bench
+## Export and import of a generated release of several hundred MB, side by side with crane and skopeo.
+## Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--rounds 5" or BENCH_ARGS=--scale (see --help).
+bench: sysdeps venv crane
+	ARCGAP_CRANE=$(abspath $(CRANE)) $(BIN)/python -m devtools.bench $(BENCH_ARGS)
 
 ## arcgap and every runtime dependency as wheels, with install.sh and SHA256SUMS, for an offline machine.
 ## Another target: make wheelhouse WHEELHOUSE_ARGS="--installer-platform manylinux2014_aarch64 --installer-python 3.9"

@@ -12,6 +12,11 @@ to ``workdir/registry.log`` and is terminated (then killed) on exit. Options:
 - ``auth="token"``: Bearer tokens from :mod:`devtools.tokenserver` (anonymous pull, authenticated push);
 - ``netns``: the registry (and its token server) run inside that network namespace.
 
+A second, independent registry implementation: :func:`start_crane_registry` runs go-containerregistry's
+``crane registry serve --address 127.0.0.1:PORT [--disk DIR]`` (plain HTTP, no auth; blobs in memory or,
+with ``disk=True``, under ``workdir/storage``). The ``crane`` binary is :func:`crane_binary`: ``$ARCGAP_CRANE``,
+else ``crane`` on ``PATH``, else :data:`CRANE_DEFAULT` (where ``make crane`` / ``scripts/build-crane.sh`` put it).
+
 :class:`Endpoint` describes any registry (also one not started here, see :meth:`Endpoint.from_url`);
 :class:`Registry` adds what :func:`start_registry` knows about the process it started.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,6 +47,7 @@ SkopeoRole = Literal["", "src", "dest"]
 AnyTokenServer = Union[TokenServer, TokenServerProcess]
 
 REGISTRY_BIN = "docker-registry"
+CRANE_DEFAULT = Path("/tmp/crane-build/bin/crane")
 STARTUP_TIMEOUT_S = 10.0
 
 
@@ -279,3 +286,62 @@ def start_registry(
         stack.callback(proc.stop)
         stack.callback(reg.close)
         yield reg
+
+
+def crane_binary() -> Path | None:
+    """The ``crane`` to run: ``$ARCGAP_CRANE``, ``crane`` on ``PATH``, or :data:`CRANE_DEFAULT`; None if absent."""
+    named = os.environ.get("ARCGAP_CRANE")
+    if named:
+        return Path(named) if os.access(named, os.X_OK) else None
+    found = shutil.which("crane")
+    if found:
+        return Path(found)
+    return CRANE_DEFAULT if os.access(CRANE_DEFAULT, os.X_OK) else None
+
+
+@contextmanager
+def start_crane_registry(
+    workdir: Path, *, disk: bool = True, crane: Path | None = None, timeout: float = STARTUP_TIMEOUT_S
+) -> Iterator[Registry]:
+    """Run ``crane registry serve`` (go-containerregistry's registry: plain HTTP, no auth) until the block ends.
+
+    ``disk=True`` keeps blobs under ``workdir/storage`` (``--disk``, created first: crane wants it to exist);
+    ``disk=False`` keeps them in the registry's memory. ``config_file`` of the yielded :class:`Registry` holds
+    the command line (crane has no configuration file).
+    """
+    binary = crane or crane_binary()
+    if binary is None:
+        raise StartupError("crane not found: run 'make crane' (scripts/build-crane.sh) or set ARCGAP_CRANE")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    root_dir = workdir / "storage"
+    root_dir.mkdir(exist_ok=True)
+    log_file = workdir / "registry.log"
+    config_file = workdir / "command.txt"
+    for attempt in range(3):
+        port = free_port()
+        argv = [str(binary), "registry", "serve", "--address", f"127.0.0.1:{port}"]
+        if disk:
+            argv += ["--disk", str(root_dir)]
+        config_file.write_text(" ".join(argv) + "\n")
+        proc = ManagedProcess(argv, log_file)
+        reg = Registry(
+            host=f"127.0.0.1:{port}", scheme="http", ca_file=None, cert_dir=None, username=None, password=None,
+            auth="none", netns=None, root_dir=root_dir, log_file=log_file, config_file=config_file, pid=proc.pid,
+        )  # fmt: skip
+        probe = RawClient(reg.url, timeout=1.0)
+        try:
+            ready = wait_until(lambda p=probe: p.ping() == 200, timeout=timeout, alive=proc.alive)
+        finally:
+            probe.close()
+        if ready:
+            break
+        proc.stop()
+        tail = proc.tail()
+        if "address already in use" not in tail or attempt == 2:
+            raise StartupError(f"crane registry on {reg.host} did not answer /v2/ within {timeout}s:\n{tail}")
+    try:
+        yield reg
+    finally:
+        reg.close()
+        proc.stop()

@@ -25,12 +25,17 @@ Function-scoped:
   empty targets; all stopped at the end of the test. ``netns=True`` puts it in a namespace of its own
   (``registry.netns``; skips when namespaces are unusable); ``netns="name"`` in an existing one.
 - ``netns`` -- a new network namespace with only loopback up (skips when namespaces are unusable).
+- ``fresh_crane_registry`` -- factory ``fresh_crane_registry(disk=True) -> Registry``: go-containerregistry's
+  ``crane registry serve`` (a second registry implementation; plain HTTP, no auth), stopped at the end of the
+  test. Skips when crane is missing (``make crane`` builds it), unless ``ARCGAP_REQUIRE_CRANE=1`` (set by
+  ``make test``), which makes a missing crane an error.
 
 Tests using any of these get the ``services`` marker automatically (``-m "not services"`` deselects them).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -47,7 +52,7 @@ if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put 
 from devtools.dockerd import Dockerd, dockerd_usable, start_dockerd  # noqa: E402
 from devtools.netns import netns_usable, network_namespace  # noqa: E402
 from devtools.pki import CA, make_ca  # noqa: E402
-from devtools.registries import AuthMode, Registry, start_registry  # noqa: E402
+from devtools.registries import AuthMode, Registry, crane_binary, start_crane_registry, start_registry  # noqa: E402
 from devtools.synth import ImageInfo, SmallSet, generate_release_infos, push_small_set  # noqa: E402
 
 REQUIRED_TOOLS = ("docker-registry", "skopeo", "htpasswd")
@@ -62,6 +67,7 @@ SERVICE_FIXTURES = frozenset(
         "synth_medium",
         "netns",
         "dockerd",
+        "fresh_crane_registry",
     }
 )
 
@@ -126,6 +132,25 @@ def fresh_registry(tmp_path: Path, test_ca: CA) -> Iterator[RegistryFactory]:
             workdir = tmp_path / f"registry-{count}"
             ns = netns if isinstance(netns, str) else None
             return stack.enter_context(start_registry(workdir, tls=tls, auth=auth, netns=ns, ca=test_ca))
+
+        yield make
+
+
+@pytest.fixture
+def fresh_crane_registry(tmp_path: Path) -> Iterator[RegistryFactory]:
+    crane = crane_binary()
+    if crane is None:
+        if os.environ.get("ARCGAP_REQUIRE_CRANE") == "1":
+            pytest.fail("crane is required (ARCGAP_REQUIRE_CRANE=1) but not found: run 'make crane'")
+        pytest.skip("crane not found: 'make crane' builds it (scripts/build-crane.sh), or set ARCGAP_CRANE")
+    with ExitStack() as stack:
+        count = 0
+
+        def make(*, disk: bool = True) -> Registry:
+            nonlocal count
+            count += 1
+            workdir = tmp_path / f"crane-registry-{count}"
+            return stack.enter_context(start_crane_registry(workdir, disk=disk, crane=crane))
 
         yield make
 
