@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from arcgap.commands.options import SourceOptions, TargetOptions
 from arcgap.commands.settings import Endpoint, collect_endpoint, env_name, split_scheme
 from arcgap.errors import ExitCode, UsageError
 from arcgap.util.secret import Secret
@@ -50,16 +51,11 @@ def _collect(
     password_stdin: str | None = None,
     plain_http: bool = False,
 ) -> Endpoint:
-    return collect_endpoint(
-        role,
-        options=options or {},
-        environ=environ or {},
-        defaults=defaults or {},
-        prompt=prompt,
-        secret_prompt=secret_prompt,
-        password_stdin=password_stdin,
-        plain_http=plain_http,
-    )
+    side = {"source": SourceOptions, "target": TargetOptions}[role]
+    given = side(**(options or {}), password=Secret(password_stdin) if password_stdin else None,
+                 plain_http=plain_http)
+    return collect_endpoint(given, environ=environ or {}, defaults=defaults or {}, prompt=prompt,
+                            secret_prompt=secret_prompt)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""What every command module of the CLI shares: the typer app, prompts, progress, output and common options."""
+"""What every command module of the CLI shares: the typer app, prompts, progress, warnings, output, the common
+option declarations, and the builders that turn a command's parameters into its options objects, once."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
 from arcgap import __version__
 from arcgap.errors import UsageError
 from arcgap.util.progress import PlainReporter, Reporter, RichReporter
+from arcgap.util.secret import Secret
+
+if TYPE_CHECKING:
+    from arcgap.commands.options import RunContext, SourceOptions, TargetOptions
 
 app = typer.Typer(
     name="arcgap",
@@ -52,9 +58,22 @@ def secret_prompt(label: str) -> str:
     return getpass.getpass(f"{label}: ")
 
 
+def warn(text: str) -> None:
+    """The one way a warning reaches the user: ``warning: …`` on stderr, with or without --quiet."""
+    typer.echo(f"warning: {text}", err=True)
+
+
+class QuietReporter(Reporter):
+    """--quiet: no progress and no summary lines, but warnings still print (README, "Output")."""
+
+    def warn(self, text: str) -> None:
+        warn(text)
+
+
 def reporter_for(quiet: bool) -> Reporter:
+    """Progress for this run; every reporter prints warnings on stderr (a bar keeps them above itself)."""
     if quiet:
-        return Reporter()
+        return QuietReporter()
     if sys.stderr.isatty():
         return RichReporter()
     return PlainReporter()
@@ -76,17 +95,42 @@ def emit(result: dict[str, Any], as_json: bool, human: Callable[[], None]) -> No
         human()
 
 
+def run_context(*, no_input: bool, quiet: bool = False) -> RunContext:
+    """Prompts only on a terminal and without ``--no-input``; the reporter of ``--quiet`` or not."""
+    from arcgap.commands.options import RunContext
 
-
-def warn(text: str) -> None:
-    typer.echo(f"warning: {text}", err=True)
-
-
-def prompts(no_input: bool) -> dict[str, Any]:
-    """``prompt=`` and ``secret_prompt=`` for arcgap.commands.transfer: None (never ask) without a terminal or with
-    ``--no-input``."""
     asking = not no_input and interactive()
-    return {"prompt": prompt if asking else None, "secret_prompt": secret_prompt if asking else None}
+    return RunContext(prompt=prompt if asking else None, secret_prompt=secret_prompt if asking else None,
+                      reporter=reporter_for(quiet))
+
+
+def _password(from_stdin: bool) -> Secret | None:
+    text = read_password_stdin(from_stdin)
+    return None if text is None else Secret(text)
+
+
+def source_options(
+    *, registry: Optional[str], repository: Optional[str], username: Optional[str], tag: Optional[str] = None,
+    password_stdin: bool, ca_file: Optional[Path], insecure: bool, plain_http: bool,
+) -> SourceOptions:
+    """The source side as given; with ``password_stdin`` the first line of stdin is read now."""
+    from arcgap.commands.options import SourceOptions
+
+    return SourceOptions(registry=registry, repository=repository, username=username, tag=tag,
+                         password=_password(password_stdin), ca_file=ca_file, insecure=insecure,
+                         plain_http=plain_http)
+
+
+def target_options(
+    *, registry: Optional[str], repository: Optional[str], username: Optional[str], tag: Optional[str],
+    password_stdin: bool, ca_file: Optional[Path], insecure: bool, plain_http: bool,
+) -> TargetOptions:
+    """The target side as given; with ``password_stdin`` the next line of stdin is read now."""
+    from arcgap.commands.options import TargetOptions
+
+    return TargetOptions(registry=registry, repository=repository, username=username, tag=tag,
+                         password=_password(password_stdin), ca_file=ca_file, insecure=insecure,
+                         plain_http=plain_http)
 
 
 NO_INPUT_OPTION = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults.")
@@ -96,7 +140,9 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
 # The five values of each side (seed procedure: SOURCE_/TARGET_DOCKER_*; the password is never an option) and
 # the transport of each side, shared by every command that talks to that side.
 @dataclass(frozen=True)
-class SideOptions:
+class SideParameters:
+    """The typer declarations of one side's options (each command spells its parameters out with these)."""
+
     registry: Any
     repository: Any
     username: Any
@@ -106,13 +152,13 @@ class SideOptions:
     plain_http: Any
 
 
-def _side(side: str, *, tag_note: str = "") -> SideOptions:
+def _side(side: str, *, tag_note: str = "") -> SideParameters:
     env = f"{side.upper()}_DOCKER"
 
     def value(name: str, note: str = "") -> Any:
         return typer.Option(None, f"--{side}-{name}", help=f"[env: {env}_{name.upper()}]{note}")
 
-    return SideOptions(
+    return SideParameters(
         registry=value("registry"), repository=value("repository"), username=value("username"),
         tag=value("tag", tag_note),
         ca_file=typer.Option(None, f"--{side}-ca-file", envvar=f"{env}_CA_FILE",
@@ -134,9 +180,3 @@ RELEASE_OPTION = typer.Option(None, "--release", help="Use a shipped image list 
 IMAGES_FILE_OPTION = typer.Option(None, "--images", help="Image list YAML file.")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Show the mapping and what would move; change nothing.")
 
-
-def values(registry: Optional[str], repository: Optional[str], username: Optional[str],
-           tag: Optional[str] = None) -> dict[str, Optional[str]]:
-    """One side's values as given on the command line (None: not given), for
-    arcgap.commands.settings.collect_endpoint."""
-    return {"registry": registry, "repository": repository, "username": username, "tag": tag}

@@ -18,10 +18,11 @@ from arcgap.cli.common import (
     emit,
     interactive,
     prompt,
-    prompts,
     read_password_stdin,
+    run_context,
     secret_prompt,
-    values,
+    source_options,
+    warn,
 )
 from arcgap.errors import UsageError
 from arcgap.util.progress import human_bytes
@@ -91,14 +92,13 @@ def releases_cmd(
 
     Example: arcgap releases --json
     """
+    from arcgap.commands.options import ReleasesOptions
     from arcgap.commands.releases import run_releases
 
-    result = run_releases(
-        image=image,
-        options=values(source_registry, source_repository, source_username),
-        password_stdin=read_password_stdin(password_stdin), ca_file=ca_file, insecure=insecure,
-        plain_http=plain_http, **prompts(no_input),
-    )
+    source = source_options(registry=source_registry, repository=source_repository, username=source_username,
+                            password_stdin=password_stdin, ca_file=ca_file, insecure=insecure, plain_http=plain_http)
+    # quiet: these commands show no progress, and warnings print either way
+    result = run_releases(source, ReleasesOptions(image=image), run_context(no_input=no_input, quiet=True))
 
     def human() -> None:
         typer.echo(f"{result.registry}/{result.repository}/{result.image}: {len(result.releases)} releases"
@@ -143,16 +143,16 @@ def manifests_new_cmd(
 
     Example: arcgap manifests new v1.30.0_2024-05-14 --output manifests/v1.30.0_2024-05-14.yaml
     """
+    from arcgap.commands.options import ManifestsNewOptions
     from arcgap.commands.releases import run_manifests_new
 
-    result = run_manifests_new(
-        tag=tag, previous=previous, add=add or [], output=output, force=force, jobs=jobs,
-        options=values(source_registry, source_repository, source_username),
-        password_stdin=read_password_stdin(password_stdin), ca_file=ca_file, insecure=insecure,
-        plain_http=plain_http, **prompts(no_input),
-    )
+    options = ManifestsNewOptions(tag=tag, previous=previous, add=tuple(add or ()), output=output, force=force,
+                                  jobs=jobs)
+    source = source_options(registry=source_registry, repository=source_repository, username=source_username,
+                            password_stdin=password_stdin, ca_file=ca_file, insecure=insecure, plain_http=plain_http)
+    result = run_manifests_new(source, options, run_context(no_input=no_input, quiet=True))
     for name in result.missing:
-        typer.echo(f"warning: {name} has no tag {tag} at {result.registry}/{result.repository}: left out", err=True)
+        warn(f"{name} has no tag {tag} at {result.registry}/{result.repository}: left out")
 
     def human() -> None:
         typer.echo(f"wrote {result.output}: {len(result.images)} images for {tag} (from {result.previous}"
@@ -185,8 +185,9 @@ def wheelhouse_cmd(
     from arcgap.installer.wheelhouse import foreign_host_warning, targets_for
 
     targets = targets_for(installer_platform or [], installer_python or [])
-    if foreign_host_warning(targets):
-        typer.echo(f"warning: {foreign_host_warning(targets)}", err=True)
+    note = foreign_host_warning(targets)
+    if note:
+        warn(note)
     result = build_installer(output, targets=targets, overwrite=force)
     doc = {"command": "wheelhouse", **result.to_dict()}
     emit(doc, as_json, lambda: typer.echo(
@@ -229,8 +230,8 @@ def login_cmd(
         raise UsageError("no password given", hint="pipe it with --password-stdin (never as an option)")
     result = login(host, username=username, password=Secret(password), tls=tls)
     if not result.helper:
-        typer.echo(f"warning: the password is stored unencrypted in {result.stored_in}; configure a credential "
-                   "helper (credsStore or credHelpers) to keep it out of the file", err=True)
+        warn(f"the password is stored unencrypted in {result.stored_in}; configure a credential helper "
+             "(credsStore or credHelpers) to keep it out of the file")
     emit(result.to_dict(), as_json, lambda: typer.echo(
         f"login succeeded: {result.username} at {result.registry}, stored in {result.stored_in}"))
 

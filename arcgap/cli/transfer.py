@@ -20,10 +20,9 @@ from arcgap.cli.common import (
     TARGET,
     app,
     emit,
-    prompts,
-    read_password_stdin,
-    reporter_for,
-    values,
+    run_context,
+    source_options,
+    target_options,
     warn,
 )
 from arcgap.util.progress import human_bytes
@@ -89,29 +88,28 @@ def export_cmd(
 
     Example: arcgap export --release v1.29.0_2024-04-09 -o arc.tar.zst
     """
+    from arcgap.commands.options import ExportOptions, Selection
     from arcgap.commands.transfer import check_engine, run_export
     from arcgap.installer.wheelhouse import foreign_host_warning, targets_for
     from arcgap.transfer.cache import parse_cache_size
 
     installer = with_installer or bool(installer_platform) or bool(installer_python)
     installer_targets = targets_for(installer_platform or [], installer_python or []) if installer else []
-    if installer_targets and foreign_host_warning(installer_targets):
-        typer.echo(f"warning: {foreign_host_warning(installer_targets)}", err=True)
-    result = run_export(
-        names=images or [],
-        release=release,
-        images_file=images_file,
-        output=output,
-        options=values(source_registry, source_repository, source_username, source_tag),
-        password_stdin=read_password_stdin(password_stdin),
-        ca_file=ca_file, insecure=insecure, plain_http=plain_http, platform=platform,
-        jobs=jobs, level=level, threads=threads, force=force, split_size=split_size, space_check=not no_space_check,
-        **prompts(no_input), reporter=reporter_for(quiet), warn=warn,
-        cache_dir=cache_dir, no_cache=no_cache, cache_max_bytes=parse_cache_size(cache_max_size),
-        since=since or [], sign_key=sign,
-        skip_missing=skip_missing, installer_targets=installer_targets,
-        engine=check_engine(engine), from_local=from_local,
+    note = foreign_host_warning(installer_targets) if installer_targets else None
+    if note:
+        warn(note)
+    options = ExportOptions(
+        selection=Selection(names=tuple(images or ()), release=release, images_file=images_file),
+        output=output, platform=platform, jobs=jobs, level=level, threads=threads, force=force,
+        split_size=split_size, space_check=not no_space_check, cache_dir=cache_dir, use_cache=not no_cache,
+        cache_max_bytes=parse_cache_size(cache_max_size), since=tuple(since or ()), sign_key=sign,
+        skip_missing=skip_missing, installer_targets=tuple(installer_targets), engine=check_engine(engine),
+        from_local=from_local,
     )
+    source = source_options(registry=source_registry, repository=source_repository, username=source_username,
+                            tag=source_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
+                            plain_http=plain_http)
+    result = run_export(source, options, run_context(no_input=no_input, quiet=quiet))
 
     def human() -> None:
         typer.echo(
@@ -175,15 +173,15 @@ def import_cmd(
 
     Example: TARGET_DOCKER_REGISTRY=10.0.0.5:5000 TARGET_DOCKER_REPOSITORY=arcdata arcgap import arc.tar.zst
     """
+    from arcgap.commands.options import ImportOptions
     from arcgap.commands.transfer import check_engine, run_import
 
-    result = run_import(
-        bundle=bundle, engine=check_engine(engine), warn=warn,
-        options=values(target_registry, target_repository, target_username, target_tag),
-        password_stdin=read_password_stdin(password_stdin),
-        ca_file=ca_file, insecure=insecure, plain_http=plain_http, jobs=jobs, dry_run=dry_run,
-        verify_key=verify_key, receipt=receipt, **prompts(no_input), reporter=reporter_for(quiet),
-    )
+    options = ImportOptions(bundle=bundle, jobs=jobs, dry_run=dry_run, verify_key=verify_key, receipt=receipt,
+                            engine=check_engine(engine))
+    target = target_options(registry=target_registry, repository=target_repository, username=target_username,
+                            tag=target_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
+                            plain_http=plain_http)
+    result = run_import(target, options, run_context(no_input=no_input, quiet=quiet))
 
     def human() -> None:
         for img in result.images:
@@ -246,18 +244,19 @@ def mirror_cmd(
 
     Example: arcgap mirror --release latest --target-registry 10.0.0.5:5000 --target-repository arcdata
     """
+    from arcgap.commands.options import MirrorOptions, Selection
     from arcgap.commands.transfer import run_mirror
 
-    result = run_mirror(
-        names=images or [], release=release, images_file=images_file,
-        source_options=values(source_registry, source_repository, source_username, source_tag),
-        target_options=values(target_registry, target_repository, target_username, target_tag),
-        source_password_stdin=read_password_stdin(source_password_stdin),
-        target_password_stdin=read_password_stdin(target_password_stdin),
-        source_ca_file=source_ca_file, source_insecure=source_insecure, source_plain_http=source_plain_http,
-        target_ca_file=target_ca_file, target_insecure=target_insecure, target_plain_http=target_plain_http,
-        jobs=jobs, dry_run=dry_run, **prompts(no_input), reporter=reporter_for(quiet), warn=warn,
-    )
+    options = MirrorOptions(selection=Selection(names=tuple(images or ()), release=release, images_file=images_file),
+                            jobs=jobs, dry_run=dry_run)
+    # The source password is the first line of stdin, the target's the next: built in this order.
+    source = source_options(registry=source_registry, repository=source_repository, username=source_username,
+                            tag=source_tag, password_stdin=source_password_stdin, ca_file=source_ca_file,
+                            insecure=source_insecure, plain_http=source_plain_http)
+    target = target_options(registry=target_registry, repository=target_repository, username=target_username,
+                            tag=target_tag, password_stdin=target_password_stdin, ca_file=target_ca_file,
+                            insecure=target_insecure, plain_http=target_plain_http)
+    result = run_mirror(source, target, options, run_context(no_input=no_input, quiet=quiet))
 
     def human() -> None:
         for img in result.images:

@@ -3,9 +3,9 @@ settings → clients → :mod:`arcgap.arc.releases` / :mod:`arcgap.arc.listgen`.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from arcgap.arc.imagelist import (
@@ -19,7 +19,8 @@ from arcgap.arc.imagelist import (
 from arcgap.arc.listgen import NewListResult, new_image_list, refuse_existing, render_image_list, write_text
 from arcgap.arc.releases import REFERENCE_IMAGE, ReleasesResult, list_releases
 from arcgap.commands.clients import ClientPool, side_tls
-from arcgap.commands.settings import Endpoint, Prompt, SecretPrompt, collect_endpoint
+from arcgap.commands.options import ManifestsNewOptions, ReleasesOptions, RunContext, SourceOptions
+from arcgap.commands.settings import Endpoint, collect_endpoint
 from arcgap.commands.transfer import wanted_images
 from arcgap.oci.reference import validate_tag
 from arcgap.registry.resolve import Wanted
@@ -27,33 +28,24 @@ from arcgap.registry.resolve import Wanted
 
 @contextmanager
 def source_pool(
-    *, options: Mapping[str, str | None], tag: str, password_stdin: str | None, ca_file: Path | None,
-    insecure: bool, plain_http: bool, jobs: int, prompt: Prompt | None, secret_prompt: SecretPrompt | None,
-    environ: Mapping[str, str], defaults_from: ImageList | None = None,
+    source: SourceOptions, context: RunContext, *, tag: str, jobs: int, defaults_from: ImageList | None = None,
 ) -> Iterator[tuple[Endpoint, ClientPool]]:
     """The source endpoint (SOURCE_DOCKER_* as for export; defaults from the newest shipped list) and a pool."""
     base = defaults_from or load_shipped_release(default_release_tag())
     defaults = {"registry": base.registry or "mcr.microsoft.com", "repository": base.repository or "arcdata",
                 "username": None, "tag": tag}
     # The tag is the command's own business, not SOURCE_DOCKER_TAG's: given as an option, it is never asked.
-    endpoint = collect_endpoint("source", options={**options, "tag": tag}, environ=environ, defaults=defaults,
-                                prompt=prompt, secret_prompt=secret_prompt, password_stdin=password_stdin,
-                                plain_http=plain_http)
-    tls = side_tls(endpoint, ca_file=ca_file, insecure=insecure)
-    with ClientPool(endpoint, tls, max_connections=jobs + 4, environ=environ) as pool:
+    endpoint = collect_endpoint(replace(source, tag=tag), environ=context.environ, defaults=defaults,
+                                prompt=context.prompt, secret_prompt=context.secret_prompt)
+    tls = side_tls(endpoint, ca_file=source.ca_file, insecure=source.insecure)
+    with ClientPool(endpoint, tls, max_connections=jobs + 4, environ=context.environ) as pool:
         yield endpoint, pool
 
 
-def run_releases(
-    *, image: str, options: Mapping[str, str | None], password_stdin: str | None, ca_file: Path | None,
-    insecure: bool, plain_http: bool, prompt: Prompt | None, secret_prompt: SecretPrompt | None,
-    environ: Mapping[str, str] | None = None,
-) -> ReleasesResult:
-    environ = os.environ if environ is None else environ
-    with source_pool(options=options, tag="latest", password_stdin=password_stdin, ca_file=ca_file,
-                     insecure=insecure, plain_http=plain_http, jobs=1, prompt=prompt, secret_prompt=secret_prompt,
-                     environ=environ) as (endpoint, pool):
-        return list_releases(pool(endpoint.registry), repository=endpoint.repository, image=image or REFERENCE_IMAGE)
+def run_releases(source: SourceOptions, options: ReleasesOptions, context: RunContext) -> ReleasesResult:
+    with source_pool(source, context, tag="latest", jobs=1) as (endpoint, pool):
+        return list_releases(pool(endpoint.registry), repository=endpoint.repository,
+                             image=options.image or REFERENCE_IMAGE)
 
 
 def previous_list(previous: str | None) -> ImageList:
@@ -76,20 +68,16 @@ def default_list_path(tag: str, cwd: Path | None = None) -> Path:
 
 
 def run_manifests_new(
-    *, tag: str, previous: str | None, add: Sequence[str], output: Path | None, force: bool,
-    options: Mapping[str, str | None], password_stdin: str | None, ca_file: Path | None, insecure: bool,
-    plain_http: bool, jobs: int, prompt: Prompt | None, secret_prompt: SecretPrompt | None,
-    environ: Mapping[str, str] | None = None, cwd: Path | None = None,
+    source: SourceOptions, options: ManifestsNewOptions, context: RunContext, *, cwd: Path | None = None,
 ) -> NewListResult:
-    environ = os.environ if environ is None else environ
+    tag, previous, add, output, force, jobs = (options.tag, options.previous, options.add, options.output,
+                                               options.force, options.jobs)
     validate_tag(tag)
     start = previous_list(previous)
     extra = images_from_names(add) if add else None
     target = output or default_list_path(tag, cwd)
     refuse_existing(target, overwrite=force)  # before any request, not after
-    with source_pool(options=options, tag=tag, password_stdin=password_stdin, ca_file=ca_file,
-                     insecure=insecure, plain_http=plain_http, jobs=jobs, prompt=prompt,
-                     secret_prompt=secret_prompt, environ=environ, defaults_from=start) as (endpoint, pool):
+    with source_pool(source, context, tag=tag, jobs=jobs, defaults_from=start) as (endpoint, pool):
         def wanted_for(candidates: ImageList) -> list[Wanted]:
             return wanted_images(candidates, endpoint, tag)
 

@@ -5,15 +5,15 @@ Pure apart from the injected ``prompt``/``secret_prompt`` callables; only the CL
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from arcgap.commands.options import Prompt, SecretPrompt, SideOptions
 from arcgap.errors import UsageError
 from arcgap.oci.reference import validate_registry, validate_repository, validate_tag
 from arcgap.util.secret import Secret
 
-Prompt = Callable[[str, "str | None"], str]  # (label, default) → answer
-SecretPrompt = Callable[[str], str]
+__all__ = ["Endpoint", "Prompt", "SecretPrompt", "collect_endpoint", "env_name", "split_scheme"]
 
 
 @dataclass(frozen=True)
@@ -59,22 +59,21 @@ def split_scheme(registry: str) -> tuple[str, bool | None]:
 
 
 def collect_endpoint(
-    role: str,
+    given: SideOptions,
     *,
-    options: Mapping[str, str | None],
     environ: Mapping[str, str],
     defaults: Mapping[str, str | None],
     prompt: Prompt | None,
     secret_prompt: SecretPrompt | None,
-    password_stdin: str | None = None,
-    plain_http: bool = False,
 ) -> Endpoint:
-    """Collect registry, repository, username, password and tag for ``role``.
+    """Collect registry, repository, username, password and tag for ``given.side``.
 
-    ``options`` hold what the command line gave; an empty environment variable counts as unset; with
+    ``given`` holds what the command line gave; an empty environment variable counts as unset; with
     ``prompt`` None (no terminal) nothing is asked: defaults apply and a value without one is an error.
     The password is asked only when a username is set: no username means anonymous access.
     """
+    role, options = given.side, given.values()
+    password_stdin = given.password.reveal() if given.password else None
     values: dict[str, str | None] = {}
     for key in ("registry", "repository", "username", "tag"):
         value = _first(options.get(key), environ.get(env_name(role, key)))
@@ -115,5 +114,5 @@ def collect_endpoint(
         username=values["username"],
         password=password,
         tag=values["tag"],
-        plain_http=plain_http or bool(scheme_plain),
+        plain_http=given.plain_http or bool(scheme_plain),
     )

@@ -1,0 +1,103 @@
+"""``--engine docker``: export and import through the local Docker engine (docker save / load and push) instead
+of the OCI Distribution API. Glue only: options → settings → arcgap.dockerengine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from arcgap.arc.releases import LATEST
+from arcgap.bundle.parts import parse_size
+from arcgap.bundle.reader import open_bundle
+from arcgap.commands.options import ExportOptions, ImportOptions, RunContext, SourceOptions, TargetOptions
+from arcgap.commands.transfer import collect_source, collect_target, default_output, verify_key_from
+from arcgap.errors import UsageError
+
+if TYPE_CHECKING:
+    from arcgap.dockerengine.load import EngineImportResult
+    from arcgap.dockerengine.save import EngineImage
+    from arcgap.transfer.export import ExportResult
+
+
+def _local_images(names: tuple[str, ...]) -> list[EngineImage]:
+    """--from-local: the images the engine already holds, named as arguments (e.g. myapp:dev)."""
+    from arcgap.dockerengine.save import EngineImage
+    from arcgap.oci.reference import parse_reference, validate_repository, validate_tag
+
+    images: list[EngineImage] = []
+    for name in names:
+        full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+        parse_reference(full)  # a usage error for a malformed name
+        path, _, tag = full.rpartition(":")
+        first, _, rest = path.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            path = rest  # the bundle names images without their registry
+        images.append(EngineImage(validate_repository(path), validate_tag(tag), full, pull=False))
+    return images
+
+
+def run_engine_export(source: SourceOptions, options: ExportOptions, context: RunContext) -> ExportResult:
+    """The engine pulls (with auth_config) or already holds the images; docker save → bundle."""
+    from arcgap.dockerengine import auth_config, connect
+    from arcgap.dockerengine.save import EngineImage, engine_export
+    from arcgap.transfer.export import creation_time
+
+    o, selection = options, options.selection
+    split_bytes = parse_size(o.split_size) if o.split_size is not None else None
+    if selection.release == LATEST:
+        raise UsageError("--release latest is not available with --engine docker", hint="name the release")
+    auth = None
+    if o.from_local:
+        if not selection.names or selection.release is not None or selection.images_file is not None:
+            raise UsageError("--from-local takes the local images' names as arguments (e.g. myapp:dev)")
+        images = _local_images(selection.names)
+        registry, repository = "local", ""
+        output = o.output or Path("local-images.tar.zst")
+    else:
+        choice = collect_source(source, selection, context)
+        endpoint = choice.endpoint
+        source_tag = endpoint.tag or choice.default_tag  # --release latest was refused above
+        images = []
+        for w in choice.images(source_tag, context.warn):
+            tag = w.reference.tag or source_tag
+            images.append(EngineImage(w.name, tag, f"{w.reference.registry}/{w.reference.repository}:{tag}"))
+        auth = auth_config(endpoint.username, endpoint.password)
+        registry, repository = endpoint.registry, endpoint.repository
+        output = o.output or default_output(endpoint, source_tag)
+    context.warn("the Docker engine holds one platform per image and saves layers uncompressed: multi-platform "
+                 "indexes become single-platform manifests and manifest digests differ from the registry's (image "
+                 "IDs = config digests are kept)")
+    client = connect(context.environ)
+    try:
+        return engine_export(client, images, output=output, source_registry=registry, source_repository=repository,
+                             auth=auth, level=o.level, threads=o.threads, overwrite=o.force, split_bytes=split_bytes,
+                             reporter=context.reporter, created=creation_time())
+    finally:
+        client.close()
+
+
+def run_engine_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> EngineImportResult:
+    """Verify while streaming into ``docker load``, then push through the engine."""
+    if options.dry_run:
+        raise UsageError("--dry-run is not available with --engine docker")
+    if target.ca_file is not None or target.insecure:
+        raise UsageError("with --engine docker the engine's own TLS settings apply",
+                         hint="put the CA in /etc/docker/certs.d/HOST:PORT/ca.crt on the engine's machine")
+    from arcgap.dockerengine import connect
+    from arcgap.dockerengine.load import engine_import
+
+    key = verify_key_from(options.verify_key)
+    with open_bundle(options.bundle) as reader:
+        signature = reader.signature()
+        if key is not None:
+            from arcgap.bundle.signing import check_signature
+
+            check_signature(reader.manifest_bytes, signature, key, origin=reader.origin)
+        endpoint = collect_target(target, context)
+        client = connect(context.environ)
+        try:
+            return engine_import(reader, client, registry=endpoint.registry, repository=endpoint.repository,
+                                 target_tag=endpoint.tag, username=endpoint.username, password=endpoint.password,
+                                 reporter=context.reporter, warn=context.warn)
+        finally:
+            client.close()

@@ -1,0 +1,135 @@
+"""The options of one run, built once by the command line: one value per side (registry, repository,
+credentials, TLS, tag), one per command, and the run's context (prompts, the reporter that is also the one
+warnings channel, the environment). Frozen, keyword-only values; secrets only inside :class:`Secret`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from arcgap.util.progress import Reporter
+from arcgap.util.secret import Secret
+
+if TYPE_CHECKING:
+    from arcgap.installer.wheelhouse import Target
+
+Prompt = Callable[[str, Optional[str]], str]  # (label, default) → answer
+SecretPrompt = Callable[[str], str]
+
+# Keyword-only where the language has it (3.10+); on 3.9 the fields are in the same order, with defaults.
+_KW: dict[str, Any] = {"kw_only": True} if sys.version_info >= (3, 10) else {}
+
+
+@dataclass(frozen=True, **_KW)
+class SideOptions:
+    """One side as the command line gave it. None: not given, so the environment (SOURCE_DOCKER_* /
+    TARGET_DOCKER_*), a prompt or a default decides. The password only ever comes from --password-stdin."""
+
+    side: ClassVar[str] = ""
+    registry: str | None = None
+    repository: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    tag: str | None = None
+    ca_file: Path | None = None
+    insecure: bool = False
+    plain_http: bool = False
+
+    def values(self) -> dict[str, str | None]:
+        """The four values that may also come from the environment or a prompt."""
+        return {"registry": self.registry, "repository": self.repository, "username": self.username,
+                "tag": self.tag}
+
+
+class SourceOptions(SideOptions):
+    """The connected registry images are read from (export, mirror, releases, manifests new)."""
+
+    side: ClassVar[str] = "source"
+
+
+class TargetOptions(SideOptions):
+    """The registry images are written to (import, mirror)."""
+
+    side: ClassVar[str] = "target"
+
+
+@dataclass(frozen=True, **_KW)
+class Selection:
+    """Which images: names (or full references), an image list file, or a shipped release; none of them
+    means the shipped list of the source tag."""
+
+    names: tuple[str, ...] = ()
+    release: str | None = None
+    images_file: Path | None = None
+
+
+@dataclass(frozen=True, **_KW)
+class ExportOptions:
+    selection: Selection
+    output: Path | None = None
+    platform: str | None = None
+    jobs: int = 4
+    level: int = 3
+    threads: int = -1
+    force: bool = False
+    split_size: str | None = None
+    space_check: bool = True
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    cache_max_bytes: int | None = None  # None: the cache's default cap
+    since: tuple[Path, ...] = ()
+    sign_key: Path | None = None
+    skip_missing: bool = False
+    installer_targets: tuple[Target, ...] = ()
+    engine: str = "registry"
+    from_local: bool = False
+
+
+@dataclass(frozen=True, **_KW)
+class ImportOptions:
+    bundle: Path
+    jobs: int = 4
+    dry_run: bool = False
+    verify_key: Path | None = None
+    receipt: Path | None = None
+    engine: str = "registry"
+
+
+@dataclass(frozen=True, **_KW)
+class MirrorOptions:
+    selection: Selection
+    jobs: int = 4
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, **_KW)
+class ReleasesOptions:
+    image: str = ""  # the reference image whose tags name the releases ("" → arc-controller)
+
+
+@dataclass(frozen=True, **_KW)
+class ManifestsNewOptions:
+    tag: str
+    previous: str | None = None
+    add: tuple[str, ...] = ()
+    output: Path | None = None
+    force: bool = False
+    jobs: int = 8
+
+
+@dataclass(frozen=True, **_KW)
+class RunContext:
+    """What a run may use besides its options: prompts (None: never ask), the reporter (progress, and the one
+    channel for warnings) and the environment (the process's, unless a test gives one)."""
+
+    prompt: Prompt | None = None
+    secret_prompt: SecretPrompt | None = None
+    reporter: Reporter = field(default_factory=Reporter)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    def warn(self, text: str) -> None:
+        self.reporter.warn(text)
