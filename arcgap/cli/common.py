@@ -64,7 +64,7 @@ def warn(text: str) -> None:
 
 
 class QuietReporter(Reporter):
-    """--quiet: no progress and no summary lines, but warnings still print (README, "Output")."""
+    """--quiet: no progress (phases, per-image lines, byte counts), but warnings still print (README, "Output")."""
 
     def warn(self, text: str) -> None:
         warn(text)
