@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -96,9 +97,13 @@ def test_round_trip_equality() -> None:
     assert again.images[1].tag == "1.0"
 
 
-def test_round_trip_empty_bundle() -> None:
+def test_an_empty_bundle_is_refused() -> None:
+    """Nothing to import: exit 8 with a message that says so, not an import that does nothing and exits 0."""
     m = _manifest(images=(), blobs=())
-    assert BundleManifest.from_yaml(m.to_yaml()) == m
+    with pytest.raises(BundleFormatError) as info:
+        BundleManifest.from_yaml(m.to_yaml())
+    assert info.value.message == "arcgap.yaml: the bundle holds no images"
+    assert info.value.exit_code == ExitCode.BUNDLE_FORMAT
 
 
 def test_to_yaml_deterministic() -> None:
@@ -246,7 +251,7 @@ def _same_ref_name(doc: dict[str, Any]) -> None:
 
 
 def _duplicate_image(doc: dict[str, Any]) -> None:
-    doc["images"].append(dict(doc["images"][1]))
+    doc["images"].append(copy.deepcopy(doc["images"][1]))  # a shallow copy would make YAML anchors
 
 
 @pytest.mark.parametrize(
@@ -260,8 +265,10 @@ def _duplicate_image(doc: dict[str, Any]) -> None:
         pytest.param(_set("blobs.6.size", True), "blobs[6].size: wrong type", id="bool-blob-size"),
         pytest.param(_set("images.0.size", False), "images[0].size: wrong type", id="bool-image-size"),
         pytest.param(_set("blobs.6.size", "12"), "blobs[6].size: wrong type", id="string-size"),
-        pytest.param(_set("blobs.6.size", -1), "blobs[6]: invalid size, kind or duplicate digest",
+        pytest.param(_set("blobs.6.size", -1), f"blobs[6].size: -1 is out of range (0 to {2**50})",
                      id="negative-size"),
+        pytest.param(_set("blobs.6.size", 10**400), f"blobs[6].size: a number of {(10**400).bit_length()} bits is "
+                     f"out of range (0 to {2**50})", id="absurd-size"),
         pytest.param(_set("blobs.6.kind", "rootfs"), "blobs[6]: invalid size, kind or duplicate digest",
                      id="unknown-kind"),
         pytest.param(_set("blobs.6.digest", "sha256:XYZ"), "blobs[6]: invalid digest 'sha256:XYZ'",
@@ -344,7 +351,7 @@ def _differential(**overrides: Any) -> BundleManifest:
         blobs=(BlobEntry(BASE_LAYER, 9_000_000, "application/vnd.oci.image.layer.v1.tar+gzip", "layer"),
                BlobEntry(BASE_CONFIG, 70, "application/vnd.oci.image.config.v1+json", "config")),
     )
-    fields: dict[str, Any] = {"format_version": FORMAT_VERSION, "relies_on": (base,)}
+    fields: dict[str, Any] = {"format_version": 2, "relies_on": (base,)}
     fields.update(overrides)
     return _manifest(**fields)
 
@@ -353,8 +360,8 @@ def test_needed_version() -> None:
     from arcgap.bundle.format import needed_version
 
     assert needed_version(differential=False, signed=False) == PLAIN_FORMAT_VERSION == 1
-    assert needed_version(differential=True, signed=False) == FORMAT_VERSION == 2
-    assert needed_version(differential=False, signed=True) == 2
+    assert needed_version(differential=True, signed=False) == 2
+    assert needed_version(differential=False, signed=True) == FORMAT_VERSION == 3  # members: what it signs
 
 
 def test_differential_round_trip() -> None:

@@ -63,7 +63,7 @@ def test_signed_bundle_imports_with_the_key_and_never_carries_it(
     assert names[:4] == ["arcgap.yaml", "arcgap.yaml.sig", "oci-layout", "index.json"]
     sig = json.loads(member_bytes(signed_bundle, "arcgap.yaml.sig"))
     assert sig["algorithm"] == "ed25519" and sig["key_fingerprint"] == fingerprint
-    assert yaml.safe_load(member_bytes(signed_bundle, "arcgap.yaml"))["format_version"] == 2
+    assert yaml.safe_load(member_bytes(signed_bundle, "arcgap.yaml"))["format_version"] == 3
     # no trace of the private key: not its PEM, not its 32 raw bytes
     raw = zstandard.ZstdDecompressor().stream_reader(signed_bundle.open("rb")).read()
     key = serialization.load_pem_private_key(private.read_bytes(), password=None)

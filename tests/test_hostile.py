@@ -149,7 +149,7 @@ def test_zeros_after_the_end_of_the_archive_are_refused_quickly(tmp_path: Path, 
     assert code == ExitCode.BUNDLE_FORMAT, err
     assert err.splitlines()[0] == (f"error: {path}: more than {MAX_TRAILING_BYTES} bytes of padding after the end "
                                    "of the archive")
-    assert seconds < 3 and rss < 128, (seconds, rss)  # a plain verify peaks at ~46 MiB here
+    assert seconds < 10 and rss < 128, (seconds, rss)  # a plain verify peaks at ~46 MiB here; seconds: shared machine
 
 
 def test_zero_padding_up_to_the_cap_is_accepted() -> None:
@@ -167,7 +167,7 @@ def test_a_member_larger_than_arcgap_yaml_declares_is_refused_before_it_is_read(
     t0 = time.monotonic()
     with pytest.raises(IntegrityError) as info:
         _read_all(bomb)
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 5  # reading the 64 GiB would take minutes
     assert info.value.message == (f"{ORIGIN}: blob {layer.digest}: size {64 * GiB} differs from the declared "
                                   f"{layer.size}")
 
@@ -181,18 +181,21 @@ def test_zeros_where_the_next_member_belongs_end_the_archive_early() -> None:
     t0 = time.monotonic()
     with pytest.raises(IntegrityError) as info:
         _read_all(bomb)
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 5  # reading the 64 GiB would take minutes
     assert info.value.message == f"{ORIGIN}: bundle truncated: blob {TOC.blobs[-1].digest} missing"
 
 
 def test_a_frame_asking_for_a_huge_window_is_refused(tmp_path: Path) -> None:
-    """A 2 GiB decoding window would be allocated up front; zstd's default limit (128 MiB) refuses it."""
+    """A 2 GiB decoding window would be allocated up front: refused as over the limit, not called damage."""
     path = tmp_path / "window.tar.zst"
     path.write_bytes(GOOD + rle_frame(GiB, window_log=31))
     code, seconds, rss, err = _verify_in_a_process(path)
-    assert code == ExitCode.INTEGRITY, err
-    assert err.startswith(f"error: {path}: compressed data is damaged (") and "too much memory" in err
-    assert seconds < 3 and rss < 128
+    assert code == ExitCode.BUNDLE_FORMAT, err
+    assert err.splitlines() == [
+        f"error: {path}: a zstd frame asks for a 2,048 MiB decoding window; arcgap allows at most 128 MiB",
+        "hint: recompress the tar with a window of at most 128 MiB (zstd --long=27 or less); arcgap export never "
+        "goes over it"]
+    assert seconds < 10 and rss < 128  # seconds: the machine is shared; reading the bomb would take minutes
 
 
 # -- deep nesting -------------------------------------------------------------------------------------------
@@ -392,19 +395,15 @@ def test_mutated_bundles_are_read_whole_and_right_or_refused(mutations: list[tup
             assert Digest.of(got[entry.digest]) == entry.digest and len(got[entry.digest]) == entry.size
 
 
-def test_yaml_aliases_do_not_expand() -> None:
-    """A "billion laughs" key in an otherwise valid arcgap.yaml: the loader shares aliased nodes, and nothing
-    reading the bundle (reader, verify, inspect) walks the unknown key, so nothing expands."""
-    from arcgap.bundle.verify import describe
-
+def test_yaml_aliases_are_refused() -> None:
+    """A "billion laughs" key in an otherwise valid arcgap.yaml: anchors and aliases are refused before anything
+    is built (arcgap never writes them), with the line of the first anchor."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]
     toc_yaml = TOC.to_yaml() + ("\n".join(lines) + "\n").encode()
     members = [(n, toc_yaml if n == MANIFEST_NAME else d) for n, d in _members(TOC, DATA)]
     raw = _zst(_tar(members))
-    t0 = time.monotonic()
-    assert _read_all(raw) == DATA
-    _verify(raw)
-    reader = BundleReader(io.BytesIO(raw), origin=ORIGIN)
-    json.dumps(describe(reader.manifest))
-    assert time.monotonic() - t0 < 1
+    with pytest.raises(BundleFormatError) as info:
+        _read_all(raw)
+    line = toc_yaml.decode().splitlines().index(lines[0]) + 1
+    assert info.value.message == f"{ORIGIN}:{MANIFEST_NAME}:{line}: refused: YAML anchors are not allowed"

@@ -371,4 +371,4 @@ def test_no_base_blob_needed_gives_a_plain_bundle_and_signing_needs_version_2() 
     assert plan.manifest.relies_on == () and plan.manifest.format_version == 1
     signed = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
                         signed=True)
-    assert signed.manifest.format_version == 2 and signed.manifest.blobs == plan.manifest.blobs
+    assert signed.manifest.format_version == 3 and signed.manifest.blobs == plan.manifest.blobs

@@ -301,7 +301,7 @@ def test_base256_size() -> None:
         pytest.param(b"8 patha\nX", "bundle tar: malformed PAX record", id="no-equals"),
         pytest.param(b"0 x=y\n", "bundle tar: malformed PAX record", id="zero-length"),
         pytest.param(b"12 size=abc\n", "bundle tar: bad PAX size", id="bad-size"),
-        pytest.param(b"11 size=-5\n", "bundle member 'a' has a negative size", id="negative-size"),
+        pytest.param(b"11 size=-5\n", "bundle tar: bad PAX size", id="negative-size"),
     ],
 )
 def test_malformed_pax(pax: bytes, message: str) -> None:
@@ -319,7 +319,7 @@ def test_oversized_pax_rejected() -> None:
     info = tarfile.TarInfo("././@PaxHeader")
     info.type = tarfile.XHDTYPE
     info.size = 64 * 1024 + 1
-    with pytest.raises(BundleFormatError, match="^bundle tar: oversized PAX header$"):
+    with pytest.raises(BundleFormatError, match="^bundle tar: PAX header of more than 65536 bytes$"):
         TarReader(io.BytesIO(info.tobuf(tarfile.USTAR_FORMAT))).next_member()
 
 

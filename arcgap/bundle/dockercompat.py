@@ -79,3 +79,28 @@ def chosen_platforms(manifest: BundleManifest, wanted_platform: str | None = Non
 
 def _path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
+
+
+def check_docker_manifest(manifest: BundleManifest, data: bytes) -> str | None:
+    """What is wrong with a bundle's ``manifest.json`` for these images (None: it fits), without the blobs.
+
+    One entry per image in order, ``RepoTags`` exactly the image's source reference, ``Config`` a config and
+    ``Layers`` layers that arcgap.yaml lists: what docker acts on can name no other image and no other blob.
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(doc, list) or len(doc) != len(manifest.images):
+        return "not one entry per image"
+    kinds = {_path(b.digest): b.kind for b in manifest.blobs}
+    for image, entry in zip(manifest.images, doc):
+        if not isinstance(entry, dict) or set(entry) != {"Config", "RepoTags", "Layers"}:
+            return f"the entry of {image.ref_name} is not what arcgap writes"
+        if entry["RepoTags"] != [repo_tag(manifest, image)]:
+            return f"RepoTags of {image.ref_name} differ from the image's source reference"
+        layers = entry["Layers"]
+        if kinds.get(entry["Config"]) != "config" or not isinstance(layers, list) or any(
+                not isinstance(x, str) or kinds.get(x) != "layer" for x in layers):
+            return f"Config or Layers of {image.ref_name} name blobs that are not its config and layers"
+    return None

@@ -2,7 +2,9 @@
 
 Every digest and size the importer relies on is listed here, in the order the blobs follow in the tar. A
 differential bundle (format version 2) also lists, under ``relies_on``, the blobs it leaves out because the
-target already holds them from an earlier bundle.
+target already holds them from an earlier bundle. A signed bundle (format version 3) also records, under
+``members``, the size and sha256 of every other member (``oci-layout``, ``index.json``, ``manifest.json``), so the
+signature over ``arcgap.yaml`` covers every byte of the bundle. Limits: :mod:`arcgap.bundle.limits`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ from typing import Any
 import yaml
 
 from arcgap import __version__
+from arcgap.bundle import limits
 from arcgap.errors import BundleFormatError, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION, is_index, is_manifest
 from arcgap.oci.reference import validate_repository, validate_tag
+from arcgap.util import safeyaml
 
 FORMAT_NAME = "arcgap-bundle"
-FORMAT_VERSION = 2  # the newest version this arcgap reads and writes
+FORMAT_VERSION = 3  # the newest version this arcgap reads and writes
 PLAIN_FORMAT_VERSION = 1  # a full, unsigned bundle: arcgap 0.1 reads it too
+DIFFERENTIAL_FORMAT_VERSION = 2  # relies_on (and, before version 3, a signature without members)
+MEMBERS_FORMAT_VERSION = 3  # members: the digests of the bundle's other members, written by signed bundles
 MANIFEST_NAME = "arcgap.yaml"
 LAYOUT_NAME = "oci-layout"
 INDEX_NAME = "index.json"
-MAX_YAML_BYTES = 64 * 1024 * 1024
+MAX_YAML_BYTES = limits.MAX_YAML_BYTES
 BLOB_KINDS = ("index", "manifest", "config", "layer")
 RELIABLE_KINDS = ("config", "layer")  # manifests are always in the bundle: tags need their bytes
 BASE_VIAS = ("bundle", "sidecar", "receipt")
@@ -35,9 +41,21 @@ def needed_version(*, differential: bool, signed: bool) -> int:
     """The lowest format version that describes a bundle, so older arcgap reads every bundle it can.
 
     Version 1 readers would take ``relies_on`` for an unknown key and stop at ``arcgap.yaml.sig`` with an
-    unclear message; version 2 makes them say "newer format" instead.
+    unclear message; version 2 makes them say "newer format" instead. A signed bundle records its other
+    members' digests (``members``), which a version 2 reader would not check: version 3.
     """
-    return FORMAT_VERSION if (differential or signed) else PLAIN_FORMAT_VERSION
+    if signed:
+        return MEMBERS_FORMAT_VERSION
+    return DIFFERENTIAL_FORMAT_VERSION if differential else PLAIN_FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    """A member other than arcgap.yaml, its signature and the blobs, as ``members`` in arcgap.yaml records it."""
+
+    name: str
+    size: int
+    digest: Digest
 
 
 @dataclass(frozen=True)
@@ -100,10 +118,20 @@ class BundleManifest:
     format_version: int = PLAIN_FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # forward-compatible fields, kept verbatim
     relies_on: tuple[BaseBundle, ...] = ()  # empty for a full bundle
+    members: tuple[MemberEntry, ...] = ()  # the other members' digests (format version 3: signed bundles)
 
     def __post_init__(self) -> None:
-        if self.relies_on and self.format_version < FORMAT_VERSION:
+        if self.relies_on and self.format_version < DIFFERENTIAL_FORMAT_VERSION:
             raise ValueError("a differential bundle needs format version 2")
+        if self.members and self.format_version < MEMBERS_FORMAT_VERSION:
+            raise ValueError("members need format version 3")
+
+    def with_members(self, members: dict[str, bytes]) -> BundleManifest:
+        """This manifest recording the size and sha256 of ``members`` (name -> exact bytes), in that order."""
+        from dataclasses import replace
+
+        entries = tuple(MemberEntry(name, len(data), Digest.of(data)) for name, data in members.items())
+        return replace(self, members=entries, format_version=max(self.format_version, MEMBERS_FORMAT_VERSION))
 
     @property
     def total_bytes(self) -> int:
@@ -160,6 +188,8 @@ class BundleManifest:
                  "blobs": [_blob_dict(b) for b in base.blobs]}
                 for base in self.relies_on
             ]
+        if self.members:
+            doc["members"] = [{"name": m.name, "size": m.size, "digest": str(m.digest)} for m in self.members]
         doc.update(self.extra)
         return doc
 
@@ -169,7 +199,7 @@ class BundleManifest:
             names = ", ".join(base.name for base in self.relies_on)
             header += f" (and {len(self.relied_on_blobs)} blobs the target holds from {names})"
         header += "\n"
-        body = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=200)
+        body = safeyaml.dump(self.to_dict())
         return (header + body).encode()
 
     def oci_index(self) -> bytes:
@@ -196,8 +226,14 @@ class BundleManifest:
     @classmethod
     def from_yaml(cls, data: bytes, *, origin: str = MANIFEST_NAME) -> BundleManifest:
         try:
-            doc = yaml.safe_load(data)
-        except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: recursion
+            doc = safeyaml.load(data, max_bytes=limits.MAX_YAML_BYTES, max_nodes=limits.MAX_YAML_NODES,
+                                max_depth=limits.MAX_YAML_DEPTH)
+        except safeyaml.YamlRefused as exc:
+            where = f"{origin}:{exc.line}" if exc.line is not None else origin
+            raise BundleFormatError(f"{where}: refused: {exc.why}",
+                                    hint="arcgap never writes this: the bundle was altered or not written by arcgap "
+                                         "(see \"Limits\" in the README)") from None
+        except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: an int of 5,000 digits
             mark = getattr(exc, "problem_mark", None)
             where = f"{origin}:{mark.line + 1}" if mark is not None else origin
             raise BundleFormatError(
@@ -220,7 +256,28 @@ def _get(obj: Any, key: str, typ: type | tuple[type, ...], origin: str, where: s
     value = obj[key]
     if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
         raise _fail(origin, f"{where}.{key}: wrong type")
+    if isinstance(value, str) and len(value) > limits.MAX_TEXT:
+        raise _fail(origin, f"{where}.{key}: longer than {limits.MAX_TEXT} characters")
+    if typ is int and not 0 <= value <= limits.MAX_BLOB_BYTES:
+        raise _fail(origin, f"{where}.{key}: {_number(value)} is out of range (0 to {limits.MAX_BLOB_BYTES})")
+    if isinstance(value, list) and len(value) > limits.MAX_BLOBS:
+        raise _fail(origin, f"{where}.{key}: more than {limits.MAX_BLOBS} entries")
     return value
+
+
+def _number(value: int) -> str:
+    """A number from the input for a message: absurd ones (10**400) shortened."""
+    return str(value) if abs(value) < 10**30 else f"a number of {value.bit_length()} bits"
+
+
+def _text(doc: dict[str, Any], key: str, origin: str, where: str) -> str:
+    """An optional free-text field: a string of bounded length (anything else is a damaged manifest)."""
+    value = doc.get(key, "")
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, bool, bytes)) or len(str(value)) > limits.MAX_TEXT:
+        raise _fail(origin, f"{where}.{key}: not a short string")
+    return str(value)
 
 
 def _digest(text: str, origin: str, where: str) -> Digest:
@@ -239,7 +296,8 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
     if version > FORMAT_VERSION:
         raise BundleFormatError(
             f"bundle format version {version} is newer than this arcgap supports ({FORMAT_VERSION})",
-            hint=f"install a newer arcgap on this side (the bundle was written by arcgap {doc.get('arcgap_version')})",
+            hint="install a newer arcgap on this side (the bundle was written by arcgap "
+                 f"{str(doc.get('arcgap_version'))[:40]})",
         )
     if version < 1:
         raise _fail(origin, f"unknown format_version {version}")
@@ -247,11 +305,18 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
     seen: set[Digest] = set()
     listed = _get(doc, "blobs", list, origin, "top")
     blobs = [_blob(b, origin, f"blobs[{n}]", seen, BLOB_KINDS) for n, b in enumerate(listed)]
-    in_bundle = set(seen)
+    _check_blob_order(blobs, origin)
+    in_bundle = {b.digest: b for b in blobs}
     relies_on = _relies_on(doc, version, origin, seen)
     images: list[ImageEntry] = []
     refs: set[str] = set()
-    for n, i in enumerate(_get(doc, "images", list, origin, "top")):
+    listed_images = _get(doc, "images", list, origin, "top")
+    if not listed_images:
+        raise BundleFormatError(f"{origin}: the bundle holds no images",
+                                hint="nothing to import or verify: export the images again")
+    if len(listed_images) > limits.MAX_IMAGES:
+        raise _fail(origin, f"more than {limits.MAX_IMAGES} images")
+    for n, i in enumerate(listed_images):
         where = f"images[{n}]"
         name = _get(i, "name", str, origin, where)
         tag = _get(i, "tag", str, origin, where)
@@ -271,6 +336,8 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
             )
             for k, p in enumerate(_get(i, "platforms", list, origin, where))
         )
+        if len(platforms) > limits.MAX_INDEX_CHILDREN:
+            raise _fail(origin, f"{where}: more than {limits.MAX_INDEX_CHILDREN} platforms")
         entry = ImageEntry(
             name=name,
             tag=tag,
@@ -287,19 +354,64 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
             raise _fail(origin, f"{where}: manifest {entry.digest.short} is not among the bundle's blobs")
         if is_index(media_type) != any(p.digest != entry.digest for p in platforms):
             raise _fail(origin, f"{where}: platforms do not match the media type")
+        top = in_bundle[entry.digest]
+        if (top.size, top.media_type, top.kind) != (entry.size, media_type, "index" if is_index(media_type)
+                                                    else "manifest"):
+            raise _fail(origin, f"{where}: size, media type or kind differs from blob {entry.digest.short}")
         images.append(entry)
-    known = {"format", "format_version", "arcgap_version", "created", "source", "images", "blobs", "relies_on"}
+    known = {"format", "format_version", "arcgap_version", "created", "source", "images", "blobs", "relies_on",
+             "members"}
     return BundleManifest(
         source_registry=_get(source, "registry", str, origin, "source"),
-        source_repository=str(source.get("repository") or ""),
+        source_repository=_text(source, "repository", origin, "source"),
         images=tuple(images),
         blobs=tuple(blobs),
-        created=str(doc.get("created", "")),
-        arcgap_version=str(doc.get("arcgap_version", "")),
+        created=_text(doc, "created", origin, "top"),
+        arcgap_version=_text(doc, "arcgap_version", origin, "top"),
         format_version=version,
         extra={k: v for k, v in doc.items() if k not in known},
         relies_on=relies_on,
+        members=_members(doc, version, origin),
     )
+
+
+def _check_blob_order(blobs: list[BlobEntry], origin: str) -> None:
+    """Manifests and indexes first (import checks the graph before it sends a blob), each within the limits."""
+    held = 0
+    configs_seen = False
+    for n, b in enumerate(blobs):
+        if b.kind in ("index", "manifest"):
+            if configs_seen:
+                raise _fail(origin, f"blobs[{n}]: manifest {b.digest.short} after a config or layer")
+            if b.size > limits.MAX_MANIFEST_BYTES:
+                raise BundleFormatError(
+                    f"{origin}: blobs[{n}]: {b.kind} {b.digest.short} of {_number(b.size)} bytes is over the "
+                    f"{limits.MAX_MANIFEST_BYTES}-byte limit for a manifest",
+                    hint="arcgap never writes such a manifest: the bundle was altered or not written by arcgap")
+            if is_index(b.media_type) != (b.kind == "index") or not is_manifest(b.media_type):
+                raise _fail(origin, f"blobs[{n}]: kind {b.kind} does not fit media type {b.media_type[:100]!r}")
+            held += b.size
+            if held > limits.MAX_MANIFESTS_TOTAL_BYTES:
+                raise _fail(origin, f"manifests of more than {limits.MAX_MANIFESTS_TOTAL_BYTES} bytes in all")
+        else:
+            configs_seen = True
+
+
+def _members(doc: dict[str, Any], version: int, origin: str) -> tuple[MemberEntry, ...]:
+    """``members`` (format version 3): the layout members' names, sizes and digests, in the bundle's order."""
+    if "members" not in doc:
+        return ()
+    if version < MEMBERS_FORMAT_VERSION:
+        raise _fail(origin, f"members needs format_version {MEMBERS_FORMAT_VERSION}, not {version}")
+    entries: list[MemberEntry] = []
+    for n, m in enumerate(_get(doc, "members", list, origin, "top")):
+        where = f"members[{n}]"
+        name = _get(m, "name", str, origin, where)
+        if name not in (LAYOUT_NAME, INDEX_NAME, "manifest.json") or any(e.name == name for e in entries):
+            raise _fail(origin, f"{where}: unexpected or repeated member {name[:100]!r}")
+        entries.append(MemberEntry(name, _get(m, "size", int, origin, where),
+                                   _digest(_get(m, "digest", str, origin, where), origin, where)))
+    return tuple(entries)
 
 
 def _blob(b: Any, origin: str, where: str, seen: set[Digest], kinds: tuple[str, ...]) -> BlobEntry:
@@ -308,6 +420,8 @@ def _blob(b: Any, origin: str, where: str, seen: set[Digest], kinds: tuple[str, 
     kind = _get(b, "kind", str, origin, where)
     if size < 0 or kind not in kinds or d in seen:
         raise _fail(origin, f"{where}: invalid size, kind or duplicate digest")
+    if len(seen) >= 2 * limits.MAX_BLOBS:
+        raise _fail(origin, f"more than {limits.MAX_BLOBS} blobs")
     seen.add(d)
     return BlobEntry(d, size, _get(b, "media_type", str, origin, where), kind)
 
@@ -316,10 +430,13 @@ def _relies_on(doc: dict[str, Any], version: int, origin: str, seen: set[Digest]
     """The ``relies_on`` section: bases and the blobs left out; none of them may also be in the bundle."""
     if "relies_on" not in doc:
         return ()
-    if version < FORMAT_VERSION:
-        raise _fail(origin, f"relies_on needs format_version {FORMAT_VERSION}, not {version}")
+    if version < DIFFERENTIAL_FORMAT_VERSION:
+        raise _fail(origin, f"relies_on needs format_version {DIFFERENTIAL_FORMAT_VERSION}, not {version}")
     bases: list[BaseBundle] = []
-    for n, base in enumerate(_get(doc, "relies_on", list, origin, "top")):
+    listed = _get(doc, "relies_on", list, origin, "top")
+    if len(listed) > limits.MAX_BASES:
+        raise _fail(origin, f"relies_on: more than {limits.MAX_BASES} base bundles")
+    for n, base in enumerate(listed):
         where = f"relies_on[{n}]"
         name = _get(base, "bundle", str, origin, where)
         via = _get(base, "via", str, origin, where)
@@ -328,5 +445,5 @@ def _relies_on(doc: dict[str, Any], version: int, origin: str, seen: set[Digest]
         blobs = tuple(_blob(b, origin, f"{where}.blobs[{k}]", seen, RELIABLE_KINDS)
                       for k, b in enumerate(_get(base, "blobs", list, origin, where)))
         identity = _digest(_get(base, "identity", str, origin, where), origin, where)
-        bases.append(BaseBundle(name, identity, via, str(base.get("created", "")), blobs))
+        bases.append(BaseBundle(name, identity, via, _text(base, "created", origin, where), blobs))
     return tuple(bases)

@@ -1,6 +1,10 @@
 """Checks that a bundle's manifests, its ``arcgap.yaml`` and its blobs form one complete graph (pure).
 
-A differential bundle's relied-on blobs count as present elsewhere (at the target); the importer checks them.
+The whole graph: every index child and every config and layer is listed, with its size; an index's children
+are image manifests (a nested index is over the depth limit, as export refuses it too); the media type each
+manifest's own bytes declare is the one arcgap.yaml and its parent declare; every manifest blob is used, and no
+config or layer is labelled a manifest. ``verify`` and ``import`` call this at the same point, so one defect
+gets one exit code. A differential bundle's relied-on blobs count as present elsewhere (at the target).
 """
 
 from __future__ import annotations
@@ -8,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arcgap.bundle.format import BundleManifest, ImageEntry
+from arcgap.bundle.limits import MAX_GRAPH_DEPTH, MAX_INDEX_CHILDREN, MAX_LAYERS
 from arcgap.errors import BundleFormatError, RegistryError
 from arcgap.oci.digest import Digest
-from arcgap.oci.mediatypes import ParsedManifest, is_index, parse_manifest
+from arcgap.oci.mediatypes import ParsedManifest, is_index, parse_manifest, sniff_media_type
 
 
 @dataclass(frozen=True)
@@ -28,14 +33,29 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
     declared = {**in_bundle, **elsewhere}  # configs and layers may be either; manifests are always in the bundle
     graphs: list[ImageGraph] = []
 
+    used: set[Digest] = set()
+
     def parsed(digest: Digest, media_type: str, what: str) -> ParsedManifest:
         raw = manifests.get(digest)
         if raw is None:
             raise BundleFormatError(f"{origin}: {what}: manifest {digest} is not in the bundle")
+        entry = in_bundle.get(digest)
+        if entry is None or entry.media_type != media_type:
+            raise BundleFormatError(f"{origin}: {what}: manifest {digest.short} is listed with another media type "
+                                    f"than {media_type[:100]!r}")
+        own = sniff_media_type(raw)
+        if own is not None and own != media_type:  # the registry would store it as the type its bytes declare
+            raise BundleFormatError(f"{origin}: {what}: manifest {digest.short} declares media type {own[:100]!r} "
+                                    f"in its bytes, not {media_type[:100]!r}")
         try:
-            return parse_manifest(raw, media_type, what=what)
+            result = parse_manifest(raw, media_type, what=what)
         except RegistryError as exc:
             raise BundleFormatError(f"{origin}: {exc.message}") from None
+        if len(result.children) > MAX_INDEX_CHILDREN or len(result.layers) > MAX_LAYERS:
+            raise BundleFormatError(f"{origin}: {what}: more than {MAX_INDEX_CHILDREN} children or {MAX_LAYERS} "
+                                    "layers in one manifest")
+        used.add(digest)
+        return result
 
     for image in manifest.images:
         what = image.ref_name
@@ -51,6 +71,11 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
             for child in top.children:
                 if child.digest in {c[0] for c in children}:
                     continue
+                if is_index(child.media_type):
+                    raise BundleFormatError(f"{origin}: {what}: index child {child.digest.short} is itself an "
+                                            f"index (nested deeper than {MAX_GRAPH_DEPTH} levels)",
+                                            hint="arcgap export refuses nested indexes: the bundle was altered "
+                                                 "or not written by arcgap")
                 entry = in_bundle.get(child.digest)
                 if entry is None or entry.size != child.size:
                     raise BundleFormatError(f"{origin}: {what}: child manifest {child.digest} missing or wrong size")
@@ -69,6 +94,12 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                     )
                 if entry.size != d.size:
                     raise BundleFormatError(f"{origin}: {what}: blob {d.digest} size differs from its manifest")
+                if entry.kind not in ("config", "layer"):
+                    raise BundleFormatError(f"{origin}: {what}: blob {d.digest.short} is used as a config or layer "
+                                            f"but listed as a {entry.kind}")
                 needed.add(d.digest)
         graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere))))
+    unused = [b for b in manifest.blobs if b.kind in ("index", "manifest") and b.digest not in used]
+    if unused:
+        raise BundleFormatError(f"{origin}: {unused[0].kind} {unused[0].digest.short} is listed but no image uses it")
     return graphs

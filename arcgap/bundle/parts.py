@@ -12,12 +12,14 @@ from typing import Any
 
 import yaml
 
+from arcgap.bundle import limits
 from arcgap.errors import BundleFormatError, UsageError
+from arcgap.util import safeyaml
 
 SIDECAR_SUFFIX = ".parts.yaml"
 SIDECAR_FORMAT = "arcgap-parts"
 SIDECAR_VERSION = 1
-MAX_SIDECAR_BYTES = 4 * 1024 * 1024
+MAX_SIDECAR_BYTES = limits.MAX_SIDECAR_BYTES
 PART_SUFFIX = re.compile(r"\.(\d{3,})$")
 
 # FAT32 cannot hold a file of 4 GiB; its largest is one byte less. DVD and BD capacities are decimal.
@@ -136,13 +138,16 @@ class PartsIndex:
         what = f"{len(self.parts)} parts" if self.split_bytes is not None else "the bundle file"
         header = (f"# arcgap: {what} of {self.bundle_name}; check them with "
                   f"'arcgap verify {self.file_name}', import with 'arcgap import {self.file_name}'\n")
-        return (header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=200)).encode()
+        return (header + safeyaml.dump(doc)).encode()
 
     @classmethod
     def from_yaml(cls, data: bytes, *, origin: str) -> PartsIndex:
         try:
-            doc = yaml.safe_load(data)
-        except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: recursion
+            doc = safeyaml.load(data, max_bytes=MAX_SIDECAR_BYTES, max_nodes=limits.MAX_YAML_NODES,
+                                max_depth=limits.MAX_YAML_DEPTH)
+        except safeyaml.YamlRefused as exc:
+            raise _bad(f"{origin}:{exc.line}" if exc.line else origin, f"refused: {exc.why}") from None
+        except (yaml.YAMLError, RecursionError, ValueError) as exc:  # deep nesting: recursion
             mark = getattr(exc, "problem_mark", None)
             where = f"{origin}:{mark.line + 1}" if mark is not None else origin
             raise _bad(where, "not valid YAML") from None
@@ -200,6 +205,8 @@ def _parse(doc: Any, origin: str) -> PartsIndex:
     listed = _field(doc, "parts", list, origin, "top")
     if not listed:
         raise _bad(origin, "parts: empty")
+    if len(listed) > limits.MAX_PARTS:
+        raise _bad(origin, f"parts: more than {limits.MAX_PARTS}")
     parts: list[PartEntry] = []
     for n, item in enumerate(listed, start=1):
         where = f"parts[{n - 1}]"

@@ -1,7 +1,9 @@
 """Read a bundle in one streaming pass without extracting it: manifest first, then verified blobs.
 
 Input is untrusted: member names and order must be exactly what ``arcgap.yaml`` declares, sizes must
-match, and every blob is checked by size and digest before its last chunk is handed on.
+match, and every blob is checked by size and digest before its last chunk is handed on. The layout members are
+checked against the digests ``arcgap.yaml`` records (format version 3) or, in a signed bundle of version 2,
+against what ``arcgap.yaml`` derives; every limit is in :mod:`arcgap.bundle.limits`.
 """
 
 from __future__ import annotations
@@ -24,17 +26,19 @@ from arcgap.bundle.format import (
     BlobEntry,
     BundleManifest,
 )
+from arcgap.bundle.limits import MAX_LAYOUT_MEMBER_BYTES, MAX_TRAILING_BYTES, MAX_WINDOW_BYTES
 from arcgap.bundle.partstream import PartSet, PartStream, check_present, locate
 from arcgap.bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, BundleSignature
-from arcgap.bundle.zstdframes import FrameTracker
-from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError
+from arcgap.bundle.zstdframes import FrameTracker, is_frame_start
+from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError, SignatureError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
-OPTIONAL_MEMBERS = ("manifest.json",)  # docker-load compatibility (written by later versions)
-MAX_SMALL_MEMBER = 16 * 1024 * 1024
-MAX_TRAILING_BYTES = 1024 * 1024  # tar pads to its record size (10 KiB by default); arcgap writes 1 KiB
+DOCKER_MANIFEST_NAME = "manifest.json"
+OPTIONAL_MEMBERS = (DOCKER_MANIFEST_NAME,)  # docker-load compatibility (written by later versions)
+MAX_SMALL_MEMBER = MAX_LAYOUT_MEMBER_BYTES
+__all__ = ["MAX_TRAILING_BYTES", "BundleReader", "open_bundle"]
 
 
 class _ZstdErrors:
@@ -47,7 +51,12 @@ class _ZstdErrors:
     def read(self, n: int = -1) -> bytes:
         try:
             return self._inner.read(n)
+        except BundleFormatError as exc:  # from the frame tracker (a window over the limit): name the bundle
+            raise BundleFormatError(f"{self._origin}: {exc.message}", hint=exc.hint) from None
         except zstandard.ZstdError as exc:
+            if "too much memory" in str(exc):  # the frame tracker names the window first; this is a backstop
+                raise BundleFormatError(f"a zstd frame asks for a decoding window over {MAX_WINDOW_BYTES} bytes",
+                                        hint="recompress the tar with zstd --long=27 or less") from None
             raise IntegrityError(f"compressed data is damaged ({exc})") from None
 
 
@@ -60,12 +69,12 @@ class BundleReader:
     def __init__(self, stream: BinaryIO, *, origin: str) -> None:
         self.origin = origin
         head = stream.read(4)
-        if head != ZSTD_MAGIC:
+        if not is_frame_start(head):  # a zstd frame, or a skippable frame in front of one
             raise BundleFormatError(
                 f"{origin} is not an arcgap bundle (not zstd-compressed)",
                 hint="give the .tar.zst file written by 'arcgap export'",
             )
-        dctx = zstandard.ZstdDecompressor()
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
         self._frames = FrameTracker()
         raw = self._raw = _Tracked(_Prepend(head, stream), self._frames)
         self._zr = dctx.stream_reader(raw, read_size=READ_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
@@ -85,6 +94,8 @@ class BundleReader:
         self._blobs_done = 0
         self._signature: BundleSignature | None = None
         self._after_manifest: list[tarstream.MemberHeader | None] | None = None  # the next member, once read
+        self._first_blob: list[tarstream.MemberHeader | None] | None = None  # once the layout has been read
+        self.signature_checked = False  # set by arcgap.bundle.signing.check_bundle_signature: changes are forgery
 
     @property
     def identity(self) -> Digest:
@@ -117,9 +128,15 @@ class BundleReader:
         except IntegrityError as exc:
             raise IntegrityError(f"{self.origin}: {exc.message} (in {self.current})") from None
 
+    def read_layout(self) -> None:
+        """Read and check the members between arcgap.yaml (and its signature) and the first blob (idempotent)."""
+        if self._first_blob is None:
+            self._first_blob = [self._read_layout()]
+
     def _read_layout(self) -> tarstream.MemberHeader | None:
         """Read oci-layout, index.json and optional members; return the first blob member header."""
         expected = [LAYOUT_NAME, INDEX_NAME]
+        recorded = {m.name: m for m in self.manifest.members}
         self.signature()
         held = self._after_manifest or []  # the first member after arcgap.yaml and its signature
         while True:
@@ -132,17 +149,53 @@ class BundleReader:
             elif not expected and name in OPTIONAL_MEMBERS and name not in self.layout_files:
                 pass
             else:
-                raise BundleFormatError(f"{self.origin}: unexpected member {name[:200]!r}")
+                raise self._changed(f"unexpected member {name[:200]!r}", format_error=True)
+            if recorded and name not in recorded:
+                raise self._changed(f"member {name} is not among the members {MANIFEST_NAME} records")
             if member.size > MAX_SMALL_MEMBER:
                 raise BundleFormatError(f"{self.origin}: member {name} is implausibly large")
+            if recorded and member.size != recorded[name].size:
+                raise self._changed(f"member {name} is {member.size} bytes, not the {recorded[name].size} "
+                                    f"{MANIFEST_NAME} records")
             self.current = name
-            self.layout_files[name] = self._read_whole(member.size)
+            self.layout_files[name] = data = self._read_whole(member.size)
+            if recorded and Digest.of(data) != recorded[name].digest:
+                raise self._changed(f"member {name} differs from the sha256 {MANIFEST_NAME} records")
         if expected:
             if member is None:
                 raise IntegrityError(f"{self.origin}: bundle truncated: {expected[0]} missing")
             raise BundleFormatError(f"{self.origin}: {expected[0]} missing before the blobs")
+        absent = [name for name in recorded if name not in self.layout_files]
+        if absent:
+            raise self._changed(f"member {absent[0]} that {MANIFEST_NAME} records is missing")
         self._check_layout()
+        if self.signature_checked and not recorded:
+            self._check_derived_layout()
         return member
+
+    def _changed(self, what: str, *, format_error: bool = False) -> ArcgapError:
+        """A layout member that differs from what arcgap.yaml records: forgery once the signature checked out."""
+        if self.signature_checked:
+            return SignatureError(f"{self.origin}: {what}: the bundle was changed after it was signed",
+                                  hint="copy the bundle again from the original; do not import this one")
+        if format_error:
+            return BundleFormatError(f"{self.origin}: {what}")
+        return IntegrityError(f"{self.origin}: {what}")
+
+    def _check_derived_layout(self) -> None:
+        """A signed bundle of format version 2 records no member digests: its oci-layout and index.json must be
+        exactly what arcgap.yaml derives, and its manifest.json must name the images arcgap.yaml names."""
+        from arcgap.bundle.dockercompat import check_docker_manifest
+
+        manifest = self.manifest
+        for name, derived in ((LAYOUT_NAME, manifest.oci_layout()), (INDEX_NAME, manifest.oci_index())):
+            if self.layout_files[name] != derived:
+                raise self._changed(f"member {name} is not what the signed {MANIFEST_NAME} describes")
+        docker = self.layout_files.get(DOCKER_MANIFEST_NAME)
+        if docker is not None:
+            problem = check_docker_manifest(manifest, docker)
+            if problem:
+                raise self._changed(f"member {DOCKER_MANIFEST_NAME}: {problem}")
 
     def _check_layout(self) -> None:
         try:
@@ -165,7 +218,9 @@ class BundleReader:
 
     def blobs(self) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         """Yield each blob with an iterator of its verified bytes; consume it before asking for the next."""
-        member = self._read_layout()
+        self.read_layout()
+        assert self._first_blob is not None
+        member = self._first_blob.pop()
         expected = list(self.manifest.blobs)
         for n, entry in enumerate(expected):
             if member is None:

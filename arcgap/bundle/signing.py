@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.signature import BundleSignature
 from arcgap.errors import LocalIOError, SignatureError, UsageError
 from arcgap.oci.digest import Digest
@@ -155,13 +156,29 @@ def check_signature(
             f"{origin} is signed by another key ({signature.key_fingerprint}), not by {key.path} ({key.fingerprint})",
             hint="check that you were given the right public key; do not import a bundle you cannot attribute",
         )
-    try:
-        if signature.signed_digest != Digest.of(manifest_bytes):
-            raise InvalidSignature
-        key.key.verify(signature.signature, manifest_bytes)
-    except InvalidSignature:
+    if signature.signed_digest != Digest.of(manifest_bytes):
         raise SignatureError(
             f"{origin}: the signature does not match arcgap.yaml: it was changed after it was signed",
             hint="copy the bundle again from the original; do not import this one",
+        )
+    try:
+        key.key.verify(signature.signature, manifest_bytes)
+    except InvalidSignature:  # arcgap.yaml is what the signature claims to cover, but the key did not sign it
+        raise SignatureError(
+            f"{origin}: the signature is not valid for {key.path} ({key.fingerprint}): it names that key but was "
+            "not made with it (forged or damaged)",
+            hint="do not import this bundle; ask the exporting side for a new copy signed with the key",
         ) from None
     return key.fingerprint
+
+
+def check_bundle_signature(reader: BundleReader, key: VerifyKey) -> Digest:
+    """Check ``reader``'s signature with ``key``, then every member the signed arcgap.yaml covers besides the blobs
+    (``oci-layout``, ``index.json``, ``manifest.json``), before anything else happens; raises SignatureError.
+
+    The blobs are covered by the digests arcgap.yaml lists; the reader checks each one as it streams.
+    """
+    fingerprint = check_signature(reader.manifest_bytes, reader.signature(), key, origin=reader.origin)
+    reader.signature_checked = True
+    reader.read_layout()
+    return fingerprint

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from arcgap.bundle.limits import MAX_MEMBER_NAME, MAX_PAX_BYTES, MAX_PAX_HEADERS, MAX_PAX_RECORDS
 from arcgap.errors import BundleFormatError, IntegrityError
 
 BLOCK = 512
-MAX_PAX_BYTES = 64 * 1024
 
 
 def member_header(name: str, size: int) -> bytes:
@@ -84,6 +84,8 @@ def _parse_pax(data: bytes) -> dict[str, str]:
         if space < 0:
             raise BundleFormatError("bundle tar: malformed PAX header")
         try:
+            if space - pos > 8:  # a record longer than the header itself
+                raise ValueError
             length = int(data[pos:space])
         except ValueError:
             raise BundleFormatError("bundle tar: malformed PAX header") from None
@@ -92,6 +94,8 @@ def _parse_pax(data: bytes) -> dict[str, str]:
             raise BundleFormatError("bundle tar: malformed PAX record")
         key, _, value = record[:-1].partition(b"=")
         records[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        if len(records) > MAX_PAX_RECORDS:
+            raise BundleFormatError(f"bundle tar: more than {MAX_PAX_RECORDS} PAX records for one member")
         pos += length
     return records
 
@@ -120,6 +124,7 @@ class TarReader:
             self._read(self._pad, "padding")
             self._pad = 0
         pax: dict[str, str] = {}
+        headers = 0
         while True:
             block = self._read(BLOCK, "a tar header")
             if block == b"\0" * BLOCK:
@@ -129,20 +134,27 @@ class TarReader:
             typeflag = block[156:157]
             size = _number(block[124:136], "size")
             if typeflag == b"x":
+                headers += 1
+                if headers > MAX_PAX_HEADERS:
+                    raise BundleFormatError(f"bundle tar: more than {MAX_PAX_HEADERS} PAX headers before one member")
                 if size > MAX_PAX_BYTES:
-                    raise BundleFormatError("bundle tar: oversized PAX header")
+                    raise BundleFormatError(f"bundle tar: PAX header of more than {MAX_PAX_BYTES} bytes")
                 pax.update(_parse_pax(self._read(size, "a PAX header")))
+                if len(pax) > MAX_PAX_RECORDS:
+                    raise BundleFormatError(f"bundle tar: more than {MAX_PAX_RECORDS} PAX records for one member")
                 self._read(-size % BLOCK, "padding")
                 continue
             name = block[0:100].split(b"\0", 1)[0]
             prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\x00" else b""
             full = (prefix + b"/" + name if prefix else name).decode("utf-8", "replace")
             full = pax.get("path", full)
+            if len(full) > MAX_MEMBER_NAME:
+                raise BundleFormatError(f"bundle tar: a member name of more than {MAX_MEMBER_NAME} characters")
             if "size" in pax:
-                try:
-                    size = int(pax["size"])
-                except ValueError:
-                    raise BundleFormatError("bundle tar: bad PAX size") from None
+                text = pax["size"]
+                if not (text.isascii() and text.isdigit() and len(text) <= 20):
+                    raise BundleFormatError("bundle tar: bad PAX size")
+                size = int(text)
             if typeflag not in (b"0", b"\0"):
                 kind = {b"1": "hard link", b"2": "symbolic link", b"3": "character device", b"4": "block device",
                         b"5": "directory", b"6": "FIFO", b"g": "global header"}.get(typeflag, "special file")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from arcgap.bundle.format import BundleManifest
 from arcgap.bundle.graph import build_graph
+from arcgap.bundle.limits import MAX_IMAGES, MAX_TEXT
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.signature import BundleSignature
 from arcgap.oci.digest import Digest
@@ -47,20 +48,25 @@ def verify_bundle(
     manifest = reader.manifest
     signature = reader.signature()
     if verify_key is not None:
-        from arcgap.bundle.signing import check_signature
+        from arcgap.bundle.signing import check_bundle_signature
 
-        check_signature(reader.manifest_bytes, signature, verify_key, origin=reader.origin)
+        check_bundle_signature(reader, verify_key)
     reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"verifying {reader.origin}")
     manifests: dict[Digest, bytes] = {}
+    checked = False
     for entry, chunks in reader.blobs():
         if entry.kind in ("index", "manifest"):
             data = b"".join(chunks)
             manifests[entry.digest] = data
             reporter.advance(len(data))
-        else:
-            for chunk in chunks:
-                reporter.advance(len(chunk))
-    build_graph(manifest, manifests, origin=reader.origin)
+            continue
+        if not checked:  # where import checks it: after the manifests, before the first config or layer
+            build_graph(manifest, manifests, origin=reader.origin)
+            checked = True
+        for chunk in chunks:
+            reporter.advance(len(chunk))
+    if not checked:
+        build_graph(manifest, manifests, origin=reader.origin)
     reporter.close()
     return VerifyResult(
         len(manifest.images), len(manifest.blobs), manifest.total_bytes, time.monotonic() - t0,
@@ -111,5 +117,5 @@ def skipped_images(manifest: BundleManifest) -> list[dict[str, str]]:
     raw = manifest.extra.get("skipped_images")
     if not isinstance(raw, list):
         return []
-    return [{"name": e["name"], "source": e["source"]} for e in raw
+    return [{"name": e["name"][:MAX_TEXT], "source": e["source"][:MAX_TEXT]} for e in raw[:MAX_IMAGES]
             if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("source"), str)]

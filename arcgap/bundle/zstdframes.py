@@ -7,11 +7,37 @@ checksum), so the reader feeds every compressed byte through this small parser o
 
 from __future__ import annotations
 
-from arcgap.errors import IntegrityError
+from arcgap.bundle.limits import MAX_WINDOW_BYTES
+from arcgap.errors import BundleFormatError, IntegrityError
 
 ZSTD_MAGIC = 0xFD2FB528
 _SKIPPABLE_MASK = 0xFFFFFFF0
 _SKIPPABLE_MAGIC = 0x184D2A50
+
+
+def is_frame_start(head: bytes) -> bool:
+    """True when ``head`` (4 bytes) starts a zstd frame or a skippable frame (RFC 8878 §3.1.2)."""
+    magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else -1
+    return magic == ZSTD_MAGIC or (magic & _SKIPPABLE_MASK) == _SKIPPABLE_MAGIC
+
+
+def _window_bytes(descriptor: int) -> int:
+    """The window size a Window_Descriptor byte asks for (RFC 8878 §3.1.1.1.2)."""
+    log = 10 + (descriptor >> 3)
+    base = 1 << log
+    return base + (base // 8) * (descriptor & 7)
+
+
+def _too_large(window: int) -> BundleFormatError:
+    return BundleFormatError(
+        f"a zstd frame asks for a {_mib(window)} decoding window; arcgap allows at most {_mib(MAX_WINDOW_BYTES)}",
+        hint=f"recompress the tar with a window of at most {_mib(MAX_WINDOW_BYTES)} "
+             "(zstd --long=27 or less); arcgap export never goes over it",
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n < 2**40 else f"{n / 2**40:,.0f} TiB"
 
 
 class FrameTracker:
@@ -83,8 +109,16 @@ class FrameTracker:
                 raise IntegrityError("compressed data is damaged (reserved bit set in a zstd frame header)")
             fcs = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fcs_flag]
             self._header_rest = (0 if single else 1) + (0, 1, 2, 4)[dict_flag] + fcs
+            self._single, self._fcs_bytes = bool(single), fcs
             self._state = "header_rest" if self._header_rest else "block"
         elif state == "header_rest":
+            if self._single:  # the window is the whole content (RFC 8878 §3.1.1.1.2)
+                window = int.from_bytes(buf[len(buf) - self._fcs_bytes:], "little") + (256 if self._fcs_bytes == 2
+                                                                                        else 0)
+            else:
+                window = _window_bytes(buf[0])
+            if window > MAX_WINDOW_BYTES:
+                raise _too_large(window)
             self._state = "block"
         elif state == "block":
             header = int.from_bytes(buf, "little")

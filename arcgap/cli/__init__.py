@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from arcgap.cli.common import app
 from arcgap.cli.hints import hint_for
 from arcgap.errors import ArcgapError, ExitCode
+from arcgap.util.safetext import safe
 
 __all__ = ["app", "main", "run"]
 
@@ -33,9 +34,10 @@ for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools"):
 
 
 def _fail(message: str, hint: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    """Exactly one ``error:`` line and one ``hint:`` line: text from a bundle or a registry is escaped."""
+    print(f"error: {safe(message)}", file=sys.stderr)
     if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+        print(f"hint: {safe(hint)}", file=sys.stderr)
     return code
 
 

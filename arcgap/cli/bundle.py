@@ -14,6 +14,7 @@ from arcgap.cli.common import (
     reporter_for,
 )
 from arcgap.util.progress import human_bytes
+from arcgap.util.safetext import safe, safe_lines
 
 # -- verify / inspect ------------------------------------------------------------------------------------
 
@@ -39,10 +40,10 @@ def verify_cmd(
         result = verify_bundle(reader, reporter=reporter_for(quiet), verify_key=key)
     parts = reader.parts
     listed = parts is not None and (parts.split or parts.sidecar is not None)  # README: "in parts or with its sidecar"
-    emit({**result.to_dict(), **(parts.to_dict() if listed else {})}, as_json, lambda: typer.echo(
+    emit({**result.to_dict(), **(parts.to_dict() if listed else {})}, as_json, lambda: typer.echo(safe_lines(
         f"{bundle}: OK: {result.images} images, {result.blobs} blobs, "
         f"{human_bytes(result.content_bytes)} verified in {result.seconds:.1f} s{_parts_note(parts)}"
-        + _verify_notes(result)))
+        + _verify_notes(result))))
 
 
 def _verify_notes(result: Any) -> str:
@@ -87,27 +88,33 @@ def inspect_cmd(
     if parts is not None and (parts.split or parts.sidecar is not None):
         doc.update(parts.to_dict())
 
-    def human() -> None:
-        typer.echo(f"bundle {bundle} (format {doc['format_version']}, arcgap {doc['arcgap_version']}, "
-                   f"created {doc['created']})")
-        typer.echo(f"source {doc['source']['registry']}/{doc['source']['repository']}")
+    def human() -> None:  # every line escaped: the table of contents is bundle text
+        echo = _safe_echo
+        echo(f"bundle {bundle} (format {doc['format_version']}, arcgap {doc['arcgap_version']}, "
+             f"created {doc['created']})")
+        echo(f"source {doc['source']['registry']}/{doc['source']['repository']}")
         for img in doc["images"]:
             plats = ", ".join(p["platform"] for p in img["platforms"])
-            typer.echo(f"  {img['name']}:{img['tag']}  {img['digest']}  [{plats}]")
-        typer.echo(f"{len(doc['images'])} images, {doc['blobs']} blobs, {human_bytes(doc['content_bytes'])}")
+            echo(f"  {img['name']}:{img['tag']}  {img['digest']}  [{plats}]")
+        echo(f"{len(doc['images'])} images, {doc['blobs']} blobs, {human_bytes(doc['content_bytes'])}")
         for base in doc["relies_on"]:
-            typer.echo(f"relies on {base['blobs']} blobs ({human_bytes(base['bytes'])}) from {base['bundle']} "
-                       f"({base['identity']}), which the target must hold")
+            echo(f"relies on {base['blobs']} blobs ({human_bytes(base['bytes'])}) from {base['bundle']} "
+                 f"({base['identity']}), which the target must hold")
         if doc["signed_by"]:
-            typer.echo(f"signed by {doc['signed_by']}")
+            echo(f"signed by {doc['signed_by']}")
         if doc["skipped_images"]:
-            typer.echo(f"left out at export (not at the source, --skip-missing): {len(doc['skipped_images'])} images: "
-                       + ", ".join(s["source"] for s in doc["skipped_images"]))
+            echo(f"left out at export (not at the source, --skip-missing): {len(doc['skipped_images'])} images: "
+                 + ", ".join(s["source"] for s in doc["skipped_images"]))
         if parts is not None and parts.split:
-            typer.echo(f"in {len(parts.files)} parts: {parts.files[0].path.name} … {parts.files[-1].path.name}"
-                       + (f", listed in {parts.sidecar.name}" if parts.sidecar else ""))
+            echo(f"in {len(parts.files)} parts: {parts.files[0].path.name} … {parts.files[-1].path.name}"
+                 + (f", listed in {parts.sidecar.name}" if parts.sidecar else ""))
 
     emit(doc, as_json, human)
+
+
+def _safe_echo(line: str) -> None:
+    """One line of output built from bundle text: control characters and escape sequences escaped."""
+    typer.echo(safe(line))
 
 
 # -- keygen ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from arcgap.util.secret import Secret
 
 if TYPE_CHECKING:
     from arcgap.commands.options import RunContext, SourceOptions, TargetOptions
+from arcgap.util.safetext import safe
 
 app = typer.Typer(
     name="arcgap",
@@ -60,7 +61,7 @@ def secret_prompt(label: str) -> str:
 
 def warn(text: str) -> None:
     """The one way a warning reaches the user: ``warning: …`` on stderr, with or without --quiet."""
-    typer.echo(f"warning: {text}", err=True)
+    typer.echo(f"warning: {safe(text)}", err=True)
 
 
 class QuietReporter(Reporter):

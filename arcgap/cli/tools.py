@@ -26,6 +26,7 @@ from arcgap.cli.common import (
 )
 from arcgap.errors import UsageError
 from arcgap.util.progress import human_bytes
+from arcgap.util.safetext import safe
 
 # -- cache -----------------------------------------------------------------------------------------------
 
@@ -104,11 +105,11 @@ def releases_cmd(
         typer.echo(f"{result.registry}/{result.repository}/{result.image}: {len(result.releases)} releases"
                    + (f", newest {result.latest}" if result.latest else ""))
         for rel in result.releases:
-            typer.echo(f"  {rel.tag}" + ("  (shipped list)" if rel.shipped else ""))
+            typer.echo(f"  {safe(rel.tag)}" + ("  (shipped list)" if rel.shipped else ""))
         if show_all and result.other_tags:
             typer.echo(f"other tags ({len(result.other_tags)}):")
             for tag in result.other_tags:
-                typer.echo(f"  {tag}")
+                typer.echo(f"  {safe(tag)}")  # tags come from the registry's answer
         elif result.other_tags:
             typer.echo(f"and {len(result.other_tags)} other tags (--all shows them)")
 

@@ -26,6 +26,7 @@ from arcgap.cli.common import (
     warn,
 )
 from arcgap.util.progress import human_bytes
+from arcgap.util.safetext import safe
 
 # -- export ------------------------------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ def import_cmd(
 
     def human() -> None:
         for img in result.images:
-            typer.echo(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}")
+            typer.echo(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
         if engine == "docker":
             changed = result.to_dict()["digests_changed"]
             typer.echo(f"imported {len(result.images)} images through the Docker engine: "
@@ -260,7 +261,7 @@ def mirror_cmd(
 
     def human() -> None:
         for img in result.images:
-            typer.echo(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}")
+            typer.echo(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
         if result.dry_run:
             typer.echo(
                 f"would mirror {len(result.images)} images from {result.source} to {result.target}: "

@@ -88,11 +88,10 @@ def run_engine_import(target: TargetOptions, options: ImportOptions, context: Ru
 
     key = verify_key_from(options.verify_key)
     with open_bundle(options.bundle) as reader:
-        signature = reader.signature()
         if key is not None:
-            from arcgap.bundle.signing import check_signature
+            from arcgap.bundle.signing import check_bundle_signature
 
-            check_signature(reader.manifest_bytes, signature, key, origin=reader.origin)
+            check_bundle_signature(reader, key)
         endpoint = collect_target(target, context)
         client = connect(context.environ)
         try:

@@ -220,9 +220,9 @@ def run_import(target: TargetOptions, options: ImportOptions, context: RunContex
     with open_bundle(o.bundle, hash_parts=False) as reader:  # read the table of contents before asking anything
         signature = reader.signature()
         if key is not None:  # refused before any question or connection
-            from arcgap.bundle.signing import check_signature
+            from arcgap.bundle.signing import check_bundle_signature
 
-            check_signature(reader.manifest_bytes, signature, key, origin=reader.origin)
+            check_bundle_signature(reader, key)
         endpoint = collect_target(target, context)
         tls = side_tls(endpoint, ca_file=target.ca_file, insecure=target.insecure)
         with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=context.environ) as pool:

@@ -129,16 +129,19 @@ def export_bundle(
 
     reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.name}")
     expected_bytes = estimate_bundle_bytes(manifest) if space_check else None
+    layout = {LAYOUT_NAME: manifest.oci_layout(), INDEX_NAME: manifest.oci_index()}
+    if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
+        layout[DOCKER_MANIFEST_NAME] = docker_manifest_json(manifest, plan.small_blobs)
+    if signer is not None:  # arcgap.yaml records the other members' digests: the signature covers them too
+        manifest = manifest.with_members(layout)
     with BundleWriter(output, level=level, threads=threads, overwrite=overwrite, split_bytes=split_bytes,
                       expected_bytes=expected_bytes) as writer:
         manifest_bytes = manifest.to_yaml()
         writer.add_manifest(manifest, manifest_bytes)
         if signer is not None:  # the signature member sits right after the bytes it signs
             writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
-        writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
-        writer.add_bytes(INDEX_NAME, manifest.oci_index())
-        if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
-            writer.add_bytes(DOCKER_MANIFEST_NAME, docker_manifest_json(manifest, plan.small_blobs))
+        for name, data in layout.items():
+            writer.add_bytes(name, data)
         prefetcher = OrderedPrefetcher(remote, fetch, jobs=jobs)
         downloads = iter(prefetcher)
         try:

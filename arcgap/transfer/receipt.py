@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from arcgap import __version__
+from arcgap.bundle import limits
 from arcgap.bundle.format import BLOB_KINDS, BlobEntry
 from arcgap.errors import BundleFormatError, LocalIOError, UsageError
 from arcgap.oci.digest import Digest
+from arcgap.util import safeyaml
 
 if TYPE_CHECKING:
     from arcgap.bundle.format import BundleManifest
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 RECEIPT_FORMAT = "arcgap-receipt"
 RECEIPT_VERSION = 1
-MAX_RECEIPT_BYTES = 64 * 1024 * 1024
+MAX_RECEIPT_BYTES = limits.MAX_RECEIPT_BYTES
 ACTIONS = ("pushed", "mounted", "skipped")
 # pushed: the tag was set, and at least one of the image's blobs was uploaded from the bundle;
 # mounted: the tag was set, and none had to be uploaded: each was mounted from another repository of the
@@ -104,14 +106,17 @@ class Receipt:
         header = (f"# arcgap import receipt: {len(self.images)} images of {self.bundle_name} into "
                   f"{self.target_registry}/{self.target_repository}; "
                   "'arcgap export --since THIS-FILE' leaves out the blobs listed here\n")
-        body = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=200)
+        body = safeyaml.dump(self.to_dict())
         return (header + body).encode()
 
     @classmethod
     def from_yaml(cls, data: bytes, *, origin: str) -> Receipt:
         try:
-            doc = yaml.safe_load(data)
-        except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: recursion
+            doc = safeyaml.load(data, max_bytes=limits.MAX_RECEIPT_BYTES, max_nodes=limits.MAX_YAML_NODES,
+                                max_depth=limits.MAX_YAML_DEPTH)
+        except safeyaml.YamlRefused as exc:
+            raise _bad(f"{origin}:{exc.line}" if exc.line else origin, f"refused: {exc.why}") from None
+        except (yaml.YAMLError, RecursionError, ValueError) as exc:  # deep nesting: recursion
             mark = getattr(exc, "problem_mark", None)
             raise _bad(f"{origin}:{mark.line + 1}" if mark is not None else origin, "not valid YAML") from None
         return _parse(doc, origin)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import yaml
 
+from arcgap.bundle import limits
 from arcgap.bundle.format import RELIABLE_KINDS, BaseBundle, BlobEntry
 from arcgap.bundle.parts import SIDECAR_FORMAT, SIDECAR_SUFFIX, PartsIndex, split_part_name
 from arcgap.bundle.reader import ZSTD_MAGIC, open_bundle
 from arcgap.errors import BundleFormatError, LocalIOError
 from arcgap.transfer.receipt import MAX_RECEIPT_BYTES, Receipt, bundle_label, is_receipt
+from arcgap.util import safeyaml
 
 HINT = "--since takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) or an import receipt"
 
@@ -47,8 +49,11 @@ def load_base(path: Path) -> BaseBundle:
     if len(text) > MAX_RECEIPT_BYTES:
         raise BundleFormatError(f"--since {path}: not a bundle, sidecar or receipt (too large for YAML)", hint=HINT)
     try:
-        doc = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
+        doc = safeyaml.load(text, max_bytes=limits.MAX_RECEIPT_BYTES, max_nodes=limits.MAX_YAML_NODES,
+                            max_depth=limits.MAX_YAML_DEPTH)
+    except safeyaml.YamlRefused as exc:
+        raise BundleFormatError(f"{path}: refused: {exc.why} (given to --since)", hint=HINT) from None
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise BundleFormatError(f"{where}: not valid YAML (given to --since: a bundle, sidecar or receipt)",

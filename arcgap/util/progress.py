@@ -1,4 +1,7 @@
-"""Progress reporting: rich bars on a terminal, plain lines otherwise, nothing when quiet."""
+"""Progress reporting: rich bars on a terminal, plain lines otherwise, nothing when quiet.
+
+Text reaching a reporter may come from a bundle or a registry: every line is escaped (arcgap.util.safetext).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import sys
 import threading
 import time
 from typing import TextIO
+
+from arcgap.util.safetext import safe
 
 
 class Reporter:
@@ -31,6 +36,8 @@ class Reporter:
 
 
 def _human(n: float) -> str:
+    if isinstance(n, int) and abs(n) >= 1024**5:  # a size from untrusted input can be absurd (10**400): no float
+        return f"{n // 1024**4:,} TiB" if abs(n) < 10**30 else "more than 10**30 B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -54,7 +61,7 @@ class PlainReporter(Reporter):
         self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
-        print(text, file=self._out, flush=True)
+        print(safe(text), file=self._out, flush=True)
 
     def phase(self, text: str) -> None:
         self._line(text)
@@ -113,16 +120,18 @@ class RichReporter(Reporter):
         self._task: int | None = None
 
     def phase(self, text: str) -> None:
-        self._console.print(text, markup=False, highlight=False)  # user text: never read as markup
+        self._console.print(safe(text), markup=False, highlight=False)  # user text: never read as markup
 
     def warn(self, text: str) -> None:
         from rich.text import Text
 
-        self._console.print(Text.assemble(("warning: ", "yellow"), text), highlight=False)
+        self._console.print(Text.assemble(("warning: ", "yellow"), safe(text)), highlight=False)
 
     def start(self, total_bytes: int, *, images: int, label: str) -> None:
         self._progress.start()
-        self._task = self._progress.add_task(f"{label} ({images} images)", total=total_bytes)
+        from rich.markup import escape
+
+        self._task = self._progress.add_task(escape(safe(f"{label} ({images} images)")), total=total_bytes)
 
     def advance(self, n_bytes: int) -> None:
         if self._task is not None:
@@ -131,7 +140,7 @@ class RichReporter(Reporter):
     def item_done(self, text: str) -> None:
         from rich.text import Text
 
-        self._progress.console.print(Text.assemble("  ", ("✓", "green"), " ", text), highlight=False)
+        self._progress.console.print(Text.assemble("  ", ("✓", "green"), " ", safe(text)), highlight=False)
 
     def close(self) -> None:
         self._progress.stop()
