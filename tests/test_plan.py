@@ -305,7 +305,7 @@ def test_same_name_different_tags_without_override() -> None:
     ("repository", "tag", "message"),
     [
         ("mirror", "-v2", "invalid tag '-v2'"),
-        ("Mirror", None, "invalid repository name 'Mirror/arc-controller'"),
+        ("Mirror", None, "invalid repository name 'Mirror'"),
     ],
 )
 def test_map_targets_invalid(repository: str, tag: str | None, message: str) -> None:

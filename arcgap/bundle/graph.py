@@ -34,6 +34,7 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
     graphs: list[ImageGraph] = []
 
     used: set[Digest] = set()
+    roles: dict[Digest, set[str]] = {}  # what each config or layer serves as in the manifests
 
     def parsed(digest: Digest, media_type: str, what: str) -> ParsedManifest:
         raw = manifests.get(digest)
@@ -97,9 +98,14 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                 if entry.kind not in ("config", "layer"):
                     raise BundleFormatError(f"{origin}: {what}: blob {d.digest.short} is used as a config or layer "
                                             f"but listed as a {entry.kind}")
+                roles.setdefault(d.digest, set()).add("config" if d is m.config else "layer")
                 needed.add(d.digest)
         graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere))))
     unused = [b for b in manifest.blobs if b.kind in ("index", "manifest") and b.digest not in used]
     if unused:
         raise BundleFormatError(f"{origin}: {unused[0].kind} {unused[0].digest.short} is listed but no image uses it")
+    for b in manifest.blobs:  # a blob may serve as both (OCI's empty descriptor): its kind must be one of its uses
+        if b.kind in ("config", "layer") and b.kind not in roles.get(b.digest, ()):
+            use = " and ".join(sorted(roles.get(b.digest, ()))) or "nothing"
+            raise BundleFormatError(f"{origin}: blob {b.digest.short} is listed as a {b.kind} but used as {use}")
     return graphs

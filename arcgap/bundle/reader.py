@@ -121,6 +121,10 @@ class BundleReader:
             return self._tar.next_member()
         except IntegrityError as exc:
             raise IntegrityError(f"{self.origin}: {exc.message} (after {self.current})") from None
+        except BundleFormatError as exc:
+            if exc.message.startswith(self.origin):
+                raise
+            raise BundleFormatError(f"{self.origin}: {exc.message} (after {self.current})", hint=exc.hint) from None
 
     def _read_whole(self, size: int) -> bytes:
         try:

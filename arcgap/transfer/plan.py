@@ -134,10 +134,22 @@ def map_targets(
 
     if tag:
         validate_tag(tag)
+    if repository.strip("/"):
+        join_repository(repository)  # the operator's own value: its own error
     targets: list[TargetImage] = []
     seen: dict[str, str] = {}
     for entry in manifest.images:
-        t = TargetImage(entry, registry, join_repository(repository, entry.name), tag or entry.tag)
+        try:
+            joined = join_repository(repository, entry.name)
+        except UsageError:  # the name is the bundle's: say so, and what the operator can change
+            full = "/".join(p.strip("/") for p in (repository, entry.name) if p and p.strip("/"))
+            raise UsageError(
+                f"image {entry.name[:80]!r} from the bundle ({entry.source[:200]}) would become the target "
+                f"repository {full[:80]!r}… of {len(full)} characters, which registries refuse (at most 255)",
+                hint="choose a shorter TARGET_DOCKER_REPOSITORY (--target-repository); the name comes from the "
+                     "bundle",
+            ) from None
+        t = TargetImage(entry, registry, joined, tag or entry.tag)
         if t.reference in seen:
             raise UsageError(
                 f"{entry.source} and {seen[t.reference]} would both become {t.reference}",
