@@ -407,3 +407,15 @@ def test_yaml_aliases_are_refused() -> None:
         _read_all(raw)
     line = toc_yaml.decode().splitlines().index(lines[0]) + 1
     assert info.value.message == f"{ORIGIN}:{MANIFEST_NAME}:{line}: refused: YAML anchors are not allowed"
+
+
+def test_an_absurd_size_is_refused_and_never_reaches_the_progress_formatter() -> None:
+    """10**400 as a blob size: refused by arcgap.yaml's range check (exit 8); the formatter copes anyway."""
+    from arcgap.util.progress import human_bytes
+
+    doc = TOC.to_dict()
+    doc["blobs"][2]["size"] = 10**400
+    with pytest.raises(BundleFormatError) as info:
+        BundleManifest.from_yaml(json.dumps(doc).encode(), origin=MANIFEST_NAME)
+    assert "is out of range" in info.value.message
+    assert human_bytes(10**400) == "more than 10**30 B" and human_bytes(2**50 * 3) == "3,072 TiB"
