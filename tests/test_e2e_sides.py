@@ -10,7 +10,7 @@ import pytest
 
 from devtools.faultproxy import Fault, FaultProxy
 from devtools.synth import SmallSet
-from tests.e2e_helpers import arcgap, isolate_env
+from tests.e2e_helpers import arcgap, isolate_env, source_args
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +69,20 @@ def test_one_registry_both_sides_the_target_says_unauthorized(
     res = _mirror_within_one_registry(capsys, proxy, "sides-401")
     assert res.code == 3, res.err
     assert res.error_lines[1] == "hint: check TARGET_DOCKER_USERNAME and TARGET_DOCKER_PASSWORD"
+
+
+def test_the_token_server_refuses_the_source_user(
+    capsys: pytest.CaptureFixture[str], synth_small_token: SmallSet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The refusal comes from the token server (the authenticator, not a registry answer): still the source's."""
+    registry = synth_small_token.registry
+    monkeypatch.setenv("SOURCE_DOCKER_USERNAME", registry.username or "")
+    monkeypatch.setenv("SOURCE_DOCKER_PASSWORD", "not-the-token-password")
+    res = arcgap(capsys, "export", "docker-image", *source_args(registry), "--source-repository", "synth",
+                 "--source-tag", "v1", "-o", str(tmp_path / "t.tar.zst"))
+    assert res.code == 3, res.err
+    assert res.error_lines == [
+        f"error: {registry.host}: the token server refused user {registry.username!r} (401)",
+        f"hint: check SOURCE_DOCKER_USERNAME and SOURCE_DOCKER_PASSWORD (or your docker login for {registry.host})",
+    ]
+    assert "not-the-token-password" not in res.err + res.out
