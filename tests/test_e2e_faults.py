@@ -60,7 +60,7 @@ def test_permanent_errors_are_not_retried(
     assert res.code == code, res.err
     # 401 gets one re-authentication, then the import stops: at most the uploads already in flight (one per
     # background slot) ask, each once plus its re-authentication, and nothing is retried after that.
-    from arcgap.transfer.importer import BACKGROUND_SLOTS
+    from arcgap.transfer.background import BACKGROUND_SLOTS
 
     assert proxy.count(r"^POST /v2/.*/blobs/uploads/") <= 2 * BACKGROUND_SLOTS
     assert target.raw_client().catalog() == [] or all(

@@ -1,9 +1,11 @@
-"""Blob placement shared by import and mirror: which target repositories need each blob, and how it got there."""
+"""Blob placement, the one place that owns it: which target repositories need each blob, whether each holds it
+already, mounts it from another repository or gets it uploaded, the fallback when a mount is refused, and the
+record of how every (repository, blob) got there."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal, NamedTuple, Protocol
 
@@ -13,11 +15,15 @@ How = Literal["present", "mounted", "uploaded"]
 
 
 class BlobClient(Protocol):
-    """The registry calls placement makes (:class:`arcgap.registry.client.RegistryClient` has both)."""
+    """The sink calls placement makes (a part of :class:`arcgap.transfer.sink.Sink`)."""
+
+    registry: str
 
     def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool: ...
 
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool: ...
+
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int: ...
 
 
 class Summary(NamedTuple):
@@ -131,6 +137,30 @@ class Placements:
         if ok:
             self.placed(repository, digest, "mounted")
         return ok
+
+    def settle(self, digest: Digest) -> list[str]:
+        """Mount ``digest`` into every repository lacking it from one that holds it; those still lacking it."""
+        missing = self.missing(digest)
+        holder = self.holder(digest)
+        if holder is not None and missing:
+            missing = [r for r in missing if not self.mount(r, digest, holder)]
+        return missing
+
+    def upload(self, digest: Digest, size: int, missing: list[str], chunks: Iterable[bytes], *,
+               reopen: Callable[[str], Iterable[bytes]]) -> None:
+        """Upload ``chunks`` into the first of ``missing``, then mount the blob from there into the others.
+
+        Where a mount is refused, the blob is uploaded once more from ``reopen(first)``: the source again when
+        it can be re-read, else the verified copy just placed in ``first``.
+        """
+        first = missing[0]
+        self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}")
+        self.placed(first, digest, "uploaded", size)
+        for repo in missing[1:]:
+            if not self.mount(repo, digest, first):
+                self.client.upload_blob(repo, digest, reopen(first),
+                                        what=f"blob {digest} to {self.client.registry}/{repo}")
+                self.placed(repo, digest, "uploaded", size)
 
     def summary(self, repository: str, blobs: Iterable[Digest], *, dry_run: bool) -> Summary:
         """How ``blobs`` got to ``repository``: "pushed" if any was uploaded, else "mounted". A dry run names what

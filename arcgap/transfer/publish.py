@@ -1,4 +1,5 @@
-"""The last steps shared by import and mirror: manifests by digest, then tags, then every tag re-read."""
+"""The publish order, owned here: children before their index, every manifest by digest, then the tags (a tag
+already at its digest left alone), then every tag re-read."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from dataclasses import dataclass
 
 from arcgap.errors import TargetMismatchError
 from arcgap.oci.digest import Digest
-from arcgap.registry.client import RegistryClient
 from arcgap.transfer.plan import TargetImage
+from arcgap.transfer.sink import Sink
 from arcgap.util.parallel import each
 from arcgap.util.progress import Reporter
 
@@ -25,7 +26,7 @@ class Publication:
 
 
 def push_manifests_and_tags(
-    client: RegistryClient, images: Sequence[Publication], current: Sequence[Digest | None], reporter: Reporter
+    client: Sink, images: Sequence[Publication], current: Sequence[Digest | None], reporter: Reporter
 ) -> None:
     """Children before their index, all by digest, then the tags; a tag already at its digest is left alone."""
     reporter.phase("pushing manifests")
@@ -51,7 +52,7 @@ def push_manifests_and_tags(
             reporter.item_done(f"{pub.target.reference} already at {now.short}")
 
 
-def verify_tags(client: RegistryClient, targets: Sequence[TargetImage]) -> None:
+def verify_tags(client: Sink, targets: Sequence[TargetImage]) -> None:
     """Re-read every tag after the push; a different digest is an error of its own (exit 10)."""
     for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets, jobs=JOBS)):
         if got != target.entry.digest:

@@ -26,7 +26,7 @@ from arcgap.util import safeyaml
 
 if TYPE_CHECKING:
     from arcgap.bundle.format import BundleManifest
-    from arcgap.transfer.importer import ImportResult
+    from arcgap.transfer.tally import ImportResult
 
 RECEIPT_FORMAT = "arcgap-receipt"
 RECEIPT_VERSION = 1

@@ -1,0 +1,233 @@
+"""The one copy routine: images from a :class:`~arcgap.transfer.source.Source` into a
+:class:`~arcgap.transfer.sink.Sink`; import and mirror are compositions of it.
+
+Order of events, whatever the pair: the source's manifests are read and checked as a graph; the sink is asked
+which blobs each repository holds (in the background, the source's order first); blobs the source relies on the
+sink holding must be there or mountable before anything is sent; every blob is placed (present, mounted, or
+uploaded, verified on the way; a refused mount falls back to an upload) with bounded parallelism; only then are
+manifests pushed by digest (children before their index), then tags, then every tag re-read. The first failure,
+or Ctrl-C, stops the run before any manifest moves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from arcgap.bundle.format import BlobEntry
+from arcgap.errors import MissingBaseError
+from arcgap.oci.digest import Digest
+from arcgap.transfer.background import BackgroundUploads
+from arcgap.transfer.placement import Placements
+from arcgap.transfer.plan import TargetImage
+from arcgap.transfer.publish import Publication, push_manifests_and_tags, verify_tags
+from arcgap.transfer.sink import Sink
+from arcgap.transfer.source import Contents, Source
+from arcgap.transfer.tally import ImageOutcome, Tally
+from arcgap.util.parallel import each
+from arcgap.util.progress import Reporter
+
+TallyT = TypeVar("TallyT", bound=Tally)
+_MANIFEST_KINDS = ("index", "manifest")
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    jobs: int = 4  # blobs placed at once (a random-access source), questions and publications in flight
+    dry_run: bool = False  # plan, ask the sink, report; change nothing
+    label: str = "copying"  # the progress line, e.g. "importing into 10.0.0.5:5000"
+    where: str = ""  # the target named in hints, registry/repository
+
+
+def copy_images(source: Source, sink: Sink, targets: Sequence[TargetImage], tally: TallyT, *,
+                options: CopyOptions, reporter: Reporter) -> tuple[TallyT, Contents]:
+    """Copy the images ``targets`` name (one per image of the source, in order); returns the tally and contents."""
+    copy = _Copy(source, sink, list(targets), tally, options=options, reporter=reporter)
+    contents = copy.run()
+    return tally, contents
+
+
+class _Copy:
+    def __init__(self, source: Source, sink: Sink, targets: list[TargetImage], tally: Tally, *,
+                 options: CopyOptions, reporter: Reporter) -> None:
+        self.source = source
+        self.sink = sink
+        self.targets = targets
+        self.tally = tally
+        self.options = options
+        self.reporter = reporter
+        self.placements = Placements(sink)  # also updated by background uploads
+        self._lock = threading.Lock()  # the tally and the reporter are shared by workers
+        self._in_source: dict[Digest, int] = {}
+
+    def _meter(self, n_bytes: int) -> None:
+        with self._lock:
+            self.tally.verified_bytes += n_bytes
+            self.reporter.advance(n_bytes)
+
+    def run(self) -> Contents:
+        t0 = time.monotonic()
+        contents = self.source.contents(self._meter)
+        manifest = contents.manifest
+        self.tally.blobs = len(manifest.blobs)
+        self._in_source = {b.digest: b.size for b in manifest.blobs}
+        for target, graph in zip(self.targets, contents.graphs):
+            self.placements.need(target.repository, graph.blobs)
+        self.reporter.phase(f"checking which of {len(self.placements.digests)} blobs {self.sink.registry} "
+                            "already has")
+        try:
+            # Answers arrive while the first blobs are placed; each placement waits for its own blob's answers.
+            self.placements.start_check(jobs=self.options.jobs,
+                                        order=[b.digest for b in (*manifest.relied_on_blobs, *manifest.blobs)])
+            self._check_relied_on(contents)
+            if not self.options.dry_run:
+                data_bytes = sum(b.size for b in manifest.blobs if b.kind not in _MANIFEST_KINDS)
+                self.reporter.start(data_bytes, images=len(self.targets), label=self.options.label)
+                if self.source.sequential:
+                    self._stream(contents)
+                else:
+                    entries = {b.digest: b for b in manifest.blobs}
+                    wanted = [entries[d] for d in self.placements.digests if d in entries]
+                    each(self._place, wanted, jobs=self.options.jobs, name="arcgap-copy")
+            current = each(lambda t: self.sink.head_manifest(t.repository, t.tag), self.targets,
+                           jobs=self.options.jobs)
+            if not self.options.dry_run:
+                # Every blob is verified and present: now manifests by digest, then the tags.
+                pubs = [Publication(t, contents.raw(t.entry.digest), g.children)
+                        for t, g in zip(self.targets, contents.graphs)]
+                push_manifests_and_tags(self.sink, pubs, current, self.reporter)
+                verify_tags(self.sink, self.targets)
+            self._describe(contents, current)
+        finally:
+            self.placements.close()  # questions still open (a failed run) are dropped
+        self.reporter.close()
+        self.tally.seconds = time.monotonic() - t0
+        return contents
+
+    # -- what the source relies on ------------------------------------------------------------------------
+
+    def _check_relied_on(self, contents: Contents) -> None:
+        """Every relied-on blob must be in each repository that needs it, or mountable from one that has it.
+
+        Runs before any blob is sent: if the base is missing, nothing at all changes at the target.
+        """
+        relied = [b.digest for b in contents.manifest.relied_on_blobs if b.digest in self.placements]
+        self.tally.relied_on_blobs = len(relied)
+        if not relied:
+            return
+        self.reporter.phase(f"checking the {len(relied)} blobs the bundle relies on")
+        mounts: list[tuple[Digest, str, str]] = []
+        lacking: list[Digest] = []
+        for digest in relied:
+            holder = self.placements.holder(digest)
+            if holder is None:
+                lacking.append(digest)
+            else:
+                mounts += [(digest, r, holder) for r in self.placements.missing(digest)]
+        if lacking:
+            raise self._missing_base(contents, lacking)
+        if self.options.dry_run:
+            return
+        refused = {d for d, repo, holder in mounts if not self.placements.mount(repo, d, holder)}
+        if refused:
+            raise self._missing_base(contents, sorted(refused), mounting=True)
+
+    def _missing_base(self, contents: Contents, digests: list[Digest], *, mounting: bool = False) -> MissingBaseError:
+        manifest = contents.manifest
+        names = list(dict.fromkeys(base.name for d in digests if (base := manifest.base_of(d)) is not None))
+        named = " and ".join(names) or "an earlier bundle"
+        count = f"{len(digests)} blob{'s' if len(digests) != 1 else ''} missing"
+        if mounting:
+            return MissingBaseError(
+                f"the bundle relies on blobs from {named} that the target lacks: {count} "
+                "(the registry refused to mount them from another repository)",
+                hint=f"import {named} into these repositories first, or export a full bundle (without --since)",
+            )
+        return MissingBaseError(
+            f"the bundle relies on blobs from {named} that the target lacks: {count}",
+            hint=f"import {named} into {self.options.where} first, or export a full bundle (without --since); "
+                 "nothing was changed",
+        )
+
+    # -- blobs ----------------------------------------------------------------------------------------------
+
+    def _classify(self, digest: Digest) -> list[str]:
+        """Count ``digest`` as present, mountable or missing at the sink; the repositories lacking it."""
+        missing = self.placements.missing(digest)
+        size = self._in_source.get(digest, 0)
+        with self._lock:
+            if not missing:
+                self.tally.present_bytes += size
+            else:
+                self.tally.lacking_placements += len(missing)
+                self.tally.lacking_bytes += size
+                if self.placements.holder(digest) is None:
+                    self.tally.missing_bytes += size
+        return missing
+
+    def _decide(self, digest: Digest) -> list[str]:
+        """Classify, then mount from a repository holding it; the repositories that still need the bytes.
+
+        A blob the target already had (in every repository needing it, or in one to mount it from) is skipped.
+        """
+        missing = self.placements.settle(digest) if self._classify(digest) else []
+        if not missing:
+            with self._lock:
+                self.tally.skipped_blobs += 1
+                self.tally.skipped_bytes += self._in_source.get(digest, 0)
+        return missing
+
+    def _place(self, entry: BlobEntry) -> None:
+        """Random-access source: one blob into all its repositories, one task (a mount never races its upload)."""
+        missing = self._decide(entry.digest)
+        if not missing:
+            with self._lock:
+                self.reporter.advance(entry.size)
+            return
+        self.placements.upload(entry.digest, entry.size, missing, self.source.open(entry, self._meter),
+                               reopen=lambda _first: self.source.open(entry, self._meter))
+
+    def _stream(self, contents: Contents) -> None:
+        """Sequential source: read every blob once, in order; each blob sent while the stream moves on."""
+        with BackgroundUploads(self._upload_read) as background:
+            for entry, chunks in self.source.stream(self._meter):
+                missing = self._decide(entry.digest)
+                if not missing:
+                    for _ in chunks:  # still read and verify every byte
+                        pass
+                    continue
+                background.place(entry, missing, chunks)
+
+    def _upload_read(self, entry: BlobEntry, missing: list[str], chunks: Iterator[bytes]) -> None:
+        """The source cannot be read again: a refused mount copies the verified blob back out of the sink."""
+        def reopen(first: str) -> Iterator[bytes]:
+            return self.sink.stream_blob(first, entry.digest, entry.size)
+
+        self.placements.upload(entry.digest, entry.size, missing, chunks, reopen=reopen)
+
+    # -- the tally ------------------------------------------------------------------------------------------
+
+    def _describe(self, contents: Contents, current: list[Digest | None]) -> None:
+        if self.options.dry_run:
+            for digest in self.placements.digests:
+                self._classify(digest)
+        self.tally.content_bytes = sum(self._in_source.get(d, 0) for d in self.placements.digests)
+        self.tally.uploaded_blobs = self.placements.uploaded_blobs
+        self.tally.uploaded_bytes = self.placements.uploaded_bytes
+        self.tally.mounted_blobs = self.placements.mounted_blobs
+        declared = {b.digest: b for b in (*contents.manifest.blobs, *contents.manifest.relied_on_blobs)}
+        held: dict[Digest, BlobEntry] = {}
+        for target, graph, now in zip(self.targets, contents.graphs, current):
+            summary = self.placements.summary(target.repository, graph.blobs, dry_run=self.options.dry_run)
+            action = summary.action
+            if now == target.entry.digest:
+                action = "skipped"
+                self.tally.skipped_tags += 1
+            self.tally.outcomes.append(
+                ImageOutcome(target, action, summary.uploaded, summary.mounted, summary.present))
+            for digest in (target.entry.digest, *(c[0] for c in graph.children), *sorted(graph.blobs)):
+                held.setdefault(digest, declared[digest])
+        self.tally.held_blobs = list(held.values())

@@ -1,0 +1,82 @@
+"""Registries as a :class:`~arcgap.transfer.source.Source`: random access to resolved images' blobs.
+
+Manifests and configs were fetched and verified when the images were resolved and are served from memory;
+every other blob is streamed from the repository the plan names, verified by
+:meth:`arcgap.registry.client.RegistryClient.stream_blob` (through the blob cache when there is one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from arcgap.bundle.format import BlobEntry
+from arcgap.bundle.graph import ImageGraph
+from arcgap.oci.digest import Digest
+from arcgap.registry.client import RegistryClient
+from arcgap.registry.resolve import ResolvedImage
+from arcgap.transfer.bundlesource import metered
+from arcgap.transfer.plan import ExportPlan
+from arcgap.transfer.prefetch import OrderedPrefetcher
+from arcgap.transfer.source import Contents, Meter
+
+if TYPE_CHECKING:
+    from arcgap.transfer.cache import BlobCache
+
+
+class RegistrySource:
+    """The images of a plan, read from the registries they were resolved at."""
+
+    sequential = False
+
+    def __init__(self, plan: ExportPlan, resolved: Sequence[ResolvedImage],
+                 client_for: Callable[[str], RegistryClient], *, cache: BlobCache | None = None,
+                 jobs: int = 4) -> None:
+        self.plan = plan
+        self.resolved = resolved
+        self.client_for = client_for
+        self.cache = cache
+        self.jobs = jobs
+
+    def contents(self, meter: Meter) -> Contents:
+        graphs: list[ImageGraph] = []
+        manifests: dict[Digest, bytes] = {}
+        for img, entry in zip(self.resolved, self.plan.manifest.images):
+            manifests[img.top.digest] = img.top.raw
+            children = tuple(dict.fromkeys(
+                (p.manifest.digest, p.manifest.raw, p.manifest.media_type)
+                for p in img.platforms if p.manifest.digest != img.top.digest))
+            manifests.update((digest, raw) for digest, raw, _ in children)
+            blobs = frozenset(d.digest for p in img.platforms for d in p.parsed.blobs)
+            graphs.append(ImageGraph(entry, children, blobs))
+        return Contents(self.plan.manifest, tuple(graphs), manifests)
+
+    def _download(self, entry: BlobEntry) -> Iterator[bytes]:
+        registry, repo = self.plan.blob_source[entry.digest]
+
+        def download() -> Iterator[bytes]:
+            return self.client_for(registry).stream_blob(repo, entry.digest, entry.size,
+                                                         what=f"blob {entry.digest} of {registry}/{repo}")
+
+        return self.cache.fetch(entry.digest, entry.size, download) if self.cache is not None else download()
+
+    def open(self, entry: BlobEntry, meter: Meter) -> Iterator[bytes]:
+        data = self.plan.small_blobs.get(entry.digest)  # manifests and configs: verified when resolved
+        return metered(iter((data,)) if data is not None else self._download(entry), meter)
+
+    def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
+        """Every blob of the plan in its order, ``jobs`` downloads ahead, in bounded memory."""
+        remote = [b for b in self.plan.manifest.blobs if b.digest not in self.plan.small_blobs]
+        prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs)
+        downloads = iter(prefetcher)
+        try:
+            for entry in self.plan.manifest.blobs:
+                data = self.plan.small_blobs.get(entry.digest)
+                if data is not None:
+                    yield entry, metered(iter((data,)), meter)
+                    continue
+                fetched, chunks = next(downloads)
+                assert fetched == entry
+                yield entry, metered(chunks, meter)
+        finally:
+            prefetcher.close()

@@ -1,0 +1,39 @@
+"""Where a copy goes: the small interface the engine needs from a registry-like sink.
+
+:class:`arcgap.registry.client.RegistryClient` is one as it stands; the engine's unit tests use an in-memory one.
+A sink holds blobs and manifests per repository; tags are manifests put under a tag name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from arcgap.oci.digest import Digest
+
+
+class Sink(Protocol):
+    """Blob placement (present / mount / upload), manifests and tags, and a way to read a placed blob back."""
+
+    registry: str
+
+    def ping(self) -> None: ...
+
+    def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool: ...
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
+        """Cross-repository mount; False when the sink would rather have the bytes."""
+        ...
+
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
+        """Send ``chunks`` (which verify themselves) and commit them under ``digest``."""
+        ...
+
+    def stream_blob(self, repository: str, digest: Digest, size_bytes: int, *, what: str = "") -> Iterator[bytes]:
+        """A placed blob's bytes, verified (used when a mount is refused and the source cannot be read again)."""
+        ...
+
+    def head_manifest(self, repository: str, ref: str) -> Digest | None: ...
+
+    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
+        ...
