@@ -44,13 +44,19 @@ class BundleSource:
         return Contents(self.reader.manifest, tuple(graphs), manifests)
 
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
-        assert self._blobs is not None, "contents() first"
-        if self._first is not None:
-            entry, chunks = self._first
-            self._first = None
-            yield entry, metered(chunks, meter)
-        for entry, chunks in self._blobs:
-            yield entry, metered(chunks, meter)
+        blobs = self._blobs
+        assert blobs is not None, "contents() first"
+        try:
+            if self._first is not None:
+                entry, chunks = self._first
+                self._first = None
+                yield entry, metered(chunks, meter)
+            for entry, chunks in blobs:
+                yield entry, metered(chunks, meter)
+        finally:
+            close = getattr(blobs, "close", None)
+            if close is not None:
+                close()  # the read-ahead thread stops with the copy
 
     def open(self, entry: BlobEntry, meter: Meter) -> Iterator[bytes]:
         raise TypeError("a bundle stream is read once, in order: use stream()")

@@ -1,5 +1,6 @@
 """The one copy routine: images from a :class:`~arcgap.transfer.source.Source` into a
-:class:`~arcgap.transfer.sink.Sink`; import and mirror are compositions of it.
+:class:`~arcgap.transfer.sink.Sink`; import and mirror are compositions of it, and export is
+:func:`copy_stream` into a :class:`~arcgap.transfer.sink.StreamSink` (a bundle has nothing to place or publish).
 
 Order of events, whatever the pair: the source's manifests are read and checked as a graph; the sink is asked
 which blobs each repository holds (in the background, the source's order first); blobs the source relies on the
@@ -24,8 +25,8 @@ from arcgap.transfer.background import BackgroundUploads
 from arcgap.transfer.placement import Placements
 from arcgap.transfer.plan import TargetImage
 from arcgap.transfer.publish import Publication, push_manifests_and_tags, verify_tags
-from arcgap.transfer.sink import Sink
-from arcgap.transfer.source import Contents, Source
+from arcgap.transfer.sink import Sink, StreamSink
+from arcgap.transfer.source import Contents, Meter, Source
 from arcgap.transfer.tally import ImageOutcome, Tally
 from arcgap.util.parallel import each
 from arcgap.util.progress import Reporter
@@ -48,6 +49,22 @@ def copy_images(source: Source, sink: Sink, targets: Sequence[TargetImage], tall
     copy = _Copy(source, sink, list(targets), tally, options=options, reporter=reporter)
     contents = copy.run()
     return tally, contents
+
+
+def copy_stream(source: Source, sink: StreamSink, *, meter: Meter) -> None:
+    """Every blob of ``source`` into ``sink``, in the source's order (a random-access source reads ahead)."""
+    stream = source.stream(meter)
+    try:
+        for entry, chunks in stream:
+            sink.add(entry, chunks)
+    finally:
+        _close(stream)  # stops the read-ahead now, not when the traceback lets go of it
+
+
+def _close(stream: Iterator[object]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 class _Copy:
@@ -192,14 +209,18 @@ class _Copy:
 
     def _stream(self, contents: Contents) -> None:
         """Sequential source: read every blob once, in order; each blob sent while the stream moves on."""
-        with BackgroundUploads(self._upload_read) as background:
-            for entry, chunks in self.source.stream(self._meter):
-                missing = self._decide(entry.digest)
-                if not missing:
-                    for _ in chunks:  # still read and verify every byte
-                        pass
-                    continue
-                background.place(entry, missing, chunks)
+        stream = self.source.stream(self._meter)
+        try:
+            with BackgroundUploads(self._upload_read) as background:
+                for entry, chunks in stream:
+                    missing = self._decide(entry.digest)
+                    if not missing:
+                        for _ in chunks:  # still read and verify every byte
+                            pass
+                        continue
+                    background.place(entry, missing, chunks)
+        finally:
+            _close(stream)
 
     def _upload_read(self, entry: BlobEntry, missing: list[str], chunks: Iterator[bytes]) -> None:
         """The source cannot be read again: a refused mount copies the verified blob back out of the sink."""

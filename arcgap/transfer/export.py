@@ -1,26 +1,30 @@
-"""``arcgap export``: registry → one bundle file, in a single streaming pass."""
+"""``arcgap export``: registry → one bundle file, in a single streaming pass.
+
+A composition of the engine: :class:`~arcgap.transfer.registrysource.RegistrySource` (downloads read ahead,
+through the blob cache) into a :class:`~arcgap.transfer.bundlesink.BundleSink`.
+"""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arcgap.bundle.diskspace import estimate_bundle_bytes
-from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BaseBundle, BlobEntry, BundleManifest
-from arcgap.bundle.signature import SIGNATURE_NAME
+from arcgap.bundle.format import BaseBundle, BundleManifest
 from arcgap.bundle.writer import BundleWriter
 from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted, resolve_all
+from arcgap.transfer.bundlesink import BundleSink
 from arcgap.transfer.cache import BlobCache
+from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.plan import build_plan
-from arcgap.transfer.prefetch import OrderedPrefetcher
+from arcgap.transfer.registrysource import RegistrySource
 from arcgap.util.progress import Reporter
 
 if TYPE_CHECKING:
@@ -114,49 +118,19 @@ def export_bundle(
     manifest = plan.manifest
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
         manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
-    remote = [b for b in manifest.blobs if b.digest not in plan.small_blobs]
     finishing = _images_finished_by(plan.manifest, plan.image_blobs)
+    source = RegistrySource(replace(plan, manifest=manifest), resolved, client_for, cache=cache, jobs=jobs)
 
-    def fetch(entry: BlobEntry) -> Iterator[bytes]:
-        registry, repo = plan.blob_source[entry.digest]
-
-        def download() -> Iterator[bytes]:
-            return client_for(registry).stream_blob(
-                repo, entry.digest, entry.size, what=f"blob {entry.digest} of {registry}/{repo}"
-            )
-
-        return cache.fetch(entry.digest, entry.size, download) if cache is not None else download()
+    def done(digest: Digest) -> None:
+        for name in finishing.get(digest, ()):
+            reporter.item_done(name)
 
     reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.name}")
     expected_bytes = estimate_bundle_bytes(manifest) if space_check else None
-    layout = {LAYOUT_NAME: manifest.oci_layout(), INDEX_NAME: manifest.oci_index()}
-    if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
-        layout[DOCKER_MANIFEST_NAME] = docker_manifest_json(manifest, plan.small_blobs)
-    if signer is not None:  # arcgap.yaml records the other members' digests: the signature covers them too
-        manifest = manifest.with_members(layout)
     with BundleWriter(output, level=level, threads=threads, overwrite=overwrite, split_bytes=split_bytes,
                       expected_bytes=expected_bytes) as writer:
-        manifest_bytes = manifest.to_yaml()
-        writer.add_manifest(manifest, manifest_bytes)
-        if signer is not None:  # the signature member sits right after the bytes it signs
-            writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
-        for name, data in layout.items():
-            writer.add_bytes(name, data)
-        prefetcher = OrderedPrefetcher(remote, fetch, jobs=jobs)
-        downloads = iter(prefetcher)
-        try:
-            for entry in manifest.blobs:
-                if entry.digest in plan.small_blobs:
-                    writer.add_bytes(entry.member, plan.small_blobs[entry.digest])
-                    reporter.advance(entry.size)
-                    continue
-                fetched, chunks = next(downloads)
-                assert fetched == entry
-                writer.add_stream(entry.member, entry.size, _counted(chunks, reporter))
-                for name in finishing.get(entry.digest, ()):
-                    reporter.item_done(name)
-        finally:
-            prefetcher.close()
+        sink = BundleSink(writer, manifest, small_blobs=plan.small_blobs, signer=signer, done=done)
+        copy_stream(source, sink, meter=reporter.advance)
         bundle_bytes = writer.commit()
     reporter.close()
     return ExportResult(
@@ -189,7 +163,3 @@ def _images_finished_by(manifest: BundleManifest, image_blobs: dict[str, set[Dig
     return done
 
 
-def _counted(chunks: Iterator[bytes], reporter: Reporter) -> Iterator[bytes]:
-    for chunk in chunks:
-        reporter.advance(len(chunk))
-        yield chunk

@@ -1,7 +1,9 @@
-"""Where a copy goes: the small interface the engine needs from a registry-like sink.
+"""Where a copy goes: the two small interfaces the engine writes to.
 
-:class:`arcgap.registry.client.RegistryClient` is one as it stands; the engine's unit tests use an in-memory one.
-A sink holds blobs and manifests per repository; tags are manifests put under a tag name.
+A :class:`Sink` is registry-like: it holds blobs and manifests per repository, tags are manifests put under a tag
+name, and blobs are placed (present / mount / upload) in any order; :class:`arcgap.registry.client.RegistryClient`
+is one as it stands, and the engine's unit tests use an in-memory one. A :class:`StreamSink` (a bundle writer)
+takes every blob once, in order.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
+from arcgap.bundle.format import BlobEntry
 from arcgap.oci.digest import Digest
 
 
@@ -36,4 +39,12 @@ class Sink(Protocol):
     def head_manifest(self, repository: str, ref: str) -> Digest | None: ...
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
+        ...
+
+
+class StreamSink(Protocol):
+    """A sink that takes every blob once, in the source's order (a bundle writer): nothing to place or publish."""
+
+    def add(self, entry: BlobEntry, chunks: Iterator[bytes]) -> None:
+        """Write ``entry`` from ``chunks`` (which verify themselves: the last arrives only once checked)."""
         ...

@@ -1,0 +1,45 @@
+"""A bundle writer as a :class:`~arcgap.transfer.sink.StreamSink`: the table of contents first, then every blob.
+
+The members before the blobs, in this order: ``arcgap.yaml``, its signature (right after the bytes it signs),
+``oci-layout``, ``index.json`` and, for a full bundle, docker-load's ``manifest.json``; a signed bundle's
+``arcgap.yaml`` records those members' digests, so the signature covers every byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, BundleManifest
+from arcgap.bundle.signature import SIGNATURE_NAME
+from arcgap.bundle.writer import BundleWriter
+from arcgap.oci.digest import Digest
+
+if TYPE_CHECKING:
+    from arcgap.bundle.signing import Signer
+
+
+class BundleSink:
+    """Writes ``manifest``'s bundle into ``writer``; ``done(digest)`` is called after each blob is written."""
+
+    def __init__(self, writer: BundleWriter, manifest: BundleManifest, *, small_blobs: dict[Digest, bytes],
+                 signer: Signer | None = None, done: Callable[[Digest], None] = lambda _digest: None) -> None:
+        self.writer = writer
+        self.done = done
+        layout = {LAYOUT_NAME: manifest.oci_layout(), INDEX_NAME: manifest.oci_index()}
+        if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
+            layout[DOCKER_MANIFEST_NAME] = docker_manifest_json(manifest, small_blobs)
+        if signer is not None:  # arcgap.yaml records the other members' digests: the signature covers them too
+            manifest = manifest.with_members(layout)
+        self.manifest = manifest  # as written
+        manifest_bytes = manifest.to_yaml()
+        writer.add_manifest(manifest, manifest_bytes)
+        if signer is not None:  # the signature member sits right after the bytes it signs
+            writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
+        for name, data in layout.items():
+            writer.add_bytes(name, data)
+
+    def add(self, entry: BlobEntry, chunks: Iterator[bytes]) -> None:
+        self.writer.add_stream(entry.member, entry.size, chunks)
+        self.done(entry.digest)
