@@ -1,5 +1,6 @@
 """``arcgap import --engine docker``: bundle → ``docker load`` (streamed, verified) → push through the engine.
 
+A composition of the engine: :class:`~arcgap.transfer.bundlesource.BundleSource` into :class:`DockerLoad`.
 The bundle is re-emitted as the tar ``docker load`` reads while every blob is checked by size and digest on
 the way (the OCI layout's members, then the blobs, then a ``manifest.json`` naming each image for the target).
 dockerd unpacks the whole upload before it loads anything, so a damaged blob cuts the stream and nothing
@@ -20,11 +21,13 @@ from typing import Any
 
 from arcgap.bundle import tarstream
 from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, chosen_platforms, docker_manifest_json, host_platform
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.dockerengine import auth_config, check_events, engine_error
 from arcgap.errors import ArcgapError, UsageError
-from arcgap.oci.digest import Digest
+from arcgap.transfer.bundlesource import BundleSource
+from arcgap.transfer.engine import copy_stream
+from arcgap.transfer.source import Contents
 from arcgap.util.progress import Reporter
 
 SMALL_KINDS = ("index", "manifest")
@@ -86,52 +89,17 @@ def engine_import(reader: BundleReader, client: Any, *, registry: str, repositor
         warn(text)
 
     verified = 0
-    failure: list[BaseException] = []
 
-    def stream() -> Iterator[bytes]:
+    def meter(n_bytes: int) -> None:
         nonlocal verified
-        try:
-            small: dict[Digest, bytes] = {}
-            reader.signature()
-            blobs = reader.blobs()  # reads the layout members first
-            first = next(blobs, None)
-            for name in (LAYOUT_NAME, INDEX_NAME):
-                data = reader.layout_files[name]
-                yield tarstream.member_header(name, len(data)) + data + tarstream.padding(len(data))
-            pending = [first] if first is not None else []
-            for entry, chunks in _chain(pending, blobs):
-                yield tarstream.member_header(entry.member, entry.size)
-                keep = bytearray() if entry.kind in SMALL_KINDS else None
-                for chunk in chunks:
-                    if keep is not None:
-                        keep += chunk
-                    verified += len(chunk)
-                    reporter.advance(len(chunk))
-                    yield chunk
-                if keep is not None:
-                    small[entry.digest] = bytes(keep)
-                yield tarstream.padding(entry.size)
-            data = docker_manifest_json(manifest, small, wanted_platform=plat, tags=targets)
-            yield tarstream.member_header(DOCKER_MANIFEST_NAME, len(data)) + data + tarstream.padding(len(data))
-            yield tarstream.END_OF_ARCHIVE
-        except BaseException as exc:  # the upload is cut: dockerd loads nothing
-            failure.append(exc)
-            raise
+        verified += n_bytes
+        reporter.advance(n_bytes)
 
     reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"loading {reader.origin} into the engine")
-    try:
-        events = list(check_events(client.api.load_image(stream()), what="docker load"))
-    except ArcgapError:
-        if failure:
-            raise failure[0] from None
-        raise
-    except Exception as exc:
-        if failure:
-            raise failure[0] from None
-        raise engine_error(f"docker load: {exc}") from None
-    if failure:
-        raise failure[0]
+    sink = DockerLoad(client, reader, targets=targets, platform=plat)
+    copy_stream(BundleSource(reader), sink, meter=meter)
     reporter.close()
+    events = sink.events
     loaded = " ".join(str(e.get("stream", "")) for e in events)
 
     auth = auth_config(username, password)
@@ -163,6 +131,61 @@ def engine_import(reader: BundleReader, client: Any, *, registry: str, repositor
                               warnings=warnings)
 
 
-def _chain(first: list[Any], rest: Iterator[Any]) -> Iterator[Any]:
-    yield from first
-    yield from rest
+class DockerLoad:
+    """``docker load`` as a :class:`~arcgap.transfer.sink.StreamSink`: the OCI layout's members, the manifests,
+    every other blob as it streams, then a ``manifest.json`` naming each image for the target.
+
+    A failure while reading cuts the upload, so dockerd loads nothing; that failure is raised, not the engine's.
+    """
+
+    def __init__(self, client: Any, reader: BundleReader, *, targets: dict[str, str], platform: str) -> None:
+        self.client = client
+        self.reader = reader
+        self.targets = targets
+        self.platform = platform
+        self.events: list[dict[str, Any]] = []
+
+    def _tar(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> Iterator[bytes]:
+        for name in (LAYOUT_NAME, INDEX_NAME):
+            data = self.reader.layout_files[name]
+            yield tarstream.member_header(name, len(data)) + data + tarstream.padding(len(data))
+        manifest = contents.manifest
+        for entry in manifest.blobs:  # read before the stream began: from memory
+            data = contents.manifests.get(entry.digest)
+            if entry.kind in SMALL_KINDS and data is not None:
+                yield tarstream.member_header(entry.member, entry.size) + data + tarstream.padding(entry.size)
+        for entry, chunks in blobs:
+            if entry.kind in SMALL_KINDS and entry.digest in contents.manifests:
+                for _ in chunks:  # a source that streams its manifests too: already written
+                    pass
+                continue
+            yield tarstream.member_header(entry.member, entry.size)
+            yield from chunks
+            yield tarstream.padding(entry.size)
+        data = docker_manifest_json(manifest, dict(contents.manifests), wanted_platform=self.platform,
+                                    tags=self.targets)
+        yield tarstream.member_header(DOCKER_MANIFEST_NAME, len(data)) + data + tarstream.padding(len(data))
+        yield tarstream.END_OF_ARCHIVE
+
+    def write(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> None:
+        failure: list[BaseException] = []
+
+        def stream() -> Iterator[bytes]:
+            try:
+                yield from self._tar(contents, blobs)
+            except BaseException as exc:  # the upload is cut: dockerd loads nothing
+                failure.append(exc)
+                raise
+
+        try:
+            self.events = list(check_events(self.client.api.load_image(stream()), what="docker load"))
+        except ArcgapError:
+            if failure:
+                raise failure[0] from None
+            raise
+        except Exception as exc:
+            if failure:
+                raise failure[0] from None
+            raise engine_error(f"docker load: {exc}") from None
+        if failure:
+            raise failure[0]

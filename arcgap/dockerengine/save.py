@@ -6,6 +6,7 @@ Docker 20.10 (Debian's) saves the legacy format: ``manifest.json``, ``<image id>
 config is the saved config byte for byte (so the image ID = config digest survives) and whose layers are the
 uncompressed tars (their digests = the config's diff_ids), computed while the save streams.
 
+A composition of the engine: :class:`SpoolSource` into a :class:`~arcgap.transfer.bundlesink.BundleSink`.
 A spool directory is unavoidable: arcgap.yaml (every digest and size) must come first in the bundle, and the
 save's member order is not guaranteed, so layers are written once to a temporary directory next to the output
 (removed afterwards) and then copied into the bundle. Configs and manifests stay in memory.
@@ -29,20 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
-from arcgap.bundle.format import (
-    INDEX_NAME,
-    LAYOUT_NAME,
-    BlobEntry,
-    BundleManifest,
-    ImageEntry,
-    PlatformEntry,
-)
+from arcgap.bundle.format import BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.graph import build_graph
 from arcgap.bundle.writer import BundleWriter
 from arcgap.dockerengine import check_events, engine_error
 from arcgap.errors import ArcgapError, BundleFormatError, UsageError
-from arcgap.oci.digest import Digest
+from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import OCI_MANIFEST
+from arcgap.transfer.bundlesink import BundleSink
+from arcgap.transfer.bundlesource import metered
+from arcgap.transfer.engine import copy_stream
+from arcgap.transfer.source import Contents, Meter
 from arcgap.util.progress import Reporter
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -231,18 +229,10 @@ def engine_export(client: Any, images: list[EngineImage], *, output: Path, sourc
                                   images=tuple(entries), blobs=tuple(blobs), created=created,
                                   extra={"engine": "docker"})
         reporter.start(manifest.total_bytes, images=len(entries), label=f"writing {output.name}")
+        source = SpoolSource(manifest, small, files)
         with BundleWriter(output, level=level, threads=threads, overwrite=overwrite,
                           split_bytes=split_bytes) as writer:
-            writer.add_manifest(manifest, manifest.to_yaml())
-            writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
-            writer.add_bytes(INDEX_NAME, manifest.oci_index())
-            writer.add_bytes(DOCKER_MANIFEST_NAME, docker_manifest_json(manifest, small))
-            for blob in manifest.blobs:
-                if blob.digest in small:
-                    writer.add_bytes(blob.member, small[blob.digest])
-                else:
-                    writer.add_stream(blob.member, blob.size, _file_chunks(files[blob.digest]))
-                reporter.advance(blob.size)
+            copy_stream(source, BundleSink(writer, manifest, small_blobs=small), meter=reporter.advance)
             bundle_bytes = writer.commit()
         reporter.close()
     finally:
@@ -254,6 +244,35 @@ def engine_export(client: Any, images: list[EngineImage], *, output: Path, sourc
         parts=tuple(str(p) for p in writer.parts),
         sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
     )
+
+
+class SpoolSource:
+    """The saved images as a :class:`~arcgap.transfer.source.Source`: manifests and configs from memory, layers
+    from the spool, each verified again as it is read back (the spool is a file on disk like any other)."""
+
+    sequential = False
+
+    def __init__(self, manifest: BundleManifest, small: dict[Digest, bytes], files: dict[Digest, Path]) -> None:
+        self.manifest = manifest
+        self.small = small
+        self.files = files
+
+    def contents(self, meter: Meter) -> Contents:
+        manifests = {b.digest: self.small[b.digest] for b in self.manifest.blobs if b.kind in ("index", "manifest")}
+        graphs = build_graph(self.manifest, manifests, origin="docker save")
+        return Contents(self.manifest, tuple(graphs), manifests)
+
+    def open(self, entry: BlobEntry, meter: Meter) -> Iterator[bytes]:
+        data = self.small.get(entry.digest)
+        if data is not None:
+            return metered(iter((data,)), meter)
+        path = self.files[entry.digest]
+        return metered(verified_chunks(_file_chunks(path), Verifier(entry.digest, entry.size, what=f"spooled {path}")),
+                       meter)
+
+    def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
+        for entry in self.manifest.blobs:
+            yield entry, self.open(entry, meter)
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:

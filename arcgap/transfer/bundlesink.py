@@ -15,6 +15,7 @@ from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, BundleManif
 from arcgap.bundle.signature import SIGNATURE_NAME
 from arcgap.bundle.writer import BundleWriter
 from arcgap.oci.digest import Digest
+from arcgap.transfer.source import Contents
 
 if TYPE_CHECKING:
     from arcgap.bundle.signing import Signer
@@ -40,6 +41,7 @@ class BundleSink:
         for name, data in layout.items():
             writer.add_bytes(name, data)
 
-    def add(self, entry: BlobEntry, chunks: Iterator[bytes]) -> None:
-        self.writer.add_stream(entry.member, entry.size, chunks)
-        self.done(entry.digest)
+    def write(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> None:
+        for entry, chunks in blobs:
+            self.writer.add_stream(entry.member, entry.size, chunks)
+            self.done(entry.digest)

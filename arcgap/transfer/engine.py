@@ -51,14 +51,15 @@ def copy_images(source: Source, sink: Sink, targets: Sequence[TargetImage], tall
     return tally, contents
 
 
-def copy_stream(source: Source, sink: StreamSink, *, meter: Meter) -> None:
+def copy_stream(source: Source, sink: StreamSink, *, meter: Meter) -> Contents:
     """Every blob of ``source`` into ``sink``, in the source's order (a random-access source reads ahead)."""
+    contents = source.contents(meter)
     stream = source.stream(meter)
     try:
-        for entry, chunks in stream:
-            sink.add(entry, chunks)
+        sink.write(contents, stream)
     finally:
         _close(stream)  # stops the read-ahead now, not when the traceback lets go of it
+    return contents
 
 
 def _close(stream: Iterator[object]) -> None:

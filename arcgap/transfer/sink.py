@@ -13,6 +13,7 @@ from typing import Protocol
 
 from arcgap.bundle.format import BlobEntry
 from arcgap.oci.digest import Digest
+from arcgap.transfer.source import Contents
 
 
 class Sink(Protocol):
@@ -43,8 +44,11 @@ class Sink(Protocol):
 
 
 class StreamSink(Protocol):
-    """A sink that takes every blob once, in the source's order (a bundle writer): nothing to place or publish."""
+    """A sink that takes every blob once, in the source's order (a bundle writer, ``docker load``)."""
 
-    def add(self, entry: BlobEntry, chunks: Iterator[bytes]) -> None:
-        """Write ``entry`` from ``chunks`` (which verify themselves: the last arrives only once checked)."""
+    def write(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> None:
+        """Consume ``blobs`` (each one's chunks verify themselves: the last arrives only once checked).
+
+        ``blobs`` holds every blob the source has not already read into ``contents`` (a bundle stream's manifests).
+        """
         ...

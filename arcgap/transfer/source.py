@@ -30,11 +30,6 @@ class Contents:
     def raw(self, digest: Digest) -> bytes:
         return self.manifests[digest]
 
-    @property
-    def sizes(self) -> dict[Digest, int]:
-        """Every declared blob's size, those the source relies on the sink holding included."""
-        return {b.digest: b.size for b in (*self.manifest.blobs, *self.manifest.relied_on_blobs)}
-
 
 class Source(Protocol):
     """A source of manifests and verified blob streams."""
