@@ -17,7 +17,7 @@ from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEnt
 from arcgap.bundle.graph import ImageGraph
 from arcgap.errors import IntegrityError, MissingBaseError, RegistryError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
-from arcgap.transfer.engine import CopyOptions, copy_images
+from arcgap.transfer.engine import CopyOptions, copy_images, copy_stream
 from arcgap.transfer.plan import TargetImage
 from arcgap.transfer.source import Contents, Meter
 from arcgap.transfer.tally import ImportResult
@@ -123,11 +123,15 @@ class FakeSource:
         return Contents(self.release.manifest, tuple(self.release.graphs), self.release.manifests)
 
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
-        assert self.sequential
+        """A stream's manifests were read by contents(); a registry streams every blob, manifests too."""
         for entry in self.release.manifest.blobs:
             if entry.kind in ("config", "layer"):
                 self.opened.append(entry.digest)
                 yield entry, self._chunks(entry.digest, meter)
+            elif not self.sequential:
+                raw = self.release.manifests[entry.digest]
+                meter(len(raw))
+                yield entry, iter((raw,))
 
     def open(self, entry: BlobEntry, meter: Meter) -> Iterator[bytes]:
         assert not self.sequential
@@ -368,3 +372,43 @@ def test_relied_on_blobs_must_be_at_the_target_before_anything_is_sent() -> None
     result = _copy(FakeSource(release, sequential=True), sink, release)
     assert result.relied_on_blobs == 1 and sink.calls("mount")[0] == ("mount", "arc/b", str(Digest.of(SHARED)))
     assert ("arc/b", Digest.of(SHARED)) in sink.blobs and sink.manifests[("arc/b", "v1")]
+
+
+class ListSink:
+    """A StreamSink that keeps what it is handed, chunk by chunk, in order."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[Digest, bytes]] = []
+        self.chunks: list[bytes] = []
+
+    def write(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> None:
+        for entry, chunks in blobs:
+            for chunk in chunks:
+                self.chunks.append(chunk)
+            self.written.append((entry.digest, b"".join(self.chunks)))
+            self.chunks.clear()
+
+
+@both
+def test_copy_stream_hands_every_blob_over_once_in_the_source_order(sequential: bool) -> None:
+    release = _release()
+    sink, metered = ListSink(), []
+    contents = copy_stream(FakeSource(release, sequential=sequential), sink, meter=metered.append)
+    expected = [b for b in release.manifest.blobs if not sequential or b.kind in ("config", "layer")]
+    assert [d for d, _ in sink.written] == [b.digest for b in expected]  # a stream's manifests are in contents
+    assert all(Digest.of(data) == d for d, data in sink.written)
+    assert set(contents.manifests) == {b.digest for b in release.manifest.blobs if b.kind in ("index", "manifest")}
+    assert sum(metered) == release.manifest.total_bytes + (sum(map(len, release.manifests.values())) if not
+                                                           sequential else 0)
+
+
+def test_copy_stream_stops_at_a_damaged_blob_before_its_last_chunk() -> None:
+    release = _release()
+    victim = next(b for b in release.manifest.blobs if b.kind == "layer" and b.size > 7)
+    good = release.data[victim.digest]
+    release.data[victim.digest] = good[:-1] + b"!"
+    sink = ListSink()
+    with pytest.raises(IntegrityError, match="digest mismatch"):
+        copy_stream(FakeSource(release, sequential=False), sink, meter=lambda _n: None)
+    assert victim.digest not in [d for d, _ in sink.written]
+    assert len(b"".join(sink.chunks)) < victim.size  # the damaged blob's last chunk never reached the sink
