@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
@@ -412,3 +412,62 @@ def test_copy_stream_stops_at_a_damaged_blob_before_its_last_chunk() -> None:
         copy_stream(FakeSource(release, sequential=False), sink, meter=lambda _n: None)
     assert victim.digest not in [d for d, _ in sink.written]
     assert len(b"".join(sink.chunks)) < victim.size  # the damaged blob's last chunk never reached the sink
+
+
+class GatedSink(FakeSink):
+    """Uploads wait at a gate; the most uploads ever in flight at once is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.in_flight = 0
+        self.most = 0
+
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            self.gate.wait(10)
+            return super().upload_blob(repository, digest, chunks, what=what)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_stream_holds_at_most_two_small_blobs_while_their_uploads_wait() -> None:
+    release = Release({f"img{n}": [f"layer {n}".encode()] for n in range(5)})
+    source, sink = FakeSource(release, sequential=True), GatedSink()
+    worker = threading.Thread(target=_copy, args=(source, sink, release))
+    worker.start()
+    try:
+        _wait_for(lambda: sink.in_flight == 2)
+        time.sleep(0.2)  # were the stream not held back, it would read on now
+        assert len(source.opened) == 3  # two held for the waiting uploads, the third waits for a slot unread
+    finally:
+        sink.gate.set()
+        worker.join(10)
+    assert sink.most == 2 and len(sink.manifests) == 10  # 5 by digest, 5 tags
+
+
+def test_a_random_access_source_copies_at_most_jobs_blobs_at_once() -> None:
+    release = Release({f"img{n}": [f"layer {n}".encode()] for n in range(6)})
+    sink = GatedSink()
+    worker = threading.Thread(target=_copy, args=(FakeSource(release, sequential=False), sink, release),
+                              kwargs={"jobs": 3})
+    worker.start()
+    try:
+        _wait_for(lambda: sink.in_flight == 3)
+        time.sleep(0.2)
+        assert sink.in_flight == 3
+    finally:
+        sink.gate.set()
+        worker.join(10)
+    assert sink.most == 3 and len(sink.calls("upload")) == 12
