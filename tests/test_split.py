@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -366,26 +365,21 @@ def test_sink_rotates_hashes_and_renames_at_the_end(tmp_path: Path) -> None:
     assert b"".join((tmp_path / f"b.tar.zst.00{n}").read_bytes() for n in (1, 2, 3)) == DATA
 
 
-def test_sink_starts_writeback_every_block_of_each_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.bundle.partsink as partsink
-
-    calls: list[tuple[str, int, int]] = []
-
-    def record(fd: int, offset: int, length: int) -> bool:
-        calls.append((os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[1], offset, length))
-        return True
-
-    monkeypatch.setattr(partsink, "start_writeback", record)
-    monkeypatch.setattr(partsink, "WRITEBACK_BYTES", 1000)
+def test_sink_writes_each_part_past_the_page_cache_where_the_filesystem_allows(tmp_path: Path) -> None:
     sink = PartSink(tmp_path / "b", split_bytes=2500)
     sink.open()
-    for _ in range(20):
-        sink.write(bytes(300))
+    modes = []
+    for n in range(20):
+        sink.write(bytes([n]) * 300)
+        assert sink._fh is not None
+        modes.append(sink._fh.direct)
     sink.finish(IDENTITY)
-    assert calls == [("b.001.partial", 0, 1200), ("b.001.partial", 1200, 1200),
-                     ("b.002.partial", 0, 1100), ("b.002.partial", 1100, 1200),
-                     ("b.003.partial", 0, 1000)]
     assert [p.stat().st_size for p in sorted(tmp_path.glob("b.00?"))] == [2500, 2500, 1000]
+    assert b"".join(p.read_bytes() for p in sorted(tmp_path.glob("b.00?"))) == b"".join(
+        bytes([n]) * 300 for n in range(20))
+    if not any(modes):
+        pytest.skip(f"{tmp_path}: this filesystem refuses O_DIRECT (the sink wrote through the page cache)")
+    assert modes[0] is True  # until the unaligned tail of a part, no byte went through the page cache
 
 
 def test_sink_exact_multiple_leaves_no_empty_part(tmp_path: Path) -> None:

@@ -13,11 +13,10 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
 
 from arcgap.bundle.parts import PART_SUFFIX, BundleIdentity, PartEntry, PartsIndex, part_name, sidecar_name
 from arcgap.errors import LocalIOError
-from arcgap.util.directfile import start_writeback
+from arcgap.util.directfile import SequentialWriter
 
 
 def partial_of(path: Path) -> Path:
@@ -33,7 +32,9 @@ def existing_outputs(path: Path) -> list[Path]:
     return found
 
 
-WRITEBACK_BYTES = 16 * 1024 * 1024  # start writing each 16 MiB to disk as it is complete (see arcgap.util.directfile)
+# Each file is written past the page cache (O_DIRECT, arcgap.util.directfile.SequentialWriter) where the
+# filesystem allows it: through the page cache, copying 505 MB of bundle into it cost about 1 s of kernel time
+# on a 2-core VM (a fifth of the export's CPU), and nothing reads those pages again in the same run.
 
 
 class PartSink:
@@ -46,9 +47,8 @@ class PartSink:
         self.split_bytes = split_bytes
         self.entries: list[PartEntry] = []
         self.paths: list[Path] = []  # final names, in order
-        self._fh: BinaryIO | None = None
+        self._fh: SequentialWriter | None = None
         self._written = 0  # bytes in the current file
-        self._kicked = 0  # bytes of the current file whose writeback has been started
         self._hash = hashlib.sha256()
         self._total = hashlib.sha256()
         self.total_bytes = 0
@@ -75,17 +75,15 @@ class PartSink:
         path = self._next_path()
         self.paths.append(path)
         self._created.append(partial_of(path))
-        self._fh = open(partial_of(path), "wb")  # noqa: SIM115 - closed in _end or abort
+        fd = os.open(partial_of(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._fh = SequentialWriter(fd)  # closed in _end or abort
         self._written = 0
-        self._kicked = 0
         self._hash = hashlib.sha256()
 
     def _end(self) -> None:
         assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
+        fh, self._fh = self._fh, None
+        fh.close(fsync=True)
         self.entries.append(PartEntry(self.paths[-1].name, self._written, self._hash.hexdigest()))
 
     def writable(self) -> bool:
@@ -107,18 +105,13 @@ class PartSink:
                 self._total.update(piece)
             self._written += len(piece)
             self.total_bytes += len(piece)
-            if self._written - self._kicked >= WRITEBACK_BYTES:
-                self._fh.flush()
-                start_writeback(self._fh.fileno(), self._kicked, self._written - self._kicked)
-                self._kicked = self._written
             view = view[len(piece):]
             if self.split_bytes is not None and self._written == self.split_bytes:
                 self._end()  # the next byte, if any, opens the next part: no empty last part
         return len(data)
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        """Nothing to do: data reaches the file in whole buffers, the rest when the file ends."""
 
     def finish(self, identity: BundleIdentity | None, *, remove_stale: bool = False) -> PartsIndex | None:
         """Close the last file, write the sidecar (when the bundle's identity is known), rename all into place.
@@ -158,7 +151,7 @@ class PartSink:
         self._discard = True
         if self._fh is not None:
             with contextlib.suppress(OSError):
-                self._fh.close()
+                self._fh.abort()
             self._fh = None
         for path in self._created:
             with contextlib.suppress(OSError):

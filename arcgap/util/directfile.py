@@ -79,8 +79,11 @@ class SequentialWriter:
                 self._write_out(size)
                 self._fill = 0
 
-    def close(self) -> None:
-        """Write what is buffered and close the file (also after an error: the descriptor never leaks)."""
+    def close(self, *, fsync: bool = False) -> None:
+        """Write what is buffered and close the file (also after an error: the descriptor never leaks).
+
+        ``fsync`` waits for the data (and the file's size) to be on disk before closing.
+        """
         try:
             if self._fill:
                 aligned = self._fill - self._fill % BLOCK
@@ -92,6 +95,8 @@ class SequentialWriter:
                     self._buf.move(0, aligned, tail)
                     self._write_out(tail)
                 self._fill = 0
+            if fsync:
+                os.fsync(self._fd)
         finally:
             fd, self._fd = self._fd, -1
             if fd >= 0:
