@@ -29,6 +29,7 @@ from arcgap.errors import (
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
 from arcgap.registry.auth import Authenticator, repo_scope
+from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.credentials import Credentials
 from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
 
@@ -546,29 +547,8 @@ class RegistryClient:
 
 
 def _body_chunks(resp: httpx.Response) -> Iterator[bytes]:
-    """A blob response's bytes in pieces of at least ``CHUNK_BYTES`` (except the last).
-
-    The connection delivers 16–64 KiB at a time (a TLS record, or httpcore's read size); each piece costs
-    Python work further on (queue, digest, compressor), so they are joined: with a single copy, where
-    httpx's ``iter_bytes(n)`` makes three. A content-encoded response (a CDN that gzips on the fly) still goes
-    through httpx's decoder, so the digest is always over the blob itself.
-    """
-    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
-    raw = resp.iter_raw() if encoding in ("", "identity") else resp.iter_bytes()
-    pieces: list[bytes] = []
-    held = 0
-    for piece in raw:
-        if not pieces and len(piece) >= CHUNK_BYTES:
-            yield piece
-            continue
-        pieces.append(piece)
-        held += len(piece)
-        if held >= CHUNK_BYTES:
-            yield b"".join(pieces)
-            pieces.clear()
-            held = 0
-    if pieces:
-        yield b"".join(pieces)
+    """A blob response's bytes in pieces of ``CHUNK_BYTES`` (the last may be shorter); see bodyread."""
+    return body_chunks(resp, CHUNK_BYTES)
 
 
 def next_link(header: str) -> str | None:
