@@ -391,8 +391,9 @@ def run_bench(work: Path, args: argparse.Namespace) -> int:
         if r.tool != "floor":
             _log(
                 f"digests (round {r.round + 1}): {r.tool} target {r.digests_identical}/{r.digests_compared} identical"
-                " to the source" + (f" -- differ: {', '.join(r.mismatches)}" if r.mismatches else "")
-                + (" (skopeo's OCI layout rewrites docker v2 manifests as OCI)" if r.tool == "skopeo" else "")
+                " to the source"
+                + (" (skopeo's OCI layout rewrites docker v2 manifests as OCI)" if r.tool == "skopeo" else
+                   f" -- differ: {', '.join(r.mismatches)}" if r.mismatches else "")
             )
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
