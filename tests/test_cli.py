@@ -11,6 +11,7 @@ from arcgap.cli import app, run
 COMMANDS = (
     "export", "import", "verify", "inspect", "keygen", "cache info", "cache clear",
     "releases", "manifests new", "wheelhouse", "login", "logout", "mirror",
+    "handoff", "preflight",
 )  # fmt: skip
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

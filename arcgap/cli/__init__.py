@@ -2,10 +2,11 @@
 arcgap.commands.
 
 The commands live in :mod:`arcgap.cli.transfer` (export, import, mirror), :mod:`arcgap.cli.bundle` (verify,
-inspect, keygen) and :mod:`arcgap.cli.tools` (cache, releases, manifests, wheelhouse, login, logout); importing
-them registers them on the one typer ``app`` (:mod:`arcgap.cli.common`). :func:`run` turns every expected
-failure into ``error:`` / ``hint:`` lines and an exit code; a registry's neutral error gets its hint there
-(:mod:`arcgap.cli.hints`), worded for the side whose registry failed.
+inspect, keygen), :mod:`arcgap.cli.tools` (cache, releases, manifests, wheelhouse, login, logout) and
+:mod:`arcgap.cli.handoff` (handoff, preflight); importing them registers them on the one typer ``app``
+(:mod:`arcgap.cli.common`). :func:`run` turns every expected failure into ``error:`` / ``hint:`` lines and an exit
+code; a registry's neutral error gets its hint there (:mod:`arcgap.cli.hints`), worded for the side whose registry
+failed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from arcgap.util.safetext import safe
 __all__ = ["app", "main", "run"]
 
 # Importing a module registers its commands, and --help lists them in that order: the transfers first.
-for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools"):
+for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools", "arcgap.cli.handoff"):
     importlib.import_module(_module)
 
 

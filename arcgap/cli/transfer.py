@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -163,6 +163,9 @@ def import_cmd(
                                               "public key (NAME.pub) signed it; checked before any push."),
     receipt: Optional[Path] = typer.Option(None, "--receipt", help="Where to write the import receipt (default: "
                                            "./arcgap-receipt-<bundle>-<UTC time>.yaml)."),
+    handoff: Optional[Path] = typer.Option(None, "--handoff", help="After the import, write the data controller's "
+                                           "hand-off (profile values, pull secret 0600, extension settings) into "
+                                           "this directory; see 'arcgap handoff'."),
     engine: str = typer.Option("registry", "--engine", help="registry (default: OCI Distribution API, every "
                                "digest kept) or docker (docker load + push through the local engine, DOCKER_HOST; "
                                "digests may change)."),
@@ -182,7 +185,14 @@ def import_cmd(
     target = target_options(registry=target_registry, repository=target_repository, username=target_username,
                             tag=target_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
                             plain_http=plain_http)
-    result = run_import(target, options, run_context(no_input=no_input, quiet=quiet))
+    context = run_context(no_input=no_input, quiet=quiet)
+    handed: list[dict[str, Any]] = []  # the hand-off's JSON, once written
+    after_import = None
+    if handoff is not None:
+        from arcgap.cli.handoff import import_handoff
+
+        after_import = import_handoff(handoff, engine=engine, dry_run=dry_run, context=context, done=handed)
+    result = run_import(target, options, context, after_import=after_import)
 
     def human() -> None:
         for img in result.images:
@@ -204,8 +214,10 @@ def import_cmd(
             typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
         if result.receipt_file is not None:
             typer.echo(f"receipt: {result.receipt_file}")
+        for h in handed:
+            typer.echo(f"hand-off: {h['directory']} (release {h['tag']}; next: {h['directory']}/NEXT-STEPS.md)")
 
-    emit(result.to_dict(), as_json, human)
+    emit({**result.to_dict(), **({"handoff": handed[0]} if handed else {})}, as_json, human)
 
 
 # -- mirror ------------------------------------------------------------------------------------------------

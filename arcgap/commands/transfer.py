@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from arcgap.transfer.export import ExportResult
     from arcgap.transfer.importer import ImportResult
     from arcgap.transfer.mirror import MirrorResult
+    from arcgap.transfer.receipt import Receipt
 
 
 def choose_list(*, names: Sequence[str], release: str | None, images_file: Path | None) -> ImageList | None:
@@ -195,7 +196,11 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
     return result if cache is None else replace(result, cache=cache.stats.to_dict())
 
 
-def run_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> ImportResult:
+def run_import(
+    target: TargetOptions, options: ImportOptions, context: RunContext, *,
+    after_import: Callable[[Endpoint, Receipt], None] | None = None,
+) -> ImportResult:
+    """``after_import`` (``import --handoff``) gets the target's values and the receipt once it is written."""
     o = options
     if o.engine == "docker":
         from arcgap.commands.engine import run_engine_import
@@ -237,6 +242,8 @@ def run_import(target: TargetOptions, options: ImportOptions, context: RunContex
             )
             write_receipt(receipt_path, done)
             result.receipt_file, result.receipt = receipt_path, done.to_dict()
+            if after_import is not None:
+                after_import(endpoint, done)
         return result
 
 
