@@ -1,12 +1,16 @@
-"""A small fault-injecting HTTP proxy in front of a real (plain HTTP) registry, for retry and resume tests.
+"""A small fault-injecting HTTP proxy in front of a real (plain HTTP) registry, for retry, resume and quirk tests.
 
-Rules (:class:`Fault`) are matched in order against ``METHOD /path?query``; each fires ``times`` times and
-either answers with a status (optional Retry-After), resets the connection, or lets the request through and
-breaks it half-way (response body cut, request body cut, answer lost). Proxy-wide knobs slow every request
-(``latency_s``) or every body (``throttle_bytes_per_s``), and :meth:`FaultProxy.pause` refuses all
-connections for a while, as a restarting registry does. Every request is logged with its headers and body sizes
-(``seen`` on arrival; ``requests`` once handled, a moment after the client has its answer: ``wait_idle()`` first).
-"""
+Rules (:class:`Fault`) are matched in order against ``METHOD /path?query``; each fires ``times`` times (on
+every ``every``-th match, if set) and either answers with a status (optional Retry-After), resets the
+connection, lets the request through and breaks it half-way (response body cut, request body cut, answer
+lost), or plays a quirk of another registry (a mount answered with a fresh upload session, as Harbor does;
+answer headers replaced, dropped or added, such as ``OCI-Chunk-Min-Length``). ``body_over`` / ``body_under``
+narrow a rule to large or small request bodies (a per-request size limit is ``Fault(…, status=413,
+body_over=LIMIT)``). ``rewrite`` replaces text in every answer header (a token realm pointing at another
+proxy). Proxy-wide knobs slow every request (``latency_s``) or every body (``throttle_bytes_per_s``), and
+:meth:`FaultProxy.pause` refuses all connections for a while, as a restarting registry does. Every request is
+logged with its headers and body sizes (``seen`` on arrival; ``requests`` once handled, a moment after the
+client has its answer: ``wait_idle()`` first)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ from typing import Literal
 
 from devtools.procs import free_port
 
-FaultKind = Literal["status", "reset", "cut_response", "cut_request", "lose_response", "headers"]
+FaultKind = Literal["status", "reset", "cut_response", "cut_request", "lose_response", "headers",
+                    "mount_as_upload"]
+_ERROR_CODES = {405: "UNSUPPORTED", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
 _PIPE_CHUNK = 64 * 1024
 
 
@@ -37,11 +43,15 @@ class Fault:
     - ``"cut_request"``: send the registry the headers and ``after_bytes`` of the request body, then close
       both connections (the registry keeps a partial upload, the client sees a reset);
     - ``"lose_response"``: forward the whole request, then close without answering (it happened, unseen);
-    - ``"headers"``: forward, and answer with ``response_headers`` (lower-case name → value; "" drops it).
+    - ``"headers"``: forward, and answer with ``response_headers`` (lower-case name → value; "" drops it);
+    - ``"mount_as_upload"``: forward a mount ``POST …/blobs/uploads/?mount=…&from=…`` without its query: the
+      registry opens a fresh upload session and answers 202 (Harbor's answer to a mount it cannot do).
 
     ``delay_s`` waits before acting; the first ``skip`` matching requests pass untouched (aim at the N-th);
-    ``header`` narrows the match to requests with that header matching a regex (``("content-range", "^[1-9]")``:
-    a later chunk of an upload, whichever upload it is, however the client's threads interleave).
+    ``every`` fires on the N-th, 2N-th, … match only (give ``times`` room); ``header`` narrows the match to
+    requests with that header matching a regex (``("content-range", "^[1-9]")``: a later chunk of an upload,
+    whichever upload it is, however the client's threads interleave); ``body_over`` / ``body_under`` to
+    requests whose body is larger / smaller than that many bytes.
     """
 
     pattern: str  # regex on "METHOD /path?query"
@@ -55,16 +65,25 @@ class Fault:
     hits: int = 0
     header: tuple[str, str] | None = None  # (lower-case name, regex on its value)
     response_headers: dict[str, str] = field(default_factory=dict)  # kind="headers": replaced in the answer
+    every: int = 0
+    body_over: int | None = None
+    body_under: int | None = None
+    matched: int = 0  # requests that matched (``every`` counts these)
 
-    def matches(self, line: str, headers: dict[str, str] | None = None) -> bool:
+    def matches(self, line: str, headers: dict[str, str] | None = None, body_bytes: int = 0) -> bool:
         if self.hits >= self.times or re.search(self.pattern, line) is None:
             return False
         if self.header is not None and re.search(self.header[1], (headers or {}).get(self.header[0], "")) is None:
             return False
+        if self.body_over is not None and body_bytes <= self.body_over:
+            return False
+        if self.body_under is not None and body_bytes >= self.body_under:
+            return False
         if self.skip:
             self.skip -= 1
             return False
-        return True
+        self.matched += 1
+        return not self.every or self.matched % self.every == 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,7 @@ class FaultProxy:
     latency_s: float = 0.0  # before every forwarded request
     throttle_bytes_per_s: int | None = None  # request and response bodies trickle at this rate
     latency_pattern: str = ""  # regex: only matching requests are delayed ("" = all)
+    rewrite: dict[str, str] = field(default_factory=dict)  # old → new, in every answer header's value
 
     def __post_init__(self) -> None:
         self.port = free_port("127.0.0.1")
@@ -204,7 +224,8 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.send_response(fault.status)
             if fault.retry_after:
                 self.send_header("Retry-After", fault.retry_after)
-            payload = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected fault"}]}'
+            code = _ERROR_CODES.get(fault.status, "UNAVAILABLE" if fault.status >= 500 else "DENIED")
+            payload = b'{"errors":[{"code":"%s","message":"injected fault"}]}' % code.encode()
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -245,6 +266,8 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                     continue
                 if k.lower() == "location":
                     v = v.replace(proxy.upstream, proxy.host)
+                for old, new in proxy.rewrite.items():
+                    v = v.replace(old, new)
                 self.send_header(k, v)
             total = len(data) if data is not None else int(length_header or 0)
             self.send_header("Content-Length", str(total))
@@ -278,7 +301,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             with proxy.lock:
                 proxy.in_flight += 1
                 proxy.seen.append(line)
-                fault = next((f for f in proxy.faults if f.matches(line, headers)), None)
+                fault = next((f for f in proxy.faults if f.matches(line, headers, len(body))), None)
                 if fault:
                     fault.hits += 1
             kind = None if fault is None else ("reset" if fault.kind == "status" and fault.status == 0
@@ -300,10 +323,13 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                     time.sleep(proxy.latency_s)
                 if proxy.throttle_bytes_per_s and body:
                     time.sleep(len(body) / proxy.throttle_bytes_per_s)  # a slow uplink
+                path = self.path
+                if kind == "mount_as_upload":
+                    path = path.split("?", 1)[0]  # no mount: the registry opens a plain upload session (202)
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 try:
                     try:
-                        conn.request(self.command, self.path, body=body or None, headers=self._upstream_headers())
+                        conn.request(self.command, path, body=body or None, headers=self._upstream_headers())
                         resp = conn.getresponse()
                     except OSError:  # the registry is down: what a reverse proxy says then
                         self.send_error(502, "upstream unreachable")

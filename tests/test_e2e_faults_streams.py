@@ -182,9 +182,9 @@ def test_export_gives_up_on_a_registry_that_keeps_failing(
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Upload in 512 KiB PATCHes, so the 1-3 MiB layers take several."""
-    import arcgap.registry.client as client_module
+    import arcgap.registry.upload as upload_module
 
-    monkeypatch.setattr(client_module, "UPLOAD_CHUNK_BYTES", 512 * 1024)
+    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 512 * 1024)
     return 512 * 1024
 
 
@@ -197,8 +197,13 @@ MID_PATCH = {
     "first-chunk-cut-midway": Fault(r"^PATCH ", kind="cut_request", after_bytes=100_000),
     # the registry took the whole chunk but the answer (with the new location) was lost
     "answer-to-a-first-chunk-lost": Fault(r"^PATCH ", kind="lose_response"),
-    # the final PUT committed the blob but its answer was lost: the retried PUT finds the session gone
+    # the final PUT committed the blob but its answer was lost: a HEAD finds the blob, nothing is sent again
     "answer-to-the-commit-lost": Fault(BLOB_COMMIT, kind="lose_response", skip=1),
+    # part of a later chunk landed: distribution refuses the old location; the held blob starts over
+    "later-chunk-cut-midway": Fault(r"^PATCH ", kind="cut_request", after_bytes=100_000,
+                                    header=("content-range", r"^[1-9]")),
+    # a later chunk landed, its answer (the next location) lost: the same
+    "answer-to-a-later-chunk-lost": Fault(r"^PATCH ", kind="lose_response", header=("content-range", r"^[1-9]")),
 }
 
 
@@ -209,23 +214,36 @@ def test_import_survives_a_fault_in_the_middle_of_an_upload(
 ) -> None:
     registry, proxy = target
     fault = MID_PATCH[case]
-    proxy.faults.append(Fault(fault.pattern, kind=fault.kind, after_bytes=fault.after_bytes, skip=fault.skip))
+    proxy.faults.append(Fault(fault.pattern, kind=fault.kind, after_bytes=fault.after_bytes, skip=fault.skip,
+                              header=fault.header))
     res = import_via(capsys, bundle, proxy.host, "--json")
     assert res.code == 0, res.err
     assert proxy.faults[0].hits == 1
     if case.endswith("reset-before-the-registry-saw-it"):
         assert proxy.count(UPLOAD_STATUS) >= 1  # asked where the upload stands
-    if case in ("first-chunk-cut-midway", "answer-to-a-first-chunk-lost"):
-        assert proxy.count(UPLOAD_STATUS) >= 1
+    if case in ("first-chunk-cut-midway", "answer-to-a-first-chunk-lost", "later-chunk-cut-midway",
+                "answer-to-a-later-chunk-lost"):
+        assert proxy.count(UPLOAD_STATUS) >= 1  # asked, and learnt that the session was gone
+    if case == "answer-to-the-commit-lost":
+        proxy.wait_idle()
+        assert proxy.count(BLOB_COMMIT) == proxy.completed(BLOB_COMMIT) + 1  # the lost one was not sent again
     assert_identical_digests(registry, synth_medium)
 
 
-def test_import_cut_in_a_later_chunk_stops_cleanly_and_the_rerun_completes(
+def test_import_cut_in_a_later_chunk_of_a_streamed_blob_stops_cleanly_and_the_rerun_completes(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
-    small_chunks: int,
+    small_chunks: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Once bytes of a second chunk landed, distribution refuses the location the client holds (its offset is
-    signed into ``_state``) and the first chunk is gone from memory: a clean stop, then a rerun."""
+    signed into ``_state``). A blob streamed from the bundle (too large to hold) cannot be read again from its
+    start: a clean stop, then a rerun."""
+    import functools
+
+    import arcgap.transfer.engine as engine_module
+    from arcgap.transfer.background import BackgroundUploads
+
+    # every blob streamed from the bundle, none held in memory
+    monkeypatch.setattr(engine_module, "BackgroundUploads", functools.partial(BackgroundUploads, max_bytes=0))
     registry, proxy = target
     # A chunk after the first (Content-Range not from 0), whichever upload it belongs to: uploads run on
     # several threads, so "the second PATCH" could be another blob's first chunk, which is re-sent.
@@ -233,7 +251,7 @@ def test_import_cut_in_a_later_chunk_stops_cleanly_and_the_rerun_completes(
     res = import_via(capsys, bundle, proxy.host)
     assert res.code == 5, res.err
     assert re.fullmatch(r"error: uploading blob sha256:\w+ to [\d.:]+/arc/[\w-]+: the registry lost the upload "
-                        r"after \d+ bytes \(NotFoundError\)", res.error_lines[0]), res.error_lines[0]
+                        r"after \d+ bytes \(404 BLOB_UPLOAD_INVALID\)", res.error_lines[0]), res.error_lines[0]
     assert res.error_lines[1] == ("hint: the registry restarted or the connection broke mid-chunk; run the same "
                                   "command again: blobs already at the target are skipped")
     assert no_tags(registry)

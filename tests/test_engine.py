@@ -176,7 +176,8 @@ class FakeSink:
         self.blobs[(repository, digest)] = self.blobs[(from_repository, digest)]
         return True
 
-    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "",
+                    size: int | None = None, reopen: Callable[[], Iterable[bytes]] | None = None) -> int:
         self._log("upload", repository, str(digest))
         time.sleep(self.delay_s)
         if digest == self.fail_upload:
@@ -423,7 +424,8 @@ class GatedSink(FakeSink):
         self.in_flight = 0
         self.most = 0
 
-    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "",
+                    size: int | None = None, reopen: Callable[[], Iterable[bytes]] | None = None) -> int:
         with self._lock:
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)

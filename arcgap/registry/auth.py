@@ -57,6 +57,7 @@ class Authenticator:
         self._fetching: dict[frozenset[str], threading.Lock] = {}
         self._lock = threading.Lock()
         self.tokens_fetched = 0
+        self._refusal: AuthError | None = None  # set once: every later request stops before it is sent
 
     def __repr__(self) -> str:
         return f"Authenticator(registry={self.registry!r})"
@@ -74,6 +75,18 @@ class Authenticator:
     def has_challenge(self) -> bool:
         return self._challenge is not None
 
+    def refuse(self, err: AuthError) -> None:
+        """The credentials were refused in a way a fresh token cannot cure: stop every later request with ``err``."""
+        with self._lock:
+            if self._refusal is None:
+                self._refusal = err
+
+    def check_refused(self) -> None:
+        """Raise the first refusal again (a new exception each time: several threads may raise it at once)."""
+        refusal = self._refusal
+        if refusal is not None:
+            raise AuthError(refusal.message, hint=refusal.hint, detail=refusal.detail)
+
     def invalidate(self, scopes: frozenset[str]) -> None:
         """Forget the token for ``scopes`` (the registry refused it: expired or revoked)."""
         with self._lock:
@@ -81,6 +94,7 @@ class Authenticator:
 
     def header(self, scopes: frozenset[str]) -> str | None:
         """The Authorization value for a request needing ``scopes`` (None: anonymous access)."""
+        self.check_refused()
         challenge = self._challenge
         if challenge is None:
             return None
@@ -99,6 +113,7 @@ class Authenticator:
         with self._lock:
             key_lock = self._fetching.setdefault(scopes, threading.Lock())
         with key_lock:  # parallel requests for the same scopes wait for one token instead of each fetching
+            self.check_refused()
             with self._lock:
                 cached = self._tokens.get(scopes)
             if cached and cached[1] > time.monotonic():
@@ -142,8 +157,10 @@ class Authenticator:
         self.tokens_fetched += 1
         if resp.status_code in (401, 403):
             who = f"user {creds.username!r}" if creds else "anonymous access"
-            raise self._refused(f"{self.registry}: the token server refused {who} ({resp.status_code})",
+            err = self._refused(f"{self.registry}: the token server refused {who} ({resp.status_code})",
                                 status=resp.status_code)
+            self.refuse(err)  # the same credentials would be refused for any other scope too
+            raise err
         if resp.status_code != 200:
             raise self._refused(f"{self.registry}: token server answered {resp.status_code}", status=resp.status_code)
         try:

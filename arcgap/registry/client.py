@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -32,9 +33,9 @@ from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.credentials import Credentials
 from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
+from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits
 
 CHUNK_BYTES = 512 * 1024  # measured: smaller chunks keep RSS low and are no slower
-UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # bounded memory per upload; each PATCH can be re-sent
 MAX_TAG_PAGES = 10_000  # a tags list longer than this is a registry that keeps linking to new pages
 
 
@@ -65,33 +66,6 @@ def _decode_errors(resp: httpx.Response) -> tuple[tuple[str, ...], str]:
     return tuple(codes), "; ".join(messages)
 
 
-class _Body:
-    """A re-iterable request body over a list of chunks: re-sendable on retry, never joined into one copy."""
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = chunks
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
-
-
-def _upload_lost(exc: ArcgapError) -> bool:
-    """A 404 or BLOB_UPLOAD_* answer on an upload location: the registry no longer knows the session."""
-    codes = getattr(exc, "codes", ())
-    return isinstance(exc, NotFoundError) or "BLOB_UPLOAD_UNKNOWN" in codes or "BLOB_UPLOAD_INVALID" in codes
-
-
-def _drop_prefix(chunks: list[bytes], n: int) -> list[bytes]:
-    out: list[bytes] = []
-    for chunk in chunks:
-        if n >= len(chunk):
-            n -= len(chunk)
-            continue
-        out.append(chunk[n:] if n else chunk)
-        n = 0
-    return out
-
-
 class RegistryClient:
     """One registry host. Safe to share between threads (httpx pool + locked token cache).
 
@@ -116,6 +90,9 @@ class RegistryClient:
         self._http = make_http_client(registry, self.tls, max_connections=max_connections)
         self.auth = Authenticator(self._http, registry=registry, credentials=credentials)
         self._pinged = False
+        self.upload_traits = UploadTraits()  # what the registry said about uploads, for every later upload
+        self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
+        self._offered_lock = threading.Lock()
         # A client that pushes asks for pull,push even to read, so one cached token serves every request.
         self._read_actions = "pull,push" if push else "pull"
 
@@ -180,15 +157,21 @@ class RegistryClient:
         scopes: frozenset[str],
         what: str,
         headers: dict[str, str] | None = None,
-        content: bytes | _Body | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         params: dict[str, str] | None = None,
         stream: bool = False,
         follow_redirects: bool = False,
         ping: bool = False,
         ok: tuple[int, ...] = (),
-        idempotent: bool = True,
+        settle: bool = False,
     ) -> httpx.Response:
-        """Send with auth and retries; raise the mapped error unless the status is < 400 or in ``ok``."""
+        """Send with auth and retries; raise the mapped error unless the status is < 400 or in ``ok``.
+
+        ``settle``: the request changes state and the caller settles every outcome, asking the registry before
+        anything is sent again: no retry after a broken connection or a retryable status, every status is
+        returned (a lost answer raises NetworkError). A 401 or 403 that a fresh token cannot cure stops this
+        client: every later request raises the same AuthError without being sent.
+        """
         if not ping:
             self.ping()
         full = httpx.URL(url) if url.startswith("http") else httpx.URL(self.base_url + url)
@@ -213,26 +196,47 @@ class RegistryClient:
                 err = self._transport_error(exc, what)
                 # Refused connections get a short grace (a registry restarting), not the full backoff.
                 limit = min(3, self.retry.attempts) if isinstance(exc, httpx.ConnectError) else self.retry.attempts
-                if isinstance(err, TLSError) or attempt >= limit or not idempotent:
+                if isinstance(err, TLSError) or attempt >= limit or settle:
                     raise err from None
                 time.sleep(self.retry.delay(attempt))
                 continue
             status = resp.status_code
-            if status == 401 and not ping and not refreshed:
-                # Token expired or challenge changed: learn it again and retry once with a fresh token.
-                self.auth.set_challenge(resp.headers.get("www-authenticate"))
+            if status in (401, 403) and not ping:
+                sent = hdrs.get("Authorization", "")
+                if refreshed or not self._curable(resp, sent):
+                    err = self._status_error(resp, what)
+                    if isinstance(err, AuthError):
+                        self.auth.refuse(err)  # the run stops: no other request goes out with these credentials
+                    raise err
+                # Token expired, or the challenge is new to us: learn it and try once more with a fresh token.
+                if resp.headers.get("www-authenticate"):
+                    self.auth.set_challenge(resp.headers.get("www-authenticate"))
                 self.auth.invalidate(scopes)
-                resp.close()
                 refreshed = True
+                if settle and not (content is None or isinstance(content, (bytes, Body))):
+                    return resp  # a streamed body cannot go again: the caller starts over
+                resp.close()
                 continue
-            if status in self.retry.statuses and attempt < self.retry.attempts:
+            if status in self.retry.statuses and attempt < self.retry.attempts and not settle:
                 delay = self.retry.delay(attempt, resp.headers.get("retry-after"))
                 resp.close()
                 time.sleep(delay)
                 continue
-            if status < 400 or status in ok or ping:
+            if status < 400 or status in ok or ping or settle:
                 return resp
             raise self._status_error(resp, what)
+
+    def _curable(self, resp: httpx.Response, sent: str) -> bool:
+        """Can a fresh token (or the credentials, when none were sent) turn this 401/403 around?"""
+        if resp.status_code == 403:
+            return sent.startswith("Bearer ")  # a token may have been cut short; a password refusal is final
+        if not sent:
+            return True  # the challenge was unknown (an anonymous /v2/): answer it
+        header = resp.headers.get("www-authenticate") or ""
+        return not (sent.startswith("Basic ") and header.lower().startswith("basic"))
+
+    def _error_codes(self, resp: httpx.Response) -> tuple[str, ...]:
+        return _decode_errors(resp)[0]
 
     def _status_error(self, resp: httpx.Response, what: str) -> ArcgapError:
         codes, detail = _decode_errors(resp)
@@ -305,19 +309,40 @@ class RegistryClient:
         return self.get_manifest(repository, ref).digest
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
+        """PUT a manifest by tag or digest. An answer that never came (or a 5xx) is settled by asking
+        what ``ref`` points at now: the PUT goes again only if it is not at this manifest's digest."""
         what = f"pushing manifest {self.registry}/{repository}{'@' if ref.startswith('sha256:') else ':'}{ref}"
-        resp = self._send(
-            "PUT",
-            f"/v2/{repository}/manifests/{ref}",
-            scopes=frozenset({repo_scope(repository, "pull,push")}),
-            what=what,
-            headers={"Content-Type": media_type},
-            content=raw,
-        )
-        expected = str(Digest.of(raw))
-        got = resp.headers.get("docker-content-digest")
-        if got and got != expected:
-            raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
+        expected = Digest.of(raw)
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                resp = self._send(
+                    "PUT",
+                    f"/v2/{repository}/manifests/{ref}",
+                    scopes=frozenset({repo_scope(repository, "pull,push")}),
+                    what=what,
+                    headers={"Content-Type": media_type},
+                    content=raw,
+                    settle=True,
+                )
+            except NetworkError as exc:
+                if isinstance(exc, TLSError) or attempt == self.retry.attempts:
+                    raise
+                time.sleep(self.retry.delay(attempt))
+            else:
+                status = resp.status_code
+                if status < 400:
+                    got = resp.headers.get("docker-content-digest")
+                    if got and got != str(expected):
+                        raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
+                    return
+                if status not in (*NOT_ACTED, *self.retry.statuses) or attempt == self.retry.attempts:
+                    raise self._status_error(resp, what)
+                time.sleep(self.retry.delay(attempt, resp.headers.get("retry-after")))
+                if status in NOT_ACTED:
+                    continue  # refused before anything happened
+            if self.head_manifest(repository, ref) == expected:
+                return  # it happened; only the answer was lost
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution v3, Harbor, …)."""
@@ -400,20 +425,54 @@ class RegistryClient:
                 resp.close()
 
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
-        """Cross-repository mount; False when the registry would rather have the bytes."""
-        resp = self._send(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/",
-            scopes=frozenset({repo_scope(repository, "pull,push"), repo_scope(from_repository, "pull")}),
-            what=f"mounting blob {digest.short} into {self.registry}/{repository}",
-            params={"mount": str(digest), "from": from_repository},
-        )
-        if resp.status_code == 201:
-            return True
-        location = resp.headers.get("location")
-        if location:
-            self._cancel_upload(repository, location)
-        return False
+        """Cross-repository mount; False when the registry would rather have the bytes.
+
+        A registry that cannot mount answers 202 with a fresh upload session (distribution, Harbor): the next
+        :meth:`upload_blob` of this blob into this repository uploads into it. A lost answer is settled by
+        asking whether the repository holds the blob before the mount is sent again.
+        """
+        what = f"mounting blob {digest.short} into {self.registry}/{repository}"
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                resp = self._send(
+                    "POST",
+                    f"/v2/{repository}/blobs/uploads/",
+                    scopes=frozenset({repo_scope(repository, "pull,push"), repo_scope(from_repository, "pull")}),
+                    what=what,
+                    params={"mount": str(digest), "from": from_repository},
+                    settle=True,
+                )
+            except NetworkError as exc:
+                if isinstance(exc, TLSError) or attempt == self.retry.attempts:
+                    raise
+                time.sleep(self.retry.delay(attempt))
+            else:
+                status = resp.status_code
+                if status == 201:
+                    return True
+                if status == 202:
+                    location = resp.headers.get("location")
+                    if location:
+                        self.upload_traits.learn(resp.headers)
+                        with self._offered_lock:
+                            stale = self._offered.pop((repository, digest), None)
+                            self._offered[(repository, digest)] = self._absolute(location)
+                        if stale is not None:
+                            self._cancel_upload(repository, stale)
+                    return False
+                if status not in (*NOT_ACTED, *self.retry.statuses) or attempt == self.retry.attempts:
+                    raise self._status_error(resp, what)
+                time.sleep(self.retry.delay(attempt, resp.headers.get("retry-after")))
+                if status in NOT_ACTED:
+                    continue
+            if self.blob_exists(repository, digest, push_scope=True):
+                return True  # the mount happened; only the answer was lost
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def take_offered_session(self, repository: str, digest: Digest) -> str | None:
+        """The upload session a refused mount of ``digest`` into ``repository`` offered, once."""
+        with self._offered_lock:
+            return self._offered.pop((repository, digest), None)
 
     def _absolute(self, location: str) -> str:
         return location if location.startswith("http") else self.base_url + location
@@ -424,126 +483,26 @@ class RegistryClient:
             self._send("DELETE", self._absolute(location), scopes=frozenset({repo_scope(repository, "pull,push")}),
                        what="cancelling upload", ok=(404, 405, 400))
 
-    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
-        """Upload from ``chunks`` (which should verify themselves) and commit with the digest.
+    def upload_blob(
+        self,
+        repository: str,
+        digest: Digest,
+        chunks: Iterable[bytes],
+        *,
+        what: str = "",
+        size: int | None = None,
+        reopen: Callable[[], Iterable[bytes]] | None = None,
+    ) -> int:
+        """Upload from ``chunks`` (which should verify themselves) and commit with the digest; returns the size.
 
-        Data goes out in PATCH requests of at most UPLOAD_CHUNK_BYTES, each re-sendable on transient
-        failure; the final PUT carries the digest. If ``chunks`` raises (a corrupt bundle), the upload is
-        cancelled and nothing is committed. Returns the number of bytes sent.
+        The states, and what a lost answer or a quirk of the registry changes, are in
+        :mod:`arcgap.registry.upload`. ``size`` (when known) lets a streamed PUT declare its length;
+        ``reopen`` gives the blob's bytes again from the start, should the registry lose the session after
+        bytes were released. If ``chunks`` raises (a corrupt bundle), the upload is cancelled and nothing is
+        committed.
         """
         what = what or f"blob {digest.short} to {self.registry}/{repository}"
-        scopes = frozenset({repo_scope(repository, "pull,push")})
-        location = self._start_upload(repository, what)
-        sent = 0
-        buf: list[bytes] = []  # the reader's own chunks, not copied: one pending PATCH worth
-        buffered = 0
-        try:
-            for chunk in chunks:
-                buf.append(chunk)
-                buffered += len(chunk)
-                if buffered >= UPLOAD_CHUNK_BYTES:
-                    try:
-                        location = self._patch(repository, location, buf, sent, what)
-                    except (NotFoundError, RegistryError) as exc:
-                        if not _upload_lost(exc):
-                            raise
-                        if sent:
-                            raise self._lost(exc, what, sent) from None
-                        # The first chunk: every byte is still here, so start a new upload once.
-                        location = self._start_upload(repository, what)
-                        try:
-                            location = self._patch(repository, location, buf, 0, what)
-                        except (NotFoundError, RegistryError) as again:
-                            raise self._lost(again, what, 0) from None
-                    sent += buffered
-                    # Clear in place: httpx request objects linger in reference cycles until the GC runs,
-                    # and they point at this list; emptying it frees the chunks now.
-                    buf.clear()
-                    buffered = 0
-        except BaseException:
-            self._cancel_upload(repository, location)
-            raise
-        for fresh_start in (False, True):
-            try:
-                self._send(
-                    "PUT",
-                    self._start_upload(repository, what) if fresh_start else location,
-                    scopes=scopes,
-                    what=f"committing {what}",
-                    params={"digest": str(digest)},
-                    headers={"Content-Type": "application/octet-stream", "Content-Length": str(buffered)},
-                    content=_Body(buf),
-                )
-                break
-            except (NotFoundError, RegistryError) as exc:
-                if not _upload_lost(exc):
-                    raise
-                # A retried PUT finds its session used up when the first one committed and only the answer
-                # was lost; a restarted registry forgets sessions (distribution signs them with its secret).
-                if self.blob_exists(repository, digest, push_scope=True):
-                    break
-                if sent or fresh_start:
-                    raise self._lost(exc, what, sent) from None
-        buf.clear()  # as above: the finished request may linger in a cycle; drop its chunks now
-        return sent + buffered
-
-    def _start_upload(self, repository: str, what: str) -> str:
-        scopes = frozenset({repo_scope(repository, "pull,push")})
-        resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes, what=f"starting upload of {what}")
-        if not resp.headers.get("location"):
-            raise RegistryError(f"starting upload of {what}: registry gave no upload location")
-        return self._absolute(resp.headers["location"])
-
-    def _lost(self, exc: ArcgapError, what: str, sent: int) -> NetworkError:
-        return NetworkError(
-            f"uploading {what}: the registry lost the upload after {sent} bytes ({type(exc).__name__})",
-            hint="the registry restarted or the connection broke mid-chunk; run the same command again: "
-            "blobs already at the target are skipped",
-        )
-
-    def _patch(self, repository: str, location: str, chunks: list[bytes], start: int, what: str) -> str:
-        scopes = frozenset({repo_scope(repository, "pull,push")})
-        size = sum(len(c) for c in chunks)
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                resp = self._send(
-                    "PATCH",
-                    location,
-                    scopes=scopes,
-                    what=f"uploading {what}",
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{start}-{start + size - 1}",
-                        "Content-Length": str(size),
-                    },
-                    content=_Body(chunks),
-                    idempotent=False,
-                    ok=(416,),
-                )
-                if resp.status_code != 416:
-                    return self._absolute(resp.headers.get("location") or location)
-                resp.close()
-            except NetworkError:
-                if attempt == self.retry.attempts:
-                    raise
-            # The registry may have kept part of the chunk: ask where it stands and resend the rest.
-            status = self._send("GET", location, scopes=scopes, what=f"resuming {what}", ok=(404,))
-            if status.status_code == 404:
-                # distribution keeps the offset in the signed _state: once part of the chunk landed, the
-                # location we hold is refused (BLOB_UPLOAD_INVALID) and the session cannot be resumed.
-                raise self._status_error(status, f"resuming {what}")
-            rng = status.headers.get("range", "")
-            if status.status_code == 204 and rng.startswith("0-"):
-                # distribution answers "0-0" for an empty upload (and for a 1-byte one): read it as empty.
-                have = 0 if rng == "0-0" else int(rng[2:]) + 1 if rng[2:].isdigit() else start
-                if have > start:
-                    chunks = _drop_prefix(chunks, have - start)
-                    size -= have - start
-                    start = have
-            location = self._absolute(status.headers.get("location") or location)
-            if size <= 0:
-                return location
-        raise RegistryError(f"uploading {what}: the registry did not accept the chunk at offset {start}")
+        return BlobUpload(self, repository, digest, chunks, what=what, size=size, reopen=reopen).run()
 
 
 def _body_chunks(resp: httpx.Response) -> Iterator[bytes]:

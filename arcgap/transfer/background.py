@@ -12,13 +12,15 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import Optional
 
 from arcgap.bundle.format import BlobEntry
 
 BACKGROUND_MAX_BYTES = 16 * 1024 * 1024
 BACKGROUND_SLOTS = 2
 
-Upload = Callable[[BlobEntry, list[str], Iterator[bytes]], None]
+# (entry, repositories, chunks, the chunks again from the start, or None when they cannot be read again)
+Upload = Callable[[BlobEntry, list[str], Iterator[bytes], Optional[Callable[[], Iterator[bytes]]]], None]
 
 
 class BackgroundUploads:
@@ -51,7 +53,7 @@ class BackgroundUploads:
         """Upload ``chunks`` into ``repositories``: held and sent by a worker when small, else sent from here."""
         self._check()
         if entry.size > self._max_bytes:
-            self._upload(entry, repositories, chunks)
+            self._upload(entry, repositories, chunks, None)
             return
         self._slots.acquire()
         if self._failed.is_set():  # a background upload failed while we waited: raise it now
@@ -68,7 +70,7 @@ class BackgroundUploads:
         try:
             if self._failed.is_set():
                 return  # another upload already failed: the copy stops, don't add requests
-            self._upload(entry, repositories, iter(held))
+            self._upload(entry, repositories, iter(held), lambda: iter(held))
         except BaseException:
             self._failed.set()
             raise

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -206,7 +206,8 @@ class _Copy:
                 self.reporter.advance(entry.size)
             return
         self.placements.upload(entry.digest, entry.size, missing, self.source.open(entry, self._meter),
-                               reopen=lambda _first: self.source.open(entry, self._meter))
+                               reopen=lambda _first: self.source.open(entry, self._meter),
+                               again=lambda: self.source.open(entry, self._meter))
 
     def _stream(self, contents: Contents) -> None:
         """Sequential source: read every blob once, in order; each blob sent while the stream moves on."""
@@ -223,12 +224,14 @@ class _Copy:
         finally:
             _close(stream)
 
-    def _upload_read(self, entry: BlobEntry, missing: list[str], chunks: Iterator[bytes]) -> None:
-        """The source cannot be read again: a refused mount copies the verified blob back out of the sink."""
+    def _upload_read(self, entry: BlobEntry, missing: list[str], chunks: Iterator[bytes],
+                     again: Callable[[], Iterator[bytes]] | None) -> None:
+        """The source cannot be read again: a refused mount copies the verified blob back out of the sink; a lost
+        upload session starts over from the blob held in memory (``again``), if it is."""
         def reopen(first: str) -> Iterator[bytes]:
             return self.sink.stream_blob(first, entry.digest, entry.size)
 
-        self.placements.upload(entry.digest, entry.size, missing, chunks, reopen=reopen)
+        self.placements.upload(entry.digest, entry.size, missing, chunks, reopen=reopen, again=again)
 
     # -- the tally ------------------------------------------------------------------------------------------
 

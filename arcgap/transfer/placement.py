@@ -23,7 +23,8 @@ class BlobClient(Protocol):
 
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool: ...
 
-    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int: ...
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "",
+                    size: int | None = None, reopen: Callable[[], Iterable[bytes]] | None = None) -> int: ...
 
 
 class Summary(NamedTuple):
@@ -147,18 +148,20 @@ class Placements:
         return missing
 
     def upload(self, digest: Digest, size: int, missing: list[str], chunks: Iterable[bytes], *,
-               reopen: Callable[[str], Iterable[bytes]]) -> None:
+               reopen: Callable[[str], Iterable[bytes]], again: Callable[[], Iterable[bytes]] | None = None) -> None:
         """Upload ``chunks`` into the first of ``missing``, then mount the blob from there into the others.
 
         Where a mount is refused, the blob is uploaded once more from ``reopen(first)``: the source again when
-        it can be re-read, else the verified copy just placed in ``first``.
+        it can be re-read, else the verified copy just placed in ``first``. ``again`` gives the blob's bytes
+        from the start once more, should the sink lose the first upload midway (None: the source cannot).
         """
         first = missing[0]
-        self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}")
+        self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}",
+                                size=size, reopen=again)
         self.placed(first, digest, "uploaded", size)
         for repo in missing[1:]:
             if not self.mount(repo, digest, first):
-                self.client.upload_blob(repo, digest, reopen(first),
+                self.client.upload_blob(repo, digest, reopen(first), size=size, reopen=lambda: reopen(first),
                                         what=f"blob {digest} to {self.client.registry}/{repo}")
                 self.placed(repo, digest, "uploaded", size)
 

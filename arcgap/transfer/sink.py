@@ -8,7 +8,7 @@ takes every blob once, in order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from arcgap.bundle.format import BlobEntry
@@ -29,8 +29,10 @@ class Sink(Protocol):
         """Cross-repository mount; False when the sink would rather have the bytes."""
         ...
 
-    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "") -> int:
-        """Send ``chunks`` (which verify themselves) and commit them under ``digest``."""
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "",
+                    size: int | None = None, reopen: Callable[[], Iterable[bytes]] | None = None) -> int:
+        """Send ``chunks`` (which verify themselves) and commit them under ``digest``; ``reopen`` gives the bytes
+        from the start again, should the sink lose the upload midway."""
         ...
 
     def stream_blob(self, repository: str, digest: Digest, size_bytes: int, *, what: str = "") -> Iterator[bytes]:
