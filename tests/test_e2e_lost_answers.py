@@ -96,7 +96,7 @@ def run_command(capsys: pytest.CaptureFixture[str], command: str, synth: SmallSe
     if command == "import":
         return arcgap(capsys, "import", str(bundle), *target, "-q", "--json", *extra)
     return arcgap(capsys, "mirror", *names(synth), *source_args(synth.registry), "--source-repository", "synth",
-                  "--source-tag", "v1", *target, "-q", "--json", "--jobs", "2", *extra)
+                  "--source-tag", "v1", *target, "-q", "--json", *extra)
 
 
 def assert_nothing_blindly_repeated(proxy: FaultProxy) -> None:
@@ -122,7 +122,7 @@ def test_lost_answers_ten_runs_out_of_ten(
         proxy.requests.clear()
         proxy.seen.clear()
         repository = f"{command}{run}"
-        res = run_command(capsys, command, synth_small, bundle, proxy.host, repository)
+        res = run_command(capsys, command, synth_small, bundle, proxy.host, repository, "--jobs", "2")
         assert res.code == 0, f"run {run + 1}: {res.err}"
         for lost, fault in zip(LOSSES, proxy.faults):
             assert fault.hits >= 1, f"run {run + 1}: no {lost} answer was lost"
@@ -138,6 +138,7 @@ def test_lost_answers_ten_runs_out_of_ten(
 # -- refused credentials ------------------------------------------------------------------------------------
 
 MAX_REQUESTS = 12
+JOBS = 4  # --jobs: the target is asked about blobs this many at a time
 
 
 def token_proxy(registry: Registry) -> FaultProxy:
@@ -161,7 +162,7 @@ def test_a_wrong_password_stops_the_run_within_a_handful_of_requests(
     monkeypatch.setenv("TARGET_DOCKER_USERNAME", registry.username or "")
     monkeypatch.setenv("TARGET_DOCKER_PASSWORD", "not-the-password")
     try:
-        res = run_command(capsys, command, synth_small, bundle, proxy.host, "arc")
+        res = run_command(capsys, command, synth_small, bundle, proxy.host, "arc", "--jobs", str(JOBS))
         assert res.code == 3, res.err
         assert res.error_lines[1].startswith("hint: check TARGET_DOCKER_USERNAME and TARGET_DOCKER_PASSWORD")
         proxy.wait_idle()
@@ -169,8 +170,12 @@ def test_a_wrong_password_stops_the_run_within_a_handful_of_requests(
         if tokens is not None:
             tokens.wait_idle()
             assert len(tokens.requests) >= 1 and all(r.status == 401 for r in tokens.requests)
+            # the first refusal stops the others: only those already on their way (one per worker) were asked
+            assert len(tokens.requests) <= JOBS
             sent += len(tokens.requests)
         assert sent <= MAX_REQUESTS, [r.line[:80] for r in proxy.requests]
+        refused = [r.line for r in proxy.requests if r.status == 401 and "authorization" in r.headers]
+        assert len(refused) == len(set(refused)) <= JOBS  # no refused request was sent again with a new login
         assert proxy.count(CHANGES_STATE + r"|^POST ") == 0  # nothing was attempted with refused credentials
     finally:
         proxy.stop()
