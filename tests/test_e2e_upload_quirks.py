@@ -113,7 +113,7 @@ def test_oci_chunk_min_length_is_honoured(
     registry, proxy = target
     monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 256)  # our own preference: far below the minimum
     proxy.faults += [
-        Fault(r"^POST /v2/.*/blobs/uploads/", kind="add_headers", headers={"OCI-Chunk-Min-Length": "1024"},
+        Fault(r"^POST /v2/.*/blobs/uploads/", kind="headers", response_headers={"oci-chunk-min-length": "1024"},
               times=ALWAYS),
         Fault(PATCH, status=416, body_under=1024, times=ALWAYS),  # a registry that enforces its minimum
     ]

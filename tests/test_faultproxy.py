@@ -130,3 +130,24 @@ def test_pause_refuses_connections_and_resume_listens_again(proxy: FaultProxy) -
 def test_upstream_down_is_a_502(proxy: FaultProxy) -> None:
     proxy.upstream = "127.0.0.1:9"  # discard port: nothing listens
     assert httpx.get(f"http://{proxy.host}/x").status_code == 502
+
+
+def test_every_fires_on_each_nth_match_only(proxy: FaultProxy) -> None:
+    proxy.faults.append(Fault("^GET ", status=503, every=3, times=100))
+    statuses = [httpx.get(f"http://{proxy.host}/x").status_code for _ in range(7)]
+    assert statuses == [200, 200, 503, 200, 200, 503, 200]
+
+
+def test_body_over_and_under_narrow_to_request_sizes(proxy: FaultProxy) -> None:
+    proxy.faults += [Fault("^PUT ", status=413, body_over=1000, times=100),
+                     Fault("^PUT ", status=416, body_under=100, times=100)]
+    sizes = (50, 100, 1000, 1001)
+    assert [httpx.put(f"http://{proxy.host}/up", content=b"z" * n).status_code for n in sizes] == [416, 201, 201, 413]
+    assert _Upstream.received == [("/up", 100), ("/up", 1000)]
+
+
+def test_mount_as_upload_forwards_without_the_query(proxy: FaultProxy) -> None:
+    proxy.faults.append(Fault("^PUT ", kind="mount_as_upload"))
+    assert httpx.put(f"http://{proxy.host}/v2/r/blobs/uploads/?mount=sha256:ab&from=s", content=b"q").status_code \
+        == 201
+    assert _Upstream.received == [("/v2/r/blobs/uploads/", 1)]
