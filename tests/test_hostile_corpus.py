@@ -438,3 +438,15 @@ def test_a_sidecar_with_aliases_is_refused(tmp_path: Path) -> None:
 def test_the_window_limit_is_the_decompressor_s() -> None:
     assert limits.MAX_WINDOW_BYTES == 1 << 27
     assert len(window_frame(27)) < 4096 and CONFIG_TYPE and Plat
+
+
+def test_within_the_yaml_limits_memory_and_time_stay_bounded(tmp_path: Path) -> None:
+    """The most YAML arcgap.yaml may hold (nodes just under the cap) is read whole: within the memory cap and the
+    time limit of every case, and accepted (an unknown key is kept, not walked)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    path = tmp_path / "nodes.tar.zst"
+    path.write_bytes(_with_yaml(TOC.to_yaml() + b"x-list: [" + b"1," * (limits.MAX_YAML_NODES - 1000) + b"1]\n"))
+    (result,) = _run([["verify", str(path)]], tmp_path, work)
+    _check(result, 0, "nodes at the limit")
+    assert result["rss_mib"] < 160, result["rss_mib"]  # ~90 MiB measured
