@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from arcgap.bundle.limits import MAX_PARTS
 from arcgap.bundle.parts import (
     MAX_SIDECAR_BYTES,
     PART_SUFFIX,
@@ -127,6 +128,10 @@ def _siblings(base: Path) -> list[tuple[int, Path]]:
         match = pattern.fullmatch(p.name)
         if match:
             found.append((int(match.group(1)), p))
+            if len(found) > MAX_PARTS:
+                raise BundleFormatError(f"{base}: more than {MAX_PARTS} parts next to it",
+                                        hint="give the bundle's NAME.parts.yaml, or move the parts into a folder "
+                                             "of their own")
     return sorted(found)
 
 
