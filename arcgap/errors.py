@@ -42,6 +42,8 @@ class Fault:
     TRANSIENT = "transient"  # 408/429/5xx until the retries ran out
     CREDENTIALS = "credentials"  # credentials missing, or refused by the token server
     MALFORMED = "malformed"  # an answer that breaks the protocol (e.g. a header that is no digest)
+    NO_REPOSITORY = "no-repository"  # the repository does not exist and pushing does not create it (ECR)
+    NAME_REFUSED = "name-refused"  # the registry refuses the repository name (NAME_INVALID: e.g. too deep a path)
     ANSWER = "answer"  # any other error status
 
 

@@ -27,6 +27,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,11 +40,12 @@ import httpx
 from devtools.netns import netns_argv, run_in_netns
 from devtools.pki import TokenSigner, load_token_signer
 from devtools.procs import ManagedProcess, StartupError, free_port, wait_until
-from devtools.tokens import Access, check_basic, grant, mint_token, parse_scope
+from devtools.tokens import TOKEN_TTL_S, Access, check_basic, grant, mint_token, parse_scope
 
 PASSWORD_ENV = "ARCGAP_TOKENSERVER_PASSWORD"
 DEFAULT_SERVICE = "arcgap-test-registry"
 DEFAULT_ISSUER = "arcgap-test-token-issuer"
+DISTRIBUTION_LEEWAY_S = 60  # distribution's token.Leeway: accepted this long past exp
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,21 @@ class TokenPolicy:
     issuer: str = DEFAULT_ISSUER
     username: str = "arcuser"
     password: str = field(default="arc-secret-pass", repr=False)
+    usable_s: int | None = None  # the registry accepts a token for this long (None: TOKEN_TTL_S)
+    expires_in_s: int | None = None  # what clients are told (None: the truth); more than usable_s = a lie
+
+    def mint(self, subject: str, access: Sequence[Access]) -> tuple[str, int, int]:
+        """A token for ``access`` as this policy says: ``(jwt, expires_in told, issued_at)``."""
+        ttl = TOKEN_TTL_S
+        now = time.time()
+        if self.usable_s is not None:
+            # distribution accepts a token until DISTRIBUTION_LEEWAY_S past its exp (clock skew): date it back
+            # so that it stops being accepted usable_s seconds from now.
+            now += self.usable_s - DISTRIBUTION_LEEWAY_S - ttl
+        token, _, iat = mint_token(self.signer, issuer=self.issuer, service=self.service, subject=subject,
+                                   access=access, ttl=ttl, now=now)
+        told = self.expires_in_s if self.expires_in_s is not None else (self.usable_s or ttl)
+        return token, told, iat
 
 
 @dataclass(frozen=True)
@@ -172,13 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         requested = [acc for scope in scopes for acc in parse_scope(scope)]
         granted = grant(requested, authenticated=bool(ok))
-        token, expires_in, iat = mint_token(
-            policy.signer,
-            issuer=policy.issuer,
-            service=policy.service,
-            subject=user or "",
-            access=granted,
-        )
+        token, expires_in, iat = policy.mint(user or "", granted)
         self.server.record(TokenRequest(user, tuple(scopes), tuple(granted), 200))
         issued_at = dt.datetime.fromtimestamp(iat, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._send_json(
@@ -223,6 +234,11 @@ class TokenServer:
     @property
     def realm(self) -> str:
         return f"{self.url}/token"
+
+    def set_policy(self, policy: TokenPolicy) -> None:
+        """Sign later tokens under ``policy`` (e.g. ``dataclasses.replace(server.policy, usable_s=2)``)."""
+        self.policy = policy
+        self._httpd.policy = policy
 
     @property
     def requests_served(self) -> int:

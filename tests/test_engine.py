@@ -165,6 +165,9 @@ class FakeSink:
     def ping(self) -> None:
         self._log("ping", "", "")
 
+    def prepare_push(self, repository: str, blob: Digest | None = None) -> None:
+        pass  # every repository can be pushed to
+
     def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool:
         self._log("head", repository, str(digest))
         return (repository, digest) in self.blobs

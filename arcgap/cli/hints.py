@@ -34,6 +34,13 @@ def hint_for(exc: ArcgapError) -> str:
         return f"check the image name and {env}_TAG" if env else "check the image name and tag"
     if fault == Fault.TRANSIENT:
         return "the registry keeps failing; try again later"
+    repository_option = f"--{side or 'target'}-repository"
+    if fault == Fault.NO_REPOSITORY:
+        return (f"create the repositories named above at the registry first (Amazon ECR: aws ecr create-repository "
+                f"--repository-name NAME), or choose another {repository_option}; no blob was sent")
+    if fault == Fault.NAME_REFUSED:
+        return (f"the registry limits repository names (several allow only a few '/'-separated levels): choose a "
+                f"shorter {repository_option}; no blob was sent")
     if fault == Fault.MALFORMED:
         return f"{detail.registry} answers outside the OCI distribution spec; report it to its operator"
     return ""

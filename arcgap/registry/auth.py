@@ -87,10 +87,16 @@ class Authenticator:
         if refusal is not None:
             raise AuthError(refusal.message, hint=refusal.hint, detail=refusal.detail)
 
-    def invalidate(self, scopes: frozenset[str]) -> None:
-        """Forget the token for ``scopes`` (the registry refused it: expired or revoked)."""
+    def invalidate(self, scopes: frozenset[str], refused: str | None = None) -> None:
+        """Forget the token for ``scopes`` (the registry refused it: expired or revoked).
+
+        With ``refused`` (the Authorization value the registry turned down), only that token is forgotten: when
+        parallel requests all meet the same expired token, the first fetches a new one and the rest use it.
+        """
         with self._lock:
-            self._tokens.pop(scopes, None)
+            cached = self._tokens.get(scopes)
+            if cached is not None and (refused is None or refused == "Bearer " + cached[0]):
+                del self._tokens[scopes]
 
     def header(self, scopes: frozenset[str]) -> str | None:
         """The Authorization value for a request needing ``scopes`` (None: anonymous access)."""

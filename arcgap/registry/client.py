@@ -87,6 +87,9 @@ class RegistryClient:
         self.tls = tls or TLSOptions()
         self.retry = retry or RetryPolicy()
         self.base_url = f"{self.tls.scheme}://{registry}"
+        self._base = httpx.URL(self.base_url)
+        self._spare_uploads: dict[str, str] = {}  # repository -> upload session started by prepare_push
+        self._spare_lock = threading.Lock()
         self._http = make_http_client(registry, self.tls, max_connections=max_connections)
         self.auth = Authenticator(self._http, registry=registry, credentials=credentials)
         self._pinged = False
@@ -100,6 +103,10 @@ class RegistryClient:
         return f"RegistryClient({self.base_url!r})"
 
     def close(self) -> None:
+        with self._spare_lock:
+            spare, self._spare_uploads = self._spare_uploads, {}
+        for repository, location in spare.items():
+            self._cancel_upload(repository, location)
         self._http.close()
 
     def __enter__(self) -> RegistryClient:
@@ -182,12 +189,14 @@ class RegistryClient:
         while True:
             attempt += 1
             hdrs = dict(headers or {})
-            if not ping:
+            auth = None
+            if not ping and _same_origin(full, self._base):
+                # Credentials go to the registry's own origin only: never to a CDN or another host it names.
                 try:
                     auth = self.auth.header(scopes)
                 except ArcgapError as exc:
                     raise self._claim(exc) from None
-                if auth and httpx.URL(self.base_url).host == full.host:
+                if auth:
                     hdrs["Authorization"] = auth
             try:
                 req = self._http.build_request(method, full, headers=hdrs, content=content)
@@ -211,7 +220,7 @@ class RegistryClient:
                 # Token expired, or the challenge is new to us: learn it and try once more with a fresh token.
                 if resp.headers.get("www-authenticate"):
                     self.auth.set_challenge(resp.headers.get("www-authenticate"))
-                self.auth.invalidate(scopes)
+                self.auth.invalidate(scopes, sent or None)
                 refreshed = True
                 if settle and not (content is None or isinstance(content, (bytes, Body))):
                     return resp  # a streamed body cannot go again: the caller starts over
@@ -424,6 +433,48 @@ class RegistryClient:
             finally:
                 resp.close()
 
+    def prepare_push(self, repository: str, blob: Digest | None = None) -> None:
+        """Open the first upload into ``repository`` now, and keep it for the first blob that needs one.
+
+        A registry that will not take the repository says so here, before any blob moves: ECR does not create
+        repositories on push (404 NAME_UNKNOWN), several hosted registries limit the path depth (NAME_INVALID).
+        The session is the POST the first upload would send anyway; one left unused is cancelled at close().
+        A repository that already holds ``blob`` (one the run needs there) exists: nothing is opened for it.
+        """
+        where = f"{self.registry}/{repository}"
+        scopes = frozenset({repo_scope(repository, "pull,push")})
+        if blob is not None:
+            try:
+                if self.blob_exists(repository, blob, push_scope=True):
+                    return
+            except RegistryError:
+                pass  # a refused name is answered to a HEAD without a body: the POST below says why
+        resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes,
+                          what=f"starting an upload to {where}", ok=(400, 404))
+        if resp.status_code in (400, 404):
+            codes, detail = _decode_errors(resp)
+            resp.close()
+            said = f" ({detail})" if detail else ""
+            operation = f"starting an upload to {where}"
+            if "NAME_INVALID" in codes:
+                raise self._error(RegistryError, f"{self.registry} refuses the repository name {repository}{said}",
+                                  operation=operation, fault=Fault.NAME_REFUSED, status=resp.status_code,
+                                  codes=codes)
+            if resp.status_code == 404:
+                raise self._error(
+                    NotFoundError,
+                    f"{where} does not exist and the registry does not create repositories on push{said}",
+                    operation=operation, fault=Fault.NO_REPOSITORY, status=resp.status_code, codes=codes)
+            raise self._status_error(resp, f"starting an upload to {where}")
+        location = resp.headers.get("location")
+        if location:
+            self.upload_traits.learn(resp.headers)
+            with self._spare_lock:
+                previous = self._spare_uploads.pop(repository, None)
+                self._spare_uploads[repository] = self._absolute(location, resp.request.url)
+            if previous is not None:
+                self._cancel_upload(repository, previous)
+
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
         """Cross-repository mount; False when the registry would rather have the bytes.
 
@@ -456,7 +507,7 @@ class RegistryClient:
                         self.upload_traits.learn(resp.headers)
                         with self._offered_lock:
                             stale = self._offered.pop((repository, digest), None)
-                            self._offered[(repository, digest)] = self._absolute(location)
+                            self._offered[(repository, digest)] = self._absolute(location, resp.request.url)
                         if stale is not None:
                             self._cancel_upload(repository, stale)
                     return False
@@ -470,17 +521,25 @@ class RegistryClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def take_offered_session(self, repository: str, digest: Digest) -> str | None:
-        """The upload session a refused mount of ``digest`` into ``repository`` offered, once."""
+        """The upload session a refused mount of ``digest`` into ``repository`` offered, once; else the one
+        :meth:`prepare_push` opened for the repository's first upload."""
         with self._offered_lock:
-            return self._offered.pop((repository, digest), None)
+            offered = self._offered.pop((repository, digest), None)
+        if offered is not None:
+            return offered
+        with self._spare_lock:
+            return self._spare_uploads.pop(repository, None)
 
-    def _absolute(self, location: str) -> str:
-        return location if location.startswith("http") else self.base_url + location
+    def _absolute(self, location: str, relative_to: httpx.URL | None = None) -> str:
+        """An upload ``Location`` as a URL: absolute ones as they are, relative ones resolved (RFC 3986) against
+        the URL of the request they answered (``/v2/…`` against the registry, ``uuid?state`` against the path)."""
+        return str((relative_to or self._base).join(location.strip()))
+
 
     def _cancel_upload(self, repository: str, location: str) -> None:
         # Best effort: the registry purges abandoned uploads itself.
         with contextlib.suppress(ArcgapError):
-            self._send("DELETE", self._absolute(location), scopes=frozenset({repo_scope(repository, "pull,push")}),
+            self._send("DELETE", location, scopes=frozenset({repo_scope(repository, "pull,push")}),
                        what="cancelling upload", ok=(404, 405, 400))
 
     def upload_blob(
@@ -503,6 +562,11 @@ class RegistryClient:
         """
         what = what or f"blob {digest.short} to {self.registry}/{repository}"
         return BlobUpload(self, repository, digest, chunks, what=what, size=size, reopen=reopen).run()
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    """Same scheme, host and port (RFC 6454): where the registry's credentials may go."""
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 def _body_chunks(resp: httpx.Response) -> Iterator[bytes]:

@@ -85,7 +85,7 @@ class Client(Protocol):
 
     def _error_codes(self, resp: httpx.Response) -> tuple[str, ...]: ...
 
-    def _absolute(self, location: str) -> str: ...
+    def _absolute(self, location: str, relative_to: httpx.URL | None = None) -> str: ...
 
     def _cancel_upload(self, repository: str, location: str) -> None: ...
 
@@ -322,7 +322,7 @@ class BlobUpload:
             raise self.client._error(RegistryError, f"{what}: registry gave no upload location", operation=what,
                                      fault=Fault.MALFORMED, status=resp.status_code)
         self.traits.learn(resp.headers)
-        self.location = self.client._absolute(location)
+        self.location = self.client._absolute(location, resp.request.url)
 
     # -- the requests that change state ------------------------------------------------------------------
 
@@ -364,7 +364,8 @@ class BlobUpload:
         if resp is not None:
             status = resp.status_code
             if 200 <= status < 300:
-                self.location = self.client._absolute(resp.headers.get("location") or self.location or "")
+                self.location = self.client._absolute(resp.headers.get("location") or self.location or "",
+                                                      resp.request.url)
                 self.window.release(size)
                 self.sent += size
                 self.troubles = 0
@@ -471,4 +472,4 @@ class BlobUpload:
         if have > self.sent:
             self.window.release(have - self.sent)
             self.sent = have
-        self.location = self.client._absolute(resp.headers.get("location") or self.location)
+        self.location = self.client._absolute(resp.headers.get("location") or self.location, resp.request.url)

@@ -98,7 +98,7 @@ class _Copy:
                             "already has")
         try:
             # Answers arrive while the first blobs are placed; each placement waits for its own blob's answers.
-            self.placements.start_check(jobs=self.options.jobs,
+            self.placements.start_check(jobs=self.options.jobs, probe=not self.options.dry_run,
                                         order=[b.digest for b in (*manifest.relied_on_blobs, *manifest.blobs)])
             self._check_relied_on(contents)
             if not self.options.dry_run:

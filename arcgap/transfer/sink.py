@@ -35,6 +35,11 @@ class Sink(Protocol):
         from the start again, should the sink lose the upload midway."""
         ...
 
+    def prepare_push(self, repository: str, blob: Digest | None = None) -> None:
+        """Raise now if ``repository`` cannot be pushed to (it does not exist and is not created, its name is
+        refused), before any blob is sent."""
+        ...
+
     def stream_blob(self, repository: str, digest: Digest, size_bytes: int, *, what: str = "") -> Iterator[bytes]:
         """A placed blob's bytes, verified (used when a mount is refused and the source cannot be read again)."""
         ...
