@@ -22,7 +22,7 @@ from arcgap.registry.transport import TLSOptions
     ],
 )
 def test_upload_locations_are_resolved_against_the_request(location: str, expected: str) -> None:
-    with RegistryClient("r:5000", role="target", tls=TLSOptions(plain_http=True)) as client:
+    with RegistryClient("r:5000", push=True, tls=TLSOptions(plain_http=True)) as client:
         request = httpx.URL("http://r:5000/v2/a/b/blobs/uploads/")
         assert client._absolute(location, request) == expected
 
@@ -43,7 +43,7 @@ def test_credentials_go_to_the_registry_origin_only(url: str, same: bool) -> Non
 
 def test_a_refused_token_is_forgotten_once() -> None:
     with httpx.Client() as http:
-        auth = Authenticator(http, registry="r", role="target", credentials=None)
+        auth = Authenticator(http, registry="r", credentials=None)
         scopes = frozenset({"repository:a:pull"})
         auth._tokens[scopes] = ("new", float("inf"))  # another thread already fetched a fresh one
         auth.invalidate(scopes, "Bearer old")  # a late 401 for the old token leaves the fresh one alone

@@ -249,7 +249,7 @@ def test_tags_lists_in_pages_behind_link_headers(
         assert resp.status_code == 201
     proxy = proxy_for(target, tag_page_size=3, absolute_links=absolute)
     proxies.append(proxy)
-    with RegistryClient(proxy.host, role="source", tls=TLSOptions(plain_http=True)) as client:
+    with RegistryClient(proxy.host, tls=TLSOptions(plain_http=True)) as client:
         assert sorted(client.list_tags(info.repository)) == sorted([*tags, "v1"])
     assert proxy.count(r"^GET /v2/pg/docker-image/tags/list") == 4  # 12 tags, 3 a page
 
