@@ -216,9 +216,9 @@ def test_upload_locations_relative_and_absolute(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, fresh_registry, proxies: list[QuirkProxy],
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style: str,
 ) -> None:
-    import arcgap.registry.client as client_module
+    import arcgap.registry.upload as upload_module
 
-    monkeypatch.setattr(client_module, "UPLOAD_CHUNK_BYTES", 256)  # several PATCHes per layer: Locations chain
+    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 256)  # several PATCHes per layer: Locations chain
     bundle = tmp_path / "loc.tar.zst"
     export_small(capsys, synth_small, bundle)
     target: Registry = fresh_registry()
