@@ -13,6 +13,7 @@ from arcgap.commands.options import (
     ImportOptions,
     ManifestsNewOptions,
     MirrorOptions,
+    RunContext,
     Selection,
     SourceOptions,
     TargetOptions,
@@ -28,6 +29,14 @@ def test_side_reprs_mask_the_password() -> None:
         assert PASSWORD not in repr(given) and PASSWORD not in str(given)
         assert "Secret('***')" in repr(given) and repr(given).startswith(side.__name__ + "(")
         assert given.password is not None and given.password.reveal() == PASSWORD
+
+
+def test_the_run_context_repr_shows_no_environment() -> None:
+    """The environment holds SOURCE_DOCKER_PASSWORD, TARGET_DOCKER_PASSWORD and the signing passphrase."""
+    environ = {"TARGET_DOCKER_PASSWORD": PASSWORD, "ARCGAP_SIGN_PASSPHRASE": PASSWORD, "HOME": "/root"}
+    context = RunContext(environ=environ)
+    assert PASSWORD not in repr(context) and PASSWORD not in str(context)
+    assert repr(context).startswith("RunContext(") and context.environ is environ
 
 
 def test_sides_know_which_side_they_are_and_differ() -> None:

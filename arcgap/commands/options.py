@@ -129,7 +129,8 @@ class RunContext:
     prompt: Prompt | None = None
     secret_prompt: SecretPrompt | None = None
     reporter: Reporter = field(default_factory=Reporter)
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    # never in the repr: the environment holds SOURCE_/TARGET_DOCKER_PASSWORD and the signing passphrase
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
 
     def warn(self, text: str) -> None:
         self.reporter.warn(text)
