@@ -10,13 +10,26 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
-from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import (
+    INDEX_NAME,
+    LAYOUT_NAME,
+    MANIFEST_NAME,
+    BaseBundle,
+    BlobEntry,
+    BundleManifest,
+    ImageEntry,
+    PlatformEntry,
+)
 from arcgap.bundle.graph import ImageGraph
+from arcgap.bundle.reader import open_bundle
+from arcgap.bundle.writer import BundleWriter
 from arcgap.errors import IntegrityError, MissingBaseError, RegistryError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
+from arcgap.transfer.bundlesource import BundleSource
 from arcgap.transfer.engine import CopyOptions, copy_images, copy_stream
 from arcgap.transfer.plan import TargetImage
 from arcgap.transfer.source import Contents, Meter
@@ -476,3 +489,35 @@ def test_a_random_access_source_copies_at_most_jobs_blobs_at_once() -> None:
         sink.gate.set()
         worker.join(10)
     assert sink.most == 3 and len(sink.calls("upload")) == 12
+
+
+def _bundle(release: Release, path: Path) -> Path:
+    """``release`` as a real bundle file: arcgap.yaml, oci-layout and index.json, then every blob in order."""
+    manifest = release.manifest
+    with BundleWriter(path) as writer:
+        for name, data in ((MANIFEST_NAME, manifest.to_yaml()), (LAYOUT_NAME, manifest.oci_layout()),
+                           (INDEX_NAME, manifest.oci_index())):
+            writer.add_bytes(name, data)
+        for blob in manifest.blobs:
+            writer.add_bytes(blob.member, release.manifests.get(blob.digest) or release.data[blob.digest])
+        writer.commit()
+    return path
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "arcgap-read-ahead" and t.is_alive()]
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["import", "dry-run"])
+def test_a_bundle_refused_before_its_blobs_stops_its_read_ahead_at_once(tmp_path: Path, dry_run: bool) -> None:
+    """The target lacks the base a differential bundle relies on: the copy stops before the bundle's blobs are
+    read, and the thread reading ahead in the bundle stops with it, not when the traceback lets go of it."""
+    layers = {f"img{n}": [SHARED, f"layer of img{n}".encode() * 50] for n in range(12)}
+    release = Release(layers, relied=(SHARED,))
+    path = _bundle(release, tmp_path / "diff.tar.zst")
+    assert not _read_ahead_threads()
+    with open_bundle(path) as reader, pytest.raises(MissingBaseError) as info:
+        copy_images(BundleSource(reader), FakeSink(), release.targets(), ImportResult(dry_run=dry_run),
+                    options=CopyOptions(jobs=2, dry_run=dry_run, where=f"{REGISTRY}/arc"), reporter=Reporter())
+    assert info.value is not None  # the traceback, and every frame it holds, is still alive here
+    assert not _read_ahead_threads()

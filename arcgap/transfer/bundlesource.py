@@ -54,9 +54,14 @@ class BundleSource:
             for entry, chunks in blobs:
                 yield entry, metered(chunks, meter)
         finally:
-            close = getattr(blobs, "close", None)
-            if close is not None:
-                close()  # the read-ahead thread stops with the copy
+            self.close()  # the read-ahead thread stops with the copy
+
+    def close(self) -> None:
+        """Stop reading ahead; a copy that ends before :meth:`stream` (refused, a dry run) calls it too."""
+        blobs, self._blobs, self._first = self._blobs, None, None
+        close = getattr(blobs, "close", None)
+        if close is not None:
+            close()
 
     def open(self, entry: BlobEntry, meter: Meter) -> Iterator[bytes]:
         raise TypeError("a bundle stream is read once, in order: use stream()")

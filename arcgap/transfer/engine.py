@@ -53,17 +53,21 @@ def copy_images(source: Source, sink: Sink, targets: Sequence[TargetImage], tall
 
 def copy_stream(source: Source, sink: StreamSink, *, meter: Meter) -> Contents:
     """Every blob of ``source`` into ``sink``, in the source's order (a random-access source reads ahead)."""
-    contents = source.contents(meter)
-    stream = source.stream(meter)
     try:
-        sink.write(contents, stream)
+        contents = source.contents(meter)
+        stream = source.stream(meter)
+        try:
+            sink.write(contents, stream)
+        finally:
+            _close(stream)  # stops the read-ahead now, not when the traceback lets go of it
     finally:
-        _close(stream)  # stops the read-ahead now, not when the traceback lets go of it
+        _close(source)  # also when the source's manifests were refused
     return contents
 
 
-def _close(stream: Iterator[object]) -> None:
-    close = getattr(stream, "close", None)
+def _close(closable: object) -> None:
+    """Close a stream or a source that can be closed (a bundle's read-ahead thread stops)."""
+    close = getattr(closable, "close", None)
     if close is not None:
         close()
 
@@ -121,6 +125,7 @@ class _Copy:
             self._describe(contents, current)
         finally:
             self.placements.close()  # questions still open (a failed run) are dropped
+            _close(self.source)  # a run that ends before the stream (refused, a dry run) stops the read-ahead too
         self.reporter.close()
         self.tally.seconds = time.monotonic() - t0
         return contents

@@ -3,7 +3,8 @@
 Two kinds: a *sequential* source (a bundle stream) delivers every blob once, in its own order, and cannot go
 back; a *random-access* source (a registry) opens any blob at any time, as often as asked. Every chunk either
 kind hands out comes through :func:`arcgap.oci.digest.verified_chunks`: the last one arrives only once size and
-digest have been checked.
+digest have been checked. A source that holds a thread or a file may have a ``close()``: the engine calls it when
+a copy ends, however it ends.
 """
 
 from __future__ import annotations
