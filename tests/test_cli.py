@@ -81,3 +81,19 @@ def test_password_is_not_an_option(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_help_lists_the_transfers_first() -> None:
     assert [c.name for c in app.registered_commands][:5] == ["export", "import", "mirror", "verify", "inspect"]
+
+
+def test_an_error_line_stops_the_progress_bar_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run that fails never reaches its reporter's close(); the live bar must not stay drawn over error/hint.
+    import sys
+
+    from arcgap import cli
+    from arcgap.cli import common
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    reporter = common.reporter_for(quiet=False)
+    reporter.start(10, images=1, label="importing")
+    live = reporter._progress.live  # type: ignore[attr-defined]
+    assert live.is_started
+    assert cli._fail("boom", "try again", 6) == 6
+    assert not live.is_started

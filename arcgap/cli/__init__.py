@@ -22,7 +22,7 @@ try:  # typer >= 0.22 vendors click as typer._click; older releases use click it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
-from arcgap.cli.common import app
+from arcgap.cli.common import app, stop_progress
 from arcgap.cli.hints import hint_for
 from arcgap.errors import ArcgapError, ExitCode
 from arcgap.util.safetext import safe
@@ -36,6 +36,7 @@ for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools", 
 
 def _fail(message: str, hint: str, code: int) -> int:
     """Exactly one ``error:`` line and one ``hint:`` line: text from a bundle or a registry is escaped."""
+    stop_progress()  # a failed run never reached its reporter's close(): the bar would cover these lines
     print(f"error: {safe(message)}", file=sys.stderr)
     if hint:
         print(f"hint: {safe(hint)}", file=sys.stderr)
@@ -61,7 +62,8 @@ def run(argv: list[str] | None = None) -> int:
     except click_exceptions.ClickException as exc:
         return _fail(exc.format_message(), "run the command with --help for usage", ExitCode.USAGE)
     except KeyboardInterrupt:
-        return _fail("interrupted", "nothing was tagged; run the same command again to finish", ExitCode.INTERRUPTED)
+        return _fail("interrupted", "tags move last, each only once its image is complete; "
+                     "run the same command again to finish", ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return ExitCode.OK
     except Exception as exc:  # a bug: say so in one line; the traceback only on request (never locals)

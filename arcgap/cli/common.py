@@ -71,13 +71,24 @@ class QuietReporter(Reporter):
         warn(text)
 
 
+_LIVE: list[Reporter] = []  # progress bars drawn on the terminal: stopped before an error line is printed
+
+
 def reporter_for(quiet: bool) -> Reporter:
     """Progress for this run; every reporter prints warnings on stderr (a bar keeps them above itself)."""
     if quiet:
         return QuietReporter()
     if sys.stderr.isatty():
-        return RichReporter()
+        reporter = RichReporter()
+        _LIVE.append(reporter)
+        return reporter
     return PlainReporter()
+
+
+def stop_progress() -> None:
+    """Stop every live progress bar, so that the ``error:``/``hint:`` lines that follow stand on their own."""
+    while _LIVE:
+        _LIVE.pop().close()
 
 
 def read_password_stdin(flag: bool) -> str | None:

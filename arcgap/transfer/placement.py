@@ -98,7 +98,8 @@ class Placements:
         path depth) stops the run before any blob is sent.
         """
         first = [d for d in dict.fromkeys(order) if d in self._needs]
-        queue = first + [d for d in self._needs if d not in set(first)]
+        asked = set(first)  # built once: a set per element made this quadratic in the number of blobs
+        queue = first + [d for d in self._needs if d not in asked]
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="arcgap-check")
         if probe:
             # The first repository alone, then the rest in parallel: a refused credential costs one request.
