@@ -361,7 +361,8 @@ def test_needed_version() -> None:
 
     assert needed_version(differential=False, signed=False) == PLAIN_FORMAT_VERSION == 1
     assert needed_version(differential=True, signed=False) == 2
-    assert needed_version(differential=False, signed=True) == FORMAT_VERSION == 3  # members: what it signs
+    assert needed_version(differential=False, signed=True) == 3  # members: what it signs
+    assert needed_version(differential=True, signed=True, chain=True) == FORMAT_VERSION == 4
 
 
 def test_differential_round_trip() -> None:
@@ -459,3 +460,21 @@ def test_inspect_shows_only_well_formed_skipped_images(raw: Any, shown: list[dic
 
     extra = {} if raw is None else {"skipped_images": raw}
     assert describe(_manifest(extra=extra))["skipped_images"] == shown
+
+
+def test_releases_round_trip_and_older_versions_refuse_them() -> None:
+    chain = _manifest(format_version=4, releases=("1.0", "v1.29.0_2024-04-09"))
+    again = BundleManifest.from_yaml(chain.to_yaml())
+    assert again.releases == ("1.0", "v1.29.0_2024-04-09") and again.format_version == 4
+    assert "releases" not in again.extra
+    doc = yaml.safe_load(chain.to_yaml())
+    doc["format_version"] = 3  # a version 3 reader's bundle never has it: refused, not half-understood
+    with pytest.raises(BundleFormatError, match="releases needs format_version 4"):
+        BundleManifest.from_yaml(yaml.safe_dump(doc).encode())
+    for bad in (["v9.9.9_2099-01-01"], ["1.0", "1.0"], "1.0", [7]):
+        doc = yaml.safe_load(chain.to_yaml())
+        doc["releases"] = bad
+        with pytest.raises(BundleFormatError):
+            BundleManifest.from_yaml(yaml.safe_dump(doc).encode())
+    with pytest.raises(ValueError):
+        _manifest(format_version=3, releases=("1.0",))

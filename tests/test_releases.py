@@ -14,6 +14,7 @@ from arcgap.arc.imagelist import load_image_list, parse_image_list
 from arcgap.arc.listgen import render_image_list
 from arcgap.bundle.reader import open_bundle
 from arcgap.commands.releases import default_list_path
+from devtools.faultproxy import Fault, FaultProxy
 from devtools.pki import CA
 from devtools.registries import Registry, start_registry
 from devtools.synth import ARC_IMAGES, generate_release
@@ -39,6 +40,19 @@ def arc_source(tmp_path_factory: pytest.TempPathFactory, test_ca: CA) -> Iterato
         generate_release(reg, tag=NEW, names=at_new, seed=1, **sizes)
         generate_release(reg, tag=DEV, names=["arc-controller"], seed=2, **sizes)
         yield reg
+
+
+@pytest.fixture(scope="module")
+def no_catalog(arc_source: Registry) -> Iterator[FaultProxy]:
+    """arc_source behind a proxy that refuses ``_catalog`` (404), as registries without a catalog do: the
+    shipped lists are the image sets there."""
+    proxy = FaultProxy(arc_source.host, faults=[Fault(r"^GET /v2/_catalog", status=404, times=10**9)])
+    yield proxy
+    proxy.stop()
+
+
+def proxied(proxy: FaultProxy) -> list[str]:
+    return ["--source-registry", proxy.host, "--source-plain-http"]
 
 
 @pytest.fixture(autouse=True)
@@ -72,36 +86,36 @@ def test_releases_of_an_unknown_repository_is_not_found(
 
 
 def test_latest_names_every_missing_image_before_downloading(
-    capsys: pytest.CaptureFixture[str], arc_source: Registry, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], arc_source: Registry, no_catalog: FaultProxy, tmp_path: Path
 ) -> None:
     out = tmp_path / "latest.tar.zst"
-    res = arcgap(capsys, "export", "--release", "latest", *source_args(arc_source), "-o", str(out), "-q")
+    res = arcgap(capsys, "export", "--release", "latest", *proxied(no_catalog), "-o", str(out), "-q")
     assert res.code == 4, res.err
     # no shipped list for NEW: the newest shipped list, with the usual warning
     assert f"warning: no shipped image list for {NEW}; using the list of {OLD}" in res.err
     error, hint = res.error_lines
     assert error.startswith("error: 2 of 22 images are not at the source: ")
     for name in MISSING:
-        assert f"{arc_source.host}/arcdata/{name}:{NEW}" in error
+        assert f"{no_catalog.host}/arcdata/{name}:{NEW}" in error
     assert "--skip-missing" in hint
     assert not out.exists()
 
 
 def test_skip_missing_exports_the_rest_and_records_the_gap(
-    capsys: pytest.CaptureFixture[str], arc_source: Registry, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], no_catalog: FaultProxy, tmp_path: Path
 ) -> None:
     out = tmp_path / "skip.tar.zst"
-    res = arcgap(capsys, "export", "--release", "latest", *source_args(arc_source), "-o", str(out),
+    res = arcgap(capsys, "export", "--release", "latest", *proxied(no_catalog), "-o", str(out),
                  "--skip-missing", "--json", "-q")
     assert res.code == 0, res.err
     doc = json.loads(res.out)
     assert doc["images"] == 20
-    expected = [{"name": n, "source": f"{arc_source.host}/arcdata/{n}:{NEW}"} for n in MISSING]
+    expected = [{"name": n, "source": f"{no_catalog.host}/arcdata/{n}:{NEW}"} for n in MISSING]
     assert doc["skipped_images"] == expected
     assert doc["installer"] is None
     assert all(ref.endswith(f":{NEW}") for ref in doc["image_digests"])
     for name in MISSING:
-        assert f"warning: skipping {arc_source.host}/arcdata/{name}:{NEW}" in res.err
+        assert f"warning: skipping {no_catalog.host}/arcdata/{name}:{NEW}" in res.err
     with open_bundle(out) as reader:
         assert reader.manifest.extra["skipped_images"] == expected
         assert {i.name for i in reader.manifest.images} == set(ARC_IMAGES) - set(MISSING)

@@ -4,7 +4,9 @@ Every digest and size the importer relies on is listed here, in the order the bl
 differential bundle (format version 2) also lists, under ``relies_on``, the blobs it leaves out because the
 target already holds them from an earlier bundle. A signed bundle (format version 3) also records, under
 ``members``, the size and sha256 of every other member (``oci-layout``, ``index.json``, ``manifest.json``), so the
-signature over ``arcgap.yaml`` covers every byte of the bundle. Limits: :mod:`arcgap.bundle.limits`.
+signature over ``arcgap.yaml`` covers every byte of the bundle. A bundle of several releases (an upgrade chain,
+format version 4) lists them under ``releases``, oldest first; each image belongs to the release whose tag it
+carries. Limits: :mod:`arcgap.bundle.limits`.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from arcgap.oci.reference import validate_repository, validate_tag
 from arcgap.util import safeyaml
 
 FORMAT_NAME = "arcgap-bundle"
-FORMAT_VERSION = 3  # the newest version this arcgap reads and writes
+FORMAT_VERSION = 4  # the newest version this arcgap reads and writes
 PLAIN_FORMAT_VERSION = 1  # a full, unsigned bundle: arcgap 0.1 reads it too
 DIFFERENTIAL_FORMAT_VERSION = 2  # relies_on (and, before version 3, a signature without members)
 MEMBERS_FORMAT_VERSION = 3  # members: the digests of the bundle's other members, written by signed bundles
+CHAIN_FORMAT_VERSION = 4  # releases: several releases in one bundle (an upgrade chain)
 MANIFEST_NAME = "arcgap.yaml"
 LAYOUT_NAME = "oci-layout"
 INDEX_NAME = "index.json"
@@ -37,13 +40,17 @@ RELIABLE_KINDS = ("config", "layer")  # manifests are always in the bundle: tags
 BASE_VIAS = ("bundle", "sidecar", "receipt")
 
 
-def needed_version(*, differential: bool, signed: bool) -> int:
+def needed_version(*, differential: bool, signed: bool, chain: bool = False) -> int:
     """The lowest format version that describes a bundle, so older arcgap reads every bundle it can.
 
     Version 1 readers would take ``relies_on`` for an unknown key and stop at ``arcgap.yaml.sig`` with an
     unclear message; version 2 makes them say "newer format" instead. A signed bundle records its other
-    members' digests (``members``), which a version 2 reader would not check: version 3.
+    members' digests (``members``), which a version 2 reader would not check: version 3. A version 3 reader
+    would import an upgrade chain without its release order and let ``--target-tag`` put every release on one
+    tag: a chain (``releases``) is version 4.
     """
+    if chain:
+        return CHAIN_FORMAT_VERSION
     if signed:
         return MEMBERS_FORMAT_VERSION
     return DIFFERENTIAL_FORMAT_VERSION if differential else PLAIN_FORMAT_VERSION
@@ -119,12 +126,15 @@ class BundleManifest:
     extra: dict[str, Any] = field(default_factory=dict)  # forward-compatible fields, kept verbatim
     relies_on: tuple[BaseBundle, ...] = ()  # empty for a full bundle
     members: tuple[MemberEntry, ...] = ()  # the other members' digests (format version 3: signed bundles)
+    releases: tuple[str, ...] = ()  # an upgrade chain's release tags, oldest first (format version 4)
 
     def __post_init__(self) -> None:
         if self.relies_on and self.format_version < DIFFERENTIAL_FORMAT_VERSION:
             raise ValueError("a differential bundle needs format version 2")
         if self.members and self.format_version < MEMBERS_FORMAT_VERSION:
             raise ValueError("members need format version 3")
+        if self.releases and self.format_version < CHAIN_FORMAT_VERSION:
+            raise ValueError("a bundle of several releases needs format version 4")
 
     def with_members(self, members: dict[str, bytes]) -> BundleManifest:
         """This manifest recording the size and sha256 of ``members`` (name -> exact bytes), in that order."""
@@ -190,6 +200,8 @@ class BundleManifest:
             ]
         if self.members:
             doc["members"] = [{"name": m.name, "size": m.size, "digest": str(m.digest)} for m in self.members]
+        if self.releases:
+            doc["releases"] = list(self.releases)
         doc.update(self.extra)
         return doc
 
@@ -359,8 +371,9 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
                                                     else "manifest"):
             raise _fail(origin, f"{where}: size, media type or kind differs from blob {entry.digest.short}")
         images.append(entry)
+    releases = _releases(doc, version, origin, images)
     known = {"format", "format_version", "arcgap_version", "created", "source", "images", "blobs", "relies_on",
-             "members"}
+             "members", "releases"}
     return BundleManifest(
         source_registry=_get(source, "registry", str, origin, "source"),
         source_repository=_text(source, "repository", origin, "source"),
@@ -372,7 +385,24 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
         extra={k: v for k, v in doc.items() if k not in known},
         relies_on=relies_on,
         members=_members(doc, version, origin),
+        releases=releases,
     )
+
+
+def _releases(doc: dict[str, Any], version: int, origin: str, images: list[ImageEntry]) -> tuple[str, ...]:
+    """``releases`` (format version 4): distinct release tags, oldest first, each carried by an image."""
+    if "releases" not in doc:
+        return ()
+    if version < CHAIN_FORMAT_VERSION:
+        raise _fail(origin, f"releases needs format_version {CHAIN_FORMAT_VERSION}, not {version}")
+    listed = _get(doc, "releases", list, origin, "top")
+    tags = {i.tag for i in images}
+    seen: set[str] = set()
+    for n, tag in enumerate(listed):
+        if not isinstance(tag, str) or tag not in tags or tag in seen:
+            raise _fail(origin, f"releases[{n}]: not the tag of an image of the bundle, or listed twice")
+        seen.add(tag)
+    return tuple(listed)
 
 
 def _check_blob_order(blobs: list[BlobEntry], origin: str) -> None:

@@ -97,6 +97,9 @@ def inspect_cmd(
             plats = ", ".join(p["platform"] for p in img["platforms"])
             echo(f"  {img['name']}:{img['tag']}  {img['digest']}  [{plats}]")
         echo(f"{len(doc['images'])} images, {doc['blobs']} blobs, {human_bytes(doc['content_bytes'])}")
+        if doc["releases"]:
+            echo(f"{len(doc['releases'])} releases, imported oldest first: "
+                 + ", ".join(f"{r['tag']} ({r['images']} images)" for r in doc["releases"]))
         for base in doc["relies_on"]:
             echo(f"relies on {base['blobs']} blobs ({human_bytes(base['bytes'])}) from {base['bundle']} "
                  f"({base['identity']}), which the target must hold")

@@ -187,8 +187,9 @@ SOURCE_PASSWORD_STDIN_OPTION = typer.Option(False, "--password-stdin", help="Rea
 
 # What to copy: export and mirror take the same three ways of naming images.
 IMAGES_ARGUMENT = typer.Argument(None, help="Image names (relative to the source repository) or full references.")
-RELEASE_OPTION = typer.Option(None, "--release", help="Use a shipped image list (see manifests/); "
-                              "'latest': the newest release tag at the source.")
+RELEASE_OPTION = typer.Option(None, "--release", help="A release tag: its images as the source's catalog has "
+                              "them (else its shipped list, see manifests/); 'latest': the newest release tag at "
+                              "the source.")
 IMAGES_FILE_OPTION = typer.Option(None, "--images", help="Image list YAML file.")
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Show the mapping and what would move; change nothing.")
 

@@ -79,6 +79,15 @@ def cache_clear_cmd(
 def releases_cmd(
     image: str = typer.Option("arc-controller", "--image", help="The image whose tags list names the releases."),
     show_all: bool = typer.Option(False, "--all", help="Also show tags that are not releases (dev builds, previews)."),
+    release: Optional[str] = typer.Option(None, "--release", metavar="TAG", help="Show the images of release TAG "
+                                          "at the source (its catalog; the shipped list when refused)."),
+    sizes: bool = typer.Option(False, "--sizes", help="With --release: each image's size and the release's "
+                               "(reads manifests and configs, no layers)."),
+    from_release: Optional[str] = typer.Option(None, "--from-release", metavar="TAG", help="Show the upgrade "
+                                               "chain after TAG (the release the site runs), oldest first."),
+    to_release: Optional[str] = typer.Option(None, "--to-release", metavar="TAG",
+                                             help="The end of the --from-release chain (default: the newest)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel registry requests."),
     source_registry: Optional[str] = SOURCE.registry,
     source_repository: Optional[str] = SOURCE.repository,
     source_username: Optional[str] = SOURCE.username,
@@ -91,15 +100,50 @@ def releases_cmd(
 ) -> None:
     """List the release tags at the source, newest first, marking those with a shipped image list.
 
-    Example: arcgap releases --json
+    Example: arcgap releases --json; arcgap releases --release v1.29.0_2024-04-09 --sizes;
+    arcgap releases --from-release v1.39.0_2025-05-13
     """
     from arcgap.commands.options import ReleasesOptions
-    from arcgap.commands.releases import run_releases
+    from arcgap.commands.releases import run_chain, run_release_images, run_releases
 
     source = source_options(registry=source_registry, repository=source_repository, username=source_username,
                             password_stdin=password_stdin, ca_file=ca_file, insecure=insecure, plain_http=plain_http)
     # quiet: these commands show no progress, and warnings print either way
-    result = run_releases(source, ReleasesOptions(image=image), run_context(no_input=no_input, quiet=True))
+    context = run_context(no_input=no_input, quiet=True)
+    if sizes and release is None:
+        raise UsageError("--sizes goes with --release TAG")
+    if release is not None and (from_release or to_release):
+        raise UsageError("give --release TAG or --from-release TAG [--to-release TAG], not both")
+    if from_release or to_release:
+        if from_release is None:
+            raise UsageError("--to-release needs --from-release (the release the site runs)")
+        chain = run_chain(source, context, start=from_release, end=to_release)
+        emit(chain.to_dict(), as_json, lambda: typer.echo(
+            f"upgrade chain at {chain.registry}/{chain.repository}, oldest first: {chain.start} (the site's) → "
+            + " → ".join(chain.releases)))
+        return
+    if release is not None:
+        found = run_release_images(source, context, tag=release, sizes=sizes, jobs=jobs)
+
+        def show() -> None:
+            typer.echo(f"{found.registry}/{found.repository} {found.tag}: {len(found.images)} images "
+                       f"(from {found.origin})")
+            if found.refused:
+                typer.echo(f"the catalog was refused: {found.refused}")
+            by_name = {s.name: s for s in found.sizes}
+            for name in found.images:
+                size = by_name.get(name)
+                typer.echo(f"  {name}" + (f"  {human_bytes(size.bytes)}" if size else ""))
+            if found.total_bytes is not None:
+                typer.echo(f"total {human_bytes(found.total_bytes)} (a layer shared by several images counted once)")
+            if found.diff is not None and not found.diff.same:
+                typer.echo(found.diff.describe())
+            if found.untagged:
+                typer.echo(f"under {found.repository}/ without the tag {found.tag}: {', '.join(found.untagged)}")
+
+        emit(found.to_dict(), as_json, show)
+        return
+    result = run_releases(source, ReleasesOptions(image=image), context)
 
     def human() -> None:
         typer.echo(f"{result.registry}/{result.repository}/{result.image}: {len(result.releases)} releases"

@@ -34,7 +34,15 @@ from arcgap.util.safetext import safe
 @app.command("export")
 def export_cmd(
     images: List[str] = IMAGES_ARGUMENT,
-    release: Optional[str] = RELEASE_OPTION,
+    release: Optional[List[str]] = typer.Option(
+        None, "--release", help="A release tag: its images as the source's catalog has them (else its shipped "
+        "list, see manifests/); 'latest': the newest release tag at the source. Repeat it for several releases "
+        "in one bundle."),
+    from_release: Optional[str] = typer.Option(
+        None, "--from-release", metavar="TAG", help="An upgrade chain: every release after TAG (the one the site "
+        "runs) up to --to-release or the newest at the source, in one bundle. Repeated --release: a given set."),
+    to_release: Optional[str] = typer.Option(None, "--to-release", metavar="TAG",
+                                             help="The newest release of a --from-release chain."),
     images_file: Optional[Path] = IMAGES_FILE_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle file to write."),
     source_registry: Optional[str] = SOURCE.registry,
@@ -88,6 +96,8 @@ def export_cmd(
     """Pull a release from the source registry into one bundle file.
 
     Example: arcgap export --release v1.29.0_2024-04-09 -o arc.tar.zst
+
+    Upgrade chain: arcgap export --from-release v1.39.0_2025-05-13 -o up.tar.zst
     """
     from arcgap.commands.options import ExportOptions, Selection
     from arcgap.commands.transfer import check_engine, run_export
@@ -100,7 +110,10 @@ def export_cmd(
     if note:
         warn(note)
     options = ExportOptions(
-        selection=Selection(names=tuple(images or ()), release=release, images_file=images_file),
+        selection=Selection(names=tuple(images or ()), release=release[0] if len(release or ()) == 1 else None,
+                            images_file=images_file),
+        releases=tuple(release or ()) if len(release or ()) > 1 else (), from_release=from_release,
+        to_release=to_release,
         output=output, platform=platform, jobs=jobs, level=level, threads=threads, force=force,
         split_size=split_size, space_check=not no_space_check, cache_dir=cache_dir, use_cache=not no_cache,
         cache_max_bytes=parse_cache_size(cache_max_size), since=tuple(since or ()), sign_key=sign,
@@ -127,6 +140,13 @@ def export_cmd(
         if result.relies_on:
             typer.echo(f"differential: {result.relied_on_blobs} blobs ({human_bytes(result.relied_on_bytes)}) "
                        f"left out; the target must hold them from {', '.join(result.relies_on)}")
+        if result.chain:
+            ch = result.chain
+            typer.echo(f"{len(ch['releases'])} releases, oldest first: "
+                       + ", ".join(r["tag"] for r in ch["releases"])
+                       + f"; one bundle per release would carry {human_bytes(ch['separate_bytes'])}, this one "
+                       f"carries {human_bytes(ch['carried_bytes'])} ({human_bytes(ch['saved_bytes'])} saved by "
+                       "sharing across releases)")
         if result.signed_by:
             typer.echo(f"signed by {result.signed_by}")
         if result.skipped_images:

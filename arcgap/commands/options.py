@@ -87,6 +87,9 @@ class ExportOptions:
     installer_targets: tuple[Target, ...] = ()
     engine: str = "registry"
     from_local: bool = False
+    releases: tuple[str, ...] = ()  # an upgrade chain: repeated --release (selection.release is then None)
+    from_release: str | None = None  # an upgrade chain: the release the site runs (not carried)
+    to_release: str | None = None  # ... up to this one (default: the newest at the source)
 
 
 @dataclass(frozen=True, **_KW)

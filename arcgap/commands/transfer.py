@@ -31,6 +31,7 @@ from arcgap.commands.options import (
 )
 from arcgap.commands.settings import Endpoint, collect_endpoint
 from arcgap.errors import UsageError
+from arcgap.oci.reference import validate_tag
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
 from arcgap.transfer.cache import DEFAULT_MAX_BYTES, BlobCache, cache_root
@@ -40,6 +41,7 @@ from arcgap.util.progress import Reporter
 # the installer or the receipt code (measured: about 40 ms of every run's start).
 if TYPE_CHECKING:
     from arcgap.bundle.signing import Signer, VerifyKey
+    from arcgap.commands.sourceset import ChainRequest
     from arcgap.installer.build import StagedInstaller
     from arcgap.transfer.export import ExportResult
     from arcgap.transfer.importer import ImportResult
@@ -60,15 +62,6 @@ def choose_list(*, names: Sequence[str], release: str | None, images_file: Path 
     return None
 
 
-def list_for_tag(tag: str, warn: Callable[[str], None]) -> ImageList:
-    if tag in shipped_releases():
-        return load_shipped_release(tag)
-    newest = default_release_tag()
-    warn(f"no shipped image list for {tag}; using the list of {newest} "
-         "(check it against the release notes, or pass --images FILE)")
-    return load_shipped_release(newest)
-
-
 def wanted_images(image_list: ImageList, endpoint: Endpoint, source_tag: str) -> list[Wanted]:
     wanted: list[Wanted] = []
     for entry in image_list.images:
@@ -79,6 +72,21 @@ def wanted_images(image_list: ImageList, endpoint: Endpoint, source_tag: str) ->
     return wanted
 
 
+def newest_for_prompt(
+    *, ca_file: Path | None, insecure: bool, environ: Mapping[str, str], warn: Callable[[str], None],
+) -> Callable[[Endpoint], str]:
+    """For the tag prompt's default: the newest release at the source (the newest shipped list, with a
+    warning, when it cannot be asked)."""
+    def newest(endpoint: Endpoint) -> str:
+        from arcgap.commands.sourceset import newest_or_shipped
+
+        with ClientPool(endpoint, side_tls(endpoint, ca_file=ca_file, insecure=insecure), max_connections=2,
+                        environ=environ) as pool:
+            return newest_or_shipped(pool(endpoint.registry), endpoint, warn)
+
+    return newest
+
+
 def default_output(endpoint: Endpoint, tag: str) -> Path:
     base = endpoint.repository.rsplit("/", 1)[-1] or "images"
     return Path(f"{base}-{tag}.tar.zst")
@@ -86,40 +94,81 @@ def default_output(endpoint: Endpoint, tag: str) -> Path:
 
 @dataclass(frozen=True)
 class SourceChoice:
-    """The source side as export and mirror collect it: the endpoint, the image list (None: the list of the
-    source tag, chosen once the tag is known) and whether ``--release latest`` asks the registry for the tag."""
+    """The source side as export and mirror collect it: the endpoint, the image list (None: the release's
+    images, asked of the source's catalog once the tag is known, else its shipped list), whether ``--release
+    latest`` asks the registry for the tag, and whether the default tag follows the source (no tag, release or
+    list given: the newest release there, else the newest shipped list with a warning)."""
 
     endpoint: Endpoint
     image_list: ImageList | None
     default_tag: str
     latest: bool
+    follow: bool = False
 
     def tag(self, client_for: Callable[[str], RegistryClient], reporter: Reporter) -> str:
-        """The source tag: the newest release at the source for ``latest``, else the collected value."""
-        if not self.latest:
-            return self.endpoint.tag or self.default_tag
+        """The source tag: the newest release at the source for ``latest`` (and, falling back to the newest
+        shipped list, when the default follows the source), else the collected value."""
         e = self.endpoint
+        if self.follow and e.tag is None:
+            from arcgap.commands.sourceset import newest_or_shipped
+
+            tag = newest_or_shipped(client_for(e.registry), e, reporter.warn)
+            reporter.phase(f"source tag (default: the newest release at {e.registry}/{e.repository}): {tag}")
+            return tag
+        if not self.latest:
+            return e.tag or self.default_tag
         tag = latest_release(client_for(e.registry), repository=e.repository)
         reporter.phase(f"newest release at {e.registry}/{e.repository}: {tag}")
         return tag
 
-    def images(self, source_tag: str, warn: Callable[[str], None]) -> list[Wanted]:
-        image_list = self.image_list if self.image_list is not None else list_for_tag(source_tag, warn)
+    def images(self, source_tag: str, warn: Callable[[str], None],
+               client_for: Callable[[str], RegistryClient] | None = None, *, jobs: int = 4,
+               reporter: Reporter | None = None) -> list[Wanted]:
+        """The images at ``source_tag``: the given list, else the release's set from the source's catalog
+        (``client_for`` given), else its shipped list."""
+        from arcgap.commands.sourceset import release_images, shipped_or_newest
+
+        if self.image_list is not None:
+            image_list = self.image_list
+        elif client_for is None:
+            image_list = shipped_or_newest(source_tag, warn)
+        else:
+            note = reporter.phase if reporter is not None else (lambda _text: None)
+            image_list, _ = release_images(client_for(self.endpoint.registry), self.endpoint, source_tag,
+                                           jobs=jobs, warn=warn, note=note)
         return wanted_images(image_list, self.endpoint, source_tag)
 
 
-def collect_source(given: SourceOptions, selection: Selection, context: RunContext) -> SourceChoice:
-    """The five SOURCE_DOCKER_* values, with defaults from the chosen image list (seed defaults otherwise)."""
+def collect_source(
+    given: SourceOptions, selection: Selection, context: RunContext, *,
+    newest: Callable[[Endpoint], str] | None = None, chain: bool = False,
+) -> SourceChoice:
+    """The five SOURCE_DOCKER_* values, with defaults from the chosen image list (seed defaults otherwise).
+
+    With no tag, no release and no list, the tag follows the source: ``newest`` (given the endpoint) tells the
+    prompt its default, the newest release there; without a prompt it is looked up once connected. For an
+    upgrade chain (``chain``) the releases give the tags: no tag is collected."""
     names, release, images_file = selection.names, selection.release, selection.images_file
+    if chain and (given.tag or release is not None):
+        raise UsageError("an upgrade chain takes its tags from the releases: give no --source-tag with it")
     latest = release == LATEST  # the newest release tag at the source, looked up once connected
     if latest and (names or images_file is not None or given.tag):
         raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
                          "--source-tag with it")
-    image_list = choose_list(names=names, release=None if latest else release, images_file=images_file)
+    # a release without a shipped list is fine: its images come from the source's catalog once connected
+    unshipped = release is not None and not latest and release not in shipped_releases()
+    if unshipped and (names or images_file is not None):
+        raise UsageError("give image names, --images FILE or --release TAG, not several of them")
+    image_list = choose_list(names=names, release=None if (latest or unshipped) else release, images_file=images_file)
+    if unshipped:
+        validate_tag(release or "")
     default_tag = (None if latest else release) or (image_list.release if image_list else None) \
         or default_release_tag()
-    if latest:  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
-        given = replace(given, tag=LATEST)
+    prompt = context.prompt
+    follow = not chain and release is None and images_file is None and not names and not given.tag \
+        and not context.environ.get("SOURCE_DOCKER_TAG", "").strip()
+    if latest or chain or (follow and (prompt is None or newest is not None)):
+        given = replace(given, tag=LATEST)  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
     defaults = {
         "registry": (image_list.registry if image_list else None) or "mcr.microsoft.com",
         "repository": (image_list.repository if image_list else None) or "arcdata",
@@ -128,7 +177,20 @@ def collect_source(given: SourceOptions, selection: Selection, context: RunConte
     }
     endpoint = collect_endpoint(given, environ=context.environ, defaults=defaults, prompt=context.prompt,
                                 secret_prompt=context.secret_prompt)
-    return SourceChoice(endpoint, image_list, default_tag, latest)
+    if chain:
+        return SourceChoice(replace(endpoint, tag=None), image_list, default_tag, latest=False)
+    if follow and endpoint.tag == LATEST:
+        endpoint = replace(endpoint, tag=None)
+        if prompt is not None and newest is not None:  # asked last: the default comes from the source
+            suggested = newest(endpoint)
+            answer = (prompt("source tag", suggested) or "").strip() or suggested
+            validate_tag(answer)
+            return SourceChoice(replace(endpoint, tag=answer), image_list, suggested, latest=False)
+        return SourceChoice(endpoint, image_list, default_tag, latest=False, follow=True)
+    # --release TAG: the release's images come from the source's catalog once connected (its shipped list,
+    # which gave the defaults above, when the catalog is refused)
+    kept = None if (release is not None and not names and images_file is None) else image_list
+    return SourceChoice(endpoint, kept, default_tag, latest)
 
 
 def collect_target(given: TargetOptions, context: RunContext) -> Endpoint:
@@ -148,6 +210,8 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
             raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
                              "--skip-missing, --platform or source TLS options",
                              hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
+        if chain_request(o) is not None:
+            raise UsageError("--engine docker carries one release a bundle", hint="leave out --engine docker")
         return run_engine_export(source, o, context)
     if o.from_local:
         raise UsageError("--from-local needs --engine docker")
@@ -160,18 +224,32 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
     split_bytes = parse_size(o.split_size) if o.split_size is not None else None  # before any download
     cap = DEFAULT_MAX_BYTES if o.cache_max_bytes is None else o.cache_max_bytes
     cache = BlobCache(cache_root(o.cache_dir, environ), max_bytes=cap) if o.use_cache else None
-    choice = collect_source(source, o.selection, context)
+    chain = chain_request(o)
+    choice = collect_source(source, o.selection, context, chain=chain is not None,
+                            newest=newest_for_prompt(ca_file=source.ca_file, insecure=source.insecure,
+                                                     environ=environ, warn=context.warn))
     endpoint = choice.endpoint
     tls = side_tls(endpoint, ca_file=source.ca_file, insecure=source.insecure)
     staged: StagedInstaller | None = None
     try:
         with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=environ) as pool:
-            source_tag = choice.tag(pool, reporter)
-            wanted, skipped = check_at_source(pool, choice.images(source_tag, context.warn), jobs=o.jobs,
-                                              skip_missing=o.skip_missing)
+            releases: list[str] = []
+            if chain is not None:
+                from arcgap.commands.sourceset import chain_tags
+
+                releases = chain_tags(pool(endpoint.registry), endpoint, chain, context.warn)
+                reporter.phase(f"releases in this bundle, oldest first: {', '.join(releases)}")
+            wanted, skipped = [], []
+            for source_tag in releases or [choice.tag(pool, reporter)]:
+                some, gaps = check_at_source(pool, choice.images(source_tag, context.warn, pool, jobs=o.jobs,
+                                                                 reporter=reporter),
+                                             jobs=o.jobs, skip_missing=o.skip_missing)
+                wanted += some
+                skipped += gaps
             for item in skipped:
                 context.warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
-            output = o.output or default_output(endpoint, source_tag)
+            output = o.output or default_output(endpoint, f"{releases[0]}_to_{releases[-1]}" if releases
+                                                else source_tag)
             if o.installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
                 reporter.phase(f"building the installer for {', '.join(t.label for t in o.installer_targets)}")
                 from arcgap.installer.build import installer_dir, stage_installer
@@ -182,7 +260,7 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
                 source_registry=endpoint.registry, source_repository=endpoint.repository,
                 jobs=o.jobs, level=o.level, threads=o.threads, platform=o.platform, overwrite=o.force,
                 reporter=reporter, split_bytes=split_bytes, space_check=o.space_check,
-                cache=cache, bases=bases, signer=signer,
+                cache=cache, bases=bases, signer=signer, releases=releases,
             )
         if staged is not None:
             result = replace(result, installer=staged.publish().to_dict())
@@ -229,6 +307,10 @@ def run_import(
 
             check_bundle_signature(reader, key)
         endpoint = collect_target(target, context)
+        if endpoint.tag is not None and len(reader.manifest.releases) > 1:
+            raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
+                             "put them all on the same tag", hint="leave out --target-tag / TARGET_DOCKER_TAG: "
+                             "each release keeps its own tag")
         tls = side_tls(endpoint, ca_file=target.ca_file, insecure=target.insecure)
         with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=context.environ) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
@@ -254,7 +336,9 @@ def run_mirror(
     from arcgap.transfer.mirror import mirror_images
 
     o, environ, reporter = options, context.environ, context.reporter
-    choice = collect_source(source, o.selection, context)
+    choice = collect_source(source, o.selection, context,
+                            newest=newest_for_prompt(ca_file=source.ca_file, insecure=source.insecure,
+                                                     environ=environ, warn=context.warn))
     src = choice.endpoint
     dst = collect_target(target, context)
     source_tls = side_tls(src, ca_file=source.ca_file, insecure=source.insecure)
@@ -263,11 +347,22 @@ def run_mirror(
             ClientPool(dst, target_tls, max_connections=o.jobs + 4, environ=environ) as targets:
         source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.
-        wanted, _ = check_at_source(sources, choice.images(source_tag, context.warn), jobs=o.jobs,
-                                    skip_missing=False)
+        wanted, _ = check_at_source(sources, choice.images(source_tag, context.warn, sources, jobs=o.jobs,
+                                                           reporter=reporter),
+                                    jobs=o.jobs, skip_missing=False)
         return mirror_images(sources, targets(dst.registry), wanted, source_registry=src.registry,
                              source_repository=src.repository, target_repository=dst.repository,
                              target_tag=dst.tag, jobs=o.jobs, reporter=reporter, dry_run=o.dry_run)
+
+
+def chain_request(options: ExportOptions) -> ChainRequest | None:
+    """Several releases in one bundle: repeated --release, or --from-release [--to-release]."""
+    if len(options.releases) < 2 and not options.from_release and not options.to_release:
+        return None
+    from arcgap.commands.sourceset import ChainRequest
+
+    given = options.releases or ((options.selection.release,) if options.selection.release else ())
+    return ChainRequest(tuple(given), options.from_release, options.to_release)  # refuses --release with --from
 
 
 def check_engine(engine: str) -> str:

@@ -37,6 +37,9 @@ from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits
 
 CHUNK_BYTES = 512 * 1024  # measured: smaller chunks keep RSS low and are no slower
 MAX_TAG_PAGES = 10_000  # a tags list longer than this is a registry that keeps linking to new pages
+CATALOG_PAGE = 1000  # repositories a page: distribution 2.8 refuses n > 1000 (PAGINATION_NUMBER_INVALID)
+MAX_CATALOG_PAGES = 10_000
+CATALOG_SCOPE = "registry:catalog:*"
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,45 @@ class RegistryClient:
             url = None if following is None else (
                 following if following.startswith(("http://", "https://")) else self.base_url + following)
         return tags
+
+    def list_catalog(self, *, page_size: int = CATALOG_PAGE) -> list[str]:
+        """Every repository of ``GET /v2/_catalog``, ``page_size`` a page, following ``Link`` rel="next".
+
+        A registry whose pages repeat (it ignores ``last``) or never end is an error: a partial catalog would
+        be taken for the whole. A registry that refuses ``n`` (400) is asked once more without it.
+        """
+        what = f"listing the repositories of {self.registry}"
+        names: list[str] = []
+        known: set[str] = set()
+        url: str | None = f"/v2/_catalog?n={page_size}"
+        seen: set[str] = set()
+        while url:
+            if url in seen or len(seen) >= MAX_CATALOG_PAGES:
+                raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {url})")
+            seen.add(url)
+            try:
+                resp = self._send("GET", url, scopes=frozenset({CATALOG_SCOPE}), what=what)
+            except RegistryError as exc:
+                if exc.status != 400 or len(seen) != 1:
+                    raise
+                url = "/v2/_catalog"  # its own page size, then its own links
+                continue
+            try:
+                doc = resp.json()
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise RegistryError(f"{what}: the answer is not a JSON object")
+            page = [r for r in (doc.get("repositories") or []) if isinstance(r, str)]
+            fresh = [r for r in page if r not in known]
+            if page and not fresh:
+                raise RegistryError(f"{what}: page {len(seen)} repeats earlier pages ({url})")
+            known.update(fresh)
+            names.extend(fresh)
+            following = next_link(resp.headers.get("link", ""))
+            url = None if following is None else (
+                following if following.startswith(("http://", "https://")) else self.base_url + following)
+        return names
 
     # -- blobs --------------------------------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ class _Copy:
                 # Every blob is verified and present: now manifests by digest, then the tags.
                 pubs = [Publication(t, contents.raw(t.entry.digest), g.children)
                         for t, g in zip(self.targets, contents.graphs)]
-                push_manifests_and_tags(self.sink, pubs, current, self.reporter)
+                push_manifests_and_tags(self.sink, pubs, current, self.reporter, releases=manifest.releases)
                 verify_tags(self.sink, self.targets)
             self._describe(contents, current)
         finally:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arcgap.arc.chain import chain_summary, with_releases
 from arcgap.bundle.diskspace import estimate_bundle_bytes
 from arcgap.bundle.format import BaseBundle, BundleManifest
 from arcgap.bundle.writer import BundleWriter
@@ -50,6 +51,7 @@ class ExportResult:
     signed_by: str | None = None  # --sign: the key's fingerprint
     skipped_images: tuple[dict[str, str], ...] = ()  # --skip-missing: {name, source} of each image left out
     installer: dict[str, Any] | None = None  # --with-installer: arcgap.installer.build.InstallerResult.to_dict()
+    chain: dict[str, Any] | None = None  # several releases: arcgap.arc.chain.ChainSharing.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class ExportResult:
             "signed_by": self.signed_by,
             "skipped_images": [dict(s) for s in self.skipped_images],
             "installer": self.installer,
+            **({"chain": self.chain} if self.chain is not None else {}),
         }
 
 
@@ -100,6 +103,7 @@ def export_bundle(
     bases: Sequence[BaseBundle] = (),
     signer: Signer | None = None,
     skipped_images: Sequence[Mapping[str, str]] = (),
+    releases: Sequence[str] = (),
 ) -> ExportResult:
     reporter = reporter or Reporter()
     t0 = time.monotonic()
@@ -118,6 +122,8 @@ def export_bundle(
     manifest = plan.manifest
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
         manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
+    if len(releases) > 1:  # an upgrade chain: arcgap.yaml names its releases, oldest first
+        manifest = with_releases(manifest, releases)
     finishing = _images_finished_by(plan.manifest, plan.image_blobs)
     source = RegistrySource(replace(plan, manifest=manifest), resolved, client_for, cache=cache, jobs=jobs)
 
@@ -149,6 +155,7 @@ def export_bundle(
         parts=tuple(str(p) for p in writer.parts),
         sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
         skipped_images=tuple(dict(s) for s in skipped_images),
+        chain=chain_summary(manifest, plan.image_blobs) if manifest.releases else None,
     )
 
 

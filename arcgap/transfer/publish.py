@@ -26,9 +26,11 @@ class Publication:
 
 
 def push_manifests_and_tags(
-    client: Sink, images: Sequence[Publication], current: Sequence[Digest | None], reporter: Reporter
+    client: Sink, images: Sequence[Publication], current: Sequence[Digest | None], reporter: Reporter,
+    *, releases: Sequence[str] = (),
 ) -> None:
-    """Children before their index, all by digest, then the tags; a tag already at its digest is left alone."""
+    """Children before their index, all by digest, then the tags; a tag already at its digest is left alone.
+    With ``releases`` (an upgrade chain, oldest first) the tags move release by release, oldest first."""
     reporter.phase("pushing manifests")
     moving = [p for p, now in zip(images, current) if now != p.target.entry.digest]
 
@@ -44,12 +46,24 @@ def push_manifests_and_tags(
     # every image's manifests are in place before the first tag moves
     each(by_digest, moving, jobs=JOBS, name="arcgap-publish")
     reporter.phase("moving tags")
-    each(tag, moving, jobs=JOBS, name="arcgap-publish")
+    for wave in _waves(moving, releases):
+        each(tag, wave, jobs=JOBS, name="arcgap-publish")
     for pub in moving:
         reporter.item_done(f"{pub.target.reference} → {pub.target.entry.digest.short}")
     for pub, now in zip(images, current):
         if now == pub.target.entry.digest:
             reporter.item_done(f"{pub.target.reference} already at {now.short}")
+
+
+def _waves(moving: Sequence[Publication], releases: Sequence[str]) -> list[list[Publication]]:
+    """One wave of tags; for an upgrade chain one per release (by the tag each image carries), oldest first."""
+    if not releases:
+        return [list(moving)]
+    order = {tag: n for n, tag in enumerate(releases)}
+    waves: dict[int, list[Publication]] = {}
+    for pub in moving:
+        waves.setdefault(order.get(pub.target.entry.tag, len(order)), []).append(pub)
+    return [waves[n] for n in sorted(waves)]
 
 
 def verify_tags(client: Sink, targets: Sequence[TargetImage]) -> None:
