@@ -14,13 +14,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from arcgap.arc import handoff as render
 from arcgap.arc.imagelist import ImageList, load_shipped_release, parse_image_list, shipped_releases
 from arcgap.bundle.format import BundleManifest
-from arcgap.bundle.parts import SIDECAR_FORMAT, SIDECAR_SUFFIX, split_part_name
-from arcgap.bundle.reader import ZSTD_MAGIC, open_bundle
+from arcgap.bundle.parts import SIDECAR_FORMAT
+from arcgap.bundle.reader import open_bundle
+from arcgap.bundle.smallfile import Wording, read_small_file
 from arcgap.commands.options import RunContext, TargetOptions
 from arcgap.commands.settings import Endpoint, collect_endpoint, env_name
 from arcgap.errors import BundleFormatError, LocalIOError, UsageError
@@ -31,13 +30,14 @@ from arcgap.transfer.preflight import (
     expected_from_manifest,
     expected_from_receipt,
 )
-from arcgap.transfer.receipt import MAX_RECEIPT_BYTES, Receipt, is_receipt
+from arcgap.transfer.receipt import Receipt, is_receipt
 from arcgap.util.secret import Secret
 
 # Keyword-only where the language has it (3.10+), as arcgap.commands.options does.
 _KW: dict[str, Any] = {"kw_only": True} if sys.version_info >= (3, 10) else {}
 INPUT_HINT = "give a bundle (.tar.zst, a part or NAME.parts.yaml), an import receipt or an image list (YAML)"
 LIST_FORMAT = "arcgap-images/v1"
+_WORDING = Wording(hint=INPUT_HINT, kinds="a bundle, receipt or image list")
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,10 @@ class ReleaseInput:
 
 def load_release_input(path: Path) -> ReleaseInput:
     """Detect and read ``path``: a bundle's table of contents (never its blobs), a receipt or an image list."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-            if head == ZSTD_MAGIC or (split_part_name(path.name) and not path.name.endswith(SIDECAR_SUFFIX)):
-                return _from_bundle(path)
-            text = head + fh.read(MAX_RECEIPT_BYTES)
-    except FileNotFoundError:
-        raise LocalIOError(f"{path}: no such file", hint=INPUT_HINT) from None
-    except IsADirectoryError:
-        raise LocalIOError(f"{path} is a directory", hint=INPUT_HINT) from None
-    except OSError as exc:
-        raise LocalIOError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(text) > MAX_RECEIPT_BYTES:
-        raise BundleFormatError(f"{path}: not a bundle, receipt or image list (too large for YAML)", hint=INPUT_HINT)
-    try:
-        doc = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise BundleFormatError(f"{where}: not valid YAML", hint=INPUT_HINT) from None
+    small = read_small_file(path, _WORDING)
+    if small is None:
+        return _from_bundle(path)
+    text, doc = small.text, small.doc
     if is_receipt(doc):
         return ReleaseInput(str(path), receipt=Receipt.from_yaml(text, origin=str(path)))
     if isinstance(doc, dict) and doc.get("format") == SIDECAR_FORMAT:

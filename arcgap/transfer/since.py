@@ -10,17 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
-from arcgap.bundle import limits
 from arcgap.bundle.format import RELIABLE_KINDS, BaseBundle, BlobEntry
-from arcgap.bundle.parts import SIDECAR_FORMAT, SIDECAR_SUFFIX, PartsIndex, split_part_name
-from arcgap.bundle.reader import ZSTD_MAGIC, open_bundle
-from arcgap.errors import BundleFormatError, LocalIOError
-from arcgap.transfer.receipt import MAX_RECEIPT_BYTES, Receipt, bundle_label, is_receipt
-from arcgap.util import safeyaml
+from arcgap.bundle.parts import SIDECAR_FORMAT, SIDECAR_SUFFIX, PartsIndex
+from arcgap.bundle.reader import open_bundle
+from arcgap.bundle.smallfile import Wording, read_small_file
+from arcgap.errors import BundleFormatError
+from arcgap.transfer.receipt import Receipt, bundle_label, is_receipt
 
 HINT = "--since takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) or an import receipt"
+_WORDING = Wording(hint=HINT, kinds="a bundle, sidecar or receipt", option="--since")
 
 
 def load_bases(paths: Sequence[Path]) -> tuple[BaseBundle, ...]:
@@ -34,30 +32,10 @@ def load_bases(paths: Sequence[Path]) -> tuple[BaseBundle, ...]:
 
 
 def load_base(path: Path) -> BaseBundle:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-            if head == ZSTD_MAGIC or (split_part_name(path.name) and not path.name.endswith(SIDECAR_SUFFIX)):
-                return base_from_bundle(path)
-            text = head + fh.read(MAX_RECEIPT_BYTES)
-    except FileNotFoundError:
-        raise LocalIOError(f"--since {path}: no such file", hint=HINT) from None
-    except IsADirectoryError:
-        raise LocalIOError(f"--since {path} is a directory", hint=HINT) from None
-    except OSError as exc:
-        raise LocalIOError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(text) > MAX_RECEIPT_BYTES:
-        raise BundleFormatError(f"--since {path}: not a bundle, sidecar or receipt (too large for YAML)", hint=HINT)
-    try:
-        doc = safeyaml.load(text, max_bytes=limits.MAX_RECEIPT_BYTES, max_nodes=limits.MAX_YAML_NODES,
-                            max_depth=limits.MAX_YAML_DEPTH)
-    except safeyaml.YamlRefused as exc:
-        raise BundleFormatError(f"{path}: refused: {exc.why} (given to --since)", hint=HINT) from None
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise BundleFormatError(f"{where}: not valid YAML (given to --since: a bundle, sidecar or receipt)",
-                                hint=HINT) from None
+    small = read_small_file(path, _WORDING)
+    if small is None:
+        return base_from_bundle(path)
+    text, doc = small.text, small.doc
     if is_receipt(doc):
         return base_from_receipt(Receipt.from_yaml(text, origin=str(path)))
     if isinstance(doc, dict) and doc.get("format") == SIDECAR_FORMAT:
