@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 
@@ -34,6 +35,8 @@ from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.credentials import Credentials
 from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
 from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits
+
+_T = TypeVar("_T")
 
 CHUNK_BYTES = 512 * 1024  # measured: smaller chunks keep RSS low and are no slower
 MAX_TAG_PAGES = 10_000  # a tags list longer than this is a registry that keeps linking to new pages
@@ -325,17 +328,28 @@ class RegistryClient:
         what ``ref`` points at now: the PUT goes again only if it is not at this manifest's digest."""
         what = f"pushing manifest {self.registry}/{repository}{'@' if ref.startswith('sha256:') else ':'}{ref}"
         expected = Digest.of(raw)
+
+        def stored(resp: httpx.Response) -> None:
+            got = resp.headers.get("docker-content-digest")
+            if got and got != str(expected):
+                raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
+
+        self._settled("PUT", f"/v2/{repository}/manifests/{ref}", what=what,
+                      scopes=frozenset({repo_scope(repository, "pull,push")}),
+                      request={"headers": {"Content-Type": media_type}, "content": raw},
+                      answered=stored, happened=lambda: self.head_manifest(repository, ref) == expected,
+                      when_happened=None)
+
+    def _settled(
+        self, method: str, path: str, *, what: str, scopes: frozenset[str], request: dict[str, object],
+        answered: Callable[[httpx.Response], _T], happened: Callable[[], bool], when_happened: _T,
+    ) -> _T:
+        """A state-changing request, never sent again blindly: an answer under 400 goes to ``answered``; a
+        refusal before acting (408/429) is retried; after a lost answer or a 5xx, ``happened()`` asks the
+        registry first, and the request goes again only if it did not happen."""
         for attempt in range(1, self.retry.attempts + 1):
             try:
-                resp = self._send(
-                    "PUT",
-                    f"/v2/{repository}/manifests/{ref}",
-                    scopes=frozenset({repo_scope(repository, "pull,push")}),
-                    what=what,
-                    headers={"Content-Type": media_type},
-                    content=raw,
-                    settle=True,
-                )
+                resp = self._send(method, path, scopes=scopes, what=what, settle=True, **request)  # type: ignore[arg-type]
             except NetworkError as exc:
                 if isinstance(exc, TLSError) or attempt == self.retry.attempts:
                     raise
@@ -343,17 +357,14 @@ class RegistryClient:
             else:
                 status = resp.status_code
                 if status < 400:
-                    got = resp.headers.get("docker-content-digest")
-                    if got and got != str(expected):
-                        raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
-                    return
+                    return answered(resp)
                 if status not in (*NOT_ACTED, *self.retry.statuses) or attempt == self.retry.attempts:
                     raise self._status_error(resp, what)
                 time.sleep(self.retry.delay(attempt, resp.headers.get("retry-after")))
                 if status in NOT_ACTED:
                     continue  # refused before anything happened
-            if self.head_manifest(repository, ref) == expected:
-                return  # it happened; only the answer was lost
+            if happened():
+                return when_happened  # it happened; only the answer was lost
         raise AssertionError("unreachable")  # pragma: no cover
 
     def list_tags(self, repository: str) -> list[str]:
@@ -525,42 +536,27 @@ class RegistryClient:
         asking whether the repository holds the blob before the mount is sent again.
         """
         what = f"mounting blob {digest.short} into {self.registry}/{repository}"
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                resp = self._send(
-                    "POST",
-                    f"/v2/{repository}/blobs/uploads/",
-                    scopes=frozenset({repo_scope(repository, "pull,push"), repo_scope(from_repository, "pull")}),
-                    what=what,
-                    params={"mount": str(digest), "from": from_repository},
-                    settle=True,
-                )
-            except NetworkError as exc:
-                if isinstance(exc, TLSError) or attempt == self.retry.attempts:
-                    raise
-                time.sleep(self.retry.delay(attempt))
-            else:
-                status = resp.status_code
-                if status == 201:
-                    return True
-                if status == 202:
-                    location = resp.headers.get("location")
-                    if location:
-                        self.upload_traits.learn(resp.headers)
-                        with self._offered_lock:
-                            stale = self._offered.pop((repository, digest), None)
-                            self._offered[(repository, digest)] = self._absolute(location, resp.request.url)
-                        if stale is not None:
-                            self._cancel_upload(repository, stale)
-                    return False
-                if status not in (*NOT_ACTED, *self.retry.statuses) or attempt == self.retry.attempts:
-                    raise self._status_error(resp, what)
-                time.sleep(self.retry.delay(attempt, resp.headers.get("retry-after")))
-                if status in NOT_ACTED:
-                    continue
-            if self.blob_exists(repository, digest, push_scope=True):
-                return True  # the mount happened; only the answer was lost
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def mounted(resp: httpx.Response) -> bool:
+            if resp.status_code == 201:
+                return True
+            if resp.status_code != 202:
+                raise self._status_error(resp, what)
+            location = resp.headers.get("location")
+            if location:
+                self.upload_traits.learn(resp.headers)
+                with self._offered_lock:
+                    stale = self._offered.pop((repository, digest), None)
+                    self._offered[(repository, digest)] = self._absolute(location, resp.request.url)
+                if stale is not None:
+                    self._cancel_upload(repository, stale)
+            return False
+
+        return self._settled(
+            "POST", f"/v2/{repository}/blobs/uploads/", what=what,
+            scopes=frozenset({repo_scope(repository, "pull,push"), repo_scope(from_repository, "pull")}),
+            request={"params": {"mount": str(digest), "from": from_repository}}, answered=mounted,
+            happened=lambda: self.blob_exists(repository, digest, push_scope=True), when_happened=True)
 
     def take_offered_session(self, repository: str, digest: Digest) -> str | None:
         """The upload session a refused mount of ``digest`` into ``repository`` offered, once; else the one
