@@ -163,9 +163,10 @@ def import_handoff(directory: Path, *, engine: str, dry_run: bool, context: RunC
                    done: list[dict[str, Any]]) -> Callable[[Endpoint, Receipt], None] | None:
     """For ``import --handoff DIR``: the directory is checked before the import; the hand-off is written after
     the receipt (nothing with --dry-run, as for the receipt). ``done`` receives the hand-off's JSON."""
+    from arcgap.commands.endpoints import through_docker
     from arcgap.commands.handoff import check_handoff_dir, handoff_after_import
 
-    if engine != "registry":
+    if through_docker(engine):
         raise UsageError("--handoff needs the default engine (--engine docker writes no receipt)",
                          hint="after the import run 'arcgap handoff --release TAG' with the target's values")
     if dry_run:

@@ -44,7 +44,11 @@ def export_cmd(
     to_release: Optional[str] = typer.Option(None, "--to-release", metavar="TAG",
                                              help="The newest release of a --from-release chain."),
     images_file: Optional[Path] = IMAGES_FILE_OPTION,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle file to write."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle file (or, with --format "
+                                          "oci-layout, the directory) to write."),
+    output_format: str = typer.Option("bundle", "--format", help="bundle (default: one zstd file with arcgap.yaml, "
+                                      "for 'arcgap import') or oci-layout (an OCI image layout directory for "
+                                      "skopeo, crane or oras; images named NAME:TAG)."),
     source_registry: Optional[str] = SOURCE.registry,
     source_repository: Optional[str] = SOURCE.repository,
     source_username: Optional[str] = SOURCE.username,
@@ -99,8 +103,8 @@ def export_cmd(
 
     Upgrade chain: arcgap export --from-release v1.39.0_2025-05-13 -o up.tar.zst
     """
+    from arcgap.commands.endpoints import check_engine, check_format, run_export
     from arcgap.commands.options import ExportOptions, Selection
-    from arcgap.commands.transfer import check_engine, run_export
     from arcgap.installer.wheelhouse import foreign_host_warning, targets_for
     from arcgap.transfer.cache import parse_cache_size
 
@@ -118,7 +122,7 @@ def export_cmd(
         split_size=split_size, space_check=not no_space_check, cache_dir=cache_dir, use_cache=not no_cache,
         cache_max_bytes=parse_cache_size(cache_max_size), since=tuple(since or ()), sign_key=sign,
         skip_missing=skip_missing, installer_targets=tuple(installer_targets), engine=check_engine(engine),
-        from_local=from_local,
+        output_format=check_format(output_format), from_local=from_local,
     )
     source = source_options(registry=source_registry, repository=source_repository, username=source_username,
                             tag=source_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
@@ -197,8 +201,8 @@ def import_cmd(
 
     Example: TARGET_DOCKER_REGISTRY=10.0.0.5:5000 TARGET_DOCKER_REPOSITORY=arcdata arcgap import arc.tar.zst
     """
+    from arcgap.commands.endpoints import check_engine, run_import, through_docker
     from arcgap.commands.options import ImportOptions
-    from arcgap.commands.transfer import check_engine, run_import
 
     options = ImportOptions(bundle=bundle, jobs=jobs, dry_run=dry_run, verify_key=verify_key, receipt=receipt,
                             engine=check_engine(engine))
@@ -217,7 +221,7 @@ def import_cmd(
     def human() -> None:
         for img in result.images:
             typer.echo(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
-        if engine == "docker":
+        if through_docker(engine):
             changed = result.to_dict()["digests_changed"]
             typer.echo(f"imported {len(result.images)} images through the Docker engine: "
                        f"{human_bytes(result.verified_bytes)} verified in {result.seconds:.1f} s; "
@@ -277,8 +281,8 @@ def mirror_cmd(
 
     Example: arcgap mirror --release latest --target-registry 10.0.0.5:5000 --target-repository arcdata
     """
+    from arcgap.commands.endpoints import run_mirror
     from arcgap.commands.options import MirrorOptions, Selection
-    from arcgap.commands.transfer import run_mirror
 
     options = MirrorOptions(selection=Selection(names=tuple(images or ()), release=release, images_file=images_file),
                             jobs=jobs, dry_run=dry_run)

@@ -10,7 +10,7 @@ from arcgap.arc.releases import LATEST
 from arcgap.bundle.parts import parse_size
 from arcgap.bundle.reader import open_bundle
 from arcgap.commands.options import ExportOptions, ImportOptions, RunContext, SourceOptions, TargetOptions
-from arcgap.commands.transfer import collect_source, collect_target, default_output, verify_key_from
+from arcgap.commands.transfer import chain_request, collect_source, collect_target, default_output, verify_key_from
 from arcgap.errors import UsageError
 
 if TYPE_CHECKING:
@@ -43,6 +43,13 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
     from arcgap.transfer.export import creation_time
 
     o, selection = options, options.selection
+    if o.since or o.sign_key or o.installer_targets or o.skip_missing or o.platform or source.ca_file \
+            or source.insecure:
+        raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
+                         "--skip-missing, --platform or source TLS options",
+                         hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
+    if chain_request(o) is not None:
+        raise UsageError("--engine docker carries one release a bundle", hint="leave out --engine docker")
     split_bytes = parse_size(o.split_size) if o.split_size is not None else None
     if selection.release == LATEST:
         raise UsageError("--release latest is not available with --engine docker", hint="name the release")

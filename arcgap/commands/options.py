@@ -85,7 +85,8 @@ class ExportOptions:
     sign_key: Path | None = None
     skip_missing: bool = False
     installer_targets: tuple[Target, ...] = ()
-    engine: str = "registry"
+    engine: str = "registry"  # arcgap.commands.endpoints.ENGINES
+    output_format: str = "bundle"  # arcgap.commands.endpoints.FORMATS
     from_local: bool = False
     releases: tuple[str, ...] = ()  # an upgrade chain: repeated --release (selection.release is then None)
     from_release: str | None = None  # an upgrade chain: the release the site runs (not carried)

@@ -17,7 +17,6 @@ from arcgap.arc.imagelist import (
     shipped_releases,
 )
 from arcgap.arc.releases import LATEST, check_at_source, latest_release, skipped_record
-from arcgap.bundle.parts import parse_size
 from arcgap.bundle.reader import open_bundle
 from arcgap.commands.clients import ClientPool, side_tls
 from arcgap.commands.options import (
@@ -40,13 +39,14 @@ from arcgap.util.progress import Reporter
 # Each command imports what only it needs inside its function: ``arcgap export`` need not load the importer,
 # the installer or the receipt code (measured: about 40 ms of every run's start).
 if TYPE_CHECKING:
-    from arcgap.bundle.signing import Signer, VerifyKey
+    from arcgap.bundle.signing import VerifyKey
     from arcgap.commands.sourceset import ChainRequest
     from arcgap.installer.build import StagedInstaller
     from arcgap.transfer.export import ExportResult
     from arcgap.transfer.importer import ImportResult
     from arcgap.transfer.mirror import MirrorResult
     from arcgap.transfer.receipt import Receipt
+    from arcgap.transfer.sink import ExportOutput
 
 
 def choose_list(*, names: Sequence[str], release: str | None, images_file: Path | None) -> ImageList | None:
@@ -200,28 +200,17 @@ def collect_target(given: TargetOptions, context: RunContext) -> Endpoint:
                             secret_prompt=context.secret_prompt)
 
 
-def run_export(source: SourceOptions, options: ExportOptions, context: RunContext) -> ExportResult:
+def run_registry_export(source: SourceOptions, options: ExportOptions, context: RunContext, *,
+                        output: Callable[[Path], ExportOutput]) -> ExportResult:
+    """Registry → ``output(default name)`` (:func:`arcgap.commands.endpoints.export_output`: a bundle, a layout)."""
     o = options
-    if o.engine == "docker":
-        from arcgap.commands.engine import run_engine_export
-
-        if o.since or o.sign_key or o.installer_targets or o.skip_missing or o.platform or source.ca_file \
-                or source.insecure:
-            raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
-                             "--skip-missing, --platform or source TLS options",
-                             hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
-        if chain_request(o) is not None:
-            raise UsageError("--engine docker carries one release a bundle", hint="leave out --engine docker")
-        return run_engine_export(source, o, context)
     if o.from_local:
         raise UsageError("--from-local needs --engine docker")
     from arcgap.transfer.export import export_bundle
     from arcgap.transfer.since import load_bases
 
     environ, reporter = context.environ, context.reporter
-    signer = _signer(o.sign_key, environ)  # a wrong key or passphrase stops before any download
     bases = load_bases(o.since)
-    split_bytes = parse_size(o.split_size) if o.split_size is not None else None  # before any download
     cap = DEFAULT_MAX_BYTES if o.cache_max_bytes is None else o.cache_max_bytes
     cache = BlobCache(cache_root(o.cache_dir, environ), max_bytes=cap) if o.use_cache else None
     chain = chain_request(o)
@@ -248,19 +237,17 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
                 skipped += gaps
             for item in skipped:
                 context.warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
-            output = o.output or default_output(endpoint, f"{releases[0]}_to_{releases[-1]}" if releases
-                                                else source_tag)
+            out = output(default_output(endpoint, f"{releases[0]}_to_{releases[-1]}" if releases else source_tag))
+            output = out.path
             if o.installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
                 reporter.phase(f"building the installer for {', '.join(t.label for t in o.installer_targets)}")
                 from arcgap.installer.build import installer_dir, stage_installer
 
                 staged = stage_installer(installer_dir(output), targets=o.installer_targets, overwrite=o.force)
             result = export_bundle(
-                pool, wanted, output=output, skipped_images=skipped_record(skipped),
+                pool, wanted, output=out, skipped_images=skipped_record(skipped),
                 source_registry=endpoint.registry, source_repository=endpoint.repository,
-                jobs=o.jobs, level=o.level, threads=o.threads, platform=o.platform, overwrite=o.force,
-                reporter=reporter, split_bytes=split_bytes, space_check=o.space_check,
-                cache=cache, bases=bases, signer=signer, releases=releases,
+                jobs=o.jobs, platform=o.platform, reporter=reporter, cache=cache, bases=bases, releases=releases,
             )
         if staged is not None:
             result = replace(result, installer=staged.publish().to_dict())
@@ -274,16 +261,13 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
     return result if cache is None else replace(result, cache=cache.stats.to_dict())
 
 
-def run_import(
+def run_registry_import(
     target: TargetOptions, options: ImportOptions, context: RunContext, *,
     after_import: Callable[[Endpoint, Receipt], None] | None = None,
 ) -> ImportResult:
-    """``after_import`` (``import --handoff``) gets the target's values and the receipt once it is written."""
+    """Bundle → registry. ``after_import`` (``import --handoff``) gets the target's values and the receipt once
+    it is written."""
     o = options
-    if o.engine == "docker":
-        from arcgap.commands.engine import run_engine_import
-
-        return run_engine_import(target, o, context)  # type: ignore[return-value]
     from arcgap.transfer.importer import import_bundle
     from arcgap.transfer.receipt import (
         build_receipt,
@@ -363,20 +347,6 @@ def chain_request(options: ExportOptions) -> ChainRequest | None:
 
     given = options.releases or ((options.selection.release,) if options.selection.release else ())
     return ChainRequest(tuple(given), options.from_release, options.to_release)  # refuses --release with --from
-
-
-def check_engine(engine: str) -> str:
-    if engine not in ("registry", "docker"):
-        raise UsageError(f"unknown engine {engine!r}", hint="--engine registry (default) or --engine docker")
-    return engine
-
-
-def _signer(sign_key: Path | None, environ: Mapping[str, str]) -> Signer | None:
-    if sign_key is None:
-        return None
-    from arcgap.bundle.signing import PASSPHRASE_ENV, load_signer  # cryptography is loaded only when a key is used
-
-    return load_signer(sign_key, passphrase=environ.get(PASSPHRASE_ENV) or None)
 
 
 def verify_key_from(path: Path | None) -> VerifyKey | None:

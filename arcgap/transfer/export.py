@@ -1,7 +1,8 @@
-"""``arcgap export``: registry → one bundle file, in a single streaming pass.
+"""``arcgap export``: registry → one bundle file (or an OCI layout directory), in a single streaming pass.
 
 A composition of the engine: :class:`~arcgap.transfer.registrysource.RegistrySource` (downloads read ahead,
-through the blob cache) into a :class:`~arcgap.transfer.bundlesink.BundleSink`.
+through the blob cache) into an :class:`~arcgap.transfer.sink.ExportOutput`: :class:`BundleOutput` (a
+:class:`~arcgap.transfer.bundlesink.BundleSink`) or :class:`arcgap.transfer.ocilayout.LayoutOutput`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from arcgap.transfer.cache import BlobCache
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.plan import build_plan
 from arcgap.transfer.registrysource import RegistrySource
+from arcgap.transfer.sink import ExportOutput, Written
+from arcgap.transfer.source import Meter, Source
 from arcgap.util.progress import Reporter
 
 if TYPE_CHECKING:
@@ -84,27 +87,50 @@ def creation_time() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class BundleOutput:
+    """A bundle file (or its parts) as an :class:`~arcgap.transfer.sink.ExportOutput`."""
+
+    path: Path
+    level: int = 3
+    threads: int = -1
+    overwrite: bool = False
+    split_bytes: int | None = None
+    space_check: bool = True
+    signer: Signer | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.signer is not None
+
+    def write(self, manifest: BundleManifest, source: Source, *, small_blobs: dict[Digest, bytes],
+              done: Callable[[Digest], None], meter: Meter) -> Written:
+        expected_bytes = estimate_bundle_bytes(manifest) if self.space_check else None
+        with BundleWriter(self.path, level=self.level, threads=self.threads, overwrite=self.overwrite,
+                          split_bytes=self.split_bytes, expected_bytes=expected_bytes) as writer:
+            sink = BundleSink(writer, manifest, small_blobs=small_blobs, signer=self.signer, done=done)
+            copy_stream(source, sink, meter=meter)
+            total_bytes = writer.commit()
+        return Written(total_bytes, parts=tuple(str(p) for p in writer.parts),
+                       sidecar=str(writer.sidecar) if writer.sidecar is not None else None)
+
+
 def export_bundle(
     client_for: Callable[[str], RegistryClient],
     wanted: Sequence[Wanted],
     *,
-    output: Path,
+    output: ExportOutput,
     source_registry: str,
     source_repository: str,
-    jobs: int = 4,
-    level: int = 3,
-    threads: int = -1,
+    jobs: int,
     platform: str | None = None,
-    overwrite: bool = False,
-    split_bytes: int | None = None,
-    space_check: bool = True,
     reporter: Reporter | None = None,
     cache: BlobCache | None = None,
     bases: Sequence[BaseBundle] = (),
-    signer: Signer | None = None,
     skipped_images: Sequence[Mapping[str, str]] = (),
     releases: Sequence[str] = (),
 ) -> ExportResult:
+    """Resolve ``wanted``, plan, and copy every blob into ``output`` (a bundle, a layout directory)."""
     reporter = reporter or Reporter()
     t0 = time.monotonic()
     for registry in dict.fromkeys(w.reference.registry for w in wanted):
@@ -118,7 +144,7 @@ def export_bundle(
                 f"the target will hold {img.top.digest.short}, not the source's index digest"
             )
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
-                      created=creation_time(), bases=bases, signed=signer is not None)
+                      created=creation_time(), bases=bases, signed=output.signed)
     manifest = plan.manifest
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
         manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
@@ -131,29 +157,24 @@ def export_bundle(
         for name in finishing.get(digest, ()):
             reporter.item_done(name)
 
-    reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.name}")
-    expected_bytes = estimate_bundle_bytes(manifest) if space_check else None
-    with BundleWriter(output, level=level, threads=threads, overwrite=overwrite, split_bytes=split_bytes,
-                      expected_bytes=expected_bytes) as writer:
-        sink = BundleSink(writer, manifest, small_blobs=plan.small_blobs, signer=signer, done=done)
-        copy_stream(source, sink, meter=reporter.advance)
-        bundle_bytes = writer.commit()
+    reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.path.name}")
+    written = output.write(manifest, source, small_blobs=plan.small_blobs, done=done, meter=reporter.advance)
     reporter.close()
     return ExportResult(
-        output=output,
+        output=output.path,
         images=len(manifest.images),
         blobs=len(manifest.blobs),
         content_bytes=manifest.total_bytes,
-        bundle_bytes=bundle_bytes,
+        bundle_bytes=written.total_bytes,
         dedupe_saved_bytes=plan.dedupe_saved_bytes,
         seconds=time.monotonic() - t0,
         image_digests={i.source: str(i.digest) for i in manifest.images},
         relied_on_blobs=len(manifest.relied_on_blobs),
         relied_on_bytes=manifest.relied_on_bytes,
         relies_on=tuple(base.name for base in manifest.relies_on),
-        signed_by=str(signer.fingerprint) if signer is not None else None,
-        parts=tuple(str(p) for p in writer.parts),
-        sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
+        signed_by=str(output.signer.fingerprint) if isinstance(output, BundleOutput) and output.signer else None,
+        parts=written.parts,
+        sidecar=written.sidecar,
         skipped_images=tuple(dict(s) for s in skipped_images),
         chain=chain_summary(manifest, plan.image_blobs) if manifest.releases else None,
     )

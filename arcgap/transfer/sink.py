@@ -3,17 +3,19 @@
 A :class:`Sink` is registry-like: it holds blobs and manifests per repository, tags are manifests put under a tag
 name, and blobs are placed (present / mount / upload) in any order; :class:`arcgap.registry.client.RegistryClient`
 is one as it stands, and the engine's unit tests use an in-memory one. A :class:`StreamSink` (a bundle writer)
-takes every blob once, in order.
+takes every blob once, in order; an :class:`ExportOutput` is where ``export`` puts one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
-from arcgap.bundle.format import BlobEntry
+from arcgap.bundle.format import BlobEntry, BundleManifest
 from arcgap.oci.digest import Digest
-from arcgap.transfer.source import Contents
+from arcgap.transfer.source import Contents, Meter, Source
 
 
 class Sink(Protocol):
@@ -59,3 +61,25 @@ class StreamSink(Protocol):
         ``blobs`` holds every blob the source has not already read into ``contents`` (a bundle stream's manifests).
         """
         ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an export's output holds once complete: its bytes on disk and, for a split bundle, its files."""
+
+    total_bytes: int
+    parts: tuple[str, ...] = ()
+    sidecar: str | None = None
+
+
+class ExportOutput(Protocol):
+    """Where ``export`` writes (a bundle file or parts, an OCI layout directory): one stream of the source's blobs.
+
+    ``signed`` tells the plan which bundle format to name; ``write`` copies ``source`` in, calls ``done(digest)``
+    after each blob, and returns only once the output is complete (nothing that looks complete before)."""
+
+    path: Path
+    signed: bool
+
+    def write(self, manifest: BundleManifest, source: Source, *, small_blobs: dict[Digest, bytes],
+              done: Callable[[Digest], None], meter: Meter) -> Written: ...
