@@ -14,6 +14,7 @@ import pytest
 
 from arcgap.bundle.reader import open_bundle
 from arcgap.dockerengine.save import EngineImage, engine_export
+from arcgap.transfer.export import BundleOutput
 from arcgap.util.progress import Reporter
 
 
@@ -75,9 +76,8 @@ def test_oci_style_and_legacy_saves_convert_to_a_verifiable_bundle(tmp_path: Pat
     out = tmp_path / "conv.tar.zst"
     result = engine_export(_Client({"new:1": oci_save, "old:1": legacy_save}),
                            [EngineImage("new", "1", "new:1", pull=False), EngineImage("old", "1", "old:1", pull=False)],
-                           output=out, source_registry="local", source_repository="", auth=None, level=3,
-                           threads=0, overwrite=False, split_bytes=None, reporter=Reporter(),
-                           created="2024-01-01T00:00:00Z")
+                           output=BundleOutput(out, threads=0), source_registry="local", source_repository="",
+                           auth=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
     assert result.images == 2
     with open_bundle(out) as reader:
         manifest = reader.manifest
@@ -97,7 +97,30 @@ def test_a_save_without_manifest_json_is_refused(tmp_path: Path) -> None:
 
     save = _tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", b"{}")])
     with pytest.raises(UsageError, match="OCI layout without manifest.json"):
-        engine_export(_Client({"x:1": save}), [EngineImage("x", "1", "x:1", pull=False)], output=tmp_path / "x.zst",
-                      source_registry="local", source_repository="", auth=None, level=3, threads=0,
-                      overwrite=False, split_bytes=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
+        engine_export(_Client({"x:1": save}), [EngineImage("x", "1", "x:1", pull=False)],
+                      output=BundleOutput(tmp_path / "x.zst", threads=0), source_registry="local",
+                      source_repository="", auth=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_saves_go_into_an_oci_layout_through_the_same_output_interface(tmp_path: Path) -> None:
+    from arcgap.transfer.ocilayout import LayoutOutput
+
+    layer = _tar([("a.txt", b"a\n")])
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    save = _tar([("manifest.json", json.dumps([{"Config": f"{_sha(config)}.json",
+                                                "Layers": ["l/layer.tar"]}]).encode()),
+                 (f"{_sha(config)}.json", config), ("l/layer.tar", layer)])
+    out = tmp_path / "layout"
+    result = engine_export(_Client({"x:1": save}), [EngineImage("x", "1", "x:1", pull=False)],
+                           output=LayoutOutput(out), source_registry="local", source_repository="", auth=None,
+                           reporter=Reporter(), created="2024-01-01T00:00:00Z")
+    index = json.loads((out / "index.json").read_bytes())
+    (entry,) = index["manifests"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "x:1"
+    assert entry["digest"] == result.image_digests["x:1"]
+    manifest = json.loads((out / "blobs" / "sha256" / entry["digest"].split(":", 1)[1]).read_bytes())
+    assert manifest["config"]["digest"] == "sha256:" + _sha(config)  # the image ID survives
+    for blob in (out / "blobs" / "sha256").iterdir():
+        assert _sha(blob.read_bytes()) == blob.name
+    assert not list(tmp_path.glob(".layout.spool-*"))

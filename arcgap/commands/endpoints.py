@@ -92,11 +92,10 @@ def _layout_name(bundle: Path) -> Path:
 def run_export(source: SourceOptions, options: ExportOptions, context: RunContext) -> ExportResult:
     """Registry or Docker Engine → bundle or OCI layout."""
     if through_docker(options.engine):
-        if options.output_format != BUNDLE:
-            raise UsageError("--engine docker writes a bundle", hint="leave out --format, or --engine docker")
-        from arcgap.commands.engine import run_engine_export
+        from arcgap.commands.engine import check_engine_export, run_engine_export
 
-        return run_engine_export(source, options, context)
+        check_engine_export(source, options)
+        return run_engine_export(source, options, context, output=export_output(options, context.environ))
     from arcgap.commands.transfer import run_registry_export
 
     return run_registry_export(source, options, context, output=export_output(options, context.environ))

@@ -3,11 +3,11 @@ of the OCI Distribution API. Glue only: options → settings → arcgap.dockeren
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arcgap.arc.releases import LATEST
-from arcgap.bundle.parts import parse_size
 from arcgap.bundle.reader import open_bundle
 from arcgap.commands.options import ExportOptions, ImportOptions, RunContext, SourceOptions, TargetOptions
 from arcgap.commands.transfer import chain_request, collect_source, collect_target, default_output, verify_key_from
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from arcgap.dockerengine.load import EngineImportResult
     from arcgap.dockerengine.save import EngineImage
     from arcgap.transfer.export import ExportResult
+    from arcgap.transfer.sink import ExportOutput
 
 
 def _local_images(names: tuple[str, ...]) -> list[EngineImage]:
@@ -36,13 +37,9 @@ def _local_images(names: tuple[str, ...]) -> list[EngineImage]:
     return images
 
 
-def run_engine_export(source: SourceOptions, options: ExportOptions, context: RunContext) -> ExportResult:
-    """The engine pulls (with auth_config) or already holds the images; docker save → bundle."""
-    from arcgap.dockerengine import auth_config, connect
-    from arcgap.dockerengine.save import EngineImage, engine_export
-    from arcgap.transfer.export import creation_time
-
-    o, selection = options, options.selection
+def check_engine_export(source: SourceOptions, options: ExportOptions) -> None:
+    """What the engine's export cannot do, refused before anything else is read or asked."""
+    o = options
     if o.since or o.sign_key or o.installer_targets or o.skip_missing or o.platform or source.ca_file \
             or source.insecure:
         raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
@@ -50,7 +47,17 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
                          hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
     if chain_request(o) is not None:
         raise UsageError("--engine docker carries one release a bundle", hint="leave out --engine docker")
-    split_bytes = parse_size(o.split_size) if o.split_size is not None else None
+
+
+def run_engine_export(source: SourceOptions, options: ExportOptions, context: RunContext, *,
+                      output: Callable[[Path], ExportOutput]) -> ExportResult:
+    """The engine pulls (with auth_config) or already holds the images; docker save → ``output(default name)``
+    (:func:`arcgap.commands.endpoints.export_output`: a bundle, an OCI layout)."""
+    from arcgap.dockerengine import auth_config, connect
+    from arcgap.dockerengine.save import EngineImage, engine_export
+    from arcgap.transfer.export import creation_time
+
+    o, selection = options, options.selection
     if selection.release == LATEST:
         raise UsageError("--release latest is not available with --engine docker", hint="name the release")
     auth = None
@@ -59,7 +66,7 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
             raise UsageError("--from-local takes the local images' names as arguments (e.g. myapp:dev)")
         images = _local_images(selection.names)
         registry, repository = "local", ""
-        output = o.output or Path("local-images.tar.zst")
+        out = output(Path("local-images.tar.zst"))
     else:
         choice = collect_source(source, selection, context)
         endpoint = choice.endpoint
@@ -70,15 +77,14 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
             images.append(EngineImage(w.name, tag, f"{w.reference.registry}/{w.reference.repository}:{tag}"))
         auth = auth_config(endpoint.username, endpoint.password)
         registry, repository = endpoint.registry, endpoint.repository
-        output = o.output or default_output(endpoint, source_tag)
+        out = output(default_output(endpoint, source_tag))
     context.warn("the Docker engine holds one platform per image and saves layers uncompressed: multi-platform "
                  "indexes become single-platform manifests and manifest digests differ from the registry's (image "
                  "IDs = config digests are kept)")
     client = connect(context.environ)
     try:
-        return engine_export(client, images, output=output, source_registry=registry, source_repository=repository,
-                             auth=auth, level=o.level, threads=o.threads, overwrite=o.force, split_bytes=split_bytes,
-                             reporter=context.reporter, created=creation_time())
+        return engine_export(client, images, output=out, source_registry=registry, source_repository=repository,
+                             auth=auth, reporter=context.reporter, created=creation_time())
     finally:
         client.close()
 

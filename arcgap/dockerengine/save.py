@@ -6,7 +6,8 @@ Docker 20.10 (Debian's) saves the legacy format: ``manifest.json``, ``<image id>
 config is the saved config byte for byte (so the image ID = config digest survives) and whose layers are the
 uncompressed tars (their digests = the config's diff_ids), computed while the save streams.
 
-A composition of the engine: :class:`SpoolSource` into a :class:`~arcgap.transfer.bundlesink.BundleSink`.
+A composition of the engine: :class:`SpoolSource` into an export's output (:class:`~arcgap.transfer.sink.ExportOutput`:
+a bundle, or an OCI layout directory), its table of contents made by :func:`arcgap.transfer.plan.build_plan`.
 A spool directory is unavoidable: arcgap.yaml (every digest and size) must come first in the bundle, and the
 save's member order is not guaranteed, so layers are written once to a temporary directory next to the output
 (removed afterwards) and then copied into the bundle. Configs and manifests stay in memory.
@@ -26,20 +27,23 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from arcgap.bundle.format import BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import BlobEntry, BundleManifest
 from arcgap.bundle.graph import build_graph
-from arcgap.bundle.writer import BundleWriter
 from arcgap.dockerengine import check_events, engine_error
 from arcgap.errors import ArcgapError, BundleFormatError, UsageError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
-from arcgap.oci.mediatypes import OCI_MANIFEST
-from arcgap.transfer.bundlesink import BundleSink
+from arcgap.oci.mediatypes import OCI_MANIFEST, parse_manifest
+from arcgap.oci.reference import Reference
+from arcgap.registry.client import FetchedManifest
+from arcgap.registry.resolve import PlatformManifest, ResolvedImage, Wanted
 from arcgap.transfer.bundlesource import metered
-from arcgap.transfer.engine import copy_stream
+from arcgap.transfer.export import ExportResult
+from arcgap.transfer.plan import build_plan
+from arcgap.transfer.sink import ExportOutput
 from arcgap.transfer.source import Contents, Meter
 from arcgap.util.progress import Reporter
 
@@ -157,93 +161,84 @@ def _platform(config: bytes) -> str:
         return "unknown"
 
 
-def engine_export(client: Any, images: list[EngineImage], *, output: Path, source_registry: str,
-                  source_repository: str, auth: dict[str, str] | None, level: int, threads: int,
-                  overwrite: bool, split_bytes: int | None, reporter: Reporter, created: str):
-    """Pull (when asked), save, convert and write the bundle; returns an
-    :class:`arcgap.transfer.export.ExportResult`."""
-    from arcgap.transfer.export import ExportResult
-
+def engine_export(client: Any, images: list[EngineImage], *, output: ExportOutput, source_registry: str,
+                  source_repository: str, auth: dict[str, str] | None, reporter: Reporter,
+                  created: str) -> ExportResult:
+    """Pull (when asked), save, convert and write ``output`` (a bundle, a layout directory)."""
     t0 = time.monotonic()
     pull_images(client, images, auth, reporter)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    spool = Path(tempfile.mkdtemp(prefix=f".{output.name}.spool-", dir=output.parent))
+    path = output.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spool = Path(tempfile.mkdtemp(prefix=f".{path.name}.spool-", dir=path.parent))
     try:
-        small: dict[Digest, bytes] = {}
-        manifests: dict[Digest, BlobEntry] = {}
-        data: dict[Digest, BlobEntry] = {}
         files: dict[Digest, Path] = {}
-        entries: list[ImageEntry] = []
-        referenced = 0
+        resolved: list[ResolvedImage] = []
         reporter.start(0, images=len(images), label="docker save")
         for img in images:
             reporter.phase(f"docker save {img.source}")
             saved = _Saved({}, {}, {})
             _spool_save(client, img.source, spool, saved, reporter)
-            if "oci-layout" in saved.small and "manifest.json" not in saved.small:
-                raise UsageError(f"docker save of {img.source} wrote an OCI layout without manifest.json",
-                                 hint="this engine's save format is not supported yet; use the default engine")
-            try:
-                listing = json.loads(saved.small["manifest.json"])
-                entry = listing[0]
-                config_name = posixpath.normpath(entry["Config"])
-                layer_names = [posixpath.normpath(x) for x in entry["Layers"]]
-            except (KeyError, IndexError, ValueError, TypeError):
-                raise engine_error(f"docker save {img.source}: no usable manifest.json in the saved image") from None
-            config = saved.small.get(config_name)
-            if config is None and config_name in saved.layers:  # docker 25+: config under blobs/
-                config = saved.layers[config_name][2].read_bytes()
-            if config is None:
-                raise engine_error(f"docker save {img.source}: config {config_name} missing")
-            config_digest = Digest.of(config)
-            small[config_digest] = config
-            data.setdefault(config_digest, BlobEntry(config_digest, len(config), OCI_CONFIG, "config"))
-            layers = []
-            for lname in layer_names:
-                seen: set[str] = set()
-                while lname in saved.links and lname not in seen:
-                    seen.add(lname)
-                    lname = saved.links[lname]
-                if lname not in saved.layers:
-                    raise engine_error(f"docker save {img.source}: layer {lname} missing")
-                digest, size, path = saved.layers[lname]
-                files.setdefault(digest, path)
-                media_type = saved.types.get(lname, OCI_LAYER_TAR)
-                data.setdefault(digest, BlobEntry(digest, size, media_type, "layer"))
-                layers.append({"mediaType": media_type, "digest": str(digest), "size": size})
-                referenced += size
-            doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                   "config": {"mediaType": OCI_CONFIG, "digest": str(config_digest), "size": len(config)},
-                   "layers": layers}
-            raw = json.dumps(doc, separators=(",", ":")).encode()
-            digest = Digest.of(raw)
-            small[digest] = raw
-            manifests.setdefault(digest, BlobEntry(digest, len(raw), OCI_MANIFEST, "manifest"))
-            entries.append(ImageEntry(name=img.name, tag=img.tag, source=img.source, digest=digest,
-                                      media_type=OCI_MANIFEST, size=len(raw),
-                                      platforms=(PlatformEntry(_platform(config), digest, OCI_MANIFEST),)))
-            referenced += len(raw) + len(config)
+            resolved.append(_as_resolved(img, saved, files))
         reporter.close()
-        blobs = [*manifests.values(), *[b for d, b in data.items() if d not in manifests]]
-        manifest = BundleManifest(source_registry=source_registry, source_repository=source_repository,
-                                  images=tuple(entries), blobs=tuple(blobs), created=created,
-                                  extra={"engine": "docker"})
-        reporter.start(manifest.total_bytes, images=len(entries), label=f"writing {output.name}")
-        source = SpoolSource(manifest, small, files)
-        with BundleWriter(output, level=level, threads=threads, overwrite=overwrite,
-                          split_bytes=split_bytes) as writer:
-            copy_stream(source, BundleSink(writer, manifest, small_blobs=small), meter=reporter.advance)
-            bundle_bytes = writer.commit()
+        # the one table-of-contents builder (manifests first, each blob once); sources as the engine names them
+        plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
+                          created=created)
+        entries = [replace(entry, source=img.source) for entry, img in zip(plan.manifest.images, images)]
+        manifest = replace(plan.manifest, images=tuple(entries), extra={"engine": "docker"})
+        small = plan.small_blobs
+        reporter.start(manifest.total_bytes, images=len(entries), label=f"writing {path.name}")
+        written = output.write(manifest, SpoolSource(manifest, small, files), small_blobs=small,
+                               done=lambda _digest: None, meter=reporter.advance)
         reporter.close()
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     return ExportResult(
-        output=output, images=len(entries), blobs=len(manifest.blobs), content_bytes=manifest.total_bytes,
-        bundle_bytes=bundle_bytes, dedupe_saved_bytes=max(0, referenced - manifest.total_bytes),
+        output=path, images=len(entries), blobs=len(manifest.blobs), content_bytes=manifest.total_bytes,
+        bundle_bytes=written.total_bytes, dedupe_saved_bytes=max(0, plan.dedupe_saved_bytes),
         seconds=time.monotonic() - t0, image_digests={i.source: str(i.digest) for i in entries},
-        parts=tuple(str(p) for p in writer.parts),
-        sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
+        parts=written.parts, sidecar=written.sidecar,
     )
+
+
+def _as_resolved(img: EngineImage, saved: _Saved, files: dict[Digest, Path]) -> ResolvedImage:
+    """One saved image as if resolved at a registry: an OCI image manifest whose config is the saved config byte
+    for byte and whose layers are the saved (spooled) tars; ``files`` learns where each layer is spooled."""
+    if "oci-layout" in saved.small and "manifest.json" not in saved.small:
+        raise UsageError(f"docker save of {img.source} wrote an OCI layout without manifest.json",
+                         hint="this engine's save format is not supported yet; use the default engine")
+    try:
+        listing = json.loads(saved.small["manifest.json"])
+        entry = listing[0]
+        config_name = posixpath.normpath(entry["Config"])
+        layer_names = [posixpath.normpath(x) for x in entry["Layers"]]
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise engine_error(f"docker save {img.source}: no usable manifest.json in the saved image") from None
+    config = saved.small.get(config_name)
+    if config is None and config_name in saved.layers:  # docker 25+: config under blobs/
+        config = saved.layers[config_name][2].read_bytes()
+    if config is None:
+        raise engine_error(f"docker save {img.source}: config {config_name} missing")
+    config_digest = Digest.of(config)
+    layers = []
+    for lname in layer_names:
+        seen: set[str] = set()
+        while lname in saved.links and lname not in seen:
+            seen.add(lname)
+            lname = saved.links[lname]
+        if lname not in saved.layers:
+            raise engine_error(f"docker save {img.source}: layer {lname} missing")
+        digest, size, path = saved.layers[lname]
+        files.setdefault(digest, path)
+        layers.append({"mediaType": saved.types.get(lname, OCI_LAYER_TAR), "digest": str(digest), "size": size})
+    doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+           "config": {"mediaType": OCI_CONFIG, "digest": str(config_digest), "size": len(config)},
+           "layers": layers}
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    fetched = FetchedManifest(raw, OCI_MANIFEST, Digest.of(raw))
+    parsed = parse_manifest(raw, OCI_MANIFEST, what=f"docker save {img.source}")
+    wanted = Wanted(img.name, Reference(registry="", repository=img.name, tag=img.tag))
+    return ResolvedImage(wanted, fetched, (PlatformManifest(_platform(config), fetched, parsed),),
+                         {config_digest: config})
 
 
 class SpoolSource:
