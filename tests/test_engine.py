@@ -521,3 +521,56 @@ def test_a_bundle_refused_before_its_blobs_stops_its_read_ahead_at_once(tmp_path
                     options=CopyOptions(jobs=2, dry_run=dry_run, where=f"{REGISTRY}/arc"), reporter=Reporter())
     assert info.value is not None  # the traceback, and every frame it holds, is still alive here
     assert not _read_ahead_threads()
+
+
+class OverlapSink(FakeSink):
+    """Records the most calls of each kind that were ever in flight at once (each call lingers a little)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+
+    def _enter(self, kind: str) -> None:
+        with self._lock:
+            self.in_flight[kind] = self.in_flight.get(kind, 0) + 1
+            self.most[kind] = max(self.most.get(kind, 0), self.in_flight[kind])
+        time.sleep(0.02)
+
+    def _leave(self, kind: str) -> None:
+        with self._lock:
+            self.in_flight[kind] -= 1
+
+    def upload_blob(self, repository: str, digest: Digest, chunks: Iterable[bytes], *, what: str = "",
+                    size: int | None = None, reopen: Callable[[], Iterable[bytes]] | None = None) -> int:
+        self._enter("upload")
+        try:
+            return super().upload_blob(repository, digest, chunks, what=what)
+        finally:
+            self._leave("upload")
+
+    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
+        self._enter("put")
+        try:
+            super().put_manifest(repository, ref, raw, media_type)
+        finally:
+            self._leave("put")
+
+    def head_manifest(self, repository: str, ref: str) -> Digest | None:
+        self._enter("head-manifest")
+        try:
+            return super().head_manifest(repository, ref)
+        finally:
+            self._leave("head-manifest")
+
+
+@both
+def test_jobs_one_reaches_every_fan_out_uploads_publishing_and_tag_checks(sequential: bool) -> None:
+    release = Release({f"img{n}": [f"layer {n}".encode()] for n in range(6)})
+    sink = OverlapSink()
+    _copy(FakeSource(release, sequential=sequential), sink, release, jobs=1)
+    assert len(sink.manifests) == 12  # 6 by digest, 6 tags
+    assert sink.most == {"upload": 1, "put": 1, "head-manifest": 1}
+    wide = OverlapSink()
+    _copy(FakeSource(release, sequential=sequential), wide, release, jobs=4)
+    assert wide.most["put"] > 1 and wide.most["head-manifest"] > 1  # the same sink shows overlap when allowed

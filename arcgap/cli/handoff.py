@@ -20,6 +20,7 @@ from arcgap.cli.common import (
     target_options,
 )
 from arcgap.errors import NotFoundError, TargetMismatchError, UsageError
+from arcgap.util.parallel import DEFAULT_JOBS
 
 if TYPE_CHECKING:
     from arcgap.commands.options import RunContext
@@ -109,7 +110,7 @@ def preflight_cmd(
     insecure: bool = TARGET.insecure,
     plain_http: bool = TARGET.plain_http,
     blobs: bool = typer.Option(False, "--blobs", help="Also HEAD every config and layer of every platform."),
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Images checked in parallel."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=32, help="Images checked in parallel."),
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:

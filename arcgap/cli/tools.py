@@ -25,6 +25,7 @@ from arcgap.cli.common import (
     warn,
 )
 from arcgap.errors import UsageError
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import human_bytes
 from arcgap.util.safetext import safe
 
@@ -87,7 +88,7 @@ def releases_cmd(
                                                "chain after TAG (the release the site runs), oldest first."),
     to_release: Optional[str] = typer.Option(None, "--to-release", metavar="TAG",
                                              help="The end of the --from-release chain (default: the newest)."),
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel registry requests."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=32, help="Parallel registry requests."),
     source_registry: Optional[str] = SOURCE.registry,
     source_repository: Optional[str] = SOURCE.repository,
     source_username: Optional[str] = SOURCE.username,

@@ -25,6 +25,7 @@ from arcgap.cli.common import (
     target_options,
     warn,
 )
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import human_bytes
 from arcgap.util.safetext import safe
 
@@ -59,7 +60,7 @@ def export_cmd(
     plain_http: bool = SOURCE.plain_http,
     platform: Optional[str] = typer.Option(None, "--platform", help="Keep only os/arch of multi-arch images "
                                            "(changes the digest of an index tag)."),
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
     level: int = typer.Option(3, "--level", min=1, max=22, help="zstd compression level."),
     threads: int = typer.Option(-1, "--threads", help="zstd worker threads (-1: one per CPU)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
@@ -181,7 +182,7 @@ def import_cmd(
     ca_file: Optional[Path] = TARGET.ca_file,
     insecure: bool = TARGET.insecure,
     plain_http: bool = TARGET.plain_http,
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel registry checks."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=32, help="Parallel registry checks."),
     dry_run: bool = DRY_RUN_OPTION,
     verify_key: Optional[Path] = typer.Option(None, "--verify-key", help="Refuse the bundle unless this Ed25519 "
                                               "public key (NAME.pub) signed it; checked before any push."),
@@ -271,7 +272,7 @@ def mirror_cmd(
     target_ca_file: Optional[Path] = TARGET.ca_file,
     target_insecure: bool = TARGET.insecure,
     target_plain_http: bool = TARGET.plain_http,
-    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob copies."),
+    jobs: int = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, max=32, help="Parallel blob copies."),
     dry_run: bool = DRY_RUN_OPTION,
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,

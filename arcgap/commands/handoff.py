@@ -31,6 +31,7 @@ from arcgap.transfer.preflight import (
     expected_from_receipt,
 )
 from arcgap.transfer.receipt import Receipt, is_receipt
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.secret import Secret
 
 # Keyword-only where the language has it (3.10+), as arcgap.commands.options does.
@@ -311,7 +312,7 @@ class PreflightOptions:
 
     source: Path | None = None
     release: str | None = None
-    jobs: int = 4
+    jobs: int = DEFAULT_JOBS
     blobs: bool = False
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import Reporter
 from arcgap.util.secret import Secret
 
@@ -72,7 +73,7 @@ class ExportOptions:
     selection: Selection
     output: Path | None = None
     platform: str | None = None
-    jobs: int = 4
+    jobs: int = DEFAULT_JOBS
     level: int = 3
     threads: int = -1
     force: bool = False
@@ -96,7 +97,7 @@ class ExportOptions:
 @dataclass(frozen=True, **_KW)
 class ImportOptions:
     bundle: Path
-    jobs: int = 4
+    jobs: int = DEFAULT_JOBS
     dry_run: bool = False
     verify_key: Path | None = None
     receipt: Path | None = None
@@ -106,7 +107,7 @@ class ImportOptions:
 @dataclass(frozen=True, **_KW)
 class MirrorOptions:
     selection: Selection
-    jobs: int = 4
+    jobs: int = DEFAULT_JOBS
     dry_run: bool = False
 
 

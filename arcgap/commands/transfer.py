@@ -34,6 +34,7 @@ from arcgap.oci.reference import validate_tag
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
 from arcgap.transfer.cache import DEFAULT_MAX_BYTES, BlobCache, cache_root
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import Reporter
 
 # Each command imports what only it needs inside its function: ``arcgap export`` need not load the importer,
@@ -122,7 +123,7 @@ class SourceChoice:
         return tag
 
     def images(self, source_tag: str, warn: Callable[[str], None],
-               client_for: Callable[[str], RegistryClient] | None = None, *, jobs: int = 4,
+               client_for: Callable[[str], RegistryClient] | None = None, *, jobs: int = DEFAULT_JOBS,
                reporter: Reporter | None = None) -> list[Wanted]:
         """The images at ``source_tag``: the given list, else the release's set from the source's catalog
         (``client_for`` given), else its shipped list."""

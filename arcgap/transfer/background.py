@@ -23,6 +23,12 @@ BACKGROUND_SLOTS = 2
 Upload = Callable[[BlobEntry, list[str], Iterator[bytes], Optional[Callable[[], Iterator[bytes]]]], None]
 
 
+def background_slots(jobs: int) -> int:
+    """Blobs sent in the background at once: ``--jobs`` (1 means one upload at a time), at most BACKGROUND_SLOTS
+    so memory stays bounded (each slot holds up to BACKGROUND_MAX_BYTES)."""
+    return max(1, min(jobs, BACKGROUND_SLOTS))
+
+
 class BackgroundUploads:
     """``with BackgroundUploads(upload) as b: b.place(entry, repos, chunks)``; leaving waits for every upload."""
 

@@ -21,14 +21,14 @@ from typing import TypeVar
 from arcgap.bundle.format import BlobEntry
 from arcgap.errors import MissingBaseError
 from arcgap.oci.digest import Digest
-from arcgap.transfer.background import BackgroundUploads
+from arcgap.transfer.background import BackgroundUploads, background_slots
 from arcgap.transfer.placement import Placements
 from arcgap.transfer.plan import TargetImage
 from arcgap.transfer.publish import Publication, push_manifests_and_tags, verify_tags
 from arcgap.transfer.sink import Sink, StreamSink
 from arcgap.transfer.source import Contents, Meter, Source
 from arcgap.transfer.tally import ImageOutcome, Tally
-from arcgap.util.parallel import each
+from arcgap.util.parallel import DEFAULT_JOBS, each
 from arcgap.util.progress import Reporter
 
 TallyT = TypeVar("TallyT", bound=Tally)
@@ -37,7 +37,7 @@ _MANIFEST_KINDS = ("index", "manifest")
 
 @dataclass(frozen=True)
 class CopyOptions:
-    jobs: int = 4  # blobs placed at once (a random-access source), questions and publications in flight
+    jobs: int = DEFAULT_JOBS  # blobs placed at once (a random-access source), questions and publications in flight
     dry_run: bool = False  # plan, ask the sink, report; change nothing
     label: str = "copying"  # the progress line, e.g. "importing into 10.0.0.5:5000"
     where: str = ""  # the target named in hints, registry/repository
@@ -120,8 +120,9 @@ class _Copy:
                 # Every blob is verified and present: now manifests by digest, then the tags.
                 pubs = [Publication(t, contents.raw(t.entry.digest), g.children)
                         for t, g in zip(self.targets, contents.graphs)]
-                push_manifests_and_tags(self.sink, pubs, current, self.reporter, releases=manifest.releases)
-                verify_tags(self.sink, self.targets)
+                push_manifests_and_tags(self.sink, pubs, current, self.reporter, jobs=self.options.jobs,
+                                        releases=manifest.releases)
+                verify_tags(self.sink, self.targets, jobs=self.options.jobs)
             self._describe(contents, current)
         finally:
             self.placements.close()  # questions still open (a failed run) are dropped
@@ -218,7 +219,7 @@ class _Copy:
         """Sequential source: read every blob once, in order; each blob sent while the stream moves on."""
         stream = self.source.stream(self._meter)
         try:
-            with BackgroundUploads(self._upload_read) as background:
+            with BackgroundUploads(self._upload_read, slots=background_slots(self.options.jobs)) as background:
                 for entry, chunks in stream:
                     missing = self._decide(entry.digest)
                     if not missing:

@@ -13,6 +13,7 @@ from arcgap.transfer.engine import CopyOptions, copy_images
 from arcgap.transfer.plan import map_targets
 from arcgap.transfer.sink import Sink
 from arcgap.transfer.tally import ImageOutcome, ImportResult
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import Reporter, human_bytes
 
 __all__ = ["ImageOutcome", "ImportResult", "import_bundle"]
@@ -24,7 +25,7 @@ def import_bundle(
     *,
     target_repository: str,
     target_tag: str | None,
-    jobs: int = 4,
+    jobs: int = DEFAULT_JOBS,
     reporter: Reporter | None = None,
     dry_run: bool = False,
 ) -> ImportResult:

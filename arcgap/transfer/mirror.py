@@ -19,6 +19,7 @@ from arcgap.transfer.plan import build_plan, map_targets
 from arcgap.transfer.registrysource import RegistrySource
 from arcgap.transfer.sink import Sink
 from arcgap.transfer.tally import ImportResult
+from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import Reporter, human_bytes
 
 
@@ -48,7 +49,7 @@ def mirror_images(
     source_repository: str,
     target_repository: str,
     target_tag: str | None,
-    jobs: int = 4,
+    jobs: int = DEFAULT_JOBS,
     reporter: Reporter | None = None,
     dry_run: bool = False,
 ) -> MirrorResult:

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from arcgap.util.parallel import DEFAULT_JOBS
+
 T = TypeVar("T")
 _DONE = object()
 
@@ -21,10 +23,10 @@ class _Failed:
 
 
 class OrderedPrefetcher:
-    """``for item, chunks in OrderedPrefetcher(items, fetch, jobs=4)`` — chunks must be consumed in turn."""
+    """``for item, chunks in OrderedPrefetcher(items, fetch, jobs=n)`` — chunks must be consumed in turn."""
 
     def __init__(
-        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = 4, depth: int = 4
+        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = DEFAULT_JOBS, depth: int = 4
     ) -> None:
         self._items = list(items)
         self._fetch = fetch

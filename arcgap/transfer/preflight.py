@@ -20,7 +20,7 @@ from arcgap.oci.reference import join_repository, validate_tag
 from arcgap.registry.client import RegistryClient
 from arcgap.transfer.plan import map_targets
 from arcgap.transfer.receipt import Receipt
-from arcgap.util.parallel import each
+from arcgap.util.parallel import DEFAULT_JOBS, each
 
 OK, MISSING, DIFFERENT, INCOMPLETE, PRESENT = "ok", "missing", "different", "incomplete", "present"
 # ok: at the expected digest with every platform (and, with blobs, every blob); present: there, but the input
@@ -176,7 +176,7 @@ def check_image(client: RegistryClient, expected: Expected, *, blobs: bool = Fal
     return Check(expected, status, found, tuple(problems), len(platforms), checked_blobs)
 
 
-def preflight(client: RegistryClient, expected: Sequence[Expected], *, repository: str, jobs: int = 4,
+def preflight(client: RegistryClient, expected: Sequence[Expected], *, repository: str, jobs: int = DEFAULT_JOBS,
               blobs: bool = False) -> PreflightResult:
     """Check every expected image at the target, ``jobs`` at a time; results in the input's order."""
     started = time.monotonic()

@@ -13,8 +13,6 @@ from arcgap.transfer.sink import Sink
 from arcgap.util.parallel import each
 from arcgap.util.progress import Reporter
 
-JOBS = 4  # images published at once: each is a handful of small requests, so latency, not bytes, is the cost
-
 
 @dataclass(frozen=True)
 class Publication:
@@ -27,10 +25,11 @@ class Publication:
 
 def push_manifests_and_tags(
     client: Sink, images: Sequence[Publication], current: Sequence[Digest | None], reporter: Reporter,
-    *, releases: Sequence[str] = (),
+    *, jobs: int, releases: Sequence[str] = (),
 ) -> None:
     """Children before their index, all by digest, then the tags; a tag already at its digest is left alone.
-    With ``releases`` (an upgrade chain, oldest first) the tags move release by release, oldest first."""
+    With ``releases`` (an upgrade chain, oldest first) the tags move release by release, oldest first.
+    ``jobs`` images at once (``--jobs``): each is a handful of small requests, so latency is the cost."""
     reporter.phase("pushing manifests")
     moving = [p for p, now in zip(images, current) if now != p.target.entry.digest]
 
@@ -44,10 +43,10 @@ def push_manifests_and_tags(
         client.put_manifest(pub.target.repository, pub.target.tag, pub.top_raw, pub.target.entry.media_type)
 
     # every image's manifests are in place before the first tag moves
-    each(by_digest, moving, jobs=JOBS, name="arcgap-publish")
+    each(by_digest, moving, jobs=jobs, name="arcgap-publish")
     reporter.phase("moving tags")
     for wave in _waves(moving, releases):
-        each(tag, wave, jobs=JOBS, name="arcgap-publish")
+        each(tag, wave, jobs=jobs, name="arcgap-publish")
     for pub in moving:
         reporter.item_done(f"{pub.target.reference} → {pub.target.entry.digest.short}")
     for pub, now in zip(images, current):
@@ -66,9 +65,9 @@ def _waves(moving: Sequence[Publication], releases: Sequence[str]) -> list[list[
     return [waves[n] for n in sorted(waves)]
 
 
-def verify_tags(client: Sink, targets: Sequence[TargetImage]) -> None:
-    """Re-read every tag after the push; a different digest is an error of its own (exit 10)."""
-    for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets, jobs=JOBS)):
+def verify_tags(client: Sink, targets: Sequence[TargetImage], *, jobs: int) -> None:
+    """Re-read every tag after the push, ``jobs`` at once; a different digest is an error of its own (exit 10)."""
+    for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets, jobs=jobs)):
         if got != target.entry.digest:
             raise TargetMismatchError(
                 f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",

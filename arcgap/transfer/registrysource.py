@@ -19,6 +19,7 @@ from arcgap.transfer.bundlesource import metered
 from arcgap.transfer.plan import ExportPlan
 from arcgap.transfer.prefetch import OrderedPrefetcher
 from arcgap.transfer.source import Contents, Meter
+from arcgap.util.parallel import DEFAULT_JOBS
 
 if TYPE_CHECKING:
     from arcgap.transfer.cache import BlobCache
@@ -31,7 +32,7 @@ class RegistrySource:
 
     def __init__(self, plan: ExportPlan, resolved: Sequence[ResolvedImage],
                  client_for: Callable[[str], RegistryClient], *, cache: BlobCache | None = None,
-                 jobs: int = 4) -> None:
+                 jobs: int = DEFAULT_JOBS) -> None:
         self.plan = plan
         self.resolved = resolved
         self.client_for = client_for

@@ -15,6 +15,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+DEFAULT_JOBS = 4  # --jobs: requests, copies or checks in flight at once (the one default)
+
+
 def each(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: str = "arcgap-work") -> list[R]:
     """``[fn(item) for item in items]``, ``jobs`` at a time."""
     items = list(items)
