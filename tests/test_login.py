@@ -120,3 +120,19 @@ def test_password_only_from_stdin_or_a_prompt(capsys: pytest.CaptureFixture[str]
     assert res.error_lines[0] == "error: no password given"
     res = arcgap(capsys, "login", "registry.example.com", "--no-input")
     assert res.error_lines[0] == "error: no username given"
+
+
+def test_login_speaks_through_the_registry_client_tls_failures_and_open_registries(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, plain_registry: Registry,
+    docker_config: Path,
+) -> None:
+    stdin(monkeypatch, "pw\n")
+    res = arcgap(capsys, "login", plain_registry.host, "--username", "ops", "--password-stdin")
+    assert res.code == 5  # HTTPS to a plain HTTP registry: the client's TLS error, the login's words for it
+    assert res.error_lines[0].startswith(f"error: connecting to {plain_registry.host}: TLS handshake with ")
+    assert "--plain-http" in res.error_lines[1] and "--ca-file" in res.error_lines[1]
+    assert not (docker_config / "config.json").exists()
+    stdin(monkeypatch, "pw\n")
+    res = arcgap(capsys, "login", f"http://{plain_registry.host}", "--username", "ops", "--password-stdin", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["auth"] == "none"  # the registry lets anyone in

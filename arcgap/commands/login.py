@@ -1,22 +1,21 @@
-"""``arcgap login`` / ``arcgap logout``: check credentials against a registry (GET /v2/ with them, as
-``docker login`` does), then store or forget them where docker keeps them (config.json, or its credential
-helper when one is configured: then never in plain text)."""
+"""``arcgap login`` / ``arcgap logout``: check credentials against a registry with the registry client (GET /v2/
+with them, as ``docker login`` does), then store or forget them where docker keeps them (config.json, or its
+credential helper when one is configured: then never in plain text)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from arcgap.commands.settings import split_scheme
-from arcgap.errors import ArcgapError, AuthError, NetworkError, RegistryError, TLSError, UsageError
+from arcgap.errors import AuthError, UsageError
 from arcgap.oci.reference import validate_registry
-from arcgap.registry.auth import Authenticator, parse_challenge
+from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, erase_credentials, store_credentials
-from arcgap.registry.transport import TLSOptions, make_http_client
+from arcgap.registry.transport import TLSOptions
 from arcgap.util.secret import Secret
 
 DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -55,50 +54,17 @@ def registry_host(registry: str) -> tuple[str, bool | None]:
     return host, plain
 
 
-def _transport_error(exc: Exception, host: str) -> ArcgapError:
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return TLSError(f"logging in to {host}: TLS certificate not trusted",
-                        hint=f"give the registry's CA with --ca-file (or /etc/docker/certs.d/{host}/ca.crt)")
-    if "SSL" in text or "record layer" in text:
-        return TLSError(f"logging in to {host}: TLS handshake failed ({text[:120]})",
-                        hint="use --plain-http (or http://HOST) if the registry speaks plain HTTP")
-    return NetworkError(f"logging in to {host}: cannot reach it: {type(exc).__name__}",
-                        hint="check the registry's name and port and the network path to it")
-
-
 def verify_login(host: str, creds: Credentials, tls: TLSOptions) -> str:
-    """GET /v2/ anonymously for the challenge, then with the credentials (Basic, or a Bearer token fetched
-    with them); returns the scheme the registry asked for. Wrong credentials raise AuthError."""
+    """Check ``creds`` at ``host`` with the registry client (:meth:`RegistryClient.check_login`); returns the
+    scheme the registry asked for. Wrong credentials raise AuthError, worded for the login."""
     api = DOCKER_HUB_API if host in DOCKER_HUB_NAMES else host  # docker.io's API lives elsewhere
-    url = f"{tls.scheme}://{api}/v2/"
-    with make_http_client(api, tls, max_connections=2) as http:
+    with RegistryClient(api, credentials=creds, tls=tls, max_connections=2) as client:
         try:
-            first = http.get(url)
-            if first.status_code == 200:
-                return "none"
-            if first.status_code != 401:
-                raise RegistryError(f"{host} does not answer as a container registry (GET /v2/ → "
-                                    f"{first.status_code})", status=first.status_code,
-                                    hint="check the registry's name and port")
-            challenge = parse_challenge(first.headers.get("www-authenticate", ""))
-            scheme = challenge.scheme if challenge else "unknown"
-            auth = Authenticator(http, registry=host, credentials=creds)
-            auth.set_challenge(first.headers.get("www-authenticate"))
-            try:
-                header = auth.header(frozenset())
-            except AuthError as exc:
-                raise AuthError(f"login to {host} refused: {exc.message}",
-                                hint="check the username and password") from None
-            second = http.get(url, headers={"Authorization": header} if header else {})
-        except httpx.TransportError as exc:
-            raise _transport_error(exc, host) from None
-    if second.status_code in (401, 403):
-        raise AuthError(f"login to {host} refused: {second.status_code} {second.reason_phrase}",
-                        hint="check the username and password")
-    if second.status_code != 200:
-        raise RegistryError(f"login to {host}: GET /v2/ answered {second.status_code}", status=second.status_code)
-    return scheme
+            return client.check_login()
+        except AuthError as exc:
+            status = exc.detail.status if exc.detail is not None else 0
+            said = f"{status} {HTTPStatus(status).phrase}" if status in (401, 403) else exc.message
+            raise AuthError(f"login to {host} refused: {said}", hint="check the username and password") from None
 
 
 def login(

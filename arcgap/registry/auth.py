@@ -75,6 +75,12 @@ class Authenticator:
     def has_challenge(self) -> bool:
         return self._challenge is not None
 
+    @property
+    def scheme(self) -> str:
+        """What the registry asked for: "basic", "bearer", or "none" (no challenge: it lets anyone in)."""
+        challenge = self._challenge
+        return challenge.scheme if challenge is not None else "none"
+
     def refuse(self, err: AuthError) -> None:
         """The credentials were refused in a way a fresh token cannot cure: stop every later request with ``err``."""
         with self._lock:

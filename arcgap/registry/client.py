@@ -162,6 +162,15 @@ class RegistryClient:
             )
         self._pinged = True
 
+    def check_login(self) -> str:
+        """As ``docker login`` does: GET /v2/ anonymously for the challenge, then with the credentials (Basic, or
+        a token fetched with them and no scope); returns the scheme the registry asked for (see
+        :attr:`Authenticator.scheme`). Refused credentials raise AuthError."""
+        self.ping()
+        if self.auth.has_challenge:
+            self._send("GET", "/v2/", scopes=frozenset(), what=f"login to {self.registry}")
+        return self.auth.scheme
+
     def _send(
         self,
         method: str,
