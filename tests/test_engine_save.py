@@ -124,3 +124,28 @@ def test_the_same_saves_go_into_an_oci_layout_through_the_same_output_interface(
     for blob in (out / "blobs" / "sha256").iterdir():
         assert _sha(blob.read_bytes()) == blob.name
     assert not list(tmp_path.glob(".layout.spool-*"))
+
+
+class _DistributionApi:
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def inspect_distribution(self, ref: str, auth_config: object = None) -> object:
+        return self.answer
+
+
+class _Inspecting:
+    def __init__(self, answer: object) -> None:
+        self.api = _DistributionApi(answer)
+
+
+def test_the_engine_push_tag_check_names_a_tag_that_moved() -> None:
+    from arcgap.dockerengine.load import check_tag
+    from arcgap.errors import RegistryError, TargetMismatchError
+
+    pushed, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    check_tag(_Inspecting({"Descriptor": {"digest": pushed}}), "reg:5000/x:1", pushed, None)
+    with pytest.raises(TargetMismatchError, match=f"reg:5000/x:1 resolves to {other} after the push"):
+        check_tag(_Inspecting({"Descriptor": {"digest": other}}), "reg:5000/x:1", pushed, None)
+    with pytest.raises(RegistryError, match="no digest"):
+        check_tag(_Inspecting({}), "reg:5000/x:1", pushed, None)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from arcgap.bundle import tarstream
@@ -24,7 +23,7 @@ from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, chosen_platforms, d
 from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.dockerengine import auth_config, check_events, engine_error
-from arcgap.errors import ArcgapError, UsageError
+from arcgap.errors import ArcgapError, TargetMismatchError, UsageError
 from arcgap.transfer.bundlesource import BundleSource
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.source import Contents
@@ -35,21 +34,14 @@ SMALL_KINDS = ("index", "manifest")
 
 @dataclass
 class EngineImportResult:
-    """Shaped like :class:`arcgap.transfer.importer.ImportResult` for the CLI's summary; ``images[].digest`` is the
-    digest the target holds after the engine's push, ``bundle_digest`` the bundle's."""
+    """What an import through the engine did: ``images[].digest`` is the digest the target holds after the engine's
+    push (re-read through the engine), ``bundle_digest`` the bundle's. No receipt: the engine's push is not
+    arcgap's to account for blob by blob."""
 
     images: list[dict[str, Any]]
     verified_bytes: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
-    uploaded_blobs: int = 0
-    uploaded_bytes: int = 0
-    mounted_blobs: int = 0
-    skipped_blobs: int = 0
-    skipped_tags: int = 0
-    dry_run: bool = False
-    receipt_file: Path | None = None
-    receipt: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,31 +96,55 @@ def engine_import(reader: BundleReader, client: Any, *, registry: str, repositor
 
     auth = auth_config(username, password)
     results = []
-    for image in manifest.images:
+    for image in manifest.images:  # every image is loaded before the first push
         ref = targets[image.ref_name]
         if ref not in loaded:
             raise engine_error(f"docker load did not report {ref}: {loaded.strip()[:300]}")
-        repo, _, tag = ref.rpartition(":")
+    for image in manifest.images:
+        ref = targets[image.ref_name]
         reporter.phase(f"pushing {ref} through the engine")
-        pushed = None
-        try:
-            for event in check_events(client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth),
-                                      what=f"docker push {ref}"):
-                aux = event.get("aux")
-                if isinstance(aux, dict) and aux.get("Digest"):
-                    pushed = str(aux["Digest"])
-        except ArcgapError:
-            raise
-        except Exception as exc:  # APIError outside the stream
-            raise engine_error(f"docker push {ref}: {exc}") from None
-        if pushed is None:
-            raise engine_error(f"docker push {ref}: the engine reported no digest")
+        pushed = push_image(client, ref, auth)
         image_id = client.api.inspect_image(ref)["Id"]
         results.append({"source": image.source, "target": ref, "bundle_digest": str(image.digest),
                         "digest": pushed, "image_id": image_id,
                         "action": "pushed" if pushed == str(image.digest) else "pushed (digest changed)"})
+    for record in results:  # the tag check: every tag re-read at the target, through the engine
+        check_tag(client, record["target"], record["digest"], auth)
     return EngineImportResult(images=results, verified_bytes=verified, seconds=time.monotonic() - t0,
                               warnings=warnings)
+
+
+def push_image(client: Any, ref: str, auth: dict[str, str] | None) -> str:
+    """``docker push ref`` through the engine; the digest the engine reports for it."""
+    repo, _, tag = ref.rpartition(":")
+    pushed = None
+    try:
+        for event in check_events(client.api.push(repo, tag=tag, stream=True, decode=True, auth_config=auth),
+                                  what=f"docker push {ref}"):
+            aux = event.get("aux")
+            if isinstance(aux, dict) and aux.get("Digest"):
+                pushed = str(aux["Digest"])
+    except ArcgapError:
+        raise
+    except Exception as exc:  # APIError outside the stream
+        raise engine_error(f"docker push {ref}: {exc}") from None
+    if pushed is None:
+        raise engine_error(f"docker push {ref}: the engine reported no digest")
+    return pushed
+
+
+def check_tag(client: Any, ref: str, expected: str, auth: dict[str, str] | None) -> None:
+    """The tag check: the engine asks the target which manifest ``ref`` names; another digest than the push
+    reported (another writer, a registry that rewrote it) is an error of its own (exit 10)."""
+    try:
+        got = client.api.inspect_distribution(ref, auth_config=auth)["Descriptor"]["digest"]
+    except (KeyError, TypeError):
+        raise engine_error(f"re-reading {ref} through the engine: no digest in its answer") from None
+    except Exception as exc:  # APIError: the engine could not ask the registry
+        raise engine_error(f"re-reading {ref} through the engine: {exc}") from None
+    if got != expected:
+        raise TargetMismatchError(f"{ref} resolves to {got} after the push, expected {expected}",
+                                  hint="another writer changed the tag, or the registry rewrote the manifest")
 
 
 class DockerLoad:
