@@ -7,6 +7,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from arcgap.commands.options import SideOptions
 from arcgap.commands.settings import Endpoint
 from arcgap.errors import ArcgapError, UsageError
 from arcgap.registry.client import RegistryClient
@@ -65,6 +66,15 @@ class ClientPool:
             with self._lock:
                 if any(c is exc.origin for c in self._clients.values()):
                     exc.side = self.side
+
+
+SPARE_CONNECTIONS = 4  # beyond --jobs: the questions (blob checks, token fetches) asked beside the copies
+
+
+def registry_side(endpoint: Endpoint, given: SideOptions, *, jobs: int, environ: Mapping[str, str]) -> ClientPool:
+    """One side's registry clients from that side's options (its TLS choice), ``jobs`` copies in flight."""
+    return ClientPool(endpoint, side_tls(endpoint, ca_file=given.ca_file, insecure=given.insecure),
+                      max_connections=jobs + SPARE_CONNECTIONS, environ=environ)
 
 
 def side_tls(endpoint: Endpoint, *, ca_file: Path | None, insecure: bool) -> TLSOptions:

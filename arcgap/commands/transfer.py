@@ -18,7 +18,7 @@ from arcgap.arc.imagelist import (
 )
 from arcgap.arc.releases import LATEST, check_at_source, latest_release, skipped_record
 from arcgap.bundle.reader import open_bundle
-from arcgap.commands.clients import ClientPool, side_tls
+from arcgap.commands.clients import ClientPool, registry_side, side_tls
 from arcgap.commands.options import (
     ExportOptions,
     ImportOptions,
@@ -219,10 +219,10 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
                             newest=newest_for_prompt(ca_file=source.ca_file, insecure=source.insecure,
                                                      environ=environ, warn=context.warn))
     endpoint = choice.endpoint
-    tls = side_tls(endpoint, ca_file=source.ca_file, insecure=source.insecure)
+    pools = registry_side(endpoint, source, jobs=o.jobs, environ=environ)  # TLS options checked before any request
     staged: StagedInstaller | None = None
     try:
-        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=environ) as pool:
+        with pools as pool:
             releases: list[str] = []
             if chain is not None:
                 from arcgap.commands.sourceset import chain_tags
@@ -296,8 +296,7 @@ def run_registry_import(
             raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
                              "put them all on the same tag", hint="leave out --target-tag / TARGET_DOCKER_TAG: "
                              "each release keeps its own tag")
-        tls = side_tls(endpoint, ca_file=target.ca_file, insecure=target.insecure)
-        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=context.environ) as pool:
+        with registry_side(endpoint, target, jobs=o.jobs, environ=context.environ) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=o.jobs, reporter=context.reporter,
                                    dry_run=o.dry_run)
@@ -326,10 +325,9 @@ def run_mirror(
                                                      environ=environ, warn=context.warn))
     src = choice.endpoint
     dst = collect_target(target, context)
-    source_tls = side_tls(src, ca_file=source.ca_file, insecure=source.insecure)
-    target_tls = side_tls(dst, ca_file=target.ca_file, insecure=target.insecure)
-    with ClientPool(src, source_tls, max_connections=o.jobs + 4, environ=environ) as sources, \
-            ClientPool(dst, target_tls, max_connections=o.jobs + 4, environ=environ) as targets:
+    source_side = registry_side(src, source, jobs=o.jobs, environ=environ)
+    target_side = registry_side(dst, target, jobs=o.jobs, environ=environ)
+    with source_side as sources, target_side as targets:
         source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.
         wanted, _ = check_at_source(sources, choice.images(source_tag, context.warn, sources, jobs=o.jobs,
