@@ -84,3 +84,12 @@ def test_a_directory_holding_something_else_is_never_written_into(tmp_path: Path
     with pytest.raises(LocalIOError, match="holds no OCI layout"):
         LayoutSink(out, MANIFEST, overwrite=True).write(CONTENTS, stream())
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_an_unknown_output_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.e2e_helpers import arcgap
+
+    res = arcgap(capsys, "export", "x", "--format", "tarball", "--no-input")
+    assert res.code == 2
+    assert res.error_lines == ["error: unknown output format 'tarball'",
+                               "hint: the formats: bundle (the default) or oci-layout"]

@@ -39,14 +39,14 @@ FORMATS = (BUNDLE, OCI_LAYOUT)
 
 def check_engine(engine: str) -> str:
     if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}", hint="--engine registry (default) or --engine docker")
+        raise UsageError(f"unknown engine {engine!r}", hint="the engines: registry (the default) or docker")
     return engine
 
 
 def check_format(output_format: str) -> str:
     if output_format not in FORMATS:
         raise UsageError(f"unknown output format {output_format!r}",
-                         hint="--format bundle (default) or --format oci-layout")
+                         hint="the formats: bundle (the default) or oci-layout")
     return output_format
 
 
