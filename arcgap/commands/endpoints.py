@@ -56,7 +56,7 @@ def through_docker(engine: str) -> bool:
 
 
 def export_output(options: ExportOptions, environ: Mapping[str, str]) -> Callable[[Path], ExportOutput]:
-    """The way out of a registry export, given the default name: checked, and a signing key loaded, before
+    """The way out of an export (registry or engine), given the default name: checked, and a signing key loaded, before
     anything is downloaded. ``--output`` wins over the default."""
     o = options
     if o.output_format == OCI_LAYOUT:

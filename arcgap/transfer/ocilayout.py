@@ -36,6 +36,7 @@ class LayoutOutput:
     def write(self, manifest: BundleManifest, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written:
         sink = LayoutSink(self.path, manifest, overwrite=self.overwrite, done=done)
+        sink.prepare()  # an existing layout is refused before the first download starts
         copy_stream(source, sink, meter=meter)
         return Written(sink.written_bytes)
 
@@ -53,6 +54,13 @@ class LayoutSink:
         self.overwrite = overwrite
         self.done = done
         self.written_bytes = 0
+        self._blobs: Path | None = None
+
+    def prepare(self) -> Path:
+        """Check the directory and make ``blobs/sha256`` (once); an old ``index.json`` goes first."""
+        if self._blobs is None:
+            self._blobs = self._prepare()
+        return self._blobs
 
     def _prepare(self) -> Path:
         path = self.path
@@ -74,7 +82,7 @@ class LayoutSink:
         return blobs
 
     def write(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> None:
-        folder = self._prepare()
+        folder = self.prepare()
         for entry, chunks in blobs:
             if entry.digest.algorithm != "sha256":  # the bundle plan admits only what the layout can name
                 raise UsageError(f"blob {entry.digest}: an OCI layout here holds sha256 blobs only")
