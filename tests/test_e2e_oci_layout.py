@@ -1,10 +1,12 @@
 """End to end: ``arcgap export --format oci-layout`` from a real distribution registry into an OCI image layout
-directory, read back by skopeo (``oci:DIR:NAME:TAG``) and crane, digests compared with the source's."""
+directory, read back by skopeo (``oci:DIR:NAME:TAG``), crane and oras, digests compared with the source's."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -114,3 +116,30 @@ def test_an_existing_layout_is_kept_unless_forced_and_bundle_options_are_refused
     assert [m["annotations"][REF_NAME] for m in index["manifests"]] == [f"{name_of(synth_small, 'docker')}:v1"]
     res = export_layout(capsys, synth_small, tmp_path / "split", "oci", extra=("--split-size", "1MB"))
     assert res.code == 2 and "--split-size" in res.err and not (tmp_path / "split").exists()
+
+
+def test_oras_reads_every_image_of_the_layout_by_digest_and_copies_it_unchanged(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, fresh_registry, tmp_path: Path
+) -> None:
+    """oras 1.3 splits ``DIR:REF`` at the last colon, so it cannot name a ``NAME:TAG`` ref.name: it names each
+    image by digest (``DIR@sha256:…``), which the layout's index.json lists."""
+    oras = os.environ.get("ARCGAP_ORAS") or shutil.which("oras")
+    if not oras or not os.access(oras, os.X_OK):
+        pytest.skip("oras is not installed (ARCGAP_ORAS)")
+    out = tmp_path / "layout"
+    assert export_layout(capsys, synth_small, out, *ROLES).code == 0
+    target: Registry = fresh_registry(tls=False, auth="none")
+    for role in ROLES:
+        info = synth_small[role]
+        at = f"{out}@{info.digest}"
+        fetched = subprocess.run([oras, "manifest", "fetch", "--oci-layout", at], capture_output=True, timeout=60,
+                                 check=False)
+        assert fetched.returncode == 0, fetched.stderr.decode(errors="replace")
+        assert fetched.stdout == info.manifest  # byte for byte
+        copied = subprocess.run([oras, "cp", "--from-oci-layout", at, "--to-plain-http",
+                                 f"{target.host}/oras/{role}:v1"], capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert copied.returncode == 0, copied.stderr
+        assert oracle_digest(target, f"oras/{role}", "v1") == info.digest, role
+        for child in info.children:
+            assert oracle_digest(target, f"oras/{role}", child.digest) == child.digest, role
