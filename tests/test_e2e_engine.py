@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -122,8 +123,6 @@ def test_import_through_the_engine_keeps_image_ids_and_records_target_digests(
         ref = f"{target.host}/viaengine/{name}:v1"
         record = by_target[ref]
         served, _ = target.raw_get_manifest(f"viaengine/{name}", "v1")
-        import hashlib
-
         assert record["digest"] == "sha256:" + hashlib.sha256(served).hexdigest()  # what the target really holds
         config = json.loads(served)["config"]["digest"]
         assert config == record["image_id"] == _expected_config(info)  # image ID preserved
@@ -278,3 +277,23 @@ def test_engine_import_into_a_tls_htpasswd_registry_trusted_via_certs_d(
     record = json.loads(res.out)["images"][0]
     served, _ = target.raw_get_manifest("secure/oci-image", "v1")
     assert json.loads(served)["config"]["digest"] == synth_small["oci"].config_digest == record["image_id"]
+
+
+def test_engine_export_into_an_oci_layout_keeps_image_ids_and_skopeo_reads_it(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, dockerd: Dockerd, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine's export writes through the same output as the registry's: ``--format oci-layout`` works."""
+    monkeypatch.setenv("DOCKER_HOST", dockerd.host)
+    out = tmp_path / "engine.oci"
+    res = arcgap(capsys, "export", "oci-image", "--engine", "docker", *source_args(synth_small.registry),
+                 "--source-repository", "synth", "--source-tag", "v1", "--format", "oci-layout", "-o", str(out),
+                 "--json", "--no-input")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["output"] == str(out)
+    index = json.loads((out / "index.json").read_bytes())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["oci-image:v1"]
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{out}:oci-image:v1"], capture_output=True,
+                         check=True, timeout=60).stdout
+    assert json.loads(raw)["config"]["digest"] == synth_small["oci"].config_digest  # image ID = config digest
+    assert index["manifests"][0]["digest"] == "sha256:" + hashlib.sha256(raw).hexdigest()
