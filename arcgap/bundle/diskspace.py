@@ -7,7 +7,7 @@ from pathlib import Path
 
 from arcgap.bundle import tarstream
 from arcgap.bundle.format import BundleManifest
-from arcgap.errors import LocalIOError
+from arcgap.errors import LocalIOError, option
 from arcgap.util.progress import human_bytes
 
 # zstd never expands incompressible data by more than 3 bytes per 128 KiB block (RFC 8878 §3.1.1.2), plus
@@ -48,5 +48,5 @@ def check_free_space(directory: Path, needed_bytes: int) -> None:
         raise LocalIOError(
             f"not enough free space in {where}: the bundle needs about {human_bytes(needed_bytes)} "
             f"({needed_bytes} bytes), {human_bytes(free)} ({free} bytes) available",
-            hint="free space or choose another --output location; --no-space-check writes anyway",
+            hint=f"free space or choose another {option('output')} location; {option('no_space_check')} writes anyway",
         )
