@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from arcgap.cli.hints import words
 from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.cli.hints import words
 from arcgap.errors import ExitCode, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest

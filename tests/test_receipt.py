@@ -10,8 +10,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from arcgap.cli.hints import words
 from arcgap.bundle.format import BlobEntry
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, ExitCode, LocalIOError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.receipt import (

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from arcgap.cli.hints import words
 from arcgap.bundle.format import BaseBundle, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.writer import BundleWriter
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, LocalIOError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.receipt import Receipt

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from arcgap.commands.settings import split_scheme
-from arcgap.errors import ArcgapError, AuthError, NetworkError, RegistryError, TLSError, UsageError
+from arcgap.errors import ArcgapError, AuthError, NetworkError, RegistryError, TLSError, UsageError, option
 from arcgap.oci.reference import validate_registry
 from arcgap.registry.auth import Authenticator, parse_challenge
 from arcgap.registry.credentials import Credentials, erase_credentials, store_credentials
@@ -59,10 +59,10 @@ def _transport_error(exc: Exception, host: str) -> ArcgapError:
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return TLSError(f"logging in to {host}: TLS certificate not trusted",
-                        hint=f"give the registry's CA with --ca-file (or /etc/docker/certs.d/{host}/ca.crt)")
+                        hint=f"give the registry's CA with {option('ca_file')} (or /etc/docker/certs.d/{host}/ca.crt)")
     if "SSL" in text or "record layer" in text:
         return TLSError(f"logging in to {host}: TLS handshake failed ({text[:120]})",
-                        hint="use --plain-http (or http://HOST) if the registry speaks plain HTTP")
+                        hint=f"use {option('plain_http')} (or http://HOST) if the registry speaks plain HTTP")
     return NetworkError(f"logging in to {host}: cannot reach it: {type(exc).__name__}",
                         hint="check the registry's name and port and the network path to it")
 
@@ -107,9 +107,9 @@ def login(
     """Check the credentials at the registry, then store them as ``docker login`` does."""
     host, _ = registry_host(registry)
     if not username:
-        raise UsageError("no username given", hint="pass --username, or answer the prompt")
+        raise UsageError("no username given", hint=f"pass {option('username')}, or answer the prompt")
     if not password:
-        raise UsageError("empty password", hint="pipe it with --password-stdin, or answer the prompt")
+        raise UsageError("empty password", hint=f"pipe it with {option('password_stdin')}, or answer the prompt")
     creds = Credentials(username, password, source="login")
     scheme = verify_login(host, creds, tls)
     stored = store_credentials(host, creds, environ=environ)
@@ -125,7 +125,7 @@ def logout(registry: str, *, environ: Mapping[str, str] | None = None) -> Logout
 def tls_for(plain_from_url: bool | None, *, plain_http: bool, insecure: bool, ca_file: Path | None) -> TLSOptions:
     plain = plain_http or bool(plain_from_url)
     if ca_file is not None and not ca_file.is_file():
-        raise UsageError(f"CA file {ca_file} does not exist", hint="check --ca-file")
+        raise UsageError(f"CA file {ca_file} does not exist", hint=f"check {option('ca_file')}")
     if plain and (insecure or ca_file is not None):
-        raise UsageError("--plain-http cannot be combined with TLS options")
+        raise UsageError(f"{option('plain_http')} cannot be combined with TLS options")
     return TLSOptions(plain_http=plain, insecure=insecure, ca_file=ca_file)

@@ -29,8 +29,8 @@ from arcgap.commands.options import (
     SourceOptions,
     TargetOptions,
 )
-from arcgap.commands.settings import Endpoint, collect_endpoint
-from arcgap.errors import UsageError
+from arcgap.commands.settings import Endpoint, collect_endpoint, env_name
+from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import validate_tag
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 def choose_list(*, names: Sequence[str], release: str | None, images_file: Path | None) -> ImageList | None:
     """The image list from names, a file or a shipped release; None means "the list of the source tag"."""
     if sum((bool(names), release is not None, images_file is not None)) > 1:
-        raise UsageError("give image names, --images FILE or --release TAG, not several of them")
+        raise UsageError(f"give image names, {option('images')} FILE or {option('release')} TAG, not several of them")
     if names:
         return images_from_names(names)
     if images_file is not None:
@@ -150,15 +150,15 @@ def collect_source(
     upgrade chain (``chain``) the releases give the tags: no tag is collected."""
     names, release, images_file = selection.names, selection.release, selection.images_file
     if chain and (given.tag or release is not None):
-        raise UsageError("an upgrade chain takes its tags from the releases: give no --source-tag with it")
+        raise UsageError(f"an upgrade chain takes its tags from the releases: give no {option('source.tag')} with it")
     latest = release == LATEST  # the newest release tag at the source, looked up once connected
     if latest and (names or images_file is not None or given.tag):
-        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
-                         "--source-tag with it")
+        raise UsageError(f"{option('release')} latest chooses the list and the tag: give no image names, "
+                         f"{option('images')} or {option('source.tag')} with it")
     # a release without a shipped list is fine: its images come from the source's catalog once connected
     unshipped = release is not None and not latest and release not in shipped_releases()
     if unshipped and (names or images_file is not None):
-        raise UsageError("give image names, --images FILE or --release TAG, not several of them")
+        raise UsageError(f"give image names, {option('images')} FILE or {option('release')} TAG, not several of them")
     image_list = choose_list(names=names, release=None if (latest or unshipped) else release, images_file=images_file)
     if unshipped:
         validate_tag(release or "")
@@ -166,7 +166,7 @@ def collect_source(
         or default_release_tag()
     prompt = context.prompt
     follow = not chain and release is None and images_file is None and not names and not given.tag \
-        and not context.environ.get("SOURCE_DOCKER_TAG", "").strip()
+        and not context.environ.get(env_name("source", "tag"), "").strip()
     if latest or chain or (follow and (prompt is None or newest is not None)):
         given = replace(given, tag=LATEST)  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
     defaults = {
@@ -207,14 +207,16 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
 
         if o.since or o.sign_key or o.installer_targets or o.skip_missing or o.platform or source.ca_file \
                 or source.insecure:
-            raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
-                             "--skip-missing, --platform or source TLS options",
+            raise UsageError(f"{option('engine')} docker does not combine with {option('since')}, {option('sign')}, "
+                             f"{option('with_installer')}, {option('skip_missing')}, {option('platform')} or source "
+                             "TLS options",
                              hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
         if chain_request(o) is not None:
-            raise UsageError("--engine docker carries one release a bundle", hint="leave out --engine docker")
+            raise UsageError(f"{option('engine')} docker carries one release a bundle",
+                             hint=f"leave out {option('engine')} docker")
         return run_engine_export(source, o, context)
     if o.from_local:
-        raise UsageError("--from-local needs --engine docker")
+        raise UsageError(f"{option('from_local')} needs {option('engine')} docker")
     from arcgap.transfer.export import export_bundle
     from arcgap.transfer.since import load_bases
 
@@ -247,7 +249,8 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
                 wanted += some
                 skipped += gaps
             for item in skipped:
-                context.warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
+                context.warn(f"skipping {item.reference}: not at the source ({option('skip_missing')}; recorded in "
+                             "the bundle)")
             output = o.output or default_output(endpoint, f"{releases[0]}_to_{releases[-1]}" if releases
                                                 else source_tag)
             if o.installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
@@ -309,8 +312,8 @@ def run_import(
         endpoint = collect_target(target, context)
         if endpoint.tag is not None and len(reader.manifest.releases) > 1:
             raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
-                             "put them all on the same tag", hint="leave out --target-tag / TARGET_DOCKER_TAG: "
-                             "each release keeps its own tag")
+                             "put them all on the same tag", hint=f"leave out {option('target.tag')} / "
+                             f"{variable('target.tag')}: each release keeps its own tag")
         tls = side_tls(endpoint, ca_file=target.ca_file, insecure=target.insecure)
         with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=context.environ) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
@@ -367,7 +370,8 @@ def chain_request(options: ExportOptions) -> ChainRequest | None:
 
 def check_engine(engine: str) -> str:
     if engine not in ("registry", "docker"):
-        raise UsageError(f"unknown engine {engine!r}", hint="--engine registry (default) or --engine docker")
+        raise UsageError(f"unknown engine {engine!r}", hint=f"{option('engine')} registry (default) or "
+                                                            f"{option('engine')} docker")
     return engine
 
 
