@@ -280,12 +280,9 @@ def test_cache_root_prefers_the_option(tmp_path: Path) -> None:
     assert cache_root(None, {"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "arcgap"
 
 
-def test_no_home_at_all_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.transfer.cache as cache_module
-
-    monkeypatch.setattr(cache_module, "default_cache_dir", lambda environ: None)
+def test_no_home_at_all_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as info:
-        cache_root(None, {})
+        cache_root(None, {}, default=lambda environ: None)  # no HOME and no passwd entry: no default place
     assert words(info.value.hint) == "pass --cache-dir DIR or --no-cache"
 
 

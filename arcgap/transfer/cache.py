@@ -287,9 +287,12 @@ class BlobCache:
         return before
 
 
-def cache_root(cache_dir: Path | None, environ: Mapping[str, str]) -> Path:
-    """``--cache-dir`` when given, else the default place; a usage error when there is none."""
-    root = cache_dir if cache_dir is not None else default_cache_dir(environ)
+def cache_root(
+    cache_dir: Path | None, environ: Mapping[str, str],
+    *, default: Callable[[Mapping[str, str]], Path | None] = default_cache_dir,
+) -> Path:
+    """``--cache-dir`` when given, else the ``default`` place; a usage error when there is none."""
+    root = cache_dir if cache_dir is not None else default(environ)
     if root is None:
         raise UsageError("no place for the blob cache: HOME is not set",
                          hint=f"pass {option('cache_dir')} DIR or {option('no_cache')}")
