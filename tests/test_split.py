@@ -461,10 +461,16 @@ def test_estimate_covers_the_bundle(tmp_path: Path) -> None:
     assert estimate_bundle_bytes(CONTENT.manifest) >= CONTENT.manifest.total_bytes
 
 
-def test_free_space_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("arcgap.bundle.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 2048))
+def test_free_space_refused(tmp_path: Path) -> None:
+    asked: list[Path] = []
+
+    def usage(path: Path) -> object:
+        asked.append(path)
+        return shutil._ntuple_diskusage(10, 10, 2048)  # type: ignore[attr-defined]
+
     with pytest.raises(LocalIOError) as info:
-        check_free_space(tmp_path / "new" / "dir", 5 * 1024 * 1024)
+        check_free_space(tmp_path / "new" / "dir", 5 * 1024 * 1024, usage=usage)
+    assert asked == [tmp_path]  # the nearest existing parent is the one asked
     assert info.value.message == (f"not enough free space in {tmp_path}: the bundle needs about 5.0 MiB "
                                   "(5242880 bytes), 2.0 KiB (2048 bytes) available")
     assert words(info.value.hint) == "free space or choose another --output location; --no-space-check writes anyway"

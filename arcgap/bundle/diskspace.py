@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from arcgap.bundle import tarstream
 from arcgap.bundle.format import BundleManifest
@@ -30,18 +32,21 @@ def estimate_bundle_bytes(manifest: BundleManifest) -> int:
     return tar + tar // 32768 + _MARGIN_BYTES
 
 
-def free_bytes(directory: Path) -> tuple[Path, int]:
-    """Free bytes for an unprivileged writer in ``directory`` (or its nearest existing parent)."""
+def free_bytes(directory: Path, *, usage: Callable[[Path], Any] = shutil.disk_usage) -> tuple[Path, int]:
+    """Free bytes for an unprivileged writer in ``directory`` (or its nearest existing parent), as ``usage``
+    (``shutil.disk_usage``) reports them."""
     probe = directory.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return probe, shutil.disk_usage(probe).free
+    return probe, usage(probe).free
 
 
-def check_free_space(directory: Path, needed_bytes: int) -> None:
+def check_free_space(
+    directory: Path, needed_bytes: int, *, usage: Callable[[Path], Any] = shutil.disk_usage,
+) -> None:
     """Raise LocalIOError when ``directory`` cannot hold ``needed_bytes``."""
     try:
-        where, free = free_bytes(directory)
+        where, free = free_bytes(directory, usage=usage)
     except OSError:
         return  # cannot tell (odd filesystem): writing will report a full disk precisely
     if free < needed_bytes:
