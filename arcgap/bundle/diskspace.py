@@ -32,17 +32,17 @@ def estimate_bundle_bytes(manifest: BundleManifest) -> int:
     return tar + tar // 32768 + _MARGIN_BYTES
 
 
-def free_bytes(directory: Path, *, usage: Callable[[Path], Any] = shutil.disk_usage) -> tuple[Path, int]:
+def free_bytes(directory: Path, *, usage: Callable[[Path], Any] | None = None) -> tuple[Path, int]:
     """Free bytes for an unprivileged writer in ``directory`` (or its nearest existing parent), as ``usage``
-    (``shutil.disk_usage``) reports them."""
+    (default ``shutil.disk_usage``, looked up at the call) reports them."""
     probe = directory.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return probe, usage(probe).free
+    return probe, (usage or shutil.disk_usage)(probe).free
 
 
 def check_free_space(
-    directory: Path, needed_bytes: int, *, usage: Callable[[Path], Any] = shutil.disk_usage,
+    directory: Path, needed_bytes: int, *, usage: Callable[[Path], Any] | None = None,
 ) -> None:
     """Raise LocalIOError when ``directory`` cannot hold ``needed_bytes``."""
     try:
