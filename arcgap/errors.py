@@ -3,12 +3,42 @@
 Only ``arcgap.cli`` turns these into ``error: …`` / ``hint: …`` on stderr and an exit status. Errors from a
 registry are neutral: they carry a :class:`RegistryDetail` (what the registry did, in its own terms) and no
 hint; the command line knows which side (source or target) the registry serves and adds the hint.
+
+A message or hint below ``arcgap.cli`` never spells a command-line option or an environment variable: it names
+the setting as data with :func:`option` / :func:`variable` (a neutral key such as ``output`` or ``target.tag``),
+and :func:`arcgap.cli.hints.words` writes the names the command line uses (``--output``, ``TARGET_DOCKER_TAG``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
+
+# A setting named in a text: NUL-delimited, so no path, reference or registry answer can spell one by accident.
+_SETTING = re.compile("\x00(option|variable):([a-z0-9_.]+)\x00")
+
+
+def option(key: str) -> str:
+    """The command-line option for setting ``key`` (``output``, ``force``, ``target.repository``), as a fact in
+    a text; the command line words it (:func:`arcgap.cli.hints.words`)."""
+    return f"\x00option:{key}\x00"
+
+
+def variable(key: str) -> str:
+    """The environment variable for setting ``key`` (``target.tag``, ``sign.passphrase``), as a fact in a text."""
+    return f"\x00variable:{key}\x00"
+
+
+def settings_in(text: str) -> tuple[tuple[str, str], ...]:
+    """The settings a text names, as (``"option"``/``"variable"``, key) pairs in order."""
+    return tuple((m.group(1), m.group(2)) for m in _SETTING.finditer(text))
+
+
+def spell(text: str, word: Callable[[str, str], str]) -> str:
+    """``text`` with every named setting replaced by ``word(kind, key)`` (the command line's name for it)."""
+    return _SETTING.sub(lambda m: word(m.group(1), m.group(2)), text)
 
 
 class ExitCode:
@@ -80,10 +110,15 @@ class ArcgapError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        """The settings the message and hint name (see :func:`option`), as data."""
+        return settings_in(self.message) + settings_in(self.hint)
+
 
 class UsageError(ArcgapError):
     exit_code = ExitCode.USAGE
-    default_hint = "run the command with --help for usage"
+    default_hint = "run the command with " + option("help") + " for usage"
 
 
 class AuthError(ArcgapError):

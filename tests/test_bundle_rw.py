@@ -25,6 +25,7 @@ from arcgap.bundle.format import (
 )
 from arcgap.bundle.reader import BundleReader, open_bundle
 from arcgap.bundle.writer import BundleWriter
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, ExitCode, IntegrityError, LocalIOError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import OCI_MANIFEST
@@ -270,7 +271,7 @@ def test_existing_output_without_overwrite(tmp_path: Path) -> None:
     with pytest.raises(LocalIOError) as info, BundleWriter(path):
         pass
     assert info.value.message == f"{path} already exists"
-    assert info.value.hint == "remove it, choose another --output, or pass --force"
+    assert words(info.value.hint) == "remove it, choose another --output, or pass --force"
     assert info.value.exit_code == ExitCode.LOCAL_IO
     assert path.read_bytes() == b"precious"
     assert not (tmp_path / "bundle.tar.zst.partial").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from arcgap.cli.hints import words
 from arcgap.errors import IntegrityError, UsageError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.transfer.cache import (
@@ -259,7 +260,7 @@ def test_parse_cache_size(text: str, size: int) -> None:
 def test_parse_cache_size_refuses(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_cache_size(text)
-    assert "--cache-max-size" in info.value.message and "20GiB" in info.value.hint
+    assert "--cache-max-size" in words(info.value.message) and "20GiB" in words(info.value.hint)
 
 
 def test_default_is_20_gib() -> None:
@@ -279,13 +280,10 @@ def test_cache_root_prefers_the_option(tmp_path: Path) -> None:
     assert cache_root(None, {"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "arcgap"
 
 
-def test_no_home_at_all_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.transfer.cache as cache_module
-
-    monkeypatch.setattr(cache_module, "default_cache_dir", lambda environ: None)
+def test_no_home_at_all_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as info:
-        cache_root(None, {})
-    assert info.value.hint == "pass --cache-dir DIR or --no-cache"
+        cache_root(None, {}, default=lambda environ: None)  # no HOME and no passwd entry: no default place
+    assert words(info.value.hint) == "pass --cache-dir DIR or --no-cache"
 
 
 def test_no_thread_for_the_cache_copy_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

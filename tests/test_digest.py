@@ -110,15 +110,29 @@ def test_verifier_exact_size_ok(chunks: list[bytes]) -> None:
 
 
 def test_verifier_sha512() -> None:
+    """A sha512 digest is checked with sha512: the right content passes, one changed byte does not."""
     d = Digest("sha512", hashlib.sha512(DATA).hexdigest())
     v = Verifier(d, len(DATA), what="blob x")
     v.update(DATA)
     v.finish()
+    assert v.seen_bytes == len(DATA)
+    wrong = Verifier(d, len(DATA), what="blob x")
+    wrong.update(DATA.upper())
+    with pytest.raises(IntegrityError) as info:
+        wrong.finish()
+    actual = hashlib.sha512(DATA.upper()).hexdigest()
+    assert info.value.message == f"blob x: digest mismatch: content hashes to sha512:{actual[:12]}…"
 
 
 def test_verifier_empty_blob() -> None:
+    """The empty blob verifies with no update at all; a single byte more is refused at once."""
     v = Verifier(Digest.of(b""), 0, what="empty")
     v.finish()
+    assert v.seen_bytes == 0 and Digest.of(b"").hex == hashlib.sha256(b"").hexdigest()
+    extra = Verifier(Digest.of(b""), 0, what="empty")
+    with pytest.raises(IntegrityError) as info:
+        extra.update(b"x")
+    assert info.value.message == "empty: more than the expected 0 bytes"
 
 
 def test_verifier_short_is_truncated() -> None:

@@ -17,7 +17,7 @@ SNAPSHOTS = Path(__file__).resolve().parent / "help"
 # The commands whose help is pinned (a new command adds its own file when its author wants it pinned).
 PINNED = (
     "export", "import", "mirror", "verify", "inspect", "keygen", "cache info", "cache clear",
-    "releases", "manifests new", "wheelhouse", "login", "logout",
+    "releases", "manifests new", "wheelhouse", "login", "logout", "handoff", "preflight",
 )  # fmt: skip
 
 
@@ -31,3 +31,20 @@ def test_help_is_unchanged(command: str, capsys: pytest.CaptureFixture[str], mon
     if os.environ.get("ARCGAP_UPDATE_HELP"):
         snapshot.write_text(out)
     assert out == snapshot.read_text()
+
+
+def _commands(group: object, prefix: str = "") -> list[str]:
+    """Every leaf command of the click group, as ``PINNED`` spells it (``cache info``)."""
+    names: list[str] = []
+    for name, sub in getattr(group, "commands", {}).items():
+        names.extend(_commands(sub, f"{prefix}{name} ") if hasattr(sub, "commands") else [f"{prefix}{name}"])
+    return names
+
+
+def test_every_command_is_pinned() -> None:
+    """A command without a snapshot is a surface nobody pins: each one the app registers is in ``PINNED``."""
+    import typer.main
+
+    from arcgap.cli import app
+
+    assert sorted(_commands(typer.main.get_command(app))) == sorted(PINNED)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from arcgap.bundle.signing import PASSPHRASE_ENV, generate_key
+from arcgap.commands.endpoints import _signer
 from arcgap.commands.options import (
     ExportOptions,
     ImportOptions,
@@ -18,6 +20,8 @@ from arcgap.commands.options import (
     SourceOptions,
     TargetOptions,
 )
+from arcgap.commands.settings import collect_endpoint, env_name
+from arcgap.errors import UsageError
 from arcgap.util.secret import Secret
 
 PASSWORD = "pa55-w0rd-in-memory-only"
@@ -31,12 +35,22 @@ def test_side_reprs_mask_the_password() -> None:
         assert given.password is not None and given.password.reveal() == PASSWORD
 
 
-def test_the_run_context_repr_shows_no_environment() -> None:
-    """The environment holds SOURCE_DOCKER_PASSWORD, TARGET_DOCKER_PASSWORD and the signing passphrase."""
-    environ = {"TARGET_DOCKER_PASSWORD": PASSWORD, "ARCGAP_SIGN_PASSPHRASE": PASSWORD, "HOME": "/root"}
+def test_the_run_context_repr_shows_no_environment(tmp_path: Path) -> None:
+    """The environment holds both sides' passwords and the signing passphrase, under the names the run reads
+    (proved below: the run takes each secret from exactly there), and the repr shows none of them."""
+    environ = {env_name("target", "password"): PASSWORD, env_name("source", "password"): PASSWORD,
+               PASSPHRASE_ENV: PASSWORD, "HOME": "/root"}
     context = RunContext(environ=environ)
     assert PASSWORD not in repr(context) and PASSWORD not in str(context)
     assert repr(context).startswith("RunContext(") and context.environ is environ
+    for side in (SourceOptions, TargetOptions):
+        given = side(registry="r.example", repository="arc", username="bob")
+        endpoint = collect_endpoint(given, environ=context.environ, defaults={}, prompt=None, secret_prompt=None)
+        assert endpoint.password is not None and endpoint.password.reveal() == PASSWORD
+    key = generate_key(tmp_path / "k", passphrase=PASSWORD).private  # encrypted: loads only with the passphrase
+    assert _signer(key, context.environ) is not None
+    with pytest.raises(UsageError):
+        _signer(key, {})
 
 
 def test_sides_know_which_side_they_are_and_differ() -> None:

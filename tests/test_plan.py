@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.cli.hints import words
 from arcgap.errors import ExitCode, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest
@@ -291,7 +292,7 @@ def test_tag_override_collision() -> None:
         f"{REGISTRY}/arcdata/arc-controller:v2 and {REGISTRY}/arcdata/arc-controller:v1 "
         "would both become r:5000/mirror/arc-controller:latest"
     )
-    assert info.value.hint == "leave TARGET_DOCKER_TAG empty so each image keeps its own tag"
+    assert words(info.value.hint) == "leave TARGET_DOCKER_TAG empty so each image keeps its own tag"
     assert info.value.exit_code == ExitCode.USAGE
 
 

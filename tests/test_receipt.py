@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from arcgap.bundle.format import BlobEntry
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, ExitCode, LocalIOError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.receipt import (
@@ -160,5 +161,5 @@ def test_write_receipt_is_complete_or_absent(tmp_path: Path) -> None:
     with pytest.raises(LocalIOError) as info:
         write_receipt(tmp_path / "missing-dir" / "r.yaml", _receipt())
     assert info.value.message.startswith("the import finished, but the receipt ")
-    assert info.value.hint == ("run the same import again with --receipt PATH in a writable directory "
+    assert words(info.value.hint) == ("run the same import again with --receipt PATH in a writable directory "
                                "(nothing is sent twice)")

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 
 from arcgap.bundle.signature import BundleSignature
 from arcgap.bundle.signing import check_signature, generate_key, key_paths, load_signer, load_verify_key
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, ExitCode, LocalIOError, SignatureError, UsageError
 from arcgap.oci.digest import Digest
 
@@ -59,8 +60,8 @@ def test_encrypted_key_needs_the_passphrase(tmp_path: Path) -> None:
     assert keys.private.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n")
     with pytest.raises(UsageError) as info:
         load_signer(keys.private, passphrase=None)
-    assert info.value.message == f"{keys.private} is encrypted and ARCGAP_KEY_PASSPHRASE is not set"
-    assert info.value.hint == "set ARCGAP_KEY_PASSPHRASE to the key's passphrase"
+    assert words(info.value.message) == f"{keys.private} is encrypted and ARCGAP_KEY_PASSPHRASE is not set"
+    assert words(info.value.hint) == "set ARCGAP_KEY_PASSPHRASE to the key's passphrase"
     with pytest.raises(UsageError) as info:
         load_signer(keys.private, passphrase="wrong")
     assert info.value.message == f"cannot decrypt {keys.private}: wrong passphrase"
@@ -76,10 +77,10 @@ def test_keys_in_the_wrong_place(tmp_path: Path) -> None:
     keys = generate_key(tmp_path / "k", passphrase=None)
     with pytest.raises(UsageError) as info:
         load_signer(keys.public, passphrase=None)
-    assert info.value.message == f"{keys.public} is a public key; --sign takes the private key"
+    assert words(info.value.message) == f"{keys.public} is a public key; --sign takes the private key"
     with pytest.raises(UsageError) as info:
         load_verify_key(keys.private)
-    assert info.value.message == f"{keys.private} is a private key; --verify-key takes the public key"
+    assert words(info.value.message) == f"{keys.private} is a private key; --verify-key takes the public key"
     assert "keep NAME.key off this side" in info.value.hint
     with pytest.raises(LocalIOError) as missing:
         load_verify_key(tmp_path / "nope.pub")
@@ -135,7 +136,7 @@ def test_check_refuses_unsigned_other_key_and_edited(pair: tuple[Path, Path], tm
     signature = load_signer(private, passphrase=None).sign(DOC)
     with pytest.raises(SignatureError) as info:
         check_signature(DOC, None, key, origin="b.tar.zst")
-    assert info.value.message == f"b.tar.zst is not signed; --verify-key {public} requires a signature"
+    assert words(info.value.message) == f"b.tar.zst is not signed; --verify-key {public} requires a signature"
     assert info.value.exit_code == ExitCode.SIGNATURE == 11
 
     other = generate_key(tmp_path / "other", passphrase=None)

@@ -10,6 +10,7 @@ import pytest
 from arcgap.bundle.format import BaseBundle, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.writer import BundleWriter
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, LocalIOError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.receipt import Receipt
@@ -80,12 +81,12 @@ def test_not_a_base(tmp_path: Path) -> None:
     junk.write_text("hello: world\n")
     with pytest.raises(BundleFormatError) as info:
         load_base(junk)
-    assert info.value.message == f"--since {junk}: not a bundle, sidecar or receipt"
-    assert info.value.hint == ("--since takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) "
+    assert words(info.value.message) == f"--since {junk}: not a bundle, sidecar or receipt"
+    assert words(info.value.hint) == ("--since takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) "
                                "or an import receipt")
     with pytest.raises(LocalIOError) as missing:
         load_base(tmp_path / "nope.tar.zst")
-    assert missing.value.message == f"--since {tmp_path / 'nope.tar.zst'}: no such file"
+    assert words(missing.value.message) == f"--since {tmp_path / 'nope.tar.zst'}: no such file"
     with pytest.raises(LocalIOError, match="is a directory"):
         load_base(tmp_path)
 
@@ -97,7 +98,7 @@ def test_a_damaged_receipt_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(BundleFormatError) as info:
         load_base(path)
     assert info.value.message.startswith(f"{path}:")
-    assert info.value.message.endswith(": not valid YAML (given to --since: a bundle, sidecar or receipt)")
+    assert words(info.value.message).endswith(": not valid YAML (given to --since: a bundle, sidecar or receipt)")
     good = tmp_path / "good.yaml"
     good.write_bytes(_receipt().to_yaml().replace(b"kind: layer", b"kind: rootfs"))
     with pytest.raises(BundleFormatError) as info:

@@ -19,6 +19,7 @@ from arcgap.bundle.partsink import PartSink
 from arcgap.bundle.partstream import PartFile, PartSet, PartStream, check_present, locate
 from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.writer import BundleWriter
+from arcgap.cli.hints import words
 from arcgap.errors import BundleFormatError, ExitCode, IntegrityError, LocalIOError, UsageError
 from arcgap.util.progress import human_bytes
 from devtools.registries import Registry
@@ -82,7 +83,7 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_rejects(text: str, message: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_size(text)
-    assert info.value.message == message
+    assert words(info.value.message) == message
     assert f"hint: {info.value.hint}" == SIZE_HINT
     assert info.value.exit_code == ExitCode.USAGE
 
@@ -460,13 +461,19 @@ def test_estimate_covers_the_bundle(tmp_path: Path) -> None:
     assert estimate_bundle_bytes(CONTENT.manifest) >= CONTENT.manifest.total_bytes
 
 
-def test_free_space_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("arcgap.bundle.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 2048))
+def test_free_space_refused(tmp_path: Path) -> None:
+    asked: list[Path] = []
+
+    def usage(path: Path) -> object:
+        asked.append(path)
+        return shutil._ntuple_diskusage(10, 10, 2048)  # type: ignore[attr-defined]
+
     with pytest.raises(LocalIOError) as info:
-        check_free_space(tmp_path / "new" / "dir", 5 * 1024 * 1024)
+        check_free_space(tmp_path / "new" / "dir", 5 * 1024 * 1024, usage=usage)
+    assert asked == [tmp_path]  # the nearest existing parent is the one asked
     assert info.value.message == (f"not enough free space in {tmp_path}: the bundle needs about 5.0 MiB "
                                   "(5242880 bytes), 2.0 KiB (2048 bytes) available")
-    assert info.value.hint == "free space or choose another --output location; --no-space-check writes anyway"
+    assert words(info.value.hint) == "free space or choose another --output location; --no-space-check writes anyway"
     assert info.value.exit_code == ExitCode.LOCAL_IO
     check_free_space(tmp_path, 2048)
 

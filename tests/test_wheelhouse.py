@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from arcgap.cli.hints import words
 from arcgap.errors import NotFoundError
 from arcgap.installer.wheelhouse import Requirement, Target, read_wheel, resolve, wheel_requirements
 
@@ -106,7 +107,7 @@ def test_a_windows_exporter_is_told_to_name_the_linux_target(monkeypatch: pytest
 
     monkeypatch.setattr(wheelhouse.sys, "platform", "win32")
     native = wheelhouse.targets_for([], [])
-    assert "--installer-platform manylinux2014_x86_64" in (wheelhouse.foreign_host_warning(native) or "")
+    assert "--installer-platform manylinux2014_x86_64" in words(wheelhouse.foreign_host_warning(native) or "")
     assert wheelhouse.foreign_host_warning(wheelhouse.targets_for(["manylinux2014_x86_64"], [])) is None
     monkeypatch.setattr(wheelhouse.sys, "platform", "linux")
     assert wheelhouse.foreign_host_warning(native) is None

@@ -11,7 +11,8 @@ from typing import Any
 
 from arcgap.arc.imagelist import is_release_tag, release_sort_key
 from arcgap.bundle.format import BundleManifest, needed_version
-from arcgap.errors import UsageError
+from arcgap.errors import UsageError, variable
+from arcgap.errors import option as named
 from arcgap.oci.digest import Digest
 
 
@@ -33,19 +34,19 @@ def chain_between(available: Iterable[str], *, start: str, end: str | None, wher
     """The releases after ``start`` (the release the site runs) up to ``end`` (default: the newest of
     ``available``), oldest first. ``start`` need not be in ``available`` (an old release may be gone from
     the source); ``end`` must be."""
-    for tag, option in ((start, "--from-release"), (end, "--to-release")):
+    for tag, option in ((start, named("from_release")), (end, named("to_release"))):
         if tag is not None and not is_release_tag(tag):
             raise UsageError(f"{option} {tag!r} is not a release tag (vMAJOR.MINOR.PATCH_YYYY-MM-DD)")
     releases = oldest_first(t for t in available if is_release_tag(t))
     if not releases:
-        raise UsageError(f"{where} has no release tags", hint="check SOURCE_DOCKER_REPOSITORY")
+        raise UsageError(f"{where} has no release tags", hint=f"check {variable('source.repository')}")
     end = end or releases[-1]
     if end not in releases:
         raise UsageError(f"release {end} is not among the releases of {where}",
                          hint="list them with 'arcgap releases'")
     start_key, end_key = release_sort_key(start), release_sort_key(end)
     if start_key <= end_key:  # keys sort newest first: start is not older than end
-        raise UsageError(f"--from-release {start} is not older than {end}",
+        raise UsageError(f"{named('from_release')} {start} is not older than {end}",
                          hint="give the release the site runs now, and (optionally) a newer one to reach")
     return [t for t in releases if end_key <= release_sort_key(t) < start_key]
 

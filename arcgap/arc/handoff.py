@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from arcgap.arc.imagelist import is_release_tag, release_sort_key
-from arcgap.errors import UsageError
+from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import join_repository, validate_registry, validate_repository, validate_tag
 from arcgap.util.secret import Secret
 
@@ -92,7 +92,7 @@ def choose_release(tags: Iterable[str], wanted: str | None = None) -> str:
         validate_tag(wanted)
         if wanted not in distinct:
             raise UsageError(f"release {wanted} is not among the imported tags ({', '.join(distinct)})",
-                             hint="give one of those tags with --release")
+                             hint=f"give one of those tags with {option('release')}")
         return wanted
     releases = [t for t in distinct if is_release_tag(t)]
     if releases:
@@ -100,7 +100,7 @@ def choose_release(tags: Iterable[str], wanted: str | None = None) -> str:
     if len(distinct) == 1:
         return distinct[0]
     raise UsageError(f"several tags and none is a release tag: {', '.join(distinct)}",
-                     hint="choose the one the data controller runs with --release TAG")
+                     hint=f"choose the one the data controller runs with {option('release')} TAG")
 
 
 # -- the deployment profile (az arcdata dc create / dc config) --------------------------------------------------
@@ -162,7 +162,7 @@ def dockerconfigjson(registry: str, username: str, password: Secret) -> bytes:
 def pull_secret_yaml(h: Handoff, password: Secret) -> bytes:
     """The ``kubernetes.io/dockerconfigjson`` Secret manifest. Holds the password: write it 0600 or to stdout."""
     if h.username is None:
-        raise UsageError("an anonymous registry needs no pull secret", hint="set TARGET_DOCKER_USERNAME")
+        raise UsageError("an anonymous registry needs no pull secret", hint=f"set {variable('target.username')}")
     metadata: dict[str, str] = {"name": h.secret_name}
     if h.namespace is not None:
         metadata["namespace"] = h.namespace

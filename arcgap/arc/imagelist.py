@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import yaml
 
-from arcgap.errors import LocalIOError, UsageError
+from arcgap.errors import LocalIOError, UsageError, option
 from arcgap.oci.reference import (
     Reference,
     join_repository,
@@ -124,7 +124,7 @@ def load_shipped_release(tag: str) -> ImageList:
         available = ", ".join(sorted(files, key=release_sort_key)) or "none"
         raise UsageError(
             f"no shipped image list for release {tag!r}",
-            hint=f"shipped releases: {available}; for another release give your own list (--images FILE)",
+            hint=f"shipped releases: {available}; for another release give your own list ({option('images')} FILE)",
         )
     images = parse_image_list(files[tag].read_text(encoding="utf-8"), origin=f"manifests/{tag}.yaml")
     return replace(images, origin=f"release {tag}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from arcgap.arc.imagelist import FORMAT, ImageEntry, ImageList, parse_image_list
 from arcgap.arc.releases import find_missing
-from arcgap.errors import LocalIOError, NotFoundError, UsageError
+from arcgap.errors import LocalIOError, NotFoundError, UsageError, option
 from arcgap.oci.reference import parse_reference
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
@@ -112,7 +112,7 @@ def new_image_list(
     added: list[ImageEntry] = []
     for entry in add.images if add is not None else ():
         if entry.name in known:
-            raise UsageError(f"--add {entry.name}: already in {previous.origin}", hint="give only new images")
+            raise UsageError(f"{option('add')} {entry.name}: already in {previous.origin}", hint="give only new images")
         known.add(entry.name)
         added.append(entry)
     everything = entries + added
@@ -122,7 +122,8 @@ def new_image_list(
     if len(gone) == len(everything):
         raise NotFoundError(
             f"no image of {previous.origin} has the tag {tag} at {registry}/{repository}",
-            hint="check the tag with 'arcgap releases' and the source with --source-registry/--source-repository",
+            hint="check the tag with 'arcgap releases' and the source with "
+                 f"{option('source.registry')}/{option('source.repository')}",
         )
     kept = [e for e in everything if e.name not in gone]
     return kept, [e.name for e in added if e.name not in gone], [e.name for e in everything if e.name in gone]
@@ -130,7 +131,8 @@ def new_image_list(
 
 def refuse_existing(path: Path, *, overwrite: bool) -> None:
     if path.exists() and not overwrite:
-        raise LocalIOError(f"{path} already exists", hint="pass --force to replace it, or --output another file")
+        raise LocalIOError(f"{path} already exists", hint=f"pass {option('force')} to replace it, or "
+                                                          f"{option('output')} another file")
 
 
 def write_text(path: Path, text: str, *, overwrite: bool) -> None:

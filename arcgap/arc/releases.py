@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arcgap.arc.imagelist import is_release_tag, release_sort_key, shipped_releases
-from arcgap.errors import NotFoundError
+from arcgap.errors import NotFoundError, option, variable
 from arcgap.oci.reference import join_repository
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
@@ -59,7 +59,8 @@ def list_releases(client: RegistryClient, *, repository: str, image: str = REFER
     except NotFoundError:
         raise NotFoundError(
             f"{client.registry}/{repo} not found: cannot list its release tags",
-            hint="check SOURCE_DOCKER_REGISTRY and SOURCE_DOCKER_REPOSITORY (or --image for another reference image)",
+            hint=f"check {variable('source.registry')} and {variable('source.repository')} (or {option('image')} for "
+                 "another reference image)",
         ) from None
     shipped = set(shipped_releases())
     ordered = sorted(set(tags), key=release_sort_key)
@@ -75,7 +76,7 @@ def latest_release(client: RegistryClient, *, repository: str, image: str = REFE
         raise NotFoundError(
             f"{client.registry}/{join_repository(repository, image)} has no release tag "
             f"(vMAJOR.MINOR.PATCH_YYYY-MM-DD) among its {len(found.other_tags)} tags",
-            hint="pass the tag with --source-tag, or check SOURCE_DOCKER_REPOSITORY",
+            hint=f"pass the tag with {option('source.tag')}, or check {variable('source.repository')}",
         )
     return found.latest
 
@@ -101,13 +102,13 @@ def missing_error(missing: Sequence[Wanted], *, total: int, can_skip: bool = Tru
     """One error naming every missing image, so a single run shows the whole gap."""
     if len(missing) == 1:
         message = f"image {missing[0].reference} not found at the source"
-        hint = "check the image name and SOURCE_DOCKER_TAG (or the image list)"
+        hint = f"check the image name and {variable('source.tag')} (or the image list)"
     else:
         message = f"{len(missing)} of {total} images are not at the source: " + ", ".join(
             str(w.reference) for w in missing)
         hint = "check the tag with 'arcgap releases'; write a list for it with 'arcgap manifests new TAG'"
     if can_skip and len(missing) < total:
-        hint += "; or pass --skip-missing to export the others and record the gap in the bundle"
+        hint += f"; or pass {option('skip_missing')} to export the others and record the gap in the bundle"
     return NotFoundError(message, hint=hint)
 
 

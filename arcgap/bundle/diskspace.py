@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from arcgap.bundle import tarstream
 from arcgap.bundle.format import BundleManifest
-from arcgap.errors import LocalIOError
+from arcgap.errors import LocalIOError, option
 from arcgap.util.progress import human_bytes
 
 # zstd never expands incompressible data by more than 3 bytes per 128 KiB block (RFC 8878 §3.1.1.2), plus
@@ -30,23 +32,26 @@ def estimate_bundle_bytes(manifest: BundleManifest) -> int:
     return tar + tar // 32768 + _MARGIN_BYTES
 
 
-def free_bytes(directory: Path) -> tuple[Path, int]:
-    """Free bytes for an unprivileged writer in ``directory`` (or its nearest existing parent)."""
+def free_bytes(directory: Path, *, usage: Callable[[Path], Any] | None = None) -> tuple[Path, int]:
+    """Free bytes for an unprivileged writer in ``directory`` (or its nearest existing parent), as ``usage``
+    (default ``shutil.disk_usage``, looked up at the call) reports them."""
     probe = directory.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return probe, shutil.disk_usage(probe).free
+    return probe, (usage or shutil.disk_usage)(probe).free
 
 
-def check_free_space(directory: Path, needed_bytes: int) -> None:
+def check_free_space(
+    directory: Path, needed_bytes: int, *, usage: Callable[[Path], Any] | None = None,
+) -> None:
     """Raise LocalIOError when ``directory`` cannot hold ``needed_bytes``."""
     try:
-        where, free = free_bytes(directory)
+        where, free = free_bytes(directory, usage=usage)
     except OSError:
         return  # cannot tell (odd filesystem): writing will report a full disk precisely
     if free < needed_bytes:
         raise LocalIOError(
             f"not enough free space in {where}: the bundle needs about {human_bytes(needed_bytes)} "
             f"({needed_bytes} bytes), {human_bytes(free)} ({free} bytes) available",
-            hint="free space or choose another --output location; --no-space-check writes anyway",
+            hint=f"free space or choose another {option('output')} location; {option('no_space_check')} writes anyway",
         )

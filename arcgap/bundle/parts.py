@@ -14,6 +14,7 @@ import yaml
 
 from arcgap.bundle import limits
 from arcgap.errors import BundleFormatError, UsageError
+from arcgap.errors import option as named
 from arcgap.util import safeyaml
 
 SIDECAR_SUFFIX = ".parts.yaml"
@@ -34,7 +35,7 @@ SIZE_FORMS = ("fat32 (4 GiB − 1 byte), dvd (4.7 GB), bd25 (25 GB), or a number
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
-def parse_size(text: str, *, option: str = "--split-size") -> int:
+def parse_size(text: str, *, option: str = named("split_size")) -> int:
     """Bytes for a preset (``fat32``) or a number with an explicit unit (``4GB``, ``4GiB``); rounds down."""
     hint = f"give {SIZE_FORMS}"
     preset = PRESETS.get(text.strip().lower())

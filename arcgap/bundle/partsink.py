@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from arcgap.bundle.parts import PART_SUFFIX, BundleIdentity, PartEntry, PartsIndex, part_name, sidecar_name
-from arcgap.errors import LocalIOError
+from arcgap.errors import LocalIOError, option
 from arcgap.util.directfile import SequentialWriter
 
 
@@ -165,5 +165,6 @@ def io_error(exc: OSError, sink: PartSink) -> LocalIOError:
     if exc.errno == errno.ENOSPC:
         removed = "the partial files were removed" if split else "the partial file was removed"
         return LocalIOError(f"disk full while writing {sink.current}; {removed}",
-                            hint="free space or choose another --output location")
-    return LocalIOError(f"cannot write {sink.current}: {exc.strerror or exc}", hint="check the --output path")
+                            hint=f"free space or choose another {option('output')} location")
+    return LocalIOError(f"cannot write {sink.current}: {exc.strerror or exc}",
+                        hint=f"check the {option('output')} path")

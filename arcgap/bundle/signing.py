@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.signature import BundleSignature
-from arcgap.errors import LocalIOError, SignatureError, UsageError
+from arcgap.errors import LocalIOError, SignatureError, UsageError, option, variable
 from arcgap.oci.digest import Digest
 
 PASSPHRASE_ENV = "ARCGAP_KEY_PASSPHRASE"
@@ -67,7 +67,8 @@ def generate_key(output: Path, *, passphrase: str | None) -> KeyFiles:
     private_path, public_path = key_paths(output)
     for path in (private_path, public_path):
         if path.exists():
-            raise LocalIOError(f"{path} already exists", hint="choose another --output; arcgap never overwrites a key")
+            raise LocalIOError(f"{path} already exists",
+                               hint=f"choose another {option('output')}; arcgap never overwrites a key")
     key = Ed25519PrivateKey.generate()
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
@@ -86,7 +87,7 @@ def generate_key(output: Path, *, passphrase: str | None) -> KeyFiles:
             fh.write(public_pem)
     except OSError as exc:
         raise LocalIOError(f"cannot write {exc.filename or private_path}: {exc.strerror or exc}",
-                           hint="check the --output path") from None
+                           hint=f"check the {option('output')} path") from None
     return KeyFiles(private_path, public_path, fingerprint_of(key.public_key()), encrypted=bool(passphrase))
 
 
@@ -105,20 +106,21 @@ def load_signer(path: Path, *, passphrase: str | None) -> Signer:
     """The private key for ``export --sign``; a passphrase is used only when the key is encrypted."""
     data = _read_pem(path, "private")
     if b"-----BEGIN PUBLIC KEY-----" in data:
-        raise UsageError(f"{path} is a public key; --sign takes the private key",
-                         hint="give NAME.key written by 'arcgap keygen --output NAME'")
+        raise UsageError(f"{path} is a public key; {option('sign')} takes the private key",
+                         hint=f"give NAME.key written by 'arcgap keygen {option('output')} NAME'")
     encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data
     if encrypted and not passphrase:
-        raise UsageError(f"{path} is encrypted and {PASSPHRASE_ENV} is not set",
-                         hint=f"set {PASSPHRASE_ENV} to the key's passphrase")
+        raise UsageError(f"{path} is encrypted and {variable('sign.passphrase')} is not set",
+                         hint=f"set {variable('sign.passphrase')} to the key's passphrase")
     try:
         key = serialization.load_pem_private_key(data, password=passphrase.encode() if encrypted and passphrase
                                                  else None)
     except (ValueError, TypeError):
         if encrypted:
-            raise UsageError(f"cannot decrypt {path}: wrong passphrase", hint=f"check {PASSPHRASE_ENV}") from None
+            raise UsageError(f"cannot decrypt {path}: wrong passphrase",
+                             hint=f"check {variable('sign.passphrase')}") from None
         raise UsageError(f"{path} is not a PEM private key",
-                         hint="give NAME.key written by 'arcgap keygen --output NAME'") from None
+                         hint=f"give NAME.key written by 'arcgap keygen {option('output')} NAME'") from None
     except UnsupportedAlgorithm:
         raise UsageError(f"{path} is not a usable private key", hint="create one with 'arcgap keygen'") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -131,16 +133,17 @@ def load_verify_key(path: Path) -> VerifyKey:
     """The public key for ``--verify-key``; a private key is refused (it does not belong on this side)."""
     data = _read_pem(path, "public")
     if b"PRIVATE KEY-----" in data:
-        raise UsageError(f"{path} is a private key; --verify-key takes the public key",
-                         hint="give NAME.pub written by 'arcgap keygen --output NAME'; keep NAME.key off this side")
+        raise UsageError(f"{path} is a private key; {option('verify_key')} takes the public key",
+                         hint=f"give NAME.pub written by 'arcgap keygen {option('output')} NAME'; "
+                              "keep NAME.key off this side")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
         raise UsageError(f"{path} is not a PEM public key",
-                         hint="give NAME.pub written by 'arcgap keygen --output NAME'") from None
+                         hint=f"give NAME.pub written by 'arcgap keygen {option('output')} NAME'") from None
     if not isinstance(key, Ed25519PublicKey):
         raise UsageError(f"{path} is not an Ed25519 public key; arcgap signs with Ed25519",
-                         hint="give NAME.pub written by 'arcgap keygen --output NAME'")
+                         hint=f"give NAME.pub written by 'arcgap keygen {option('output')} NAME'")
     return VerifyKey(path, fingerprint_of(key), key)
 
 
@@ -149,8 +152,8 @@ def check_signature(
 ) -> Digest:
     """Raise SignatureError unless ``key`` signed exactly these arcgap.yaml bytes; returns the fingerprint."""
     if signature is None:
-        raise SignatureError(f"{origin} is not signed; --verify-key {key.path} requires a signature",
-                             hint="ask for a bundle exported with 'arcgap export --sign KEY'")
+        raise SignatureError(f"{origin} is not signed; {option('verify_key')} {key.path} requires a signature",
+                             hint=f"ask for a bundle exported with 'arcgap export {option('sign')} KEY'")
     if signature.key_fingerprint != key.fingerprint:
         raise SignatureError(
             f"{origin} is signed by another key ({signature.key_fingerprint}), not by {key.path} ({key.fingerprint})",

@@ -26,7 +26,7 @@ from arcgap.bundle.diskspace import check_free_space
 from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
 from arcgap.bundle.parts import BundleIdentity, PartsIndex
 from arcgap.bundle.partsink import PartSink, existing_outputs, io_error
-from arcgap.errors import LocalIOError
+from arcgap.errors import LocalIOError, option
 from arcgap.oci.digest import Digest
 from arcgap.util.backgroundsink import BackgroundSink
 
@@ -71,7 +71,8 @@ class BundleWriter:
         existing = existing_outputs(self.path)
         if existing and not self.overwrite:
             raise LocalIOError(
-                f"{existing[0]} already exists", hint="remove it, choose another --output, or pass --force"
+                f"{existing[0]} already exists",
+                hint=f"remove it, choose another {option('output')}, or pass {option('force')}",
             )
         if self.expected_bytes is not None:
             check_free_space(self.path.parent, self.expected_bytes)

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
 from arcgap.cli.common import app, stop_progress
-from arcgap.cli.hints import hint_for
+from arcgap.cli.hints import hint_for, words
 from arcgap.errors import ArcgapError, ExitCode
 from arcgap.util.safetext import safe
 
@@ -37,9 +37,9 @@ for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools", 
 def _fail(message: str, hint: str, code: int) -> int:
     """Exactly one ``error:`` line and one ``hint:`` line: text from a bundle or a registry is escaped."""
     stop_progress()  # a failed run never reached its reporter's close(): the bar would cover these lines
-    print(f"error: {safe(message)}", file=sys.stderr)
+    print(f"error: {safe(words(message))}", file=sys.stderr)
     if hint:
-        print(f"hint: {safe(hint)}", file=sys.stderr)
+        print(f"hint: {safe(words(hint))}", file=sys.stderr)
     return code
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import typer
 
 from arcgap import __version__
+from arcgap.cli.hints import words
 from arcgap.errors import UsageError
 from arcgap.util.progress import PlainReporter, Reporter, RichReporter
 from arcgap.util.secret import Secret
@@ -61,7 +62,7 @@ def secret_prompt(label: str) -> str:
 
 def warn(text: str) -> None:
     """The one way a warning reaches the user: ``warning: …`` on stderr, with or without --quiet."""
-    typer.echo(f"warning: {safe(text)}", err=True)
+    typer.echo(f"warning: {safe(words(text))}", err=True)
 
 
 class QuietReporter(Reporter):
@@ -69,6 +70,16 @@ class QuietReporter(Reporter):
 
     def warn(self, text: str) -> None:
         warn(text)
+
+
+class _WordedRich(RichReporter):
+    def warn(self, text: str) -> None:
+        super().warn(words(text))
+
+
+class _WordedPlain(PlainReporter):
+    def warn(self, text: str) -> None:
+        super().warn(words(text))
 
 
 _LIVE: list[Reporter] = []  # progress bars drawn on the terminal: stopped before an error line is printed
@@ -79,10 +90,10 @@ def reporter_for(quiet: bool) -> Reporter:
     if quiet:
         return QuietReporter()
     if sys.stderr.isatty():
-        reporter = RichReporter()
+        reporter = _WordedRich()  # a warning from below names settings as data: spelled here
         _LIVE.append(reporter)
         return reporter
-    return PlainReporter()
+    return _WordedPlain()
 
 
 def stop_progress() -> None:

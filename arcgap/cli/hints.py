@@ -1,15 +1,55 @@
 """The hint for a registry's neutral error: what to check, worded for the side (source or target) whose
-registry failed, as the seed procedure names its settings (SOURCE_DOCKER_* / TARGET_DOCKER_*, --source-*)."""
+registry failed, as the seed procedure names its settings (SOURCE_DOCKER_* / TARGET_DOCKER_*, --source-*);
+and :func:`words`, which spells the settings a lower layer's text names as data (:func:`arcgap.errors.option`,
+:func:`arcgap.errors.variable`): the one place that knows the options' and the environment variables' names."""
 
 from __future__ import annotations
 
-from arcgap.errors import ArcgapError, Fault
+from arcgap.errors import ArcgapError, Fault, spell
+
+SIDES = ("source", "target")
+# A side's settings: --source-ca-file / SOURCE_DOCKER_REGISTRY, and so on.
+SIDE_OPTIONS = ("registry", "repository", "username", "tag", "ca_file", "plain_http", "insecure")
+SIDE_VARIABLES = ("registry", "repository", "username", "password", "tag")
+# Settings that belong to no side: the neutral key → the option's name.
+OPTIONS = {key: "--" + key.replace("_", "-") for key in (
+    "add", "bundle", "cache_dir", "cache_max_size", "ca_file", "dry_run", "engine", "force", "from_local",
+    "from_release", "handoff", "help", "image", "images", "installer_platform", "installer_python", "json",
+    "no_cache", "no_secret", "no_space_check", "output", "password_stdin", "plain_http", "platform", "receipt",
+    "release", "since", "sign", "skip_missing", "split_size", "to_release", "username", "verify_key",
+    "with_installer",
+)}  # fmt: skip
+VARIABLES = {"sign.passphrase": "ARCGAP_KEY_PASSPHRASE", "debug": "ARCGAP_DEBUG"}
+
+
+def word(kind: str, key: str) -> str:
+    """The command line's name for a setting; KeyError for a key nobody defined (a test keeps them defined)."""
+    side, _, name = key.partition(".")
+    if kind == "option":
+        if side in SIDES and name in SIDE_OPTIONS:
+            return f"--{side}-{name.replace('_', '-')}"
+        return OPTIONS[key]
+    if side in SIDES and name in SIDE_VARIABLES:
+        return f"{side.upper()}_DOCKER_{name.upper()}"
+    return VARIABLES[key]
+
+
+def _word_or_key(kind: str, key: str) -> str:
+    try:
+        return word(kind, key)
+    except KeyError:  # a key without a name must not cost the user the error line: show the key
+        return key
+
+
+def words(text: str) -> str:
+    """``text`` as the user reads it: each setting named as data spelled as its option or variable."""
+    return spell(text, _word_or_key)
 
 
 def hint_for(exc: ArcgapError) -> str:
     """The error's own hint; else, for a registry's error, what to check on its side; else nothing."""
     if exc.hint or exc.detail is None:
-        return exc.hint
+        return words(exc.hint)
     detail, side = exc.detail, exc.side
     env = f"{side.upper()}_DOCKER" if side else None
     fault = detail.fault

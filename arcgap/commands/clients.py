@@ -9,7 +9,7 @@ from pathlib import Path
 
 from arcgap.commands.options import SideOptions
 from arcgap.commands.settings import Endpoint
-from arcgap.errors import ArcgapError, UsageError
+from arcgap.errors import ArcgapError, UsageError, option
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, lookup_credentials
 from arcgap.registry.transport import TLSOptions
@@ -79,7 +79,7 @@ def registry_side(endpoint: Endpoint, given: SideOptions, *, jobs: int, environ:
 
 def side_tls(endpoint: Endpoint, *, ca_file: Path | None, insecure: bool) -> TLSOptions:
     if ca_file is not None and not ca_file.is_file():
-        raise UsageError(f"CA file {ca_file} does not exist", hint=f"check --{endpoint.role}-ca-file")
+        raise UsageError(f"CA file {ca_file} does not exist", hint=f"check {option(endpoint.role + '.ca_file')}")
     if endpoint.plain_http and (insecure or ca_file):
-        raise UsageError(f"--{endpoint.role}-plain-http cannot be combined with TLS options")
+        raise UsageError(f"{option(endpoint.role + '.plain_http')} cannot be combined with TLS options")
     return TLSOptions(plain_http=endpoint.plain_http, insecure=insecure, ca_file=ca_file)

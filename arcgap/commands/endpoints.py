@@ -17,7 +17,7 @@ from arcgap.commands.options import (
     SourceOptions,
     TargetOptions,
 )
-from arcgap.errors import UsageError
+from arcgap.errors import UsageError, option
 
 if TYPE_CHECKING:
     from arcgap.bundle.signing import Signer
@@ -64,7 +64,7 @@ def export_output(options: ExportOptions, environ: Mapping[str, str]) -> Callabl
 
         if o.sign_key is not None or o.split_size is not None or o.since:
             raise UsageError("an OCI layout holds whole, unsigned images in one directory: it does not combine "
-                             "with --sign, --split-size or --since", hint="leave those out, or write a bundle")
+                             f"with {option('sign')}, {option('split_size')} or {option('since')}", hint="leave those out, or write a bundle")
         return lambda default: LayoutOutput(o.output or _layout_name(default), overwrite=o.force)
     from arcgap.bundle.parts import parse_size
     from arcgap.transfer.export import BundleOutput

@@ -11,7 +11,7 @@ from arcgap.arc.releases import LATEST
 from arcgap.bundle.reader import open_bundle
 from arcgap.commands.options import ExportOptions, ImportOptions, RunContext, SourceOptions, TargetOptions
 from arcgap.commands.transfer import chain_request, collect_source, collect_target, default_output, verify_key_from
-from arcgap.errors import UsageError
+from arcgap.errors import UsageError, option
 
 if TYPE_CHECKING:
     from arcgap.dockerengine.load import EngineImportResult
@@ -42,11 +42,13 @@ def check_engine_export(source: SourceOptions, options: ExportOptions) -> None:
     o = options
     if o.since or o.sign_key or o.installer_targets or o.skip_missing or o.platform or source.ca_file \
             or source.insecure:
-        raise UsageError("--engine docker does not combine with --since, --sign, --with-installer, "
-                         "--skip-missing, --platform or source TLS options",
+        raise UsageError(f"{option('engine')} docker does not combine with {option('since')}, {option('sign')}, "
+                         f"{option('with_installer')}, {option('skip_missing')}, {option('platform')} or source "
+                         "TLS options",
                          hint="the engine pulls with its own TLS settings (/etc/docker/certs.d)")
     if chain_request(o) is not None:
-        raise UsageError("--engine docker carries one release a bundle", hint="leave out --engine docker")
+        raise UsageError(f"{option('engine')} docker carries one release a bundle",
+                         hint=f"leave out {option('engine')} docker")
 
 
 def run_engine_export(source: SourceOptions, options: ExportOptions, context: RunContext, *,
@@ -59,11 +61,12 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
 
     o, selection = options, options.selection
     if selection.release == LATEST:
-        raise UsageError("--release latest is not available with --engine docker", hint="name the release")
+        raise UsageError(f"{option('release')} latest is not available with {option('engine')} docker",
+                         hint="name the release")
     auth = None
     if o.from_local:
         if not selection.names or selection.release is not None or selection.images_file is not None:
-            raise UsageError("--from-local takes the local images' names as arguments (e.g. myapp:dev)")
+            raise UsageError(f"{option('from_local')} takes the local images' names as arguments (e.g. myapp:dev)")
         images = _local_images(selection.names)
         registry, repository = "local", ""
         out = output(Path("local-images.tar.zst"))
@@ -92,9 +95,9 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
 def run_engine_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> EngineImportResult:
     """Verify while streaming into ``docker load``, then push through the engine."""
     if options.dry_run:
-        raise UsageError("--dry-run is not available with --engine docker")
+        raise UsageError(f"{option('dry_run')} is not available with {option('engine')} docker")
     if target.ca_file is not None or target.insecure:
-        raise UsageError("with --engine docker the engine's own TLS settings apply",
+        raise UsageError(f"with {option('engine')} docker the engine's own TLS settings apply",
                          hint="put the CA in /etc/docker/certs.d/HOST:PORT/ca.crt on the engine's machine")
     from arcgap.dockerengine import connect
     from arcgap.dockerengine.load import engine_import

@@ -22,7 +22,7 @@ from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.smallfile import Wording, read_small_file
 from arcgap.commands.options import RunContext, TargetOptions
 from arcgap.commands.settings import Endpoint, collect_endpoint, env_name
-from arcgap.errors import BundleFormatError, LocalIOError, UsageError
+from arcgap.errors import BundleFormatError, LocalIOError, UsageError, option
 from arcgap.transfer.preflight import (
     Expected,
     PreflightResult,
@@ -116,14 +116,15 @@ def expected_images(given: ReleaseInput, endpoint: Endpoint, *, release: str | N
         assert given.image_list is not None
         tag = endpoint.tag or release or given.image_list.release
         if tag is None:
-            raise UsageError(f"{given.origin} names no release tag", hint="give --release TAG or --target-tag TAG")
+            raise UsageError(f"{given.origin} names no release tag", hint=f"give {option('release')} TAG or "
+                                                                          f"{option('target.tag')} TAG")
         images = expected_from_list(given.image_list, repository=endpoint.repository, tag=tag)
     if release is not None and given.image_list is None:
         chosen = [e for e in images if e.tag == release]
         if not chosen:
             tags = ", ".join(sorted({e.tag for e in images}))
             raise UsageError(f"release {release} is not in {given.origin} (tags: {tags})",
-                             hint="give one of those tags with --release, or leave it out")
+                             hint=f"give one of those tags with {option('release')}, or leave it out")
         images = chosen
     return images
 
@@ -169,7 +170,8 @@ def check_handoff_dir(directory: Path, *, force: bool) -> None:
         present = [n for n in planned_files(with_secret=True, secret_to_stdout=False) if (directory / n).exists()]
         if present:
             raise LocalIOError(f"hand-off directory {directory} already holds {', '.join(sorted(present))}",
-                               hint="choose another directory, or pass --force to 'arcgap handoff' to replace them")
+                               hint=f"choose another directory, or pass {option('force')} to 'arcgap handoff' to "
+                                    "replace them")
     parent = directory if directory.is_dir() else (directory.parent if str(directory.parent) else Path("."))
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise LocalIOError(f"cannot write the hand-off to {directory}: permission denied",
@@ -227,7 +229,7 @@ def write_handoff(
             _write(directory, name, data, secret=secret)
     except OSError as exc:
         raise LocalIOError(f"cannot write the hand-off to {directory}: {exc.strerror or exc}",
-                           hint="choose a directory you can write to (--output)") from None
+                           hint=f"choose a directory you can write to ({option('output')})") from None
     result.files = [name for name, _, _ in files]
     result.secret_files = [name for name, _, secret in files if secret]
     return result
@@ -244,7 +246,8 @@ def handoff_for(
     """The hand-off values for the release among ``images`` (the newest, or ``release``), and its references."""
     tag = render.choose_release([e.tag for e in images], release) if images else (release or endpoint.tag)
     if tag is None:
-        raise UsageError("which release? nothing names its tag", hint="give --receipt FILE, a bundle, or --release TAG")
+        raise UsageError("which release? nothing names its tag", hint=f"give {option('receipt')} FILE, a bundle, or "
+                                                                      f"{option('release')} TAG")
     h = render.Handoff(registry=endpoint.registry, repository=endpoint.repository, tag=tag,
                        username=endpoint.username, secret_name=secret_name, pull_policy=pull_policy,
                        namespace=namespace)
@@ -323,7 +326,8 @@ def run_preflight(target: TargetOptions, options: PreflightOptions, context: Run
 
     o = options
     if o.source is None and o.release is None:
-        raise UsageError("what should the target hold?", hint=INPUT_HINT + ", or --release TAG for a shipped list")
+        raise UsageError("what should the target hold?", hint=INPUT_HINT + f", or {option('release')} TAG for a "
+                                                                           "shipped list")
     given = choose_input(o.source, o.release)
     assert given is not None
     endpoint = target_endpoint(given, target, context)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from arcgap.commands.settings import split_scheme
-from arcgap.errors import AuthError, UsageError
+from arcgap.errors import AuthError, UsageError, option
 from arcgap.oci.reference import validate_registry
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, erase_credentials, store_credentials
@@ -73,9 +73,9 @@ def login(
     """Check the credentials at the registry, then store them as ``docker login`` does."""
     host, _ = registry_host(registry)
     if not username:
-        raise UsageError("no username given", hint="pass --username, or answer the prompt")
+        raise UsageError("no username given", hint=f"pass {option('username')}, or answer the prompt")
     if not password:
-        raise UsageError("empty password", hint="pipe it with --password-stdin, or answer the prompt")
+        raise UsageError("empty password", hint=f"pipe it with {option('password_stdin')}, or answer the prompt")
     creds = Credentials(username, password, source="login")
     scheme = verify_login(host, creds, tls)
     stored = store_credentials(host, creds, environ=environ)
@@ -91,7 +91,7 @@ def logout(registry: str, *, environ: Mapping[str, str] | None = None) -> Logout
 def tls_for(plain_from_url: bool | None, *, plain_http: bool, insecure: bool, ca_file: Path | None) -> TLSOptions:
     plain = plain_http or bool(plain_from_url)
     if ca_file is not None and not ca_file.is_file():
-        raise UsageError(f"CA file {ca_file} does not exist", hint="check --ca-file")
+        raise UsageError(f"CA file {ca_file} does not exist", hint=f"check {option('ca_file')}")
     if plain and (insecure or ca_file is not None):
-        raise UsageError("--plain-http cannot be combined with TLS options")
+        raise UsageError(f"{option('plain_http')} cannot be combined with TLS options")
     return TLSOptions(plain_http=plain, insecure=insecure, ca_file=ca_file)

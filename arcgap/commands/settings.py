@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from arcgap.commands.options import Prompt, SecretPrompt, SideOptions
-from arcgap.errors import UsageError
+from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import validate_registry, validate_repository, validate_tag
 from arcgap.util.secret import Secret
 
@@ -86,8 +86,8 @@ def collect_endpoint(
     for key in ("registry", "repository"):
         if values[key] is None:
             raise UsageError(
-                f"{env_name(role, key)} is not set",
-                hint=f"pass --{role}-{key} or set {env_name(role, key)}",
+                f"{variable(f'{role}.{key}')} is not set",
+                hint=f"pass {option(f'{role}.{key}')} or set {variable(f'{role}.{key}')}",
             )
     registry, scheme_plain = split_scheme(values["registry"] or "")
     validate_registry(registry)
@@ -103,8 +103,9 @@ def collect_endpoint(
             raw = secret_prompt(f"{role} password for {values['username']}") or None
         if raw is None:
             raise UsageError(
-                f"{env_name(role, 'password')} is not set for user {values['username']!r}",
-                hint=f"set {env_name(role, 'password')}, pipe it with --password-stdin, or run on a terminal",
+                f"{variable(role + '.password')} is not set for user {values['username']!r}",
+                hint=f"set {variable(role + '.password')}, pipe it with {option('password_stdin')}, or run on a "
+                     "terminal",
             )
         password = Secret(raw)
     return Endpoint(

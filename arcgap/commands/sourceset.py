@@ -14,7 +14,7 @@ from arcgap.arc.discover import Discovery, compare, discover_release, discovered
 from arcgap.arc.imagelist import ImageList, default_release_tag, load_shipped_release, shipped_releases
 from arcgap.arc.releases import latest_release, list_releases
 from arcgap.commands.settings import Endpoint
-from arcgap.errors import ArcgapError, UsageError
+from arcgap.errors import ArcgapError, UsageError, option
 from arcgap.registry.client import RegistryClient
 
 Warn = Callable[[str], None]
@@ -31,9 +31,10 @@ class ChainRequest:
 
     def __post_init__(self) -> None:
         if self.tags and (self.start or self.end):
-            raise UsageError("give either several --release tags or --from-release [--to-release], not both")
+            raise UsageError(f"give either several {option('release')} tags or {option('from_release')} "
+                             f"[{option('to_release')}], not both")
         if self.end and not self.start:
-            raise UsageError("--to-release needs --from-release (the release the site runs)")
+            raise UsageError(f"{option('to_release')} needs {option('from_release')} (the release the site runs)")
 
 
 def newest_or_shipped(client: RegistryClient, endpoint: Endpoint, warn: Warn) -> str:
@@ -56,7 +57,7 @@ def shipped_or_newest(tag: str, warn: Warn) -> ImageList:
         return load_shipped_release(tag)
     newest = default_release_tag()
     warn(f"no shipped image list for {tag}; using the list of {newest} "
-         "(check it against the release notes, or pass --images FILE)")
+         f"(check it against the release notes, or pass {option('images')} FILE)")
     return load_shipped_release(newest)
 
 

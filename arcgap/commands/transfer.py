@@ -28,8 +28,8 @@ from arcgap.commands.options import (
     SourceOptions,
     TargetOptions,
 )
-from arcgap.commands.settings import Endpoint, collect_endpoint
-from arcgap.errors import UsageError
+from arcgap.commands.settings import Endpoint, collect_endpoint, env_name
+from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import validate_tag
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 def choose_list(*, names: Sequence[str], release: str | None, images_file: Path | None) -> ImageList | None:
     """The image list from names, a file or a shipped release; None means "the list of the source tag"."""
     if sum((bool(names), release is not None, images_file is not None)) > 1:
-        raise UsageError("give image names, --images FILE or --release TAG, not several of them")
+        raise UsageError(f"give image names, {option('images')} FILE or {option('release')} TAG, not several of them")
     if names:
         return images_from_names(names)
     if images_file is not None:
@@ -151,15 +151,15 @@ def collect_source(
     upgrade chain (``chain``) the releases give the tags: no tag is collected."""
     names, release, images_file = selection.names, selection.release, selection.images_file
     if chain and (given.tag or release is not None):
-        raise UsageError("an upgrade chain takes its tags from the releases: give no --source-tag with it")
+        raise UsageError(f"an upgrade chain takes its tags from the releases: give no {option('source.tag')} with it")
     latest = release == LATEST  # the newest release tag at the source, looked up once connected
     if latest and (names or images_file is not None or given.tag):
-        raise UsageError("--release latest chooses the list and the tag: give no image names, --images or "
-                         "--source-tag with it")
+        raise UsageError(f"{option('release')} latest chooses the list and the tag: give no image names, "
+                         f"{option('images')} or {option('source.tag')} with it")
     # a release without a shipped list is fine: its images come from the source's catalog once connected
     unshipped = release is not None and not latest and release not in shipped_releases()
     if unshipped and (names or images_file is not None):
-        raise UsageError("give image names, --images FILE or --release TAG, not several of them")
+        raise UsageError(f"give image names, {option('images')} FILE or {option('release')} TAG, not several of them")
     image_list = choose_list(names=names, release=None if (latest or unshipped) else release, images_file=images_file)
     if unshipped:
         validate_tag(release or "")
@@ -167,7 +167,7 @@ def collect_source(
         or default_release_tag()
     prompt = context.prompt
     follow = not chain and release is None and images_file is None and not names and not given.tag \
-        and not context.environ.get("SOURCE_DOCKER_TAG", "").strip()
+        and not context.environ.get(env_name("source", "tag"), "").strip()
     if latest or chain or (follow and (prompt is None or newest is not None)):
         given = replace(given, tag=LATEST)  # as an option it beats SOURCE_DOCKER_TAG and is never asked for
     defaults = {
@@ -206,7 +206,7 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
     """Registry → ``output(default name)`` (:func:`arcgap.commands.endpoints.export_output`: a bundle, a layout)."""
     o = options
     if o.from_local:
-        raise UsageError("--from-local needs --engine docker")
+        raise UsageError(f"{option('from_local')} needs {option('engine')} docker")
     from arcgap.transfer.export import export_bundle
     from arcgap.transfer.since import load_bases
 
@@ -237,7 +237,8 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
                 wanted += some
                 skipped += gaps
             for item in skipped:
-                context.warn(f"skipping {item.reference}: not at the source (--skip-missing; recorded in the bundle)")
+                context.warn(f"skipping {item.reference}: not at the source ({option('skip_missing')}; recorded in "
+                             "the bundle)")
             out = output(default_output(endpoint, f"{releases[0]}_to_{releases[-1]}" if releases else source_tag))
             output = out.path
             if o.installer_targets:  # built first (a pip failure costs seconds, not an export); placed after it
@@ -294,8 +295,8 @@ def run_registry_import(
         endpoint = collect_target(target, context)
         if endpoint.tag is not None and len(reader.manifest.releases) > 1:
             raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
-                             "put them all on the same tag", hint="leave out --target-tag / TARGET_DOCKER_TAG: "
-                             "each release keeps its own tag")
+                             "put them all on the same tag", hint=f"leave out {option('target.tag')} / "
+                             f"{variable('target.tag')}: each release keeps its own tag")
         with registry_side(endpoint, target, jobs=o.jobs, environ=context.environ) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=o.jobs, reporter=context.reporter,

@@ -23,7 +23,7 @@ from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, chosen_platforms, d
 from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.dockerengine import auth_config, check_events, engine_error
-from arcgap.errors import ArcgapError, TargetMismatchError, UsageError
+from arcgap.errors import ArcgapError, TargetMismatchError, UsageError, option
 from arcgap.transfer.bundlesource import BundleSource
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.source import Contents
@@ -66,7 +66,7 @@ def engine_import(reader: BundleReader, client: Any, *, registry: str, repositor
     t0 = time.monotonic()
     manifest = reader.manifest
     if manifest.relies_on:
-        raise UsageError("a differential bundle (--since) cannot go through the Docker engine: it lacks the "
+        raise UsageError(f"a differential bundle ({option('since')}) cannot go through the Docker engine: it lacks the "
                          "layers docker load needs", hint="import it with the default engine")
     targets = {i.ref_name: target_ref(registry, repository, i.name, target_tag or i.tag) for i in manifest.images}
     plat = host_platform()

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from arcgap import __version__
-from arcgap.errors import LocalIOError, RegistryError, UsageError
+from arcgap.errors import LocalIOError, RegistryError, UsageError, option
 from arcgap.installer.script import INSTALL_SCRIPT, SUMS_FILE, ListedFile, install_script, list_files, sums_text
 from arcgap.installer.wheelhouse import (
     Requirement,
@@ -83,7 +83,7 @@ class StagedInstaller:
         try:
             if final.exists() or final.is_symlink():
                 if not self.overwrite:
-                    raise LocalIOError(f"{final} already exists", hint="pass --force to replace it")
+                    raise LocalIOError(f"{final} already exists", hint=f"pass {option('force')} to replace it")
                 shutil.rmtree(final) if final.is_dir() and not final.is_symlink() else final.unlink()
             self.staging.rename(final)
         except OSError as exc:
@@ -101,7 +101,8 @@ class StagedInstaller:
 def check_destination(directory: Path, *, overwrite: bool) -> None:
     """Fail before any download when the installer directory is there already."""
     if (directory.exists() or directory.is_symlink()) and not overwrite:
-        raise LocalIOError(f"{directory} already exists", hint="pass --force to replace it, or choose another name")
+        raise LocalIOError(f"{directory} already exists", hint=f"pass {option('force')} to replace it, or choose "
+                                                               "another name")
 
 
 def stage_installer(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arcgap.errors import ArcgapError, NetworkError, NotFoundError, RegistryError, UsageError
+from arcgap.errors import ArcgapError, NetworkError, NotFoundError, RegistryError, UsageError, option
 
 try:  # the standalone library when present; pip (which this module drives anyway) always vendors it
     from packaging import markers, tags, utils
@@ -221,7 +221,8 @@ def resolve(
                 best = _pick(on_disk, key, wants[key].spec, target, supported)
                 if best is None:
                     raise NotFoundError(f"no wheel of {wants[key].text}{wants[key].spec} for {target.label}",
-                                        hint="pick another --installer-python or --installer-platform")
+                                        hint=f"pick another {option('installer_python')} or "
+                                             f"{option('installer_platform')}")
                 chosen[key] = best
         pending = []
         for key, wheel in chosen.items():
@@ -273,7 +274,8 @@ def pip_error(done: subprocess.CompletedProcess[str], what: str) -> ArcgapError:
         return UsageError(message, hint=f"install pip for {sys.executable}")
     if "No matching distribution" in text or "Could not find a version" in text:
         return NotFoundError(message, hint="the package index has no wheel for that target: try another "
-                             "--installer-python or --installer-platform (nothing is ever built from source)")
+                             f"{option('installer_python')} or {option('installer_platform')} (nothing is ever built "
+                             "from source)")
     if any(s in text for s in ("NewConnectionError", "Failed to establish", "ConnectTimeout", "Max retries",
                                "Temporary failure in name resolution", "Network is unreachable")):
         return NetworkError(message, hint="the connected side needs the package index (PyPI or your mirror, "
@@ -286,4 +288,4 @@ def foreign_host_warning(targets: Sequence[Target]) -> str | None:
     if sys.platform.startswith("linux") or all(t.platform is not None for t in targets):
         return None
     return (f"the installer holds wheels for this machine ({host_platform_tag()}); for a Linux far side pass "
-            "--installer-platform manylinux2014_x86_64 (or _aarch64) and --installer-python X.Y")
+            f"{option('installer_platform')} manylinux2014_x86_64 (or _aarch64) and {option('installer_python')} X.Y")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from arcgap.errors import NotFoundError, RegistryError, UsageError
+from arcgap.errors import NotFoundError, RegistryError, UsageError, variable
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import MAX_MANIFEST_BYTES, ParsedManifest, is_index, parse_manifest
 from arcgap.oci.reference import Reference
@@ -71,7 +71,7 @@ def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | Non
     except NotFoundError:
         raise NotFoundError(
             f"image {what} not found at the source",
-            hint="check the image name and SOURCE_DOCKER_TAG (or the image list)",
+            hint=f"check the image name and {variable('source.tag')} (or the image list)",
         ) from None
     parsed_top = parse_manifest(top.raw, top.media_type, what=what)
     configs: dict[Digest, bytes] = {}

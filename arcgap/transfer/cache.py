@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from arcgap.bundle.parts import UNITS
-from arcgap.errors import IntegrityError, LocalIOError, UsageError
+from arcgap.errors import IntegrityError, LocalIOError, UsageError, option
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.util.backgroundsink import BackgroundSink
 from arcgap.util.directfile import SequentialWriter
@@ -48,7 +48,7 @@ def parse_cache_size(text: str) -> int:
     match = _SIZE.match(text)
     factor = UNITS.get(match.group(2).lower()) if match else None
     if match is None or factor is None:
-        raise UsageError(f"--cache-max-size {text!r} is not a size with a unit", hint=hint)
+        raise UsageError(f"{option('cache_max_size')} {text!r} is not a size with a unit", hint=hint)
     return int(Decimal(match.group(1)) * factor)
 
 
@@ -287,11 +287,15 @@ class BlobCache:
         return before
 
 
-def cache_root(cache_dir: Path | None, environ: Mapping[str, str]) -> Path:
-    """``--cache-dir`` when given, else the default place; a usage error when there is none."""
-    root = cache_dir if cache_dir is not None else default_cache_dir(environ)
+def cache_root(
+    cache_dir: Path | None, environ: Mapping[str, str],
+    *, default: Callable[[Mapping[str, str]], Path | None] = default_cache_dir,
+) -> Path:
+    """``--cache-dir`` when given, else the ``default`` place; a usage error when there is none."""
+    root = cache_dir if cache_dir is not None else default(environ)
     if root is None:
-        raise UsageError("no place for the blob cache: HOME is not set", hint="pass --cache-dir DIR or --no-cache")
+        raise UsageError("no place for the blob cache: HOME is not set",
+                         hint=f"pass {option('cache_dir')} DIR or {option('no_cache')}")
     return root
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from arcgap.bundle.format import BlobEntry
-from arcgap.errors import MissingBaseError
+from arcgap.errors import MissingBaseError, option
 from arcgap.oci.digest import Digest
 from arcgap.transfer.background import BackgroundUploads, background_slots
 from arcgap.transfer.placement import Placements
@@ -168,12 +168,13 @@ class _Copy:
             return MissingBaseError(
                 f"the bundle relies on blobs from {named} that the target lacks: {count} "
                 "(the registry refused to mount them from another repository)",
-                hint=f"import {named} into these repositories first, or export a full bundle (without --since)",
+                hint=f"import {named} into these repositories first, or export a full bundle "
+                     f"(without {option('since')})",
             )
         return MissingBaseError(
             f"the bundle relies on blobs from {named} that the target lacks: {count}",
-            hint=f"import {named} into {self.options.where} first, or export a full bundle (without --since); "
-                 "nothing was changed",
+            hint=f"import {named} into {self.options.where} first, or export a full bundle "
+                 f"(without {option('since')}); nothing was changed",
         )
 
     # -- blobs ----------------------------------------------------------------------------------------------

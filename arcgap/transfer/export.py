@@ -19,6 +19,7 @@ from arcgap.arc.chain import chain_summary, with_releases
 from arcgap.bundle.diskspace import estimate_bundle_bytes
 from arcgap.bundle.format import BaseBundle, BundleManifest
 from arcgap.bundle.writer import BundleWriter
+from arcgap.errors import option
 from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted, resolve_all
@@ -140,7 +141,7 @@ def export_bundle(
     for img in resolved:
         if img.filtered_from is not None:
             reporter.warn(
-                f"{img.wanted.reference}: --platform keeps one image of the index {img.filtered_from.short}; "
+                f"{img.wanted.reference}: {option('platform')} keeps one image of the index {img.filtered_from.short}; "
                 f"the target will hold {img.top.digest.short}, not the source's index digest"
             )
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,

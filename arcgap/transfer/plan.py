@@ -129,7 +129,7 @@ def map_targets(
     manifest: BundleManifest, *, registry: str, repository: str, tag: str | None
 ) -> list[TargetImage]:
     """``<src reg>/<src repo>/<name>:<tag>`` → ``<registry>/<repository>/<name>:<tag or image tag>``."""
-    from arcgap.errors import UsageError
+    from arcgap.errors import UsageError, option, variable
     from arcgap.oci.reference import join_repository, validate_tag
 
     if tag:
@@ -146,14 +146,14 @@ def map_targets(
             raise UsageError(
                 f"image {entry.name[:80]!r} from the bundle ({entry.source[:200]}) would become the target "
                 f"repository {full[:80]!r}… of {len(full)} characters, which registries refuse (at most 255)",
-                hint="choose a shorter TARGET_DOCKER_REPOSITORY (--target-repository); the name comes from the "
-                     "bundle",
+                hint=f"choose a shorter {variable('target.repository')} ({option('target.repository')}); "
+                     "the name comes from the bundle",
             ) from None
         t = TargetImage(entry, registry, joined, tag or entry.tag)
         if t.reference in seen:
             raise UsageError(
                 f"{entry.source} and {seen[t.reference]} would both become {t.reference}",
-                hint="leave TARGET_DOCKER_TAG empty so each image keeps its own tag",
+                hint=f"leave {variable('target.tag')} empty so each image keeps its own tag",
             )
         seen[t.reference] = entry.source
         targets.append(t)

@@ -20,7 +20,7 @@ import yaml
 from arcgap import __version__
 from arcgap.bundle import limits
 from arcgap.bundle.format import BLOB_KINDS, BlobEntry
-from arcgap.errors import BundleFormatError, LocalIOError, UsageError
+from arcgap.errors import BundleFormatError, LocalIOError, UsageError, option
 from arcgap.oci.digest import Digest
 from arcgap.util import safeyaml
 
@@ -187,13 +187,14 @@ def default_receipt_path(bundle: Path, moment: datetime) -> Path:
 def check_receipt_path(path: Path) -> None:
     """Refuse before importing, not after: an existing file or a directory arcgap cannot write to."""
     if path.exists():
-        raise LocalIOError(f"receipt {path} already exists", hint="choose another --receipt path or remove it")
+        raise LocalIOError(f"receipt {path} already exists",
+                           hint=f"choose another {option('receipt')} path or remove it")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise LocalIOError(f"cannot write the receipt {path}: no such directory", hint="check --receipt")
+        raise LocalIOError(f"cannot write the receipt {path}: no such directory", hint=f"check {option('receipt')}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LocalIOError(f"cannot write the receipt {path}: permission denied",
-                           hint="pass --receipt PATH in a directory you can write to")
+                           hint=f"pass {option('receipt')} PATH in a directory you can write to")
 
 
 def write_receipt(path: Path, receipt: Receipt) -> None:
@@ -215,7 +216,8 @@ def write_receipt(path: Path, receipt: Receipt) -> None:
     except OSError as exc:
         raise LocalIOError(
             f"the import finished, but the receipt {path} could not be written: {exc.strerror or exc}",
-            hint="run the same import again with --receipt PATH in a writable directory (nothing is sent twice)",
+            hint=f"run the same import again with {option('receipt')} PATH in a writable directory "
+                 "(nothing is sent twice)",
         ) from None
 
 

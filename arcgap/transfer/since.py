@@ -14,11 +14,11 @@ from arcgap.bundle.format import RELIABLE_KINDS, BaseBundle, BlobEntry
 from arcgap.bundle.parts import SIDECAR_FORMAT, SIDECAR_SUFFIX, PartsIndex
 from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.smallfile import Wording, read_small_file
-from arcgap.errors import BundleFormatError
+from arcgap.errors import BundleFormatError, option
 from arcgap.transfer.receipt import Receipt, bundle_label, is_receipt
 
-HINT = "--since takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) or an import receipt"
-_WORDING = Wording(hint=HINT, kinds="a bundle, sidecar or receipt", option="--since")
+HINT = f"{option('since')} takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) or an import receipt"
+_WORDING = Wording(hint=HINT, kinds="a bundle, sidecar or receipt", option=option("since"))
 
 
 def load_bases(paths: Sequence[Path]) -> tuple[BaseBundle, ...]:
@@ -42,7 +42,7 @@ def load_base(path: Path) -> BaseBundle:
         return base_from_sidecar(path, PartsIndex.from_yaml(text, origin=str(path)))
     if path.name.endswith(SIDECAR_SUFFIX):
         PartsIndex.from_yaml(text, origin=str(path))  # names the line of a YAML error
-    raise BundleFormatError(f"--since {path}: not a bundle, sidecar or receipt", hint=HINT)
+    raise BundleFormatError(f"{option('since')} {path}: not a bundle, sidecar or receipt", hint=HINT)
 
 
 def _held(blobs: Sequence[BlobEntry], relied: Sequence[BlobEntry] = ()) -> tuple[BlobEntry, ...]:
