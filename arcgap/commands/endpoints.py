@@ -64,7 +64,8 @@ def export_output(options: ExportOptions, environ: Mapping[str, str]) -> Callabl
 
         if o.sign_key is not None or o.split_size is not None or o.since:
             raise UsageError("an OCI layout holds whole, unsigned images in one directory: it does not combine "
-                             f"with {option('sign')}, {option('split_size')} or {option('since')}", hint="leave those out, or write a bundle")
+                             f"with {option('sign')}, {option('split_size')} or {option('since')}",
+                             hint="leave those out, or write a bundle")
         return lambda default: LayoutOutput(o.output or _layout_name(default), overwrite=o.force)
     from arcgap.bundle.parts import parse_size
     from arcgap.transfer.export import BundleOutput
