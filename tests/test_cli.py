@@ -14,7 +14,10 @@ COMMANDS = (
     "releases", "manifests new", "wheelhouse", "login", "logout", "mirror",
     "handoff", "preflight",
 )  # fmt: skip
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+DOCS = README + "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
+JSON_DOC = (ROOT / "docs" / "json.md").read_text()
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -25,7 +28,8 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(
     flowing = " ".join(capsys.readouterr().out.split())  # help wraps to the terminal: compare the words
     # an example of this very command (after any VAR=value settings), not merely the word "Example:"
     assert re.search(rf"Example: (?:\S+=\S+ )*arcgap {command} ", flowing), flowing
-    assert f"arcgap {command}" in README
+    assert f"arcgap {command}" in README  # one example per command on the README's first page
+    assert f"arcgap {command}" in DOCS
 
 
 def test_registered_commands_are_the_documented_ones() -> None:
@@ -40,8 +44,7 @@ def test_registered_commands_are_the_documented_ones() -> None:
 def test_every_command_has_json_output_documented(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run([*command.split(), "--help"]) == 0
     assert "--json" in capsys.readouterr().out
-    section = README.split("## JSON output", 1)[1].split("\n## ", 1)[0]
-    assert f"`arcgap {command}`" in section
+    assert f"| `arcgap {command}` |" in JSON_DOC
 
 
 def test_show_completion_prints_a_script(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

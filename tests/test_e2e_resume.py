@@ -303,7 +303,7 @@ def test_cache_info_and_clear_commands(
 
 
 def test_cache_commands_have_help_with_an_example_and_are_documented(capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text() + (ROOT / "docs" / "commands.md").read_text()
     for command in ("info", "clear"):
         res = arcgap(capsys, "cache", command, "--help")
         assert res.code == 0 and "Example: arcgap cache" in res.out

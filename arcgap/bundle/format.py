@@ -244,7 +244,7 @@ class BundleManifest:
             where = f"{origin}:{exc.line}" if exc.line is not None else origin
             raise BundleFormatError(f"{where}: refused: {exc.why}",
                                     hint="arcgap never writes this: the bundle was altered or not written by arcgap "
-                                         "(see \"Limits\" in the README)") from None
+                                         "(see \"Limits\" in docs/bundle.md)") from None
         except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: an int of 5,000 digits
             mark = getattr(exc, "problem_mark", None)
             where = f"{origin}:{mark.line + 1}" if mark is not None else origin

@@ -1,5 +1,6 @@
 """Load untrusted YAML with explicit limits: a size cap before parsing, no anchors or aliases, bounded nodes
-and nesting, then PyYAML's safe constructor (the C parser when libyaml is present).
+and nesting, then PyYAML's safe constructor (the C parser when libyaml is present) refusing a key repeated in
+any mapping (PyYAML would silently keep the last one; another reader may keep the first).
 
 The refusal is :class:`YamlRefused`; each caller words it for its own file.
 """
@@ -32,6 +33,30 @@ class SafeLimitedLoader(_Base):  # type: ignore[misc,valid-type]
         if getattr(event, "anchor", None):
             raise YamlRefused("YAML anchors are not allowed", _line(event))
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """PyYAML's mapping, refusing a key that appears twice (``a: 1`` then ``a: 2``; also ``yes`` and ``true``)."""
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int | None] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = key in first
+                except TypeError:  # an unhashable key: PyYAML's own error says so
+                    break
+                line = _line(key_node)
+                if earlier:
+                    at = f" (lines {first[key]} and {line})" if first[key] is not None and line is not None else ""
+                    raise YamlRefused(f"key {_shown(key)} appears twice in one mapping{at}", line)
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _shown(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _line(event: Any) -> int | None:
