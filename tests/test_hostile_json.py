@@ -109,3 +109,32 @@ def test_a_json_flood_in_a_layout_member_is_refused_within_the_memory_bound(memb
             else "member oci-layout is implausibly large") in lines[0], lines
     _check(results[1], 0, "good")
     assert results[0]["rss_mib"] < MAX_PEAK_MIB, results[0]["rss_mib"]
+
+
+def test_a_config_go_would_read_otherwise_is_refused_by_verify_and_import(fresh_registry, tmp_path: Path) -> None:
+    config = b'{"architecture":"amd64","os":"linux","Architecture":"arm64"}'
+    layer = DATA[TOC.blobs[2].digest]
+    raw = _manifest_bytes(config, [layer])
+    digest, config_digest = Digest.of(raw), Digest.of(config)
+    image = replace(TOC.images[0], digest=digest, size=len(raw), platforms=(Plat("linux/amd64", digest,
+                                                                                 OCI_MANIFEST),))
+    toc = replace(TOC, images=(image,), blobs=(BlobEntry(digest, len(raw), OCI_MANIFEST, "manifest"),
+                                               replace(TOC.blobs[1], digest=config_digest, size=len(config)),
+                                               TOC.blobs[2]))
+    path = tmp_path / "config.tar.zst"
+    path.write_bytes(_zst(_tar(_members(toc, {digest: raw, config_digest: config, TOC.blobs[2].digest: layer}))))
+    target: Registry = fresh_registry()
+    work = tmp_path / "work"
+    work.mkdir()
+    verify, imported = _run([["verify", str(path)],
+                             ["import", str(path), "--target-registry", target.host, "--target-plain-http",
+                              "--target-repository", "arc/json", "--no-input"]], tmp_path, work)
+    lines = _check(verify, ExitCode.BUNDLE_FORMAT, "verify config")
+    assert lines[0] == (f"error: {path}: config {config_digest.short} refused: key 'Architecture' is read as "
+                        "'architecture' by Go readers (case-insensitive)"), lines
+    assert _check(imported, ExitCode.BUNDLE_FORMAT, "import config") == lines
+    client = target.raw_client()
+    try:
+        assert client.catalog() == []  # the config is the first blob after the manifests: nothing was sent
+    finally:
+        client.close()

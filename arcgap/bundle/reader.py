@@ -32,7 +32,16 @@ from arcgap.bundle.zstdframes import FrameTracker, is_frame_start
 from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError, SignatureError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import OCI_INDEX
-from arcgap.oci.strictjson import LAYOUT_FIELDS, StrictJSONError, check_fields, check_manifest, loads
+from arcgap.oci.strictjson import (
+    CONFIG_MEDIA_TYPES,
+    LAYOUT_FIELDS,
+    MAX_CONFIG_BYTES,
+    StrictJSONError,
+    check_config,
+    check_fields,
+    check_manifest,
+    loads,
+)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
@@ -249,7 +258,10 @@ class BundleReader:
                 )
             self.current = f"blob {entry.digest}"
             verifier = Verifier(entry.digest, entry.size, what=f"blob {entry.digest}")
-            yield entry, self._verified(verifier)
+            chunks = self._verified(verifier)
+            if entry.kind == "config" and entry.media_type in CONFIG_MEDIA_TYPES:
+                chunks = self._checked_config(entry, chunks)
+            yield entry, chunks
             if self._tar._remaining:
                 raise RuntimeError("blob iterator not consumed")
             self._blobs_done += 1
@@ -257,6 +269,18 @@ class BundleReader:
         if member is not None:
             raise BundleFormatError(f"{self.origin}: unexpected member {member.name[:200]!r} after the last blob")
         self._drain()
+
+    def _checked_config(self, entry: BlobEntry, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """An image config, read whole and checked the strict way before any of it is handed on."""
+        if entry.size > MAX_CONFIG_BYTES:
+            raise BundleFormatError(f"{self.origin}: config {entry.digest.short} of {entry.size} bytes is "
+                                    f"implausibly large (over {MAX_CONFIG_BYTES})")
+        data = b"".join(chunks)
+        try:
+            check_config(loads(data))
+        except StrictJSONError as exc:
+            raise BundleFormatError(f"{self.origin}: config {entry.digest.short} refused: {exc}") from None
+        yield data
 
     def _verified(self, verifier: Verifier) -> Iterator[bytes]:
         """The member's bytes; any failure inside it names the bundle and the blob."""

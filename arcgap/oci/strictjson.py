@@ -17,6 +17,9 @@ from typing import Any
 
 MAX_CONTAINERS = 50_000  # objects and arrays in one document (a 1,024-layer manifest has ~3,000)
 MAX_VALUES = 400_000  # commas and colons in one document: bounds the scalars a parse creates
+MAX_CONFIG_BYTES = 8 * 1024 * 1024  # an image config read whole (a large one is a few hundred KiB)
+CONFIG_MEDIA_TYPES = frozenset({"application/vnd.oci.image.config.v1+json",
+                                "application/vnd.docker.container.image.v1+json"})  # artifacts' configs: any bytes
 MAX_INT = 2**63 - 1  # Go's int64: sizes beyond it are refused
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

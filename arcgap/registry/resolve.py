@@ -10,13 +10,11 @@ from arcgap.errors import NotFoundError, RegistryError, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import MAX_MANIFEST_BYTES, ParsedManifest, is_index, parse_manifest
 from arcgap.oci.reference import Reference
-from arcgap.oci.strictjson import StrictJSONError, check_config, loads
+from arcgap.oci.strictjson import CONFIG_MEDIA_TYPES, StrictJSONError, check_config, loads
 from arcgap.registry.client import FetchedManifest, RegistryClient
 from arcgap.util.parallel import each
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
-IMAGE_CONFIG_TYPES = frozenset({"application/vnd.oci.image.config.v1+json",
-                                "application/vnd.docker.container.image.v1+json"})
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def _read_config(client: RegistryClient, repo: str, parsed: ParsedManifest, what
         raise RegistryError(f"{what}: image config of {config.size} bytes is implausibly large")
     data = b"".join(client.stream_blob(repo, config.digest, config.size, what=f"config of {what}"))
     try:  # what a Go registry or runtime reads of an image config must be what arcgap read (artifacts: any bytes)
-        if config.media_type in IMAGE_CONFIG_TYPES:
+        if config.media_type in CONFIG_MEDIA_TYPES:
             check_config(loads(data))
     except StrictJSONError as exc:
         raise RegistryError(
