@@ -372,7 +372,8 @@ OTHER = "blobs/sha256/" + hashlib.sha256(b"other").hexdigest()
         pytest.param(M[:2] + M[3:], f"{ORIGIN}: index.json missing before the blobs", id="no-index"),
         pytest.param(M[:1] + [(LAYOUT_NAME, b"{}")] + M[2:], f"{ORIGIN}: oci-layout lacks imageLayoutVersion",
                      id="layout-without-version"),
-        pytest.param(M[:2] + [(INDEX_NAME, b"not json")] + M[3:], f"{ORIGIN}: oci-layout or index.json is not JSON",
+        pytest.param(M[:2] + [(INDEX_NAME, b"not json")] + M[3:],
+                     f"{ORIGIN}: index.json refused: is not JSON (Expecting value: line 1 column 1 (char 0))",
                      id="index-not-json"),
     ],
 )
@@ -394,29 +395,40 @@ def _index_with(change: dict[str, object], at: int = 0) -> bytes:
     return json.dumps(doc).encode()
 
 
+_MISMATCH = "does not match arcgap.yaml"
+
+
 @pytest.mark.parametrize(
-    "index",
+    ("index", "expected"),
     [
-        pytest.param(_index_with({"digest": str(Digest.of(b"x"))}), id="wrong-digest"),
+        pytest.param(_index_with({"digest": str(Digest.of(b"x"))}), _MISMATCH, id="wrong-digest"),
         pytest.param(_index_with({"annotations": {"org.opencontainers.image.ref.name": "arc-controller:v2"}}),
-                     id="wrong-ref-name"),
-        pytest.param(_index_with({"annotations": {}}), id="no-ref-name"),
-        pytest.param(json.dumps({"manifests": []}).encode(), id="no-images"),
-        pytest.param(json.dumps({"manifests": json.loads(CONTENT.manifest.oci_index())["manifests"][:1]}).encode(),
-                     id="one-image-missing"),
-        pytest.param(json.dumps([]).encode(), id="a-list"),
-        pytest.param(json.dumps({"manifests": "abc"}).encode(), id="manifests-string"),
-        # BUG: reader._check_layout iterates/calls .get on whatever index.json holds:
-        pytest.param(json.dumps({"manifests": 5}).encode(), id="manifests-int"),  # TypeError
-        pytest.param(_index_with({"annotations": ["x"]}), id="annotations-list"),  # AttributeError
-        pytest.param(_index_with({"digest": ["sha256:x"]}), id="digest-list"),  # TypeError: unhashable
+                     _MISMATCH, id="wrong-ref-name"),
+        pytest.param(_index_with({"annotations": {}}), _MISMATCH, id="no-ref-name"),
+        pytest.param(json.dumps({"schemaVersion": 2, "manifests": []}).encode(), _MISMATCH, id="no-images"),
+        pytest.param(json.dumps({"schemaVersion": 2,
+                                 "manifests": json.loads(CONTENT.manifest.oci_index())["manifests"][:1]}).encode(),
+                     _MISMATCH, id="one-image-missing"),
+        pytest.param(json.dumps({"manifests": []}).encode(), "refused: schemaVersion is 'null', not the integer 2",
+                     id="no-schema-version"),
+        pytest.param(json.dumps([]).encode(), "refused: not a JSON object", id="a-list"),
+        pytest.param(json.dumps({"schemaVersion": 2, "manifests": "abc"}).encode(), _MISMATCH,
+                     id="manifests-string"),
+        pytest.param(json.dumps({"schemaVersion": 2, "manifests": 5}).encode(), _MISMATCH, id="manifests-int"),
+        pytest.param(_index_with({"annotations": ["x"]}), "refused: manifests[0].annotations is not a map of strings",
+                     id="annotations-list"),
+        pytest.param(_index_with({"digest": ["sha256:x"]}), "refused: manifests[0].digest is not a string",
+                     id="digest-list"),
+        pytest.param(_index_with({"Digest": "sha256:x"}),
+                     "refused: manifests[0]: key 'Digest' is read as 'digest' by Go readers (case-insensitive)",
+                     id="digest-twice-by-case"),
     ],
 )
-def test_index_json_must_match_arcgap_yaml(index: bytes) -> None:
+def test_index_json_must_match_arcgap_yaml(index: bytes, expected: str) -> None:
     members = M[:2] + [(INDEX_NAME, index)] + M[3:]
     with pytest.raises(BundleFormatError) as info:
         _read(_zst(_tar(members)))
-    assert info.value.message == f"{ORIGIN}: index.json does not match arcgap.yaml"
+    assert info.value.message == f"{ORIGIN}: index.json {expected}"
 
 
 def test_blob_bytes_not_matching_digest() -> None:

@@ -82,9 +82,12 @@ def test_parse_oci_manifest_without_media_type_field() -> None:
 
 def test_parse_manifest_keeps_urls() -> None:
     doc = json.loads(_image(OCI_MANIFEST, OCI_CONFIG, OCI_LAYER))
-    doc["layers"][0]["urls"] = ["https://example.com/l1", 5]
+    doc["layers"][0]["urls"] = ["https://example.com/l1"]
     parsed = parse_manifest(json.dumps(doc).encode(), OCI_MANIFEST, what="img")
     assert parsed.layers[0].urls == ("https://example.com/l1",)
+    doc["layers"][0]["urls"] = ["https://example.com/l1", 5]  # Go cannot decode it into []string: refused
+    with pytest.raises(RegistryError, match="urls is not a list of strings"):
+        parse_manifest(json.dumps(doc).encode(), OCI_MANIFEST, what="img")
 
 
 @pytest.mark.parametrize(
@@ -115,13 +118,18 @@ def test_parse_index(media_type: str, child_type: str) -> None:
         ({"os": "windows", "architecture": "amd64", "os.version": "10.0"}, "windows/amd64"),
         ({"os": "linux"}, None),
         ({"architecture": "amd64"}, None),
-        ("linux/amd64", None),
-        ({"os": "linux", "architecture": 5}, None),
     ],
 )
 def test_index_child_platform(platform: object, expected: str | None) -> None:
-    raw = json.dumps({"manifests": [_desc(OCI_MANIFEST, CHILD_A, 1, platform=platform)]}).encode()
-    assert parse_manifest(raw, OCI_INDEX, what="idx").children[0].platform == expected
+    raw = json.dumps({"schemaVersion": 2, "manifests": [_desc(OCI_MANIFEST, CHILD_A, 1, platform=platform)]})
+    assert parse_manifest(raw.encode(), OCI_INDEX, what="idx").children[0].platform == expected
+
+
+@pytest.mark.parametrize("platform", ["linux/amd64", {"os": "linux", "architecture": 5}])
+def test_a_platform_go_cannot_decode_is_refused(platform: object) -> None:
+    raw = json.dumps({"schemaVersion": 2, "manifests": [_desc(OCI_MANIFEST, CHILD_A, 1, platform=platform)]})
+    with pytest.raises(RegistryError, match="platform"):
+        parse_manifest(raw.encode(), OCI_INDEX, what="idx")
 
 
 @pytest.mark.parametrize("media_type", [DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED])
@@ -175,18 +183,18 @@ _BAD_HEX = "sha256:" + "Z" * 64
         pytest.param(_mutated({"config.digest": _DELETE}), OCI_MANIFEST,
                      "config: descriptor lacks mediaType or digest", id="no-digest"),
         pytest.param(_mutated({"config.mediaType": 5}), OCI_MANIFEST,
-                     "config: descriptor lacks mediaType or digest", id="media-type-int"),
+                     "config.mediaType is not a string", id="media-type-int"),
         pytest.param(_mutated({"layers.0.size": True}), OCI_MANIFEST,
-                     "layers[0]: descriptor has no valid size", id="bool-size"),
+                     "layers[0].size is not an integer", id="bool-size"),
         pytest.param(_mutated({"layers.0.size": -1}), OCI_MANIFEST,
-                     "layers[0]: descriptor has no valid size", id="negative-size"),
+                     "layers[0].size is out of range (0 to 2**63-1)", id="negative-size"),
         pytest.param(_mutated({"layers.0.size": 1.5}), OCI_MANIFEST,
-                     "layers[0]: descriptor has no valid size", id="float-size"),
+                     "layers[0].size is not an integer", id="float-size"),
         pytest.param(_mutated({"layers.0.size": "100"}), OCI_MANIFEST,
-                     "layers[0]: descriptor has no valid size", id="string-size"),
+                     "layers[0].size is not an integer", id="string-size"),
         pytest.param(_mutated({"layers.0.size": _DELETE}), OCI_MANIFEST,
                      "layers[0]: descriptor has no valid size", id="missing-size"),
-        pytest.param(_mutated({"layers": [5]}), OCI_MANIFEST, "layers[0]: descriptor is not an object",
+        pytest.param(_mutated({"layers": [5]}), OCI_MANIFEST, "layers[0] is not an object",
                      id="layer-not-object"),
         pytest.param(b'{"schemaVersion": 2}', OCI_INDEX, "index has no 'manifests' list", id="index-no-list"),
         pytest.param(_index(OCI_INDEX, "text/plain"), OCI_INDEX, None, id="index-child-unsupported"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import yaml
@@ -157,14 +158,24 @@ class BundleManifest:
         return sum(base.total_bytes for base in self.relies_on)
 
     def base_of(self, digest: Digest) -> BaseBundle | None:
-        """The base bundle a relied-on blob comes from."""
-        return next((base for base in self.relies_on if any(b.digest == digest for b in base.blobs)), None)
+        """The base bundle a relied-on blob comes from (the first that lists it): one look-up, not a scan."""
+        return self._base_by_digest.get(digest)
 
     def blob(self, digest: Digest) -> BlobEntry | None:
-        return self._by_digest().get(digest)
+        return self._by_digest.get(digest)
 
+    # built once per manifest (frozen: the fields never change), so a look-up per blob stays linear overall
+    @cached_property
     def _by_digest(self) -> dict[Digest, BlobEntry]:
         return {b.digest: b for b in self.blobs}
+
+    @cached_property
+    def _base_by_digest(self) -> dict[Digest, BaseBundle]:
+        found: dict[Digest, BaseBundle] = {}
+        for base in self.relies_on:
+            for b in base.blobs:
+                found.setdefault(b.digest, base)
+        return found
 
     # -- serialisation --------------------------------------------------------------------------------
 

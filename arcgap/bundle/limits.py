@@ -33,6 +33,9 @@ MAX_YAML_DEPTH = 32  # nesting of lists and mappings
 # -- small members read whole: arcgap.yaml.sig, oci-layout, index.json, manifest.json ------------------------
 MAX_SIGNATURE_BYTES = 64 * KiB
 MAX_LAYOUT_MEMBER_BYTES = 16 * MiB
+MAX_OCI_LAYOUT_BYTES = 4 * KiB  # oci-layout: arcgap writes 30 bytes
+# JSON in members and manifests is also bounded by its objects and arrays before it is parsed
+# (arcgap.oci.strictjson.MAX_CONTAINERS): 16 MiB of "[{},{},...]" would take ~450 MiB to parse
 
 # -- counts in arcgap.yaml --------------------------------------------------------------------------------------
 MAX_IMAGES = 1_000  # an Arc release has a few dozen

@@ -9,7 +9,6 @@ against what ``arcgap.yaml`` derives; every limit is in :mod:`arcgap.bundle.limi
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,12 +25,23 @@ from arcgap.bundle.format import (
     BlobEntry,
     BundleManifest,
 )
-from arcgap.bundle.limits import MAX_LAYOUT_MEMBER_BYTES, MAX_TRAILING_BYTES, MAX_WINDOW_BYTES
+from arcgap.bundle.limits import MAX_LAYOUT_MEMBER_BYTES, MAX_OCI_LAYOUT_BYTES, MAX_TRAILING_BYTES, MAX_WINDOW_BYTES
 from arcgap.bundle.partstream import PartSet, PartStream, check_present, locate
 from arcgap.bundle.signature import MAX_SIGNATURE_BYTES, SIGNATURE_NAME, BundleSignature
 from arcgap.bundle.zstdframes import FrameTracker, is_frame_start
 from arcgap.errors import ArcgapError, BundleFormatError, IntegrityError, SignatureError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
+from arcgap.oci.mediatypes import OCI_INDEX
+from arcgap.oci.strictjson import (
+    CONFIG_MEDIA_TYPES,
+    LAYOUT_FIELDS,
+    MAX_CONFIG_BYTES,
+    StrictJSONError,
+    check_config,
+    check_fields,
+    check_manifest,
+    loads,
+)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
@@ -156,7 +166,7 @@ class BundleReader:
                 raise self._changed(f"unexpected member {name[:200]!r}", format_error=True)
             if recorded and name not in recorded:
                 raise self._changed(f"member {name} is not among the members {MANIFEST_NAME} records")
-            if member.size > MAX_SMALL_MEMBER:
+            if member.size > (MAX_OCI_LAYOUT_BYTES if name == LAYOUT_NAME else MAX_SMALL_MEMBER):
                 raise BundleFormatError(f"{self.origin}: member {name} is implausibly large")
             if recorded and member.size != recorded[name].size:
                 raise self._changed(f"member {name} is {member.size} bytes, not the {recorded[name].size} "
@@ -202,11 +212,16 @@ class BundleReader:
                 raise self._changed(f"member {DOCKER_MANIFEST_NAME}: {problem}")
 
     def _check_layout(self) -> None:
-        try:
-            layout = json.loads(self.layout_files[LAYOUT_NAME])
-            index = json.loads(self.layout_files[INDEX_NAME])
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
-            raise BundleFormatError(f"{self.origin}: oci-layout or index.json is not JSON") from None
+        name = LAYOUT_NAME
+        try:  # read as strictly as the manifests: bounded before parsing, the same under every JSON reader
+            layout = loads(self.layout_files[LAYOUT_NAME])
+            if isinstance(layout, dict):
+                check_fields(layout, LAYOUT_FIELDS, "")
+            name = INDEX_NAME
+            index = loads(self.layout_files[INDEX_NAME])
+            check_manifest(index, OCI_INDEX, index=True)
+        except StrictJSONError as exc:
+            raise BundleFormatError(f"{self.origin}: {name} refused: {exc}") from None
         if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
             raise BundleFormatError(f"{self.origin}: oci-layout lacks imageLayoutVersion")
         listed: set[tuple[object, object]] = set()
@@ -243,7 +258,10 @@ class BundleReader:
                 )
             self.current = f"blob {entry.digest}"
             verifier = Verifier(entry.digest, entry.size, what=f"blob {entry.digest}")
-            yield entry, self._verified(verifier)
+            chunks = self._verified(verifier)
+            if entry.kind == "config" and entry.media_type in CONFIG_MEDIA_TYPES:
+                chunks = self._checked_config(entry, chunks)
+            yield entry, chunks
             if self._tar._remaining:
                 raise RuntimeError("blob iterator not consumed")
             self._blobs_done += 1
@@ -251,6 +269,18 @@ class BundleReader:
         if member is not None:
             raise BundleFormatError(f"{self.origin}: unexpected member {member.name[:200]!r} after the last blob")
         self._drain()
+
+    def _checked_config(self, entry: BlobEntry, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """An image config, read whole and checked the strict way before any of it is handed on."""
+        if entry.size > MAX_CONFIG_BYTES:
+            raise BundleFormatError(f"{self.origin}: config {entry.digest.short} of {entry.size} bytes is "
+                                    f"implausibly large (over {MAX_CONFIG_BYTES})")
+        data = b"".join(chunks)
+        try:
+            check_config(loads(data))
+        except StrictJSONError as exc:
+            raise BundleFormatError(f"{self.origin}: config {entry.digest.short} refused: {exc}") from None
+        yield data
 
     def _verified(self, verifier: Verifier) -> Iterator[bytes]:
         """The member's bytes; any failure inside it names the bundle and the blob."""

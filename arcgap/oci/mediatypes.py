@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from arcgap.errors import RegistryError, UsageError
 from arcgap.oci.digest import Digest
+from arcgap.oci.strictjson import StrictJSONError, check_manifest, loads
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -109,9 +110,15 @@ def parse_manifest(raw: bytes, media_type: str, *, what: str) -> ParsedManifest:
     if media_type not in MANIFEST_TYPES:
         raise RegistryError(f"{what}: unsupported manifest media type {media_type!r}")
     try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError("not a JSON object")
+        doc = loads(raw)
+        check_manifest(doc, media_type, index=is_index(media_type))
+    except StrictJSONError as exc:
+        raise RegistryError(
+            f"{what}: malformed manifest: {str(exc)[:200]}",
+            hint="Go, Python and JavaScript readers would read this manifest differently; re-push the image "
+                 "with a standard tool (skopeo, crane, docker) so that its JSON is plain",
+        ) from None
+    try:
         if is_index(media_type):
             items = doc.get("manifests")
             if not isinstance(items, list):

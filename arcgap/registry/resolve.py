@@ -10,6 +10,7 @@ from arcgap.errors import NotFoundError, RegistryError, UsageError, variable
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import MAX_MANIFEST_BYTES, ParsedManifest, is_index, parse_manifest
 from arcgap.oci.reference import Reference
+from arcgap.oci.strictjson import CONFIG_MEDIA_TYPES, StrictJSONError, check_config, loads
 from arcgap.registry.client import FetchedManifest, RegistryClient
 from arcgap.util.parallel import each
 
@@ -60,6 +61,15 @@ def _read_config(client: RegistryClient, repo: str, parsed: ParsedManifest, what
     if config.size > MAX_CONFIG_BYTES:
         raise RegistryError(f"{what}: image config of {config.size} bytes is implausibly large")
     data = b"".join(client.stream_blob(repo, config.digest, config.size, what=f"config of {what}"))
+    try:  # what a Go registry or runtime reads of an image config must be what arcgap read (artifacts: any bytes)
+        if config.media_type in CONFIG_MEDIA_TYPES:
+            check_config(loads(data))
+    except StrictJSONError as exc:
+        raise RegistryError(
+            f"{what}: image config {config.digest.short} refused: {str(exc)[:200]}",
+            hint="Go, Python and JavaScript readers would read this config differently; re-push the image "
+                 "with a standard tool (skopeo, crane, docker) so that its JSON is plain",
+        ) from None
     return config.digest, data
 
 
