@@ -278,3 +278,15 @@ def test_invalid_tag_from_env() -> None:
 )
 def test_env_name(role: str, key: str, name: str) -> None:
     assert env_name(role, key) == name
+
+
+@pytest.mark.parametrize("answer", [None, "http://host:5000"])
+def test_a_registry_from_a_file_never_switches_tls_off(answer: str | None) -> None:
+    """A receipt's ``http://HOST`` is a default (from a file): TLS stays on (issue 17: preflight sent the
+    target password in clear). The same value typed on the command line or in the environment still counts."""
+    prompt = FakePrompt({"target registry": answer}) if answer is not None else None
+    ep = _collect("target", defaults={"registry": "http://host:5000", "repository": "arcdata"}, prompt=prompt)
+    assert (ep.registry, ep.plain_http) == ("host:5000", False)
+    from_env = _collect("target", environ={"TARGET_DOCKER_REGISTRY": "http://host:5000"},
+                        defaults={"registry": "http://other:5000", "repository": "arcdata"})
+    assert (from_env.registry, from_env.plain_http) == ("host:5000", True)

@@ -75,13 +75,18 @@ def collect_endpoint(
     role, options = given.side, given.values()
     password_stdin = given.password.reveal() if given.password else None
     values: dict[str, str | None] = {}
+    from_file: set[str] = set()  # values that came from ``defaults`` (a receipt, a bundle): never trusted for TLS
     for key in ("registry", "repository", "username", "tag"):
         value = _first(options.get(key), environ.get(env_name(role, key)))
         if value is None and prompt is not None:
             label = f"{role} {key}" if key != "username" else f"{role} username (empty: anonymous)"
             value = _first(prompt(label, defaults.get(key)))
+            if value is not None and value == _first(defaults.get(key)):
+                from_file.add(key)
         if value is None:
             value = _first(defaults.get(key))
+            if value is not None:
+                from_file.add(key)
         values[key] = value
     for key in ("registry", "repository"):
         if values[key] is None:
@@ -90,6 +95,10 @@ def collect_endpoint(
                 hint=f"pass {option(f'{role}.{key}')} or set {variable(f'{role}.{key}')}",
             )
     registry, scheme_plain = split_scheme(values["registry"] or "")
+    if "registry" in from_file:
+        # A value read from a file never weakens transport security: an http:// in a receipt does not switch
+        # TLS off (only the command line and the environment can), or preflight would send the password in clear.
+        scheme_plain = None
     validate_registry(registry)
     repository = (values["repository"] or "").strip("/")
     validate_repository(repository)
