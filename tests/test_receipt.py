@@ -163,3 +163,19 @@ def test_write_receipt_is_complete_or_absent(tmp_path: Path) -> None:
     assert info.value.message.startswith("the import finished, but the receipt ")
     assert words(info.value.hint) == ("run the same import again with --receipt PATH in a writable directory "
                                "(nothing is sent twice)")
+
+
+def test_a_receipt_never_replaces_another_file(tmp_path: Path) -> None:
+    """Two imports finishing in the same second: the second default receipt takes the next number; an explicit
+    path that appeared meanwhile is an error, and the file there is left as it was."""
+    path = tmp_path / "arcgap-receipt-b-20261207T000000Z.yaml"
+    first = write_receipt(path, _receipt(), renumber=True)
+    second = write_receipt(path, _receipt(), renumber=True)
+    assert (first, second) == (path, tmp_path / "arcgap-receipt-b-20261207T000000Z-2.yaml")
+    assert second.read_bytes() == first.read_bytes()
+    other = tmp_path / "mine.yaml"
+    other.write_bytes(b"someone else's\n")
+    with pytest.raises(LocalIOError, match="already exists"):
+        write_receipt(other, _receipt())
+    assert other.read_bytes() == b"someone else's\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name, "mine.yaml"])  # no temp

@@ -307,7 +307,7 @@ def run_registry_import(
                 signed_by=signature.key_fingerprint if signature else None, signature_checked=key is not None,
                 registry=endpoint.registry, repository=endpoint.repository, result=result, moment=utc_now(),
             )
-            write_receipt(receipt_path, done)
+            receipt_path = write_receipt(receipt_path, done, renumber=o.receipt is None)
             result.receipt_file, result.receipt = receipt_path, done.to_dict()
             if after_import is not None:
                 after_import(endpoint, done)

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,8 +198,17 @@ def check_receipt_path(path: Path) -> None:
                            hint=f"pass {option('receipt')} PATH in a directory you can write to")
 
 
-def write_receipt(path: Path, receipt: Receipt) -> None:
-    """Write atomically: a receipt is either complete or absent."""
+def _numbered(path: Path) -> Iterator[Path]:
+    """``path``, then ``stem-2.yaml``, ``stem-3.yaml``, …: the names a default receipt may take."""
+    yield path
+    for n in range(2, 10_000):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def write_receipt(path: Path, receipt: Receipt, *, renumber: bool = False) -> Path:
+    """Write atomically and exclusively: a receipt is either complete or absent, and never replaces another
+    file (two imports finishing in the same second keep both). With ``renumber`` (a default name), a taken
+    name moves to the next number; otherwise it is an error. Returns the path written."""
     parent = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
@@ -208,11 +218,18 @@ def write_receipt(path: Path, receipt: Receipt) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
+            for candidate in _numbered(path) if renumber else (path,):
+                try:
+                    os.link(tmp, candidate)  # link(2) fails when the name exists: no receipt is overwritten
+                except FileExistsError:
+                    continue
+                return candidate
+            raise LocalIOError(f"the import finished, but the receipt {path} already exists",
+                               hint=f"run the same import again with {option('receipt')} PATH (nothing is sent "
+                                    "twice)")
+        finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
     except OSError as exc:
         raise LocalIOError(
             f"the import finished, but the receipt {path} could not be written: {exc.strerror or exc}",
