@@ -127,3 +127,10 @@ def test_notes_list_the_images_and_never_the_password() -> None:
     assert text.startswith("# Hand-off: Azure Arc data services v1.43.0_2026-01-13 from registry.local:5000/")
     assert f"- `{H.image('arc-bootstrapper')}`" in text and f"- `{H.image('arc-controller')}`" in text
     assert "arcgap preflight" in text and render.CONTROL_PATCH in text and render.PULL_SECRET in text
+
+
+@pytest.mark.parametrize("name", ["u\nstringData:\n  x: y", "u\x1b]0;t\x07", "u\u200b", " "])
+def test_a_username_with_control_characters_is_refused(name: str) -> None:
+    """It lands in the pull secret's header comment and JSON: a line feed there would add YAML fields."""
+    with pytest.raises(UsageError, match="control or format characters"):
+        render.Handoff(registry="registry.local", repository="arcdata", tag="v1", username=name)

@@ -24,6 +24,7 @@ from arcgap.arc.imagelist import is_release_tag, release_sort_key
 from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import join_repository, validate_registry, validate_repository, validate_tag
 from arcgap.util.secret import Secret
+from arcgap.util.safetext import safe
 
 DEFAULT_SECRET_NAME = "arc-private-registry"  # the name Microsoft's data-controller.yaml and bootstrapper use
 DEFAULT_PULL_POLICY = "Always"  # the value of Microsoft's data-controller.yaml template and built-in profiles
@@ -63,6 +64,11 @@ class Handoff:
             raise UsageError(f"invalid image pull policy {self.pull_policy!r}",
                              hint=f"one of {', '.join(PULL_POLICIES)}")
         _check_k8s_name(self.secret_name, "pull secret name")
+        if self.username is not None and (not self.username.isprintable() or not self.username.strip()):
+            # The name lands in the pull secret's header comment, its JSON and the notes: a line feed there
+            # would end the comment and let a crafted name add YAML fields Kubernetes would apply.
+            raise UsageError(f"the target username '{safe(self.username)}' holds control or format characters",
+                             hint="give the registry user's name as the registry knows it")
         if self.namespace is not None:
             _check_k8s_name(self.namespace, "namespace")
 
