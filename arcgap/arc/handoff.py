@@ -23,8 +23,8 @@ import yaml
 from arcgap.arc.imagelist import is_release_tag, release_sort_key
 from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import join_repository, validate_registry, validate_repository, validate_tag
-from arcgap.util.secret import Secret
 from arcgap.util.safetext import safe
+from arcgap.util.secret import Secret
 
 DEFAULT_SECRET_NAME = "arc-private-registry"  # the name Microsoft's data-controller.yaml and bootstrapper use
 DEFAULT_PULL_POLICY = "Always"  # the value of Microsoft's data-controller.yaml template and built-in profiles

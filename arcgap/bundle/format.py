@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import yaml
-
 from arcgap import __version__
 from arcgap.bundle import limits
+from arcgap.bundle.yamldoc import YamlDoc, shown_number
 from arcgap.errors import BundleFormatError, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import OCI_INDEX, OCI_LAYOUT_VERSION, is_index, is_manifest
@@ -248,20 +247,7 @@ class BundleManifest:
 
     @classmethod
     def from_yaml(cls, data: bytes, *, origin: str = MANIFEST_NAME) -> BundleManifest:
-        try:
-            doc = safeyaml.load(data, max_bytes=limits.MAX_YAML_BYTES, max_nodes=limits.MAX_YAML_NODES,
-                                max_depth=limits.MAX_YAML_DEPTH)
-        except safeyaml.YamlRefused as exc:
-            where = f"{origin}:{exc.line}" if exc.line is not None else origin
-            raise BundleFormatError(f"{where}: refused: {exc.why}",
-                                    hint="arcgap never writes this: the bundle was altered or not written by arcgap "
-                                         "(see \"Limits\" in docs/bundle.md)") from None
-        except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: an int of 5,000 digits
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{origin}:{mark.line + 1}" if mark is not None else origin
-            raise BundleFormatError(
-                f"{where}: not valid YAML", hint="the bundle is damaged or not an arcgap bundle"
-            ) from None
+        doc = _DOC.load(data, origin)
         return _parse(doc, origin)
 
 
@@ -269,28 +255,17 @@ def _blob_dict(b: BlobEntry) -> dict[str, Any]:
     return {"digest": str(b.digest), "size": b.size, "media_type": b.media_type, "kind": b.kind}
 
 
-def _fail(origin: str, text: str) -> BundleFormatError:
-    return BundleFormatError(f"{origin}: {text}", hint="the bundle is damaged or was not written by arcgap")
-
-
-def _get(obj: Any, key: str, typ: type | tuple[type, ...], origin: str, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise _fail(origin, f"{where}: missing '{key}'")
-    value = obj[key]
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise _fail(origin, f"{where}.{key}: wrong type")
-    if isinstance(value, str) and len(value) > limits.MAX_TEXT:
-        raise _fail(origin, f"{where}.{key}: longer than {limits.MAX_TEXT} characters")
-    if typ is int and not 0 <= value <= limits.MAX_BLOB_BYTES:
-        raise _fail(origin, f"{where}.{key}: {_number(value)} is out of range (0 to {limits.MAX_BLOB_BYTES})")
-    if isinstance(value, list) and len(value) > limits.MAX_BLOBS:
-        raise _fail(origin, f"{where}.{key}: more than {limits.MAX_BLOBS} entries")
-    return value
-
-
-def _number(value: int) -> str:
-    """A number from the input for a message: absurd ones (10**400) shortened."""
-    return str(value) if abs(value) < 10**30 else f"a number of {value.bit_length()} bits"
+_DOC = YamlDoc(
+    hint="the bundle is damaged or was not written by arcgap", max_bytes=limits.MAX_YAML_BYTES,
+    refused_hint="arcgap never writes this: the bundle was altered or not written by arcgap "
+                 "(see \"Limits\" in docs/bundle.md)",
+    invalid_hint="the bundle is damaged or not an arcgap bundle",
+    max_text=limits.MAX_TEXT, max_int=limits.MAX_BLOB_BYTES, max_items=limits.MAX_BLOBS,
+)
+_fail = _DOC.fail
+_get = _DOC.get
+_digest = _DOC.digest
+_number = shown_number
 
 
 def _text(doc: dict[str, Any], key: str, origin: str, where: str) -> str:
@@ -301,13 +276,6 @@ def _text(doc: dict[str, Any], key: str, origin: str, where: str) -> str:
     if isinstance(value, (dict, list, bool, bytes)) or len(str(value)) > limits.MAX_TEXT:
         raise _fail(origin, f"{where}.{key}: not a short string")
     return str(value)
-
-
-def _digest(text: str, origin: str, where: str) -> Digest:
-    try:
-        return Digest.parse(text)
-    except UsageError:
-        raise _fail(origin, f"{where}: invalid digest {text[:80]!r}") from None
 
 
 def _parse(doc: Any, origin: str) -> BundleManifest:

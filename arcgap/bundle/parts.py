@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import yaml
-
 from arcgap.bundle import limits
+from arcgap.bundle.yamldoc import YamlDoc
 from arcgap.errors import BundleFormatError, UsageError
 from arcgap.errors import option as named
 from arcgap.util import safeyaml
@@ -143,32 +142,14 @@ class PartsIndex:
 
     @classmethod
     def from_yaml(cls, data: bytes, *, origin: str) -> PartsIndex:
-        try:
-            doc = safeyaml.load(data, max_bytes=MAX_SIDECAR_BYTES, max_nodes=limits.MAX_YAML_NODES,
-                                max_depth=limits.MAX_YAML_DEPTH)
-        except safeyaml.YamlRefused as exc:
-            raise _bad(f"{origin}:{exc.line}" if exc.line else origin, f"refused: {exc.why}") from None
-        except (yaml.YAMLError, RecursionError, ValueError) as exc:  # deep nesting: recursion
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{origin}:{mark.line + 1}" if mark is not None else origin
-            raise _bad(where, "not valid YAML") from None
+        doc = _DOC.load(data, origin)
         return _parse(doc, origin)
 
 
-def _bad(origin: str, text: str) -> BundleFormatError:
-    return BundleFormatError(f"{origin}: {text}",
-                             hint="copy the .parts.yaml file again from the original, or give a part instead")
-
-
-def _field(obj: Any, key: str, typ: type, origin: str, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise _bad(origin, f"{where}: missing '{key}'")
-    value = obj[key]
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise _bad(origin, f"{where}.{key}: wrong type")
-    if typ is int and value < 0:
-        raise _bad(origin, f"{where}.{key}: negative")
-    return value
+_DOC = YamlDoc(hint="copy the .parts.yaml file again from the original, or give a part instead",
+               max_bytes=MAX_SIDECAR_BYTES, nonnegative=True)
+_bad = _DOC.fail
+_field = _DOC.get
 
 
 def _sha256(obj: Any, key: str, origin: str, where: str) -> str:

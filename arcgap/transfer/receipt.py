@@ -16,12 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from arcgap import __version__
 from arcgap.bundle import limits
 from arcgap.bundle.format import BLOB_KINDS, BlobEntry
-from arcgap.errors import BundleFormatError, LocalIOError, UsageError, option
+from arcgap.bundle.yamldoc import YamlDoc
+from arcgap.errors import BundleFormatError, LocalIOError, option
 from arcgap.oci.digest import Digest
 from arcgap.util import safeyaml
 
@@ -112,14 +111,7 @@ class Receipt:
 
     @classmethod
     def from_yaml(cls, data: bytes, *, origin: str) -> Receipt:
-        try:
-            doc = safeyaml.load(data, max_bytes=limits.MAX_RECEIPT_BYTES, max_nodes=limits.MAX_YAML_NODES,
-                                max_depth=limits.MAX_YAML_DEPTH)
-        except safeyaml.YamlRefused as exc:
-            raise _bad(f"{origin}:{exc.line}" if exc.line else origin, f"refused: {exc.why}") from None
-        except (yaml.YAMLError, RecursionError, ValueError) as exc:  # deep nesting: recursion
-            mark = getattr(exc, "problem_mark", None)
-            raise _bad(f"{origin}:{mark.line + 1}" if mark is not None else origin, "not valid YAML") from None
+        doc = _DOC.load(data, origin)
         return _parse(doc, origin)
 
 
@@ -241,24 +233,10 @@ def write_receipt(path: Path, receipt: Receipt, *, renumber: bool = False) -> Pa
 # -- parsing (for --since) ------------------------------------------------------------------------------
 
 
-def _bad(origin: str, text: str) -> BundleFormatError:
-    return BundleFormatError(f"{origin}: {text}", hint="give the receipt file 'arcgap import' wrote, unchanged")
-
-
-def _get(obj: Any, key: str, typ: type, origin: str, where: str) -> Any:
-    if not isinstance(obj, dict) or key not in obj:
-        raise _bad(origin, f"{where}: missing '{key}'")
-    value = obj[key]
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise _bad(origin, f"{where}.{key}: wrong type")
-    return value
-
-
-def _digest(text: str, origin: str, where: str) -> Digest:
-    try:
-        return Digest.parse(text)
-    except UsageError:
-        raise _bad(origin, f"{where}: invalid digest {text[:80]!r}") from None
+_DOC = YamlDoc(hint="give the receipt file 'arcgap import' wrote, unchanged", max_bytes=limits.MAX_RECEIPT_BYTES)
+_bad = _DOC.fail
+_get = _DOC.get
+_digest = _DOC.digest
 
 
 def _parse(doc: Any, origin: str) -> Receipt:
