@@ -22,6 +22,7 @@ from arcgap.oci.reference import (
     validate_repository,
     validate_tag,
 )
+from arcgap.util.regularfile import read_regular_text
 
 FORMAT = "arcgap-images/v1"
 _TOP_KEYS = ("format", "release", "registry", "repository", "images")
@@ -136,7 +137,7 @@ def load_shipped_release(tag: str) -> ImageList:
 def load_image_list(path: Path) -> ImageList:
     """Read and check the image list in ``path``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise UsageError(f"image list {path} not found", hint="check the file name") from None
     except UnicodeDecodeError:

@@ -25,6 +25,7 @@ from arcgap.bundle.parts import (
     split_part_name,
 )
 from arcgap.errors import BundleFormatError, IntegrityError, LocalIOError
+from arcgap.util.regularfile import open_regular
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _DRAIN_CHUNK = 1024 * 1024
@@ -113,7 +114,7 @@ def _from_siblings(base: Path, *, given: Path) -> PartSet:
 
 def _starts_like_a_bundle(path: Path) -> bool:
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             return fh.read(4) == ZSTD_MAGIC
     except OSError:
         return False
@@ -137,7 +138,7 @@ def _siblings(base: Path) -> list[tuple[int, Path]]:
 
 def _from_sidecar(sidecar: Path, *, given: Path | None) -> PartSet:
     try:
-        with open(sidecar, "rb") as fh:
+        with open_regular(sidecar) as fh:  # a FIFO would block forever
             data = fh.read(MAX_SIDECAR_BYTES + 1)
     except FileNotFoundError:
         raise LocalIOError(f"{sidecar}: no such file", hint="check the bundle path") from None

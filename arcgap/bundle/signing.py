@@ -19,6 +19,7 @@ from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.signature import BundleSignature
 from arcgap.errors import LocalIOError, SignatureError, UsageError, option, variable
 from arcgap.oci.digest import Digest
+from arcgap.util.regularfile import read_regular
 
 PASSPHRASE_ENV = "ARCGAP_KEY_PASSPHRASE"
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -95,7 +96,7 @@ def _read_pem(path: Path, what: str) -> bytes:
     try:
         if path.stat().st_size > MAX_KEY_FILE_BYTES:
             raise UsageError(f"{path} is not a PEM {what} key (too large)")
-        return path.read_bytes()
+        return read_regular(path)
     except FileNotFoundError:
         raise LocalIOError(f"{path}: no such file", hint="check the key path") from None
     except OSError as exc:

@@ -16,6 +16,7 @@ from arcgap.bundle.parts import SIDECAR_SUFFIX, split_part_name
 from arcgap.bundle.reader import ZSTD_MAGIC
 from arcgap.errors import BundleFormatError, LocalIOError
 from arcgap.util import safeyaml
+from arcgap.util.regularfile import open_regular
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def read_small_file(path: Path, wording: Wording) -> SmallFile | None:
     its bytes and its YAML document, refused beyond the receipt limits (size, nodes, depth, aliases)."""
     named = f"{wording.option} {path}" if wording.option else str(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO would block forever
             head = fh.read(4)
             if head == ZSTD_MAGIC or (split_part_name(path.name) and not path.name.endswith(SIDECAR_SUFFIX)):
                 return None

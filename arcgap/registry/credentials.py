@@ -22,6 +22,7 @@ from typing import Any
 
 from arcgap.errors import AuthError, LocalIOError, UsageError
 from arcgap.oci.reference import validate_registry
+from arcgap.util.regularfile import read_regular_text
 from arcgap.util.secret import Secret
 
 HELPER_TIMEOUT_S = 30.0
@@ -242,7 +243,7 @@ def _drop_keys(auths: dict[str, Any], host: str) -> bool:
 def _read_json(path: Path, shown: str) -> dict[str, Any] | None:
     """The JSON object in ``path``; None if there is no such file; UsageError (with the line) if malformed."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
