@@ -102,3 +102,16 @@ def test_an_error_line_stops_the_progress_bar_first(monkeypatch: pytest.MonkeyPa
     assert live.is_started
     assert cli._fail("boom", "try again", 6) == 6
     assert not live.is_started
+
+
+def test_every_human_line_escapes_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    """A receipt's platform string with an OSC sequence and a line feed (issue 17) neither retitles the
+    terminal nor forges an ``OK`` line: say() escapes every control character, and values from files that
+    could hold a line feed are passed through safe() first."""
+    from arcgap.cli.common import say
+    from arcgap.util.safetext import safe
+
+    say(f"INCOMPLETE r  {safe('linux/amd64' + chr(10) + 'OK all ready' + chr(27) + ']0;owned' + chr(7))}")
+    out = capsys.readouterr().out
+    assert out == "INCOMPLETE r  linux/amd64\\x0aOK all ready\\x1b]0;owned\\x07\n"
+    assert "\x1b" not in out and out.count("\n") == 1

@@ -12,6 +12,7 @@ from arcgap.cli.common import (
     app,
     emit,
     reporter_for,
+    say,
 )
 from arcgap.util.progress import human_bytes
 from arcgap.util.safetext import safe, safe_lines
@@ -40,7 +41,7 @@ def verify_cmd(
         result = verify_bundle(reader, reporter=reporter_for(quiet), verify_key=key)
     parts = reader.parts
     listed = parts is not None and (parts.split or parts.sidecar is not None)  # README: "in parts or with its sidecar"
-    emit({**result.to_dict(), **(parts.to_dict() if listed else {})}, as_json, lambda: typer.echo(safe_lines(
+    emit({**result.to_dict(), **(parts.to_dict() if listed else {})}, as_json, lambda: say(safe_lines(
         f"{bundle}: OK: {result.images} images, {result.blobs} blobs, "
         f"{human_bytes(result.content_bytes)} verified in {result.seconds:.1f} s{_parts_note(parts)}"
         + _verify_notes(result))))
@@ -117,7 +118,7 @@ def inspect_cmd(
 
 def _safe_echo(line: str) -> None:
     """One line of output built from bundle text: control characters and escape sequences escaped."""
-    typer.echo(safe(line))
+    say(safe(line))
 
 
 # -- keygen ----------------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def keygen_cmd(
     keys = generate_key(output, passphrase=os.environ.get(PASSPHRASE_ENV) or None)
     doc = {"command": "keygen", "private_key": str(keys.private), "public_key": str(keys.public),
            "fingerprint": str(keys.fingerprint), "encrypted": keys.encrypted}
-    emit(doc, as_json, lambda: typer.echo(
+    emit(doc, as_json, lambda: say(
         f"wrote {keys.private} (private{', encrypted' if keys.encrypted else ''}: keep it on the connected side) "
         f"and {keys.public} (public: give it to the importing side)\nfingerprint {keys.fingerprint}"))
 

@@ -21,7 +21,7 @@ from arcgap.util.secret import Secret
 
 if TYPE_CHECKING:
     from arcgap.commands.options import RunContext, SourceOptions, TargetOptions
-from arcgap.util.safetext import safe
+from arcgap.util.safetext import safe, safe_lines
 
 app = typer.Typer(
     name="arcgap",
@@ -109,6 +109,12 @@ def read_password_stdin(flag: bool) -> str | None:
     if not data:
         raise UsageError("--password-stdin given but standard input is empty", hint="pipe the password in")
     return data
+
+
+def say(text: object, *, err: bool = False) -> None:
+    """Every human line arcgap prints: control and format characters escaped (a value from a receipt, a bundle
+    or a registry can neither forge a line's content with an escape sequence nor retitle the terminal)."""
+    typer.echo(safe_lines(text), err=err)
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:

@@ -17,10 +17,12 @@ from arcgap.cli.common import (
     app,
     emit,
     run_context,
+    say,
     target_options,
 )
 from arcgap.errors import NotFoundError, TargetMismatchError, UsageError
 from arcgap.util.parallel import DEFAULT_JOBS
+from arcgap.util.safetext import safe
 
 if TYPE_CHECKING:
     from arcgap.commands.options import RunContext
@@ -84,13 +86,13 @@ def handoff_cmd(
     def human() -> None:
         h = result.handoff
         where = f"{result.directory}: " if result.directory is not None else ""
-        typer.echo(f"hand-off for {h.registry}/{h.repository}, release {h.tag}: {where}"
+        say(f"hand-off for {h.registry}/{h.repository}, release {h.tag}: {where}"
                    + ", ".join(result.files), err=secret_stdout)
         if result.secret_files:
-            typer.echo(f"secret files (0600, hold the password): {', '.join(result.secret_files)}",
+            say(f"secret files (0600, hold the password): {', '.join(result.secret_files)}",
                        err=secret_stdout)
         if result.directory is not None:
-            typer.echo(f"next: {result.directory / 'NEXT-STEPS.md'}", err=secret_stdout)
+            say(f"next: {result.directory / 'NEXT-STEPS.md'}", err=secret_stdout)
 
     emit(result.to_dict(), as_json, human)
 
@@ -134,15 +136,15 @@ def preflight_cmd(
         for check in result.checks:
             ref = check.expected.reference(registry)
             if check.status == MISSING:
-                typer.echo(f"MISSING    {ref}")
+                say(f"MISSING    {safe(ref)}")
             elif check.status == DIFFERENT:
-                typer.echo(f"DIFFERENT  {ref}  is {check.found}, expected {check.expected.digest}")
+                say(f"DIFFERENT  {safe(ref)}  is {safe(check.found)}, expected {check.expected.digest}")
             elif check.status == INCOMPLETE:
                 for problem in check.problems:
-                    typer.echo(f"INCOMPLETE {ref}  {problem}")
+                    say(f"INCOMPLETE {safe(ref)}  {safe(problem)}")
         unverified = result.count("present")
         note = f" ({unverified} by presence only: the input names no digests)" if unverified else ""
-        typer.echo(f"{len(result.checks) - len(result.failed)} of {len(result.checks)} images ready at "
+        say(f"{len(result.checks) - len(result.failed)} of {len(result.checks)} images ready at "
                    f"{registry}/{result.repository}{note} in {result.seconds:.1f} s")
 
     emit(result.to_dict(), as_json, human)

@@ -20,6 +20,7 @@ from arcgap.cli.common import (
     prompt,
     read_password_stdin,
     run_context,
+    say,
     secret_prompt,
     source_options,
     warn,
@@ -50,7 +51,7 @@ def cache_info_cmd(
     from arcgap.transfer.cache import BlobCache, cache_root
 
     info = BlobCache(cache_root(cache_dir, os.environ)).info()
-    emit(info.to_dict("cache info"), as_json, lambda: typer.echo(
+    emit(info.to_dict("cache info"), as_json, lambda: say(
         f"{info.path}: {info.entries} blobs, {human_bytes(info.size_bytes)}"
         + (f", {info.partial_files} partial downloads" if info.partial_files else "")))
 
@@ -67,7 +68,7 @@ def cache_clear_cmd(
     from arcgap.transfer.cache import BlobCache, cache_root
 
     info = BlobCache(cache_root(cache_dir, os.environ)).clear()
-    emit(info.to_dict("cache clear"), as_json, lambda: typer.echo(
+    emit(info.to_dict("cache clear"), as_json, lambda: say(
         f"removed {info.entries} blobs ({human_bytes(info.size_bytes)}) from {info.path}"))
 
 
@@ -119,7 +120,7 @@ def releases_cmd(
         if from_release is None:
             raise UsageError("--to-release needs --from-release (the release the site runs)")
         chain = run_chain(source, context, start=from_release, end=to_release)
-        emit(chain.to_dict(), as_json, lambda: typer.echo(
+        emit(chain.to_dict(), as_json, lambda: say(
             f"upgrade chain at {chain.registry}/{chain.repository}, oldest first: {chain.start} (the site's) → "
             + " → ".join(chain.releases)))
         return
@@ -127,36 +128,36 @@ def releases_cmd(
         found = run_release_images(source, context, tag=release, sizes=sizes, jobs=jobs)
 
         def show() -> None:
-            typer.echo(f"{found.registry}/{found.repository} {found.tag}: {len(found.images)} images "
+            say(f"{found.registry}/{found.repository} {found.tag}: {len(found.images)} images "
                        f"(from {found.origin})")
             if found.refused:
-                typer.echo(f"the catalog was refused: {found.refused}")
+                say(f"the catalog was refused: {found.refused}")
             by_name = {s.name: s for s in found.sizes}
             for name in found.images:
                 size = by_name.get(name)
-                typer.echo(f"  {name}" + (f"  {human_bytes(size.bytes)}" if size else ""))
+                say(f"  {name}" + (f"  {human_bytes(size.bytes)}" if size else ""))
             if found.total_bytes is not None:
-                typer.echo(f"total {human_bytes(found.total_bytes)} (a layer shared by several images counted once)")
+                say(f"total {human_bytes(found.total_bytes)} (a layer shared by several images counted once)")
             if found.diff is not None and not found.diff.same:
-                typer.echo(found.diff.describe())
+                say(found.diff.describe())
             if found.untagged:
-                typer.echo(f"under {found.repository}/ without the tag {found.tag}: {', '.join(found.untagged)}")
+                say(f"under {found.repository}/ without the tag {found.tag}: {', '.join(found.untagged)}")
 
         emit(found.to_dict(), as_json, show)
         return
     result = run_releases(source, ReleasesOptions(image=image), context)
 
     def human() -> None:
-        typer.echo(f"{result.registry}/{result.repository}/{result.image}: {len(result.releases)} releases"
+        say(f"{result.registry}/{result.repository}/{result.image}: {len(result.releases)} releases"
                    + (f", newest {result.latest}" if result.latest else ""))
         for rel in result.releases:
-            typer.echo(f"  {safe(rel.tag)}" + ("  (shipped list)" if rel.shipped else ""))
+            say(f"  {safe(rel.tag)}" + ("  (shipped list)" if rel.shipped else ""))
         if show_all and result.other_tags:
-            typer.echo(f"other tags ({len(result.other_tags)}):")
+            say(f"other tags ({len(result.other_tags)}):")
             for tag in result.other_tags:
-                typer.echo(f"  {safe(tag)}")  # tags come from the registry's answer
+                say(f"  {safe(tag)}")  # tags come from the registry's answer
         elif result.other_tags:
-            typer.echo(f"and {len(result.other_tags)} other tags (--all shows them)")
+            say(f"and {len(result.other_tags)} other tags (--all shows them)")
 
     emit(result.to_dict(), as_json, human)
 
@@ -201,7 +202,7 @@ def manifests_new_cmd(
         warn(f"{name} has no tag {tag} at {result.registry}/{result.repository}: left out")
 
     def human() -> None:
-        typer.echo(f"wrote {result.output}: {len(result.images)} images for {tag} (from {result.previous}"
+        say(f"wrote {result.output}: {len(result.images)} images for {tag} (from {result.previous}"
                    + (f", {len(result.added)} added" if result.added else "")
                    + (f", {len(result.missing)} left out" if result.missing else "") + ")")
 
@@ -236,7 +237,7 @@ def wheelhouse_cmd(
         warn(note)
     result = build_installer(output, targets=targets, overwrite=force)
     doc = {"command": "wheelhouse", **result.to_dict()}
-    emit(doc, as_json, lambda: typer.echo(
+    emit(doc, as_json, lambda: say(
         f"wrote {result.directory}: {len(result.files)} files ({human_bytes(result.total_bytes)}) for "
         + ", ".join(t.label for t in result.targets) + f"; install offline with: sh {output}/install.sh VENV"))
 
@@ -278,7 +279,7 @@ def login_cmd(
     if not result.helper:
         warn(f"the password is stored unencrypted in {result.stored_in}; configure a credential helper "
              "(credsStore or credHelpers) to keep it out of the file")
-    emit(result.to_dict(), as_json, lambda: typer.echo(
+    emit(result.to_dict(), as_json, lambda: say(
         f"login succeeded: {result.username} at {result.registry}, stored in {result.stored_in}"))
 
 
@@ -294,6 +295,6 @@ def logout_cmd(
     from arcgap.commands.login import logout
 
     result = logout(registry)
-    emit(result.to_dict(), as_json, lambda: typer.echo(
+    emit(result.to_dict(), as_json, lambda: say(
         f"removed the login for {result.registry}" if result.removed else f"not logged in to {result.registry}"))
 

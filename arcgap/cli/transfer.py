@@ -21,6 +21,7 @@ from arcgap.cli.common import (
     app,
     emit,
     run_context,
+    say,
     source_options,
     target_options,
     warn,
@@ -131,35 +132,35 @@ def export_cmd(
     result = run_export(source, options, run_context(no_input=no_input, quiet=quiet))
 
     def human() -> None:
-        typer.echo(
+        say(
             f"wrote {result.output}: {result.images} images, {result.blobs} blobs, "
             f"{human_bytes(result.content_bytes)} of content in {human_bytes(result.bundle_bytes)} "
             f"({human_bytes(result.dedupe_saved_bytes)} saved by sharing) in {result.seconds:.1f} s"
         )
         if len(result.parts) > 1 or (result.parts and result.parts[0] != str(result.output)):
-            typer.echo(f"in {len(result.parts)} parts: {Path(result.parts[0]).name} … {Path(result.parts[-1]).name}; "
+            say(f"in {len(result.parts)} parts: {Path(result.parts[0]).name} … {Path(result.parts[-1]).name}; "
                        f"carry {result.sidecar} with them (sizes and sha256 of every part)")
         if result.cache and result.cache["hits"]:
-            typer.echo(f"{result.cache['hits']} blobs ({human_bytes(result.cache['hit_bytes'])}) "
+            say(f"{result.cache['hits']} blobs ({human_bytes(result.cache['hit_bytes'])}) "
                        "came from the blob cache")
         if result.relies_on:
-            typer.echo(f"differential: {result.relied_on_blobs} blobs ({human_bytes(result.relied_on_bytes)}) "
+            say(f"differential: {result.relied_on_blobs} blobs ({human_bytes(result.relied_on_bytes)}) "
                        f"left out; the target must hold them from {', '.join(result.relies_on)}")
         if result.chain:
             ch = result.chain
-            typer.echo(f"{len(ch['releases'])} releases, oldest first: "
+            say(f"{len(ch['releases'])} releases, oldest first: "
                        + ", ".join(r["tag"] for r in ch["releases"])
                        + f"; one bundle per release would carry {human_bytes(ch['separate_bytes'])}, this one "
                        f"carries {human_bytes(ch['carried_bytes'])} ({human_bytes(ch['saved_bytes'])} saved by "
                        "sharing across releases)")
         if result.signed_by:
-            typer.echo(f"signed by {result.signed_by}")
+            say(f"signed by {result.signed_by}")
         if result.skipped_images:
-            typer.echo(f"skipped {len(result.skipped_images)} images not at the source (listed in arcgap.yaml): "
+            say(f"skipped {len(result.skipped_images)} images not at the source (listed in arcgap.yaml): "
                        + ", ".join(s["name"] for s in result.skipped_images))
         if result.installer:
             inst = result.installer
-            typer.echo(f"installer {inst['directory']}: {len(inst['files'])} files "
+            say(f"installer {inst['directory']}: {len(inst['files'])} files "
                        f"({human_bytes(inst['total_bytes'])}) for "
                        + ", ".join(t["label"] for t in inst["targets"])
                        + f"; on the far side: sh {inst['install_script']}")
@@ -221,26 +222,26 @@ def import_cmd(
 
     def human() -> None:
         for img in result.images:
-            typer.echo(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
+            say(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
         if through_docker(engine):
             changed = result.to_dict()["digests_changed"]
-            typer.echo(f"imported {len(result.images)} images through the Docker engine: "
+            say(f"imported {len(result.images)} images through the Docker engine: "
                        f"{human_bytes(result.verified_bytes)} verified in {result.seconds:.1f} s; "
                        f"{changed} digests differ from the bundle's (see --json)")
             return
         verb = "would import" if result.dry_run else "imported"
-        typer.echo(
+        say(
             f"{verb} {len(result.images)} images: {result.uploaded_blobs} blobs uploaded "
             f"({human_bytes(result.uploaded_bytes)}), {result.mounted_blobs} mounted, "
             f"{result.skipped_blobs} already present; {human_bytes(result.verified_bytes)} verified "
             f"in {result.seconds:.1f} s"
         )
         if result.skipped_tags:
-            typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+            say(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
         if result.receipt_file is not None:
-            typer.echo(f"receipt: {result.receipt_file}")
+            say(f"receipt: {safe(result.receipt_file)}")
         for h in handed:
-            typer.echo(f"hand-off: {h['directory']} (release {h['tag']}; next: {h['directory']}/NEXT-STEPS.md)")
+            say(f"hand-off: {h['directory']} (release {h['tag']}; next: {h['directory']}/NEXT-STEPS.md)")
 
     emit({**result.to_dict(), **({"handoff": handed[0]} if handed else {})}, as_json, human)
 
@@ -298,21 +299,21 @@ def mirror_cmd(
 
     def human() -> None:
         for img in result.images:
-            typer.echo(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
+            say(safe(f"{img['source']} → {img['target']}  {img['digest']}  {img['action']}"))
         if result.dry_run:
-            typer.echo(
+            say(
                 f"would mirror {len(result.images)} images from {result.source} to {result.target}: "
                 f"{human_bytes(result.missing_bytes)} to copy, {human_bytes(result.present_bytes)} of "
                 f"{human_bytes(result.content_bytes)} already at the target; nothing changed")
             return
-        typer.echo(
+        say(
             f"mirrored {len(result.images)} images: {result.uploaded_blobs} blobs copied "
             f"({human_bytes(result.uploaded_bytes)}), {result.mounted_blobs} mounted, "
             f"{result.skipped_blobs} already present; {human_bytes(result.verified_bytes)} verified "
             f"in {result.seconds:.1f} s"
         )
         if result.skipped_tags:
-            typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+            say(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
 
     emit(result.to_dict(), as_json, human)
 
