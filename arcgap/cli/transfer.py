@@ -89,6 +89,11 @@ def export_cmd(
                                "DOCKER_HOST)."),
     from_local: bool = typer.Option(False, "--from-local", help="With --engine docker: export images the local "
                                     "engine holds, named as arguments (e.g. myapp:dev); nothing is pulled."),
+    no_referrers: bool = typer.Option(False, "--no-referrers", help="Leave out the images' OCI referrers "
+                                      "(signatures, SBOMs, attestations; carried by default)."),
+    referrers_type: Optional[List[str]] = typer.Option(
+        None, "--referrers-type", metavar="TYPE", help="Carry only referrers of this artifactType (repeatable); "
+        "legacy cosign tags are always carried."),
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -118,7 +123,7 @@ def export_cmd(
         split_size=split_size, space_check=not no_space_check, cache_dir=cache_dir, use_cache=not no_cache,
         cache_max_bytes=parse_cache_size(cache_max_size), since=tuple(since or ()), sign_key=sign,
         skip_missing=skip_missing, installer_targets=tuple(installer_targets), engine=check_engine(engine),
-        from_local=from_local,
+        from_local=from_local, referrers=not no_referrers, referrers_types=tuple(referrers_type or ()),
     )
     source = source_options(registry=source_registry, repository=source_repository, username=source_username,
                             tag=source_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
@@ -149,6 +154,9 @@ def export_cmd(
                        "sharing across releases)")
         if result.signed_by:
             typer.echo(f"signed by {result.signed_by}")
+        if result.referrers and result.referrers["referrers"]:
+            how = ", ".join(f"{n} by {k}" for k, n in sorted(result.referrers["found_by"].items()))
+            typer.echo(f"{result.referrers['referrers']} referrers (signatures, SBOMs, attestations): {how}")
         if result.skipped_images:
             typer.echo(f"skipped {len(result.skipped_images)} images not at the source (listed in arcgap.yaml): "
                        + ", ".join(s["name"] for s in result.skipped_images))

@@ -216,6 +216,7 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
     if o.from_local:
         raise UsageError("--from-local needs --engine docker")
     from arcgap.transfer.export import export_bundle
+    from arcgap.transfer.referrers import ReferrerOptions
     from arcgap.transfer.since import load_bases
 
     environ, reporter = context.environ, context.reporter
@@ -261,6 +262,7 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
                 jobs=o.jobs, level=o.level, threads=o.threads, platform=o.platform, overwrite=o.force,
                 reporter=reporter, split_bytes=split_bytes, space_check=o.space_check,
                 cache=cache, bases=bases, signer=signer, releases=releases,
+                referrers=ReferrerOptions(o.referrers, frozenset(o.referrers_types)),
             )
         if staged is not None:
             result = replace(result, installer=staged.publish().to_dict())

@@ -25,6 +25,8 @@ from arcgap.transfer.bundlesink import BundleSink
 from arcgap.transfer.cache import BlobCache
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.plan import build_plan
+from arcgap.transfer.referrers import ReferrerOptions, add_to_plan, discover_for_images
+from arcgap.transfer.referrers import summary as referrers_summary
 from arcgap.transfer.registrysource import RegistrySource
 from arcgap.util.progress import Reporter
 
@@ -52,6 +54,7 @@ class ExportResult:
     skipped_images: tuple[dict[str, str], ...] = ()  # --skip-missing: {name, source} of each image left out
     installer: dict[str, Any] | None = None  # --with-installer: arcgap.installer.build.InstallerResult.to_dict()
     chain: dict[str, Any] | None = None  # several releases: arcgap.arc.chain.ChainSharing.to_dict()
+    referrers: dict[str, Any] | None = None  # arcgap.transfer.referrers.summary; None: not looked for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class ExportResult:
             "skipped_images": [dict(s) for s in self.skipped_images],
             "installer": self.installer,
             **({"chain": self.chain} if self.chain is not None else {}),
+            **({"referrers": self.referrers} if self.referrers is not None else {}),
         }
 
 
@@ -104,6 +108,7 @@ def export_bundle(
     signer: Signer | None = None,
     skipped_images: Sequence[Mapping[str, str]] = (),
     releases: Sequence[str] = (),
+    referrers: ReferrerOptions = ReferrerOptions(),  # noqa: B008 - frozen
 ) -> ExportResult:
     reporter = reporter or Reporter()
     t0 = time.monotonic()
@@ -119,6 +124,10 @@ def export_bundle(
             )
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                       created=creation_time(), bases=bases, signed=signer is not None)
+    if referrers.enabled:
+        reporter.phase(f"looking for referrers of {len(resolved)} images")
+    found = discover_for_images(client_for, resolved, referrers)
+    plan = add_to_plan(plan, resolved, found)
     manifest = plan.manifest
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
         manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
@@ -156,6 +165,7 @@ def export_bundle(
         sidecar=str(writer.sidecar) if writer.sidecar is not None else None,
         skipped_images=tuple(dict(s) for s in skipped_images),
         chain=chain_summary(manifest, plan.image_blobs) if manifest.releases else None,
+        referrers=referrers_summary(found) if referrers.enabled else None,
     )
 
 
