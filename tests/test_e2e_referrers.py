@@ -95,3 +95,39 @@ def test_a_bundle_whose_referrer_names_another_subject_is_refused(
         manifest = BundleManifest.from_yaml(yaml.safe_dump(doc).encode())
         manifests = {b.digest: member_bytes(out, b.member) for b in manifest.blobs if b.kind in ("index", "manifest")}
         build_graph(manifest, manifests, origin="arcgap.yaml")
+
+
+def test_import_onto_distribution_keeps_referrers_findable_by_fallback_tags(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], fresh_registry,
+    tmp_path: Path,
+) -> None:
+    from arcgap.registry.client import RegistryClient
+    from arcgap.registry.transport import TLSOptions
+    from arcgap.transfer.referrers import discover
+    from tests.e2e_helpers import target_args
+
+    out = tmp_path / "b.tar.zst"
+    _export(capsys, plain_registry, out)
+    target: Registry = fresh_registry()
+    # someone else's referrer already sits in the fallback index at the target: it must stay
+    with Pusher(target) as p:
+        other, other_raw = _artifact(p, "site/app", (signed["image"], 1, OCI_MANIFEST), "x/other", b"theirs")
+        p.push_manifest("site/app", fallback_tag(Digest.parse(signed["image"])),
+                        _index_of([(other, other_raw, "x/other")]), OCI_INDEX)
+    res = arcgap(capsys, "import", str(out), *target_args(target), "--target-repository", "site", "--json", "-q",
+                 "--receipt", str(tmp_path / "r.yaml"))
+    assert res.code == 0, res.err
+    placed = json.loads(res.out)["referrers"]
+    assert placed["target_api"] is False and placed["way"] == "fallback tags"
+    assert (placed["by_api"], placed["by_fallback"], placed["by_tag"]) == (0, 2, 1)
+    assert yaml.safe_load((tmp_path / "r.yaml").read_text())["referrers"] == placed
+    found = discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
+                     [Digest.parse(signed["image"])])
+    got = {(str(r.manifest.digest), str(r.subject), r.found_by) for r in found.referrers}
+    assert got == {(signed["sbom"], signed["image"], "fallback"), (signed["sig"], signed["sbom"], "fallback"),
+                   (signed["legacy"], signed["image"], "tag"), (other, signed["image"], "fallback")}
+    again = arcgap(capsys, "import", str(out), *target_args(target), "--target-repository", "site", "--json", "-q")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["referrers"]["by_fallback"] == 2  # found there: nothing written twice
+    assert len(discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
+                        [Digest.parse(signed["image"])]).referrers) == 4

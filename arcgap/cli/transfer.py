@@ -240,6 +240,8 @@ def import_cmd(
         )
         if result.skipped_tags:
             typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+        if result.referrers and result.referrers["target_api"] is not None:
+            typer.echo(referrers_line(result.referrers))
         if result.receipt_file is not None:
             typer.echo(f"receipt: {result.receipt_file}")
         for h in handed:
@@ -316,6 +318,18 @@ def mirror_cmd(
         )
         if result.skipped_tags:
             typer.echo(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+        if result.referrers and result.referrers["target_api"] is not None:
+            typer.echo(referrers_line(result.referrers))
 
     emit(result.to_dict(), as_json, human)
 
+
+def referrers_line(placed: dict) -> str:
+    """How import or mirror placed referrers, in one line (arcgap.transfer.referrerplace.Placed.to_dict())."""
+    total = placed["by_api"] + placed["by_fallback"] + placed["by_tag"]
+    line = (f"{total} referrers placed by the {placed['way']} ({placed['by_api']} acknowledged by the referrers API, "
+            f"{placed['by_fallback']} in {len(placed['fallback_tags'])} fallback tag indexes, "
+            f"{placed['by_tag']} cosign tags)")
+    if placed["unplaced"]:
+        line += f"; not findable: {len(placed['unplaced'])}"
+    return line

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from arcgap.errors import RegistryError
+from arcgap.errors import NetworkError, RegistryError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import OCI_INDEX, is_index
 from arcgap.registry.auth import repo_scope
@@ -179,3 +179,88 @@ def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, a
             if fetched.digest not in found:
                 found[fetched.digest] = Referrer(digest, fetched, artifact_type_of(fetched.raw), "tag", tag)
     return list(found.values()), has_api
+
+
+# -- placing at a target ------------------------------------------------------------------------------------
+
+MERGE_ATTEMPTS = 3  # read-merge-write rounds when another writer changes the fallback tag between our read and write
+
+
+def push_referrer(client: RegistryClient, repository: str, raw: bytes, media_type: str, subject: Digest) -> bool:
+    """PUT a referrer by digest; True when the registry answered ``OCI-Subject: <subject>`` (it indexes referrers
+    itself). A lost answer is settled by :meth:`RegistryClient.put_manifest` (it asks before sending again),
+    and then the registry's word on the subject is unknown: False, so the fallback tag is kept too."""
+    digest = Digest.of(raw)
+    what = f"pushing referrer {client.registry}/{repository}@{digest}"
+    try:
+        resp = client._send("PUT", f"/v2/{repository}/manifests/{digest}", what=what, settle=True,
+                            scopes=frozenset({repo_scope(repository, "pull,push")}),
+                            headers={"Content-Type": media_type}, content=raw)
+    except NetworkError:
+        client.put_manifest(repository, str(digest), raw, media_type)
+        return False
+    resp.close()
+    if resp.status_code >= 300:  # refused or a 5xx: the settling PUT asks, then sends once more or raises
+        client.put_manifest(repository, str(digest), raw, media_type)
+        return False
+    return resp.headers.get("oci-subject", "").strip() == str(subject)
+
+
+def descriptor_of(raw: bytes, media_type: str) -> dict[str, object]:
+    """The fallback index entry for a referrer: mediaType, digest, size, artifactType and annotations."""
+    entry: dict[str, object] = {"mediaType": media_type, "digest": str(Digest.of(raw)), "size": len(raw)}
+    kind = artifact_type_of(raw)
+    if kind:
+        entry["artifactType"] = kind
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        doc = None
+    annotations = doc.get("annotations") if isinstance(doc, dict) else None
+    if isinstance(annotations, dict) and annotations:
+        entry["annotations"] = annotations
+    return entry
+
+
+def merge_fallback(client: RegistryClient, repository: str, subject: Digest,
+                   referrers: list[tuple[bytes, str]]) -> int:
+    """Add ``referrers`` (raw, media type) to the fallback tag index of ``subject``: read what is there, keep
+    every entry (someone else's too), add the missing ones, write, and read back; another writer's change in
+    between is merged again. Returns how many entries were added. Refuses to replace a tag that holds anything
+    but an image index (GitLab's answer: the image itself)."""
+    tag = fallback_tag(subject)
+    wanted = [descriptor_of(raw, mt) for raw, mt in referrers]
+    added = 0
+    for _ in range(MERGE_ATTEMPTS):
+        current = fallback_index(client, repository, subject)
+        if current is not None and not is_index(current.media_type):
+            raise RegistryError(f"{client.registry}/{repository}:{tag} holds a {current.media_type} that is not a "
+                                f"referrers index; left as it is, so {len(wanted)} referrers of {subject.short} "
+                                "are not findable by the fallback tag")
+        doc: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        if current is not None:
+            try:
+                doc = json.loads(current.raw)
+            except (ValueError, RecursionError):
+                raise RegistryError(f"{client.registry}/{repository}:{tag}: the fallback index is not JSON") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+                raise RegistryError(f"{client.registry}/{repository}:{tag}: the fallback index has no manifests")
+        entries: list[object] = list(doc["manifests"])  # type: ignore[arg-type]
+        have = {e.get("digest") for e in entries if isinstance(e, dict)}
+        missing = [w for w in wanted if w["digest"] not in have]
+        if not missing:
+            return added
+        doc["manifests"] = entries + missing
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        client.put_manifest(repository, tag, raw, OCI_INDEX)
+        added += len(missing)
+        after = fallback_index(client, repository, subject)
+        if after is not None and after.digest == Digest.of(raw):
+            return added
+    raise RegistryError(f"{client.registry}/{repository}:{tag}: the fallback index kept changing under us "
+                        f"({MERGE_ATTEMPTS} rounds of read, merge and write)")
+
+
+def probe_api(client: RegistryClient, repository: str, digest: Digest) -> bool:
+    """Does the registry serve the referrers API (asked about ``digest``, which need not have any)?"""
+    return api_entries(client, repository, digest) is not None
