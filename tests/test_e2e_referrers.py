@@ -13,7 +13,7 @@ from arcgap.oci.digest import Digest
 from arcgap.registry.referrers import fallback_tag
 from devtools.images import Pusher, push_image
 from devtools.layers import make_layer
-from devtools.registries import Registry
+from devtools.registries import Endpoint, Registry
 from tests.e2e_helpers import arcgap, source_args
 from tests.test_e2e_receipt import member_bytes
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
@@ -131,3 +131,49 @@ def test_import_onto_distribution_keeps_referrers_findable_by_fallback_tags(
     assert json.loads(again.out)["referrers"]["by_fallback"] == 2  # found there: nothing written twice
     assert len(discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
                         [Digest.parse(signed["image"])]).referrers) == 4
+
+
+@pytest.fixture
+def api_target(fresh_registry):  # a distribution registry behind a proxy that adds the referrers API
+    from devtools.referrersproxy import ReferrersProxy
+
+    reg: Registry = fresh_registry()
+    proxy = ReferrersProxy(reg.url)
+    try:
+        yield Endpoint.from_url(f"http://{proxy.host}"), proxy
+    finally:
+        proxy.close()
+
+
+def _at(reg: Endpoint, repo: str, digest: str) -> set[tuple[str, str, str]]:
+    from arcgap.registry.client import RegistryClient
+    from arcgap.registry.transport import TLSOptions
+    from arcgap.transfer.referrers import discover
+
+    found = discover(RegistryClient(reg.host, tls=TLSOptions(plain_http=True)), repo, [Digest.parse(digest)])
+    return {(str(r.manifest.digest), str(r.subject), r.found_by) for r in found.referrers}
+
+
+def test_mirror_and_import_onto_a_registry_with_the_referrers_api(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], api_target,
+    tmp_path: Path,
+) -> None:
+    from tests.e2e_helpers import target_args
+
+    target, proxy = api_target
+    res = arcgap(capsys, "mirror", "app", *source_args(plain_registry), "--source-repository", "refe2e",
+                 "--source-tag", "v1", *target_args(target), "--target-repository", "mir", "--json", "-q")
+    assert res.code == 0, res.err
+    placed = json.loads(res.out)["referrers"]
+    assert (placed["target_api"], placed["by_api"], placed["by_fallback"], placed["by_tag"]) == (True, 2, 0, 1)
+    want = {(signed["sbom"], signed["image"], "api"), (signed["sig"], signed["sbom"], "api"),
+            (signed["legacy"], signed["image"], "tag")}
+    assert _at(target, "mir/app", signed["image"]) == want
+    assert not any(r.endswith(fallback_tag(Digest.parse(signed["image"]))) for r in proxy.requests
+                   if r.startswith("PUT")), "no fallback tag is written where the API answers"
+    out = tmp_path / "b.tar.zst"
+    _export(capsys, plain_registry, out)
+    res = arcgap(capsys, "import", str(out), *target_args(target), "--target-repository", "imp", "--json", "-q")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["referrers"]["by_api"] == 2
+    assert _at(target, "imp/app", signed["image"]) == want

@@ -165,3 +165,13 @@ def summary(found: Mapping[str, Discovery]) -> dict[str, object]:
         for r in d.referrers:
             how[r.found_by] = how.get(r.found_by, 0) + 1
     return {"referrers": sum(len(d.referrers) for d in found.values()), "per_image": by_image, "found_by": how}
+
+
+def referrer_graph(plan: ExportPlan,
+                   ref_name: str) -> tuple[tuple[tuple[ReferrerEntry, bytes], ...], frozenset[Digest]]:
+    """An image's referrers in a plan (entry, raw bytes) and the configs and layers they need (for mirror)."""
+    refs = tuple((r, plan.small_blobs[r.digest]) for r in plan.manifest.referrers if r.image == ref_name)
+    blobs: set[Digest] = set()
+    for r, raw in refs:
+        blobs.update(d.digest for d in parse_manifest(raw, r.media_type, what=f"referrer {r.digest}").blobs)
+    return refs, frozenset(blobs)
