@@ -177,3 +177,15 @@ def test_mirror_and_import_onto_a_registry_with_the_referrers_api(
     assert res.code == 0, res.err
     assert json.loads(res.out)["referrers"]["by_api"] == 2
     assert _at(target, "imp/app", signed["image"]) == want
+
+
+def test_inspect_lists_the_referrers(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], tmp_path: Path,
+) -> None:
+    out = tmp_path / "b.tar.zst"
+    _export(capsys, plain_registry, out)
+    res = arcgap(capsys, "inspect", str(out), "--json")
+    assert res.code == 0, res.err
+    assert {r["digest"] for r in json.loads(res.out)["referrers"]} == {signed["sbom"], signed["sig"], signed["legacy"]}
+    human = arcgap(capsys, "inspect", str(out))
+    assert f"referrer {signed['sig']}  {SIG}  of {signed['sbom']}  (by fallback)" in human.out
