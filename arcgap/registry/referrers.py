@@ -148,12 +148,12 @@ def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, a
     entries = api_entries(client, repository, digest) if api is not False else None
     has_api = entries is not None
     if entries is not None:
-        for ref_digest, _ in entries:
+        for ref_digest, listed_type in entries:
             fetched = client.get_manifest(repository, str(ref_digest))
             if subject_of(fetched.raw) != digest:
                 raise RegistryError(f"{client.registry}/{repository}: the referrers API lists {ref_digest} for "
                                     f"{digest}, whose subject is another manifest")
-            found.setdefault(ref_digest, Referrer(digest, fetched, artifact_type_of(fetched.raw), API))
+            found.setdefault(ref_digest, Referrer(digest, fetched, listed_type or artifact_type_of(fetched.raw), API))
     else:
         index = fallback_index(client, repository, digest)
         if index is not None and is_index(index.media_type):
@@ -162,14 +162,15 @@ def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, a
                 listed = _entries(index.raw, f"fallback tag {fallback_tag(digest)}")
             except RegistryError:
                 listed = []
-            for ref_digest, _ in listed:
+            for ref_digest, listed_type in listed:
                 fetched = client.get_manifest(repository, str(ref_digest))
-                candidates.append(fetched)
+                candidates.append((fetched, listed_type))
             # Accepted only when every entry names this digest as its subject (GitLab answers the tag with the
             # image itself: an index whose children are platforms, not referrers).
-            if candidates and all(subject_of(c.raw) == digest for c in candidates):
-                for c in candidates:
-                    found.setdefault(c.digest, Referrer(digest, c, artifact_type_of(c.raw), FALLBACK))
+            if candidates and all(subject_of(c.raw) == digest for c, _ in candidates):
+                for c, listed_type in candidates:  # the type as the source lists it (cosign: its config's)
+                    kind = listed_type or artifact_type_of(c.raw)
+                    found.setdefault(c.digest, Referrer(digest, c, kind, FALLBACK))
     if cosign_tags:
         for suffix in COSIGN_SUFFIXES:
             tag = fallback_tag(digest) + suffix
@@ -206,10 +207,11 @@ def push_referrer(client: RegistryClient, repository: str, raw: bytes, media_typ
     return resp.headers.get("oci-subject", "").strip() == str(subject)
 
 
-def descriptor_of(raw: bytes, media_type: str) -> dict[str, object]:
-    """The fallback index entry for a referrer: mediaType, digest, size, artifactType and annotations."""
+def descriptor_of(raw: bytes, media_type: str, artifact_type: str = "") -> dict[str, object]:
+    """The fallback index entry for a referrer: mediaType, digest, size, artifactType (as the source listed it,
+    else the manifest's own) and annotations."""
     entry: dict[str, object] = {"mediaType": media_type, "digest": str(Digest.of(raw)), "size": len(raw)}
-    kind = artifact_type_of(raw)
+    kind = artifact_type or artifact_type_of(raw)
     if kind:
         entry["artifactType"] = kind
     try:
@@ -223,13 +225,13 @@ def descriptor_of(raw: bytes, media_type: str) -> dict[str, object]:
 
 
 def merge_fallback(client: RegistryClient, repository: str, subject: Digest,
-                   referrers: list[tuple[bytes, str]]) -> int:
-    """Add ``referrers`` (raw, media type) to the fallback tag index of ``subject``: read what is there, keep
-    every entry (someone else's too), add the missing ones, write, and read back; another writer's change in
-    between is merged again. Returns how many entries were added. Refuses to replace a tag that holds anything
-    but an image index (GitLab's answer: the image itself)."""
+                   referrers: list[tuple[bytes, str, str]]) -> int:
+    """Add ``referrers`` (raw, media type, artifact type) to the fallback tag index of ``subject``: read what
+    is there, keep every entry (someone else's too), add the missing ones, write, and read back; another
+    writer's change in between is merged again. Returns how many entries were added. Refuses to replace a
+    tag that holds anything but an image index (GitLab's answer: the image itself)."""
     tag = fallback_tag(subject)
-    wanted = [descriptor_of(raw, mt) for raw, mt in referrers]
+    wanted = [descriptor_of(raw, mt, kind) for raw, mt, kind in referrers]
     added = 0
     for _ in range(MERGE_ATTEMPTS):
         current = fallback_index(client, repository, subject)

@@ -57,7 +57,7 @@ def place_referrers(sink: object, targets: Sequence[TargetImage], graphs: Sequen
     done: set[tuple[str, Digest]] = set()
     for target, graph in work:
         repo = target.repository
-        fallback: dict[Digest, list[tuple[bytes, str]]] = {}
+        fallback: dict[Digest, list[tuple[bytes, str, str]]] = {}
         for ref, raw in graph.referrers:
             if (repo, ref.digest) in done:
                 continue
@@ -70,7 +70,7 @@ def place_referrers(sink: object, targets: Sequence[TargetImage], graphs: Sequen
             if push_referrer(sink, repo, raw, ref.media_type, ref.subject):
                 placed.by_api += 1
             else:
-                fallback.setdefault(ref.subject, []).append((raw, ref.media_type))
+                fallback.setdefault(ref.subject, []).append((raw, ref.media_type, ref.artifact_type))
         for subject, items in fallback.items():
             try:
                 merge_fallback(sink, repo, subject, items)
