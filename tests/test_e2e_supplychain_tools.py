@@ -3,7 +3,8 @@ certificate), an SBOM attached with ``oras attach``; arcgap exports it, imports 
 tags), onto crane's registry (no referrers API either: fallback tags) and onto distribution behind
 devtools/referrersproxy (the referrers API); then ``cosign verify`` passes at each target and ``oras discover``
 lists the same referrers as at the source (``notation verify``: at the source only, for now). Everything, arcgap
-and the tools included, runs in a network namespace with loopback only: the tools try to reach public trust services on their own.
+and the tools included, runs in a network namespace with loopback only: the tools try to reach public trust
+services on their own.
 
 The tools come from Debian unstable (scripts/get-supplychain-tools.sh, ``$ARCGAP_SUPPLYCHAIN_TOOLS``); the test
 is skipped when they are not there.
