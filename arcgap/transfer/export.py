@@ -126,7 +126,7 @@ def export_bundle(
                       created=creation_time(), bases=bases, signed=signer is not None)
     if referrers.enabled:
         reporter.phase(f"looking for referrers of {len(resolved)} images")
-    found = discover_for_images(client_for, resolved, referrers)
+    found = discover_for_images(client_for, resolved, referrers, jobs=jobs)
     plan = add_to_plan(plan, resolved, found)
     manifest = plan.manifest
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks

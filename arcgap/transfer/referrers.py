@@ -20,6 +20,7 @@ from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import Referrer, list_referrers
 from arcgap.registry.resolve import ResolvedImage
 from arcgap.transfer.plan import ExportPlan
+from arcgap.util.parallel import each
 
 MAX_DEPTH = 4
 MAX_REFERRERS = 10_000  # per run; a registry listing more is refused rather than followed
@@ -97,20 +98,27 @@ class ReferrerOptions:
 
 
 def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: Sequence[ResolvedImage],
-                        options: ReferrerOptions) -> dict[str, Discovery]:
+                        options: ReferrerOptions, *, jobs: int = 4) -> dict[str, Discovery]:
     """Each image's referrers (ref_name → Discovery), asked of its own repository; the API probed once a
     registry (the answer of its first subject decides for the rest of the run)."""
     probed: dict[str, bool | None] = {}
     out: dict[str, Discovery] = {}
     if not options.enabled:
         return out
-    for img in resolved:
+
+    def one(img: ResolvedImage) -> Discovery:
         ref = img.wanted.reference
         roots = [img.top.digest, *(p.manifest.digest for p in img.platforms)]
-        found = discover(client_for(ref.registry), ref.repository, roots, types=options.types,
-                         has_api=probed.get(ref.registry))
-        probed[ref.registry] = found.has_api
-        out[f"{img.wanted.name}:{ref.tag or 'latest'}"] = found
+        return discover(client_for(ref.registry), ref.repository, roots, types=options.types,
+                        has_api=probed.get(ref.registry))
+
+    # The first image of each registry probes it; the rest are asked ``jobs`` at a time with its answer.
+    first = {img.wanted.reference.registry: img for img in reversed(resolved)}
+    for registry, img in first.items():
+        probed[registry] = one(img).has_api
+    found = each(one, resolved, jobs=jobs, name="arcgap-referrers")
+    for img, d in zip(resolved, found):
+        out[f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}"] = d
     return out
 
 
