@@ -8,8 +8,11 @@ STAMP  := $(VENV)/.installed
 # (about 80 s, then cached in CRANE_DIR); `make test CRANE=/path/to/crane` uses a crane you already have.
 CRANE_DIR ?= /tmp/crane-build
 CRANE     ?= $(CRANE_DIR)/bin/crane
+# cosign, notation, oras from Debian unstable (apt-get download + dpkg -x; the system is not changed) for the
+# referrers tests against the real tools (tests/test_e2e_supplychain_tools.py).
+SUPPLYCHAIN_DIR ?= /tmp/supplychain-tools
 
-.PHONY: all sysdeps venv test test-crane unit lint demo bench wheelhouse clean crane
+.PHONY: all sysdeps venv test test-crane unit lint demo bench wheelhouse clean crane supplychain-tools
 
 all: test
 
@@ -41,8 +44,12 @@ lint: venv
 
 ## Everything: lint, unit tests and end-to-end tests against real registries (distribution and crane's),
 ## dockerd and namespaces. A missing crane is an error here (plain `pytest` skips the crane tests instead).
-test: sysdeps venv lint crane
-	ARCGAP_CRANE=$(abspath $(CRANE)) ARCGAP_REQUIRE_CRANE=1 $(BIN)/python -m pytest -q -ra
+test: sysdeps venv lint crane supplychain-tools
+	ARCGAP_CRANE=$(abspath $(CRANE)) ARCGAP_REQUIRE_CRANE=1 ARCGAP_SUPPLYCHAIN_TOOLS=$(SUPPLYCHAIN_DIR)/bin \
+	    $(BIN)/python -m pytest -q -ra
+
+supplychain-tools:
+	@SUPPLYCHAIN_DIR=$(SUPPLYCHAIN_DIR) bash scripts/get-supplychain-tools.sh > /dev/null
 
 ## Only the round trips against crane's registry (distribution -> crane, crane -> distribution, mirror).
 test-crane: sysdeps venv crane

@@ -362,7 +362,8 @@ def test_needed_version() -> None:
     assert needed_version(differential=False, signed=False) == PLAIN_FORMAT_VERSION == 1
     assert needed_version(differential=True, signed=False) == 2
     assert needed_version(differential=False, signed=True) == 3  # members: what it signs
-    assert needed_version(differential=True, signed=True, chain=True) == FORMAT_VERSION == 4
+    assert needed_version(differential=True, signed=True, chain=True) == 4
+    assert needed_version(differential=True, signed=True, chain=True, referrers=True) == FORMAT_VERSION == 5
 
 
 def test_differential_round_trip() -> None:

@@ -156,7 +156,7 @@ def test_bundle_from_a_newer_format_version(capsys: pytest.CaptureFixture[str], 
     res = arcgap(capsys, "verify", str(newer))
     assert res.code == 8
     assert res.error_lines == [
-        "error: bundle format version 99 is newer than this arcgap supports (4)",
+        "error: bundle format version 99 is newer than this arcgap supports (5)",
         "hint: install a newer arcgap on this side (the bundle was written by arcgap 9.0.0)",
     ]
 

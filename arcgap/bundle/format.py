@@ -6,7 +6,8 @@ target already holds them from an earlier bundle. A signed bundle (format versio
 ``members``, the size and sha256 of every other member (``oci-layout``, ``index.json``, ``manifest.json``), so the
 signature over ``arcgap.yaml`` covers every byte of the bundle. A bundle of several releases (an upgrade chain,
 format version 4) lists them under ``releases``, oldest first; each image belongs to the release whose tag it
-carries. Limits: :mod:`arcgap.bundle.limits`.
+carries. Referrers (signatures, SBOMs, attestations: format version 5) are listed under ``referrers``
+(:mod:`arcgap.bundle.referrers`). Limits: :mod:`arcgap.bundle.limits`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from arcgap import __version__
 from arcgap.bundle import limits
+from arcgap.bundle.referrers import REFERRERS_FORMAT_VERSION, ReferrerEntry, parse_referrers
 from arcgap.bundle.yamldoc import YamlDoc, shown_number
 from arcgap.errors import BundleFormatError, UsageError
 from arcgap.oci.digest import Digest
@@ -26,7 +28,7 @@ from arcgap.oci.reference import validate_repository, validate_tag
 from arcgap.util import safeyaml
 
 FORMAT_NAME = "arcgap-bundle"
-FORMAT_VERSION = 4  # the newest version this arcgap reads and writes
+FORMAT_VERSION = 5  # the newest version this arcgap reads and writes
 PLAIN_FORMAT_VERSION = 1  # a full, unsigned bundle: arcgap 0.1 reads it too
 DIFFERENTIAL_FORMAT_VERSION = 2  # relies_on (and, before version 3, a signature without members)
 MEMBERS_FORMAT_VERSION = 3  # members: the digests of the bundle's other members, written by signed bundles
@@ -40,7 +42,7 @@ RELIABLE_KINDS = ("config", "layer")  # manifests are always in the bundle: tags
 BASE_VIAS = ("bundle", "sidecar", "receipt")
 
 
-def needed_version(*, differential: bool, signed: bool, chain: bool = False) -> int:
+def needed_version(*, differential: bool, signed: bool, chain: bool = False, referrers: bool = False) -> int:
     """The lowest format version that describes a bundle, so older arcgap reads every bundle it can.
 
     Version 1 readers would take ``relies_on`` for an unknown key and stop at ``arcgap.yaml.sig`` with an
@@ -49,6 +51,8 @@ def needed_version(*, differential: bool, signed: bool, chain: bool = False) -> 
     would import an upgrade chain without its release order and let ``--target-tag`` put every release on one
     tag: a chain (``releases``) is version 4.
     """
+    if referrers:
+        return REFERRERS_FORMAT_VERSION  # an older reader would import the images without their signatures
     if chain:
         return CHAIN_FORMAT_VERSION
     if signed:
@@ -127,6 +131,7 @@ class BundleManifest:
     relies_on: tuple[BaseBundle, ...] = ()  # empty for a full bundle
     members: tuple[MemberEntry, ...] = ()  # the other members' digests (format version 3: signed bundles)
     releases: tuple[str, ...] = ()  # an upgrade chain's release tags, oldest first (format version 4)
+    referrers: tuple[ReferrerEntry, ...] = ()  # signatures, SBOMs, attestations (format version 5)
 
     def __post_init__(self) -> None:
         if self.relies_on and self.format_version < DIFFERENTIAL_FORMAT_VERSION:
@@ -135,6 +140,8 @@ class BundleManifest:
             raise ValueError("members need format version 3")
         if self.releases and self.format_version < CHAIN_FORMAT_VERSION:
             raise ValueError("a bundle of several releases needs format version 4")
+        if self.referrers and self.format_version < REFERRERS_FORMAT_VERSION:
+            raise ValueError("referrers need format version 5")
 
     def with_members(self, members: dict[str, bytes]) -> BundleManifest:
         """This manifest recording the size and sha256 of ``members`` (name -> exact bytes), in that order."""
@@ -212,6 +219,8 @@ class BundleManifest:
             doc["members"] = [{"name": m.name, "size": m.size, "digest": str(m.digest)} for m in self.members]
         if self.releases:
             doc["releases"] = list(self.releases)
+        if self.referrers:
+            doc["referrers"] = [r.to_dict() for r in self.referrers]
         doc.update(self.extra)
         return doc
 
@@ -352,7 +361,7 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
         images.append(entry)
     releases = _releases(doc, version, origin, images)
     known = {"format", "format_version", "arcgap_version", "created", "source", "images", "blobs", "relies_on",
-             "members", "releases"}
+             "members", "releases", "referrers"}
     return BundleManifest(
         source_registry=_get(source, "registry", str, origin, "source"),
         source_repository=_text(source, "repository", origin, "source"),
@@ -365,6 +374,9 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
         relies_on=relies_on,
         members=_members(doc, version, origin),
         releases=releases,
+        referrers=parse_referrers(
+            doc, version, origin, images={i.ref_name: {i.digest, *(p.digest for p in i.platforms)} for i in images},
+            manifests={b.digest: (b.size, b.media_type) for b in blobs if b.kind in ("index", "manifest")}),
     )
 
 

@@ -5,6 +5,8 @@ are image manifests (a nested index is over the depth limit, as export refuses i
 manifest's own bytes declare is the one arcgap.yaml and its parent declare; every manifest blob is used, and no
 config or layer is labelled a manifest. ``verify`` and ``import`` call this at the same point, so one defect
 gets one exit code. A differential bundle's relied-on blobs count as present elsewhere (at the target).
+Referrers (format version 5) belong to their image: their bytes must name the recorded ``subject`` and their
+configs and layers are among the image's blobs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 from arcgap.bundle.format import BundleManifest, ImageEntry
 from arcgap.bundle.limits import MAX_GRAPH_DEPTH, MAX_INDEX_CHILDREN, MAX_LAYERS
+from arcgap.bundle.referrers import ReferrerEntry, subject_of
 from arcgap.errors import BundleFormatError, RegistryError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import ParsedManifest, is_index, parse_manifest, sniff_media_type
@@ -24,6 +27,7 @@ class ImageGraph:
     children: tuple[tuple[Digest, bytes, str], ...]  # platform manifests of an index: digest, raw, media type
     blobs: frozenset[Digest]  # configs and layers this image needs
     relied: frozenset[Digest] = frozenset()  # those of them the bundle relies on the target holding
+    referrers: tuple[tuple[ReferrerEntry, bytes], ...] = ()  # subjects first: the order to place them in
 
 
 def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, origin: str) -> list[ImageGraph]:
@@ -85,6 +89,15 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                 children.append((child.digest, manifests[child.digest], child.media_type))
         else:
             image_manifests.append((image.digest, top))
+        mine: list[tuple[ReferrerEntry, bytes]] = []
+        for ref in (r for r in manifest.referrers if r.image == image.ref_name):
+            ref_what = f"{what} referrer {ref.digest.short}"
+            if is_index(ref.media_type):
+                raise BundleFormatError(f"{origin}: {ref_what}: a referrer that is an index is not carried")
+            image_manifests.append((ref.digest, parsed(ref.digest, ref.media_type, ref_what)))
+            if ref.tag is None and subject_of(manifests[ref.digest]) != ref.subject:
+                raise BundleFormatError(f"{origin}: {ref_what}: its subject is not {ref.subject.short}")
+            mine.append((ref, manifests[ref.digest]))
         for _digest, m in image_manifests:
             for d in m.blobs:
                 entry = declared.get(d.digest)
@@ -100,7 +113,8 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                                             f"but listed as a {entry.kind}")
                 roles.setdefault(d.digest, set()).add("config" if d is m.config else "layer")
                 needed.add(d.digest)
-        graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere))))
+        graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere)),
+                                 tuple(mine)))
     unused = [b for b in manifest.blobs if b.kind in ("index", "manifest") and b.digest not in used]
     if unused:
         raise BundleFormatError(f"{origin}: {unused[0].kind} {unused[0].digest.short} is listed but no image uses it")

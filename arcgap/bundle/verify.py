@@ -106,6 +106,7 @@ def describe(manifest: BundleManifest, signature: BundleSignature | None = None)
         "content_bytes": sum(sizes.values()),
         "skipped_images": skipped_images(manifest),
         "releases": [{"tag": t, "images": sum(1 for i in manifest.images if i.tag == t)} for t in manifest.releases],
+        "referrers": [r.to_dict() for r in manifest.referrers],
     }
 
 

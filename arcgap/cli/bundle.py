@@ -97,6 +97,10 @@ def inspect_cmd(
         for img in doc["images"]:
             plats = ", ".join(p["platform"] for p in img["platforms"])
             echo(f"  {img['name']}:{img['tag']}  {img['digest']}  [{plats}]")
+            for ref in (r for r in doc["referrers"] if r["image"] == f"{img['name']}:{img['tag']}"):
+                how = f"tag {ref['tag']}" if ref.get("tag") else f"by {ref['found_by']}"
+                echo(f"    referrer {ref['digest']}  {ref['artifact_type'] or ref['media_type']}  "
+                     f"of {ref['subject']}  ({how})")
         echo(f"{len(doc['images'])} images, {doc['blobs']} blobs, {human_bytes(doc['content_bytes'])}")
         if doc["releases"]:
             echo(f"{len(doc['releases'])} releases, imported oldest first: "

@@ -95,6 +95,11 @@ def export_cmd(
                                "DOCKER_HOST)."),
     from_local: bool = typer.Option(False, "--from-local", help="With --engine docker: export images the local "
                                     "engine holds, named as arguments (e.g. myapp:dev); nothing is pulled."),
+    no_referrers: bool = typer.Option(False, "--no-referrers", help="Leave out the images' OCI referrers "
+                                      "(signatures, SBOMs, attestations; carried by default)."),
+    referrers_type: Optional[List[str]] = typer.Option(
+        None, "--referrers-type", metavar="TYPE", help="Carry only referrers of this artifactType (repeatable); "
+        "legacy cosign tags are always carried."),
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -124,7 +129,8 @@ def export_cmd(
         split_size=split_size, space_check=not no_space_check, cache_dir=cache_dir, use_cache=not no_cache,
         cache_max_bytes=parse_cache_size(cache_max_size), since=tuple(since or ()), sign_key=sign,
         skip_missing=skip_missing, installer_targets=tuple(installer_targets), engine=check_engine(engine),
-        output_format=check_format(output_format), from_local=from_local,
+        output_format=check_format(output_format), from_local=from_local, referrers=not no_referrers,
+        referrers_types=tuple(referrers_type or ()),
     )
     source = source_options(registry=source_registry, repository=source_repository, username=source_username,
                             tag=source_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
@@ -155,6 +161,9 @@ def export_cmd(
                        "sharing across releases)")
         if result.signed_by:
             say(f"signed by {result.signed_by}")
+        if result.referrers and result.referrers["referrers"]:
+            how = ", ".join(f"{n} by {k}" for k, n in sorted(result.referrers["found_by"].items()))
+            say(f"{result.referrers['referrers']} referrers (signatures, SBOMs, attestations): {how}")
         if result.skipped_images:
             say(f"skipped {len(result.skipped_images)} images not at the source (listed in arcgap.yaml): "
                        + ", ".join(s["name"] for s in result.skipped_images))
@@ -238,6 +247,8 @@ def import_cmd(
         )
         if result.skipped_tags:
             say(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+        if result.referrers and result.referrers["target_api"] is not None:
+            say(referrers_line(result.referrers))
         if result.receipt_file is not None:
             say(f"receipt: {safe(result.receipt_file)}")
         for h in handed:
@@ -314,6 +325,18 @@ def mirror_cmd(
         )
         if result.skipped_tags:
             say(f"{result.skipped_tags} tags already pointed at their digest and were left alone")
+        if result.referrers and result.referrers["target_api"] is not None:
+            say(referrers_line(result.referrers))
 
     emit(result.to_dict(), as_json, human)
 
+
+def referrers_line(placed: dict) -> str:
+    """How import or mirror placed referrers, in one line (arcgap.transfer.referrerplace.Placed.to_dict())."""
+    total = placed["by_api"] + placed["by_fallback"] + placed["by_tag"]
+    line = (f"{total} referrers placed by the {placed['way']} ({placed['by_api']} acknowledged by the referrers API, "
+            f"{placed['by_fallback']} in {len(placed['fallback_tags'])} fallback tag indexes, "
+            f"{placed['by_tag']} cosign tags)")
+    if placed["unplaced"]:
+        line += f"; not findable: {len(placed['unplaced'])}"
+    return line

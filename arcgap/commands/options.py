@@ -92,6 +92,8 @@ class ExportOptions:
     releases: tuple[str, ...] = ()  # an upgrade chain: repeated --release (selection.release is then None)
     from_release: str | None = None  # an upgrade chain: the release the site runs (not carried)
     to_release: str | None = None  # ... up to this one (default: the newest at the source)
+    referrers: bool = True  # OCI 1.1 referrers (signatures, SBOMs, attestations) of every manifest carried
+    referrers_types: tuple[str, ...] = ()  # only these artifactTypes (empty: every type)
 
 
 @dataclass(frozen=True, **_KW)

@@ -208,6 +208,7 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
     if o.from_local:
         raise UsageError(f"{option('from_local')} needs {option('engine')} docker")
     from arcgap.transfer.export import export_bundle
+    from arcgap.transfer.referrers import ReferrerOptions
     from arcgap.transfer.since import load_bases
 
     environ, reporter = context.environ, context.reporter
@@ -250,6 +251,7 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
                 pool, wanted, output=out, skipped_images=skipped_record(skipped),
                 source_registry=endpoint.registry, source_repository=endpoint.repository,
                 jobs=o.jobs, platform=o.platform, reporter=reporter, cache=cache, bases=bases, releases=releases,
+                referrers=ReferrerOptions(o.referrers, frozenset(o.referrers_types)),
             )
         if staged is not None:
             result = replace(result, installer=staged.publish().to_dict())

@@ -25,6 +25,7 @@ from arcgap.transfer.background import BackgroundUploads, background_slots
 from arcgap.transfer.placement import Placements
 from arcgap.transfer.plan import TargetImage
 from arcgap.transfer.publish import Publication, push_manifests_and_tags, verify_tags
+from arcgap.transfer.referrerplace import place_referrers
 from arcgap.transfer.sink import Sink, StreamSink
 from arcgap.transfer.source import Contents, Meter, Source
 from arcgap.transfer.tally import ImageOutcome, Tally
@@ -123,6 +124,8 @@ class _Copy:
                 push_manifests_and_tags(self.sink, pubs, current, self.reporter, jobs=self.options.jobs,
                                         releases=manifest.releases)
                 verify_tags(self.sink, self.targets, jobs=self.options.jobs)
+                self.tally.referrers = place_referrers(self.sink, self.targets, contents.graphs,
+                                                       self.reporter).to_dict()
             self._describe(contents, current)
         finally:
             self.placements.close()  # questions still open (a failed run) are dropped

@@ -27,6 +27,8 @@ from arcgap.transfer.bundlesink import BundleSink
 from arcgap.transfer.cache import BlobCache
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.plan import build_plan
+from arcgap.transfer.referrers import ReferrerOptions, add_to_plan, discover_for_images
+from arcgap.transfer.referrers import summary as referrers_summary
 from arcgap.transfer.registrysource import RegistrySource
 from arcgap.transfer.sink import ExportOutput, Written
 from arcgap.transfer.source import Meter, Source
@@ -56,6 +58,7 @@ class ExportResult:
     skipped_images: tuple[dict[str, str], ...] = ()  # --skip-missing: {name, source} of each image left out
     installer: dict[str, Any] | None = None  # --with-installer: arcgap.installer.build.InstallerResult.to_dict()
     chain: dict[str, Any] | None = None  # several releases: arcgap.arc.chain.ChainSharing.to_dict()
+    referrers: dict[str, Any] | None = None  # arcgap.transfer.referrers.summary; None: not looked for
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class ExportResult:
             "skipped_images": [dict(s) for s in self.skipped_images],
             "installer": self.installer,
             **({"chain": self.chain} if self.chain is not None else {}),
+            **({"referrers": self.referrers} if self.referrers is not None else {}),
         }
 
 
@@ -130,6 +134,7 @@ def export_bundle(
     bases: Sequence[BaseBundle] = (),
     skipped_images: Sequence[Mapping[str, str]] = (),
     releases: Sequence[str] = (),
+    referrers: ReferrerOptions = ReferrerOptions(),  # noqa: B008 - frozen
 ) -> ExportResult:
     """Resolve ``wanted``, plan, and copy every blob into ``output`` (a bundle, a layout directory)."""
     reporter = reporter or Reporter()
@@ -146,6 +151,10 @@ def export_bundle(
             )
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                       created=creation_time(), bases=bases, signed=output.signed)
+    if referrers.enabled:
+        reporter.phase(f"looking for referrers of {len(resolved)} images")
+    found = discover_for_images(client_for, resolved, referrers, jobs=jobs)
+    plan = add_to_plan(plan, resolved, found)
     manifest = plan.manifest
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
         manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
@@ -178,6 +187,7 @@ def export_bundle(
         sidecar=written.sidecar,
         skipped_images=tuple(dict(s) for s in skipped_images),
         chain=chain_summary(manifest, plan.image_blobs) if manifest.releases else None,
+        referrers=referrers_summary(found) if referrers.enabled else None,
     )
 
 

@@ -16,6 +16,7 @@ from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted, resolve_all
 from arcgap.transfer.engine import CopyOptions, copy_images
 from arcgap.transfer.plan import build_plan, map_targets
+from arcgap.transfer.referrers import ReferrerOptions, add_to_plan, discover_for_images
 from arcgap.transfer.registrysource import RegistrySource
 from arcgap.transfer.sink import Sink
 from arcgap.transfer.tally import ImportResult
@@ -52,6 +53,7 @@ def mirror_images(
     jobs: int = DEFAULT_JOBS,
     reporter: Reporter | None = None,
     dry_run: bool = False,
+    referrers: ReferrerOptions = ReferrerOptions(),  # noqa: B008 - frozen
 ) -> MirrorResult:
     """Resolve every image at the source (a missing one stops the run before the target is touched), then copy."""
     reporter = reporter or Reporter()
@@ -62,6 +64,7 @@ def mirror_images(
     resolved = resolve_all(source_for, wanted, jobs=jobs)
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                       created="")
+    plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers))
     targets = map_targets(plan.manifest, registry=client.registry, repository=target_repository, tag=target_tag)
     options = CopyOptions(jobs=jobs, dry_run=dry_run, label=f"mirroring into {client.registry}",
                           where=f"{client.registry}/{target_repository}")

@@ -66,9 +66,10 @@ class Receipt:
     blobs: tuple[BlobEntry, ...]  # every blob the target holds for these images, manifests included
     imported: str  # RFC 3339 UTC, when the import finished
     arcgap_version: str = __version__
+    referrers: dict[str, Any] | None = None  # how referrers were placed (arcgap.transfer.referrerplace.Placed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "format": RECEIPT_FORMAT,
             "format_version": RECEIPT_VERSION,
             "arcgap_version": self.arcgap_version,
@@ -101,6 +102,9 @@ class Receipt:
                 for b in self.blobs
             ],
         }
+        if self.referrers is not None:
+            doc["referrers"] = self.referrers  # informative: written for the operator, not read back
+        return doc
 
     def to_yaml(self) -> bytes:
         header = (f"# arcgap import receipt: {len(self.images)} images of {self.bundle_name} into "
@@ -138,6 +142,7 @@ def build_receipt(
         bundle_format_version=manifest.format_version, signed_by=signed_by, signature_checked=signature_checked,
         relied_on=tuple(base.name for base in manifest.relies_on), target_registry=registry,
         target_repository=repository, images=images, blobs=tuple(result.held_blobs), imported=rfc3339(moment),
+        referrers=result.referrers,
     )
 
 

@@ -18,6 +18,7 @@ from arcgap.registry.resolve import ResolvedImage
 from arcgap.transfer.bundlesource import metered
 from arcgap.transfer.plan import ExportPlan
 from arcgap.transfer.prefetch import OrderedPrefetcher
+from arcgap.transfer.referrers import referrer_graph
 from arcgap.transfer.source import Contents, Meter
 from arcgap.util.parallel import DEFAULT_JOBS
 
@@ -49,7 +50,9 @@ class RegistrySource:
                 for p in img.platforms if p.manifest.digest != img.top.digest))
             manifests.update((digest, raw) for digest, raw, _ in children)
             blobs = frozenset(d.digest for p in img.platforms for d in p.parsed.blobs)
-            graphs.append(ImageGraph(entry, children, blobs))
+            refs, ref_blobs = referrer_graph(self.plan, entry.ref_name)
+            manifests.update((r.digest, raw) for r, raw in refs)
+            graphs.append(ImageGraph(entry, children, blobs | ref_blobs, referrers=refs))
         return Contents(self.plan.manifest, tuple(graphs), manifests)
 
     def _download(self, entry: BlobEntry) -> Iterator[bytes]:

@@ -57,6 +57,7 @@ class Tally:
     present_bytes: int = 0  # bytes every repository needing them already held
     lacking_placements: int = 0  # (repository, blob) pairs the target lacked (a dry run reports them)
     lacking_bytes: int = 0  # bytes of the blobs some repository lacked
+    referrers: dict[str, Any] | None = None  # arcgap.transfer.referrerplace.Placed.to_dict(): how they were placed
 
     @property
     def images(self) -> list[dict[str, Any]]:
@@ -84,6 +85,8 @@ class ImportResult(Tally):
             "skipped_tags": self.skipped_tags,
             "seconds": round(self.seconds, 3),
         }
+        if self.referrers is not None:
+            doc["referrers"] = self.referrers
         if self.receipt_file is not None:
             doc["receipt_file"] = str(self.receipt_file)
             doc["receipt"] = self.receipt

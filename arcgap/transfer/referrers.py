@@ -1,0 +1,185 @@
+"""Referrer discovery for a transfer: every referrer of every manifest carried, and referrers of referrers.
+
+Pure orchestration over :mod:`arcgap.registry.referrers`: breadth first from the roots (an image's top manifest
+and each index child), each subject asked once, to ``MAX_DEPTH`` levels (a signature on an SBOM on an image is
+two). The registry is probed once: after the first subject whose API call answers 404, the rest go straight to
+the fallback tag. ``types`` keeps only referrers of those artifact types (legacy cosign tags carry no type and
+are always kept); a dropped referrer's own referrers are not asked (their subject would not be carried).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from arcgap.bundle.format import BlobEntry, needed_version
+from arcgap.bundle.referrers import ReferrerEntry
+from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import is_index, parse_manifest
+from arcgap.registry.client import RegistryClient
+from arcgap.registry.referrers import Referrer, list_referrers
+from arcgap.registry.resolve import ResolvedImage
+from arcgap.transfer.plan import ExportPlan
+from arcgap.util.parallel import each
+
+MAX_DEPTH = 4
+MAX_REFERRERS = 10_000  # per run; a registry listing more is refused rather than followed
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover` found: the referrers in the order to place them (subjects before referrers)."""
+
+    referrers: list[Referrer] = field(default_factory=list)
+    has_api: bool | None = None  # None: never asked (no roots)
+    skipped: list[Referrer] = field(default_factory=list)  # referrers that are indexes: not carried
+
+    def blobs(self) -> dict[Digest, tuple[int, str]]:
+        """Config and layer blobs the referrers need: digest → (size, media type)."""
+        out: dict[Digest, tuple[int, str]] = {}
+        for r in self.referrers:
+            parsed = parse_manifest(r.manifest.raw, r.manifest.media_type, what=f"referrer {r.manifest.digest}")
+            for d in parsed.blobs:
+                out.setdefault(d.digest, (d.size, d.media_type))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Referrers per artifact type (cosign legacy tags as ``tag:.sig`` …)."""
+        out: dict[str, int] = {}
+        for r in self.referrers:
+            key = f"tag:{r.tag.rsplit('.', 1)[-1]}" if r.tag else (r.artifact_type or "unknown")
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def discover(client: RegistryClient, repository: str, roots: Iterable[Digest], *,
+             types: frozenset[str] = frozenset(), has_api: bool | None = None) -> Discovery:
+    """Referrers of ``roots`` in ``repository``, recursively; ``types`` (empty: all) filters by artifactType."""
+    found = Discovery(has_api=has_api)
+    asked: set[Digest] = set()
+    level = list(dict.fromkeys(roots))
+    seen: set[Digest] = set(level)
+    for _ in range(MAX_DEPTH):
+        following: list[Digest] = []
+        for subject in level:
+            if subject in asked:
+                continue
+            asked.add(subject)
+            refs, answered = list_referrers(client, repository, subject,
+                                            api=None if found.has_api is None else found.has_api)
+            if found.has_api is None:
+                found.has_api = answered
+            for r in refs:
+                if r.manifest.digest in seen:
+                    continue
+                seen.add(r.manifest.digest)
+                if types and r.artifact_type not in types and not r.tag:
+                    continue
+                if is_index(r.manifest.media_type):  # an index referrer's children would need a graph of their own
+                    found.skipped.append(r)
+                    continue
+                found.referrers.append(r)
+                if len(found.referrers) > MAX_REFERRERS:
+                    from arcgap.errors import RegistryError
+                    raise RegistryError(f"{client.registry}/{repository}: more than {MAX_REFERRERS} referrers")
+                following.append(r.manifest.digest)
+        if not following:
+            break
+        level = following
+    return found
+
+
+@dataclass(frozen=True)
+class ReferrerOptions:
+    """``enabled`` False: none are looked for; ``types``: only these artifact types (empty: every type)."""
+
+    enabled: bool = True
+    types: frozenset[str] = frozenset()
+
+
+def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: Sequence[ResolvedImage],
+                        options: ReferrerOptions, *, jobs: int = 4) -> dict[str, Discovery]:
+    """Each image's referrers (ref_name → Discovery), asked of its own repository; the API probed once a
+    registry (the answer of its first subject decides for the rest of the run)."""
+    probed: dict[str, bool | None] = {}
+    out: dict[str, Discovery] = {}
+    if not options.enabled:
+        return out
+
+    def one(img: ResolvedImage) -> Discovery:
+        ref = img.wanted.reference
+        roots = [img.top.digest, *(p.manifest.digest for p in img.platforms)]
+        return discover(client_for(ref.registry), ref.repository, roots, types=options.types,
+                        has_api=probed.get(ref.registry))
+
+    # The first image of each registry probes it; the rest are asked ``jobs`` at a time with its answer.
+    first = {img.wanted.reference.registry: img for img in reversed(resolved)}
+    for registry, img in first.items():
+        probed[registry] = one(img).has_api
+    found = each(one, resolved, jobs=jobs, name="arcgap-referrers")
+    for img, d in zip(resolved, found):
+        out[f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}"] = d
+    return out
+
+
+def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapping[str, Discovery]) -> ExportPlan:
+    """The plan with each image's referrers: their manifests after the images' manifests (before any config or
+    layer), their configs and layers after the images' blobs, each blob once; ``referrers`` in arcgap.yaml."""
+    if not any(d.referrers for d in found.values()):
+        return plan
+    manifest = plan.manifest
+    have = {b.digest for b in manifest.blobs} | {b.digest for b in manifest.relied_on_blobs}
+    small = dict(plan.small_blobs)
+    source = dict(plan.blob_source)
+    image_blobs = {k: set(v) for k, v in plan.image_blobs.items()}
+    new_manifests: list[BlobEntry] = []
+    new_data: list[BlobEntry] = []
+    entries: list[ReferrerEntry] = []
+    repos = {f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}":
+             (img.wanted.reference.registry, img.wanted.reference.repository) for img in resolved}
+    for image in manifest.images:
+        discovery = found.get(image.ref_name)
+        if discovery is None:
+            continue
+        for r in discovery.referrers:
+            m = r.manifest
+            entries.append(ReferrerEntry(image.ref_name, r.subject, m.digest, m.media_type, len(m.raw),
+                                         r.artifact_type, r.found_by, r.tag))
+            if m.digest not in have:
+                have.add(m.digest)
+                new_manifests.append(BlobEntry(m.digest, len(m.raw), m.media_type, "manifest"))
+                small[m.digest] = m.raw
+            parsed = parse_manifest(m.raw, m.media_type, what=f"referrer {m.digest}")
+            for i, d in enumerate(parsed.blobs):
+                image_blobs.setdefault(image.ref_name, set()).add(d.digest)
+                if d.digest in have:
+                    continue
+                have.add(d.digest)
+                new_data.append(BlobEntry(d.digest, d.size, d.media_type, "config" if i == 0 else "layer"))
+                source[d.digest] = repos[image.ref_name]
+    first_data = next((n for n, b in enumerate(manifest.blobs) if b.kind not in ("index", "manifest")),
+                      len(manifest.blobs))
+    blobs = (*manifest.blobs[:first_data], *new_manifests, *manifest.blobs[first_data:], *new_data)
+    version = max(manifest.format_version, needed_version(differential=False, signed=False, referrers=True))
+    new = replace(manifest, blobs=blobs, referrers=tuple(entries), format_version=version)
+    return replace(plan, manifest=new, small_blobs=small, blob_source=source, image_blobs=image_blobs)
+
+
+def summary(found: Mapping[str, Discovery]) -> dict[str, object]:
+    """For the command's JSON: referrers per image and kind, and how they were found."""
+    by_image = {name: d.counts() for name, d in found.items() if d.referrers}
+    how: dict[str, int] = {}
+    for d in found.values():
+        for r in d.referrers:
+            how[r.found_by] = how.get(r.found_by, 0) + 1
+    return {"referrers": sum(len(d.referrers) for d in found.values()), "per_image": by_image, "found_by": how}
+
+
+def referrer_graph(plan: ExportPlan,
+                   ref_name: str) -> tuple[tuple[tuple[ReferrerEntry, bytes], ...], frozenset[Digest]]:
+    """An image's referrers in a plan (entry, raw bytes) and the configs and layers they need (for mirror)."""
+    refs = tuple((r, plan.small_blobs[r.digest]) for r in plan.manifest.referrers if r.image == ref_name)
+    blobs: set[Digest] = set()
+    for r, raw in refs:
+        blobs.update(d.digest for d in parse_manifest(raw, r.media_type, what=f"referrer {r.digest}").blobs)
+    return refs, frozenset(blobs)
