@@ -4,14 +4,15 @@ registry's neutral error back to the side whose client raised it (the command li
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from arcgap.commands.options import NetworkOptions
 from arcgap.commands.settings import Endpoint
 from arcgap.errors import ArcgapError, UsageError
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, lookup_credentials
-from arcgap.registry.transport import TLSOptions
+from arcgap.registry.transport import RetryPolicy, StallPolicy, TLSOptions
 
 
 def _credentials(endpoint: Endpoint, registry: str, environ: Mapping[str, str]) -> Credentials | None:
@@ -26,8 +27,13 @@ class ClientPool:
     own host. Images named by full reference may live on other hosts: those use stored logins."""
 
     def __init__(
-        self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int, environ: Mapping[str, str]
+        self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int, environ: Mapping[str, str],
+        network: NetworkOptions | None = None, warn: Callable[[str], None] | None = None,
     ) -> None:
+        network = network or NetworkOptions()
+        self.retry = RetryPolicy(budget_s=network.retry_budget_s)
+        self.stall = StallPolicy(stall_s=network.stall_s, min_bytes_per_s=network.min_bytes_per_s)
+        self.warn = warn
         self.endpoint = endpoint
         self.side = endpoint.role
         self.environ = environ
@@ -47,6 +53,9 @@ class ClientPool:
                     credentials=_credentials(self.endpoint, registry, self.environ),
                     tls=tls,
                     max_connections=self.max_connections,
+                    retry=self.retry,
+                    stall=self.stall,
+                    warn=self.warn,
                 )
                 self._clients[registry] = client
             return client

@@ -232,7 +232,8 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
     tls = side_tls(endpoint, ca_file=source.ca_file, insecure=source.insecure)
     staged: StagedInstaller | None = None
     try:
-        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=environ) as pool:
+        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=environ,
+                        network=context.network, warn=context.warn) as pool:
             releases: list[str] = []
             if chain is not None:
                 from arcgap.commands.sourceset import chain_tags
@@ -312,7 +313,8 @@ def run_import(
                              "put them all on the same tag", hint="leave out --target-tag / TARGET_DOCKER_TAG: "
                              "each release keeps its own tag")
         tls = side_tls(endpoint, ca_file=target.ca_file, insecure=target.insecure)
-        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=context.environ) as pool:
+        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=context.environ,
+                        network=context.network, warn=context.warn) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=o.jobs, reporter=context.reporter,
                                    dry_run=o.dry_run)
@@ -343,8 +345,9 @@ def run_mirror(
     dst = collect_target(target, context)
     source_tls = side_tls(src, ca_file=source.ca_file, insecure=source.insecure)
     target_tls = side_tls(dst, ca_file=target.ca_file, insecure=target.insecure)
-    with ClientPool(src, source_tls, max_connections=o.jobs + 4, environ=environ) as sources, \
-            ClientPool(dst, target_tls, max_connections=o.jobs + 4, environ=environ) as targets:
+    net = {"network": context.network, "warn": context.warn}
+    with ClientPool(src, source_tls, max_connections=o.jobs + 4, environ=environ, **net) as sources, \
+            ClientPool(dst, target_tls, max_connections=o.jobs + 4, environ=environ, **net) as targets:
         source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.
         wanted, _ = check_at_source(sources, choice.images(source_tag, context.warn, sources, jobs=o.jobs,

@@ -9,7 +9,6 @@ import contextlib
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,9 +30,9 @@ from arcgap.errors import (
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
 from arcgap.registry.auth import Authenticator, repo_scope
-from arcgap.registry.bodyread import body_chunks
+from arcgap.registry.bodyread import RateWatch, Stalled, body_chunks, watch_body
 from arcgap.registry.credentials import Credentials
-from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
+from arcgap.registry.transport import HostGate, RetryPolicy, StallPolicy, TLSOptions, make_http_client
 from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits
 
 _T = TypeVar("_T")
@@ -88,17 +87,25 @@ class RegistryClient:
         tls: TLSOptions | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 8,
+        stall: StallPolicy | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.tls = tls or TLSOptions()
         self.retry = retry or RetryPolicy()
+        self.stall = stall or StallPolicy()
+        self.warn = warn or (lambda _text: None)  # a dropped stalled transfer is said here
+        self.gate = HostGate(max_connections)  # fewer requests in flight while the host throttles
         self.base_url = f"{self.tls.scheme}://{registry}"
         self._base = httpx.URL(self.base_url)
         self._spare_uploads: dict[str, str] = {}  # repository -> upload session started by prepare_push
         self._spare_lock = threading.Lock()
-        self._http = make_http_client(registry, self.tls, max_connections=max_connections)
+        self._http = make_http_client(registry, self.tls, max_connections=max_connections,
+                                      read_timeout_s=self.stall.stall_s)
         self.auth = Authenticator(self._http, registry=registry, credentials=credentials)
         self._pinged = False
+        self._ping_lock = threading.Lock()  # one GET /v2/ per client, whichever worker comes first
+        self._ping_error: ArcgapError | None = None
         self.upload_traits = UploadTraits()  # what the registry said about uploads, for every later upload
         self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
         self._offered_lock = threading.Lock()
@@ -148,9 +155,22 @@ class RegistryClient:
         )
 
     def ping(self) -> None:
-        """GET /v2/ once: learns the auth challenge and fails early on TLS or reachability problems."""
+        """GET /v2/ once for every worker: learns the auth challenge and fails early on TLS or reachability
+        problems. Workers that ask while it is under way wait for it; a failed ping fails them all alike."""
         if self._pinged:
             return
+        with self._ping_lock:
+            if self._ping_error is not None:
+                raise self._ping_error
+            if self._pinged:
+                return
+            try:
+                self._ping()
+            except ArcgapError as exc:
+                self._ping_error = exc
+                raise
+
+    def _ping(self) -> None:
         resp = self._send("GET", "/v2/", scopes=frozenset(), what=f"connecting to {self.registry}", ping=True)
         if resp.status_code == 401:
             self.auth.set_challenge(resp.headers.get("www-authenticate"))
@@ -191,9 +211,9 @@ class RegistryClient:
         if params:
             full = full.copy_merge_params(params)  # keep upload state already in the query
         refreshed = False
-        attempt = 0
+        clock = self.retry.clock()
+        connect_failures = 0
         while True:
-            attempt += 1
             hdrs = dict(headers or {})
             auth = None
             if not ping and _same_origin(full, self._base):
@@ -205,15 +225,18 @@ class RegistryClient:
                 if auth:
                     hdrs["Authorization"] = auth
             try:
-                req = self._http.build_request(method, full, headers=hdrs, content=content)
-                resp = self._http.send(req, stream=stream, follow_redirects=follow_redirects)
+                resp = self._exchange(method, full, hdrs, content, stream=stream, follow_redirects=follow_redirects,
+                                      what=what)
             except httpx.TransportError as exc:
                 err = self._transport_error(exc, what)
-                # Refused connections get a short grace (a registry restarting), not the full backoff.
-                limit = min(3, self.retry.attempts) if isinstance(exc, httpx.ConnectError) else self.retry.attempts
-                if isinstance(err, TLSError) or attempt >= limit or settle:
+                # Refused connections get a short grace (a registry restarting), not the full budget.
+                connect_failures += isinstance(exc, httpx.ConnectError)
+                if isinstance(err, TLSError) or settle or connect_failures >= self.retry.connect_attempts \
+                        or not clock.wait():
+                    if not isinstance(err, TLSError) and not settle:
+                        err.message = f"{err.message} ({clock.gave_up()})"
+                        err.args = (err.message,)
                     raise err from None
-                time.sleep(self.retry.delay(attempt))
                 continue
             status = resp.status_code
             if status in (401, 403) and not ping:
@@ -232,14 +255,37 @@ class RegistryClient:
                     return resp  # a streamed body cannot go again: the caller starts over
                 resp.close()
                 continue
-            if status in self.retry.statuses and attempt < self.retry.attempts and not settle:
-                delay = self.retry.delay(attempt, resp.headers.get("retry-after"))
-                resp.close()
-                time.sleep(delay)
-                continue
+            if status in self.retry.statuses and not settle:
+                retry_after = resp.headers.get("retry-after")
+                if clock.wait(retry_after):
+                    resp.close()
+                    continue
+                raise self._status_error(resp, what, gave_up=clock.gave_up())
             if status < 400 or status in ok or ping or settle:
                 return resp
             raise self._status_error(resp, what)
+
+    def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str],
+                  content: bytes | Iterable[bytes] | None, *, stream: bool, follow_redirects: bool,
+                  what: str) -> httpx.Response:
+        """One request through the host's gate; its body is watched for stalls and trickles (and read now,
+        unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes."""
+        req = self._http.build_request(method, url, headers=headers, content=content)
+        self.gate.acquire()
+        status: int | None = None
+        try:
+            resp = self._http.send(req, stream=True, follow_redirects=follow_redirects)
+            status = resp.status_code
+        finally:
+            self.gate.release(status)
+        watch_body(resp, RateWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=f"the answer to {what}"))
+        if not stream:
+            try:
+                resp.read()
+            except BaseException:
+                resp.close()
+                raise
+        return resp
 
     def _curable(self, resp: httpx.Response, sent: str) -> bool:
         """Can a fresh token (or the credentials, when none were sent) turn this 401/403 around?"""
@@ -253,7 +299,7 @@ class RegistryClient:
     def _error_codes(self, resp: httpx.Response) -> tuple[str, ...]:
         return _decode_errors(resp)[0]
 
-    def _status_error(self, resp: httpx.Response, what: str) -> ArcgapError:
+    def _status_error(self, resp: httpx.Response, what: str, *, gave_up: str = "") -> ArcgapError:
         codes, detail = _decode_errors(resp)
         resp.close()
         status = resp.status_code
@@ -263,7 +309,7 @@ class RegistryClient:
             401: (AuthError, Fault.UNAUTHORIZED), 403: (AuthError, Fault.DENIED), 404: (NotFoundError, Fault.NOT_FOUND),
         }.get(status, (RegistryError, Fault.ANSWER))
         if status in self.retry.statuses:
-            kind, message = (NetworkError, Fault.TRANSIENT), f"{message} (gave up after {self.retry.attempts} attempts)"
+            kind, message = (NetworkError, Fault.TRANSIENT), f"{message} ({gave_up or 'gave up'})"
         return self._error(kind[0], message, operation=what, fault=kind[1], status=status, codes=codes)
 
     # -- manifests ----------------------------------------------------------------------------------------
@@ -347,25 +393,26 @@ class RegistryClient:
         """A state-changing request, never sent again blindly: an answer under 400 goes to ``answered``; a
         refusal before acting (408/429) is retried; after a lost answer or a 5xx, ``happened()`` asks the
         registry first, and the request goes again only if it did not happen."""
-        for attempt in range(1, self.retry.attempts + 1):
+        clock = self.retry.clock()
+        while True:
             try:
                 resp = self._send(method, path, scopes=scopes, what=what, settle=True, **request)  # type: ignore[arg-type]
             except NetworkError as exc:
-                if isinstance(exc, TLSError) or attempt == self.retry.attempts:
+                if isinstance(exc, TLSError) or not clock.wait():
                     raise
-                time.sleep(self.retry.delay(attempt))
             else:
                 status = resp.status_code
                 if status < 400:
                     return answered(resp)
-                if status not in (*NOT_ACTED, *self.retry.statuses) or attempt == self.retry.attempts:
+                if status not in (*NOT_ACTED, *self.retry.statuses):
                     raise self._status_error(resp, what)
-                time.sleep(self.retry.delay(attempt, resp.headers.get("retry-after")))
+                if not clock.wait(resp.headers.get("retry-after")):
+                    raise self._status_error(resp, what, gave_up=clock.gave_up())
+                resp.close()
                 if status in NOT_ACTED:
                     continue  # refused before anything happened
             if happened():
                 return when_happened  # it happened; only the answer was lost
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def list_tags(self, repository: str) -> list[str]:
         """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution v3, Harbor, …)."""
@@ -454,9 +501,8 @@ class RegistryClient:
     def _download(self, repository: str, digest: Digest, what: str) -> Iterator[bytes]:
         """The blob's raw bytes, resumed with a Range request after a lost connection (unverified)."""
         offset = 0
-        attempt = 0
+        clock = self.retry.clock()
         while True:
-            attempt += 1
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             resp = self._send(
                 "GET",
@@ -480,9 +526,13 @@ class RegistryClient:
                     yield chunk
                 return
             except httpx.TransportError as exc:
-                if attempt >= self.retry.attempts:
-                    raise self._transport_error(exc, f"downloading {what}") from None
-                time.sleep(self.retry.delay(attempt))
+                if isinstance(exc, (Stalled, httpx.ReadTimeout)):
+                    self.warn(f"{what}: no progress ({exc}); dropped at {offset} bytes, resuming from there")
+                if not clock.wait():
+                    err = self._transport_error(exc, f"downloading {what}")
+                    err.message = f"{err.message} ({clock.gave_up()})"
+                    err.args = (err.message,)
+                    raise err from None
             finally:
                 resp.close()
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import httpx
 from arcgap.errors import ArcgapError, Fault, NetworkError, RegistryError
 from arcgap.oci.digest import Digest
 from arcgap.registry.auth import repo_scope
-from arcgap.registry.transport import RetryPolicy
+from arcgap.registry.transport import RetryClock, RetryPolicy
 
 UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # bounded memory per upload: one chunk (and one reader chunk) is held
 MIN_REQUEST_BYTES = 64 * 1024  # 413s do not shrink requests below this: such a registry is broken, not strict
@@ -252,6 +251,7 @@ class BlobUpload:
         self.location: str | None = None  # the open session, if any
         self.sent = 0  # bytes the registry holds in the open session
         self.troubles = 0  # unclear outcomes in the open session
+        self._clock: RetryClock | None = None  # the retry budget since the last progress
         self.last_trouble = ""
 
     # -- the whole upload ---------------------------------------------------------------------------------
@@ -310,6 +310,7 @@ class BlobUpload:
     def _open(self) -> None:
         self.sent = 0
         self.troubles = 0
+        self._clock = None
         offered = self.client.take_offered_session(self.repository, self.digest)
         if offered is not None:  # a refused mount's session (Harbor, distribution): upload into it
             self.location = offered
@@ -344,11 +345,12 @@ class BlobUpload:
         """An unclear outcome: wait, and give up after as many as the retry policy allows."""
         self.troubles += 1
         self.last_trouble = reason
-        if self.troubles >= self.client.retry.attempts:
+        if self._clock is None:
+            self._clock = self.client.retry.clock()
+        if not self._clock.wait(retry_after):
             what = f"uploading {self.what}"
-            raise self.client._error(NetworkError, f"{what}: {reason} (gave up after {self.troubles} attempts)",
+            raise self.client._error(NetworkError, f"{what}: {reason} ({self._clock.gave_up()})",
                                      operation=what, fault=Fault.TRANSIENT)
-        time.sleep(self.client.retry.delay(self.troubles, retry_after))
 
     def _patch(self, chunk: int) -> None:
         """Send the next chunk; on return the window and ``sent`` say where the session stands."""
@@ -369,6 +371,7 @@ class BlobUpload:
                 self.window.release(size)
                 self.sent += size
                 self.troubles = 0
+                self._clock = None
                 return
             if status == 413:
                 if not self.traits.too_large(size):
