@@ -6,6 +6,7 @@ Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import threading
@@ -32,8 +33,9 @@ from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manife
 from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.bodyread import RateWatch, Stalled, body_chunks, watch_body
 from arcgap.registry.credentials import Credentials
+from arcgap.registry.tlscause import EXPIRED, NOT_YET_VALID, OTHER_NAME, cause_of, verify_error
 from arcgap.registry.transport import HostGate, RetryPolicy, StallPolicy, TLSOptions, make_http_client
-from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits
+from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits, storage_full
 
 _T = TypeVar("_T")
 
@@ -142,6 +144,15 @@ class RegistryClient:
 
     def _transport_error(self, exc: Exception, what: str) -> ArcgapError:
         text = str(exc)
+        refused = verify_error(exc)
+        if refused is not None:
+            cause = cause_of(refused, self.registry)
+            fault = {EXPIRED: Fault.TLS_EXPIRED, NOT_YET_VALID: Fault.TLS_EXPIRED, OTHER_NAME: Fault.TLS_OTHER_NAME,
+                     }.get(cause.kind, Fault.TLS_UNTRUSTED)
+            err = self._error(TLSError, f"{what}: {cause.text(self.registry)}", operation=what, fault=fault)
+            if err.detail is not None:
+                err.detail = dataclasses.replace(err.detail, names=cause.names)
+            return err
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
             return self._error(TLSError, f"{what}: TLS certificate of {self.registry} not trusted",
                                operation=what, fault=Fault.TLS_UNTRUSTED)
@@ -255,7 +266,7 @@ class RegistryClient:
                     return resp  # a streamed body cannot go again: the caller starts over
                 resp.close()
                 continue
-            if status in self.retry.statuses and not settle:
+            if status in self.retry.statuses and not settle and not storage_full(resp):
                 retry_after = resp.headers.get("retry-after")
                 if clock.wait(retry_after):
                     resp.close()
@@ -308,7 +319,11 @@ class RegistryClient:
         kind: tuple[type[ArcgapError], str] = {
             401: (AuthError, Fault.UNAUTHORIZED), 403: (AuthError, Fault.DENIED), 404: (NotFoundError, Fault.NOT_FOUND),
         }.get(status, (RegistryError, Fault.ANSWER))
-        if status in self.retry.statuses:
+        if storage_full(resp):
+            kind = (RegistryError, Fault.STORAGE_FULL)
+        elif "DIGEST_INVALID" in codes:
+            kind = (RegistryError, Fault.DIGEST_REFUSED)
+        elif status in self.retry.statuses:
             kind, message = (NetworkError, Fault.TRANSIENT), f"{message} ({gave_up or 'gave up'})"
         return self._error(kind[0], message, operation=what, fault=kind[1], status=status, codes=codes)
 
@@ -404,7 +419,7 @@ class RegistryClient:
                 status = resp.status_code
                 if status < 400:
                     return answered(resp)
-                if status not in (*NOT_ACTED, *self.retry.statuses):
+                if status not in (*NOT_ACTED, *self.retry.statuses) or storage_full(resp):
                     raise self._status_error(resp, what)
                 if not clock.wait(resp.headers.get("retry-after")):
                     raise self._status_error(resp, what, gave_up=clock.gave_up())
@@ -496,7 +511,21 @@ class RegistryClient:
         A connection lost mid-blob is resumed with a Range request from the bytes already passed on.
         """
         what = what or f"blob {digest} in {self.registry}/{repository}"
-        return verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
+        chunks = verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
+        return self._blamed(chunks, repository, digest)
+
+    def _blamed(self, chunks: Iterator[bytes], repository: str, digest: Digest) -> Iterator[bytes]:
+        """Bytes from this registry that fail their digest are the registry's fault, said with the digest."""
+        try:
+            yield from chunks
+        except IntegrityError as exc:
+            if exc.detail is not None:
+                raise
+            operation = f"downloading blob {digest} from {self.registry}/{repository}"
+            err = self._error(IntegrityError, f"{self.registry} served {repository} blob {digest} with other "
+                              f"content ({exc.message})", operation=operation, fault=Fault.BAD_CONTENT)
+            err.hint = ""  # worded at the command line, from the fault: not "the bundle is damaged"
+            raise err from None
 
     def _download(self, repository: str, digest: Digest, what: str) -> Iterator[bytes]:
         """The blob's raw bytes, resumed with a Range request after a lost connection (unverified)."""

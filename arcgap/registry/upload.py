@@ -51,6 +51,21 @@ MIN_REQUEST_BYTES = 64 * 1024  # 413s do not shrink requests below this: such a 
 MAX_CHUNK_BYTES = 64 * 1024 * 1024  # a larger OCI-Chunk-Min-Length is served by one streamed PUT, not held
 MAX_RESTARTS = 5  # new sessions for one blob before giving up
 GONE_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
+_NO_SPACE = ("no space left on device", "errno 28", "enospc", "disk quota exceeded", "errno 122")
+
+
+def storage_full(resp: httpx.Response) -> bool:
+    """A 5xx whose body says the registry's storage is full (distribution puts the OS error in ``detail``):
+    sending again cannot help until someone makes room."""
+    if resp.status_code < 500:
+        return False
+    try:
+        text = resp.read()[:65536].decode("utf-8", "replace").lower()
+    except httpx.HTTPError:
+        return False
+    return any(s in text for s in _NO_SPACE)
+
+
 NOT_ACTED = frozenset({408, 429})  # refused before anything happened: safe to send again after the delay
 MAYBE_ACTED = frozenset({500, 502, 503, 504})  # failed somewhere, maybe after acting: ask before re-sending
 NO_CHUNKS = frozenset({405, 501})  # PATCH not allowed or not implemented
@@ -385,7 +400,7 @@ class BlobUpload:
             if status in NOT_ACTED:
                 self._trouble(f"{status} {resp.reason_phrase}", resp.headers.get("retry-after"))
                 return
-            if status != 416 and status not in MAYBE_ACTED:
+            if status != 416 and status not in MAYBE_ACTED or storage_full(resp):
                 raise self.client._status_error(resp, f"uploading {self.what}")
             self._trouble(f"{status} {resp.reason_phrase}")
         else:
@@ -418,7 +433,7 @@ class BlobUpload:
                 if status in NOT_ACTED:
                     self._trouble(f"{status} {resp.reason_phrase}", resp.headers.get("retry-after"))
                     continue
-                if status not in MAYBE_ACTED:
+                if status not in MAYBE_ACTED or storage_full(resp):
                     raise self.client._status_error(resp, f"committing {self.what}")
                 self._trouble(f"{status} {resp.reason_phrase}")
             else:
