@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import random
 import re
 import socket
@@ -30,7 +31,7 @@ from typing import Literal
 from devtools.procs import free_port
 
 FaultKind = Literal["status", "reset", "cut_response", "cut_request", "lose_response", "headers",
-                    "mount_as_upload", "trickle"]
+                    "mount_as_upload", "trickle", "corrupt"]
 _ERROR_CODES = {405: "UNSUPPORTED", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
 _PIPE_CHUNK = 64 * 1024
 
@@ -49,6 +50,7 @@ class Fault:
     - ``"headers"``: forward, and answer with ``response_headers`` (lower-case name → value; "" drops it);
     - ``"trickle"``: forward, send ``after_bytes`` of the body at once, then the rest a byte every
       ``1/trickle_bytes_per_s`` seconds (a body that never stalls long enough for a read timeout);
+    - ``"corrupt"``: forward, with one byte of the answer's body changed (at ``after_bytes``);
     - ``"mount_as_upload"``: forward a mount ``POST …/blobs/uploads/?mount=…&from=…`` without its query: the
       registry opens a fresh upload session and answers 202 (Harbor's answer to a mount it cannot do).
 
@@ -75,6 +77,8 @@ class Fault:
     body_under: int | None = None
     matched: int = 0  # requests that matched (``every`` counts these)
     trickle_bytes_per_s: float = 1.0
+    code: str = ""  # kind="status": the errors[].code of the answer ("" → one that fits the status)
+    message: str = "injected fault"  # ... and its message
 
     def matches(self, line: str, headers: dict[str, str] | None = None, body_bytes: int = 0) -> bool:
         if self.hits >= self.times or re.search(self.pattern, line) is None:
@@ -234,8 +238,8 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.send_response(fault.status)
             if fault.retry_after:
                 self.send_header("Retry-After", fault.retry_after)
-            code = _ERROR_CODES.get(fault.status, "UNAVAILABLE" if fault.status >= 500 else "DENIED")
-            payload = b'{"errors":[{"code":"%s","message":"injected fault"}]}' % code.encode()
+            code = fault.code or _ERROR_CODES.get(fault.status, "UNAVAILABLE" if fault.status >= 500 else "DENIED")
+            payload = json.dumps({"errors": [{"code": code, "message": fault.message}]}).encode()
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -293,6 +297,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 chunk, pending = (pending, b"") if pending is not None else (resp.read(_PIPE_CHUNK), None)
                 if not chunk:
                     break
+                if fault is not None and fault.kind == "corrupt" and sent <= fault.after_bytes < sent + len(chunk):
+                    at = fault.after_bytes - sent
+                    chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
                 if limit is not None and sent + len(chunk) >= limit:
                     self.wfile.write(chunk[: limit - sent])
                     self.wfile.flush()

@@ -86,3 +86,34 @@ def test_persistent_503_gives_up_with_a_clear_error(
     assert res.code == 5, res.err
     assert "503" in res.error_lines[0] and "gave up after" in res.error_lines[0]
     assert res.error_lines[1].startswith("hint: the registry kept failing for the whole retry budget; try again")
+
+
+def test_a_full_disk_at_the_target_is_named_and_not_retried(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "d.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults.append(Fault(r"^PUT /v2/.*/blobs/uploads/", status=500, times=1000, code="UNKNOWN",
+                              message="unknown error: write /var/lib/registry/x: no space left on device"))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc", "--jobs", "1")
+    assert res.code == 6, res.err
+    assert "no space left on device" in res.error_lines[0]
+    assert res.error_lines[1].startswith("hint: the target registry's storage is full (no space left on its disk)")
+    assert proxy.faults[0].hits == 1  # not sent again into a full disk
+
+
+def test_digest_invalid_from_the_target_blames_the_way_there(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "v.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults.append(Fault(r"^PUT /v2/.*/blobs/uploads/", status=400, times=1000, code="DIGEST_INVALID",
+                              message="provided digest did not match uploaded content"))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == 6, res.err
+    assert "DIGEST_INVALID" in res.error_lines[0]
+    assert res.error_lines[1].startswith("hint: the registry received bytes that do not match the blob's digest")

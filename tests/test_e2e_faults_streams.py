@@ -274,3 +274,14 @@ def test_import_into_a_slow_registry(
     assert time.monotonic() - t0 < 20
     assert json.loads(res.out)["uploaded_bytes"] > 8_000_000
     assert_identical_digests(registry, synth_medium)
+
+
+def test_a_blob_that_fails_its_digest_at_the_source_blames_the_registry(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
+) -> None:
+    layer = biggest_layer(synth_medium)
+    source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1000))
+    res = export_via(capsys, synth_medium, source.host, tmp_path / "c.tar.zst")
+    assert res.code == 7, res.err
+    assert res.error_lines[0].startswith(f"error: {source.host} served ") and layer in res.error_lines[0]
+    assert "bundle" not in res.error_lines[1] and "report the digest above" in res.error_lines[1]
