@@ -155,6 +155,51 @@ def test_discovery_keeps_the_repositories_that_carry_the_tag(source: Registry) -
     assert "arc-lookalike" not in found.images + found.untagged  # arcdata-mirror/ is not under arcdata/
 
 
+class _ClampedTags(BaseHTTPRequestHandler):
+    """A registry that pages tag lists at 3 whatever ``n`` asks (distribution 3.1 does so at 1000), with
+    ``Link: </v2/r/tags/list?last=…&n=3>; rel="next"`` while more follow."""
+
+    TAGS = [f"v{i}" for i in range(8)]
+    asked: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        from urllib.parse import parse_qs, urlsplit
+
+        type(self).asked.append(self.path)
+        url = urlsplit(self.path)
+        body, link = b"{}", ""
+        if url.path == "/v2/r/tags/list":
+            last = parse_qs(url.query).get("last", [""])[0]
+            rest = [t for t in self.TAGS if t > last]
+            page = rest[:3]
+            body = json.dumps({"name": "r", "tags": page}).encode()
+            if len(rest) > 3:
+                link = f'</v2/r/tags/list?last={page[-1]}&n=3>; rel="next"'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if link:
+            self.send_header("Link", link)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_tag_pages_follow_the_link_header_when_the_server_clamps_the_page_size() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClampedTags)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with client(f"127.0.0.1:{server.server_address[1]}") as c:
+            assert c.list_tags("r", page_size=1000) == _ClampedTags.TAGS
+    finally:
+        server.shutdown()
+        server.server_close()
+    pages = [p for p in _ClampedTags.asked if "/tags/list" in p]
+    assert pages == ["/v2/r/tags/list?n=1000", "/v2/r/tags/list?last=v2&n=3", "/v2/r/tags/list?last=v5&n=3"]
+
+
 def test_discovery_takes_direct_children_only(source: Registry) -> None:
     """arcdata/test/arc-controller and arcdata/preview/arc-controller carry the release's tag (MCR publishes
     pre-release images there 14 and 7 days before a release): they are not the release's images."""

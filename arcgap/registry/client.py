@@ -429,11 +429,12 @@ class RegistryClient:
             if happened():
                 return when_happened  # it happened; only the answer was lost
 
-    def list_tags(self, repository: str) -> list[str]:
-        """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution v3, Harbor, …)."""
+    def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
+        """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution 3.1 pages at
+        1000 whatever ``n`` asks for, Harbor, …); ``page_size`` asks for ``n`` a page."""
         what = f"listing tags of {self.registry}/{repository}"
         tags: list[str] = []
-        url: str | None = f"/v2/{repository}/tags/list"
+        url: str | None = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
         seen: set[str] = set()
         while url:
             if url in seen or len(seen) >= MAX_TAG_PAGES:
