@@ -48,6 +48,7 @@ class Fault:
     NAME_REFUSED = "name-refused"  # the registry refuses the repository name (NAME_INVALID: e.g. too deep a path)
     STORAGE_FULL = "storage-full"  # the registry says its storage is full (errno 28, "no space left on device")
     DIGEST_REFUSED = "digest-refused"  # the registry says the bytes it got do not match the digest (DIGEST_INVALID)
+    SPARSE_INDEX = "sparse-index"  # the registry refuses an index whose child manifests it lacks (a platform filter)
     BAD_CONTENT = "bad-content"  # the registry served bytes that do not match their digest
     ANSWER = "answer"  # any other error status
 

@@ -117,3 +117,21 @@ def test_digest_invalid_from_the_target_blames_the_way_there(
     assert res.code == 6, res.err
     assert "DIGEST_INVALID" in res.error_lines[0]
     assert res.error_lines[1].startswith("hint: the registry received bytes that do not match the blob's digest")
+
+
+def test_a_target_that_refuses_a_sparse_index_names_the_index(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "s.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    index = synth_small["index_oci"].digest
+    # distribution 3.1's answer to an index whose children it lacks
+    proxy.faults.append(Fault(rf"^PUT /v2/.*/manifests/{index}", status=400, times=10, code="MANIFEST_BLOB_UNKNOWN",
+                              message="blob unknown to registry"))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == 6, res.err
+    assert f"refuses the index {index} for arc/" in res.error_lines[0]
+    assert "sparse indexes" in res.error_lines[1] and "no tag was moved" in res.error_lines[1]
+    assert proxy.faults[0].hits == 1  # a refusal, not retried

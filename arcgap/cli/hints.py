@@ -25,6 +25,11 @@ def hint_for(exc: ArcgapError) -> str:
         use = f" (e.g. {named}:{port})" if named and port.isdigit() else f" (e.g. {named})" if named else ""
         return (f"name the registry in {where} by a name its certificate is issued for{use}, or have the "
                 f"certificate reissued for {detail.registry.rpartition(':')[0] or detail.registry}")
+    if fault == Fault.SPARSE_INDEX:
+        return ("this registry checks that every manifest an index lists is present (distribution 3.1 does by "
+                "default) and the bundle lacks some of them: let it accept sparse indexes "
+                "(validation.manifests.indexes.platforms: none in its config), or export the image with every "
+                "platform it lists; no tag was moved")
     if fault == Fault.STORAGE_FULL:
         return (f"the {side + ' ' if side else ''}registry's storage is full (no space left on its disk): free space "
                 "or grow the registry's volume, then run the same command again; no tag was moved")

@@ -29,7 +29,7 @@ from arcgap.errors import (
     UsageError,
 )
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
-from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
+from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_index, is_manifest, sniff_media_type
 from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.bodyread import RateWatch, Stalled, body_chunks, watch_body
 from arcgap.registry.credentials import Credentials
@@ -395,11 +395,22 @@ class RegistryClient:
             if got and got != str(expected):
                 raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
 
-        self._settled("PUT", f"/v2/{repository}/manifests/{ref}", what=what,
-                      scopes=frozenset({repo_scope(repository, "pull,push")}),
-                      request={"headers": {"Content-Type": media_type}, "content": raw},
-                      answered=stored, happened=lambda: self.head_manifest(repository, ref) == expected,
-                      when_happened=None)
+        try:
+            self._settled("PUT", f"/v2/{repository}/manifests/{ref}", what=what,
+                          scopes=frozenset({repo_scope(repository, "pull,push")}),
+                          request={"headers": {"Content-Type": media_type}, "content": raw},
+                          answered=stored, happened=lambda: self.head_manifest(repository, ref) == expected,
+                          when_happened=None)
+        except RegistryError as exc:
+            sparse = {"MANIFEST_UNKNOWN", "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}.intersection(exc.codes)
+            if not (is_index(media_type) and exc.status in (400, 404) and sparse):
+                raise
+            # Children are pushed before their index: a child the registry does not know is one the bundle does
+            # not carry (distribution 3.1 refuses such sparse indexes by default).
+            raise self._error(
+                RegistryError, f"{self.registry} refuses the index {expected} for {repository}:{ref}: it holds "
+                f"platforms whose manifests are not pushed, and the registry wants every one ({exc.message})",
+                operation=what, fault=Fault.SPARSE_INDEX, status=exc.status, codes=exc.codes) from None
 
     def _settled(
         self, method: str, path: str, *, what: str, scopes: frozenset[str], request: dict[str, object],
