@@ -98,3 +98,25 @@ def test_a_trickling_blob_is_dropped_and_resumed_from_the_bytes_held(
         assert res.code == 0, res.err
     finally:
         proxy.stop()
+
+
+def test_a_wrong_password_costs_one_ping_at_16_workers(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, fresh_registry, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = tmp_path / "w.tar.zst"
+    res = export_via(capsys, synth_small, synth_small.registry.host, bundle)
+    assert res.code == 0, res.err
+    target: Registry = fresh_registry(auth="htpasswd")
+    proxy = FaultProxy(target.host)
+    monkeypatch.setenv("TARGET_DOCKER_USERNAME", target.username or "")
+    monkeypatch.setenv("TARGET_DOCKER_PASSWORD", "wrong")
+    try:
+        res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                     "--target-repository", "arc", "-q", "--jobs", "16")
+        assert res.code == 3, res.err
+        proxy.wait_idle()
+        assert proxy.count(r"^GET /v2/$") == 1
+        assert len(proxy.requests) <= 3  # the ping, then one refused request stops the run
+    finally:
+        proxy.stop()
