@@ -45,8 +45,12 @@ def test_the_budget_is_time_not_a_count(monkeypatch: pytest.MonkeyPatch) -> None
         slept.append(s)
         now[0] += s
 
-    monkeypatch.setattr(time, "sleep", sleep)
-    clock = RetryPolicy(budget_s=120.0, max_delay_s=30.0, rng=random.Random(5)).clock()
+    class FakeStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            sleep(timeout or 0.0)
+            return False
+
+    clock = RetryPolicy(budget_s=120.0, max_delay_s=30.0, rng=random.Random(5)).clock(FakeStop())
     while clock.wait("1"):
         pass
     assert abs(sum(slept) - 120.0) < 1e-6  # waited the whole budget, the last wait cut to what was left
@@ -125,3 +129,18 @@ def test_a_trickle_is_dropped_once_the_window_passes() -> None:
 def test_a_body_at_the_minimum_rate_is_left_alone() -> None:
     stream = WatchedStream(_Slow(20, 0.02, 4096), RateWatch(0.1, 1024))  # ~200 KB/s
     assert sum(len(p) for p in stream) == 20 * 4096
+
+
+def test_once_one_request_spends_its_budget_the_others_stop_waiting() -> None:
+    stop = threading.Event()
+    spent = RetryPolicy(budget_s=0.0).clock(stop)
+    waiting = RetryPolicy(budget_s=60.0, base_delay_s=30.0, max_delay_s=30.0).clock(stop)
+    results: list[bool] = []
+    t = threading.Thread(target=lambda: results.append(waiting.wait("30")))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.1)
+    assert not spent.wait()  # gives up: the host is down for everyone
+    t.join(5)
+    assert results == [False] and time.monotonic() - t0 < 5
+    assert not RetryPolicy(budget_s=60.0).clock(stop).wait()  # and later requests to the host do not wait

@@ -98,6 +98,7 @@ class RegistryClient:
         self.stall = stall or StallPolicy()
         self.warn = warn or (lambda _text: None)  # a dropped stalled transfer is said here
         self.gate = HostGate(max_connections)  # fewer requests in flight while the host throttles
+        self.gave_up = threading.Event()  # set once a request spent its whole retry budget: the others stop too
         self.base_url = f"{self.tls.scheme}://{registry}"
         self._base = httpx.URL(self.base_url)
         self._spare_uploads: dict[str, str] = {}  # repository -> upload session started by prepare_push
@@ -222,7 +223,7 @@ class RegistryClient:
         if params:
             full = full.copy_merge_params(params)  # keep upload state already in the query
         refreshed = False
-        clock = self.retry.clock()
+        clock = self.retry.clock(self.gave_up)
         connect_failures = 0
         while True:
             hdrs = dict(headers or {})
@@ -419,7 +420,7 @@ class RegistryClient:
         """A state-changing request, never sent again blindly: an answer under 400 goes to ``answered``; a
         refusal before acting (408/429) is retried; after a lost answer or a 5xx, ``happened()`` asks the
         registry first, and the request goes again only if it did not happen."""
-        clock = self.retry.clock()
+        clock = self.retry.clock(self.gave_up)
         while True:
             try:
                 resp = self._send(method, path, scopes=scopes, what=what, settle=True, **request)  # type: ignore[arg-type]
@@ -542,7 +543,7 @@ class RegistryClient:
     def _download(self, repository: str, digest: Digest, what: str) -> Iterator[bytes]:
         """The blob's raw bytes, resumed with a Range request after a lost connection (unverified)."""
         offset = 0
-        clock = self.retry.clock()
+        clock = self.retry.clock(self.gave_up)
         while True:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             resp = self._send(

@@ -62,9 +62,10 @@ class RetryPolicy:
         floor = min(floor, self.max_delay_s)
         return floor + min(draw, max(floor, self.base_delay_s))
 
-    def clock(self) -> RetryClock:
-        """A fresh budget for one request (or one blob's download)."""
-        return RetryClock(self)
+    def clock(self, stop: threading.Event | None = None) -> RetryClock:
+        """A fresh budget for one request (or one blob's download); ``stop`` is shared by the requests to one
+        host: once one of them has spent its whole budget, the others stop waiting too."""
+        return RetryClock(self, stop)
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -91,8 +92,9 @@ def _date_s(value: str) -> float | None:
 class RetryClock:
     """One request's retries: how many so far and whether the budget allows another wait."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None) -> None:
         self.policy = policy
+        self.stop = stop or threading.Event()
         self.tries = 0
         self.started = time.monotonic()
         self.deadline = self.started + policy.budget_s
@@ -105,10 +107,12 @@ class RetryClock:
         """Sleep before the next try and return True; False (no sleep) once the budget is spent."""
         self.tries += 1
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
+        if self.stop.is_set():
             return False
-        time.sleep(min(self.policy.delay(self.tries, retry_after), remaining))
-        return True
+        if remaining <= 0:
+            self.stop.set()  # the host failed a whole budget: the other workers give up with this one
+            return False
+        return not self.stop.wait(min(self.policy.delay(self.tries, retry_after), remaining))
 
     def gave_up(self) -> str:
         """``gave up after N tries in S s`` for the error line."""

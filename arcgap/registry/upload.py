@@ -86,6 +86,7 @@ class Client(Protocol):
 
     registry: str
     retry: RetryPolicy
+    gave_up: threading.Event
     upload_traits: UploadTraits
 
     def _send(self, method: str, url: str, *, scopes: frozenset[str], what: str,
@@ -361,7 +362,7 @@ class BlobUpload:
         self.troubles += 1
         self.last_trouble = reason
         if self._clock is None:
-            self._clock = self.client.retry.clock()
+            self._clock = self.client.retry.clock(self.client.gave_up)
         if not self._clock.wait(retry_after):
             what = f"uploading {self.what}"
             raise self.client._error(NetworkError, f"{what}: {reason} ({self._clock.gave_up()})",
