@@ -65,6 +65,8 @@ class Fault:
     UNREACHABLE = "unreachable"  # no connection, or it broke (after the retries)
     TLS_UNTRUSTED = "tls-untrusted"  # the certificate chain is not trusted
     TLS_HANDSHAKE = "tls-handshake"  # TLS failed otherwise (often: the registry speaks plain HTTP)
+    TLS_EXPIRED = "tls-expired"  # the certificate expired (or is not valid yet): the date is in the message
+    TLS_OTHER_NAME = "tls-other-name"  # the certificate is issued for other names (``RegistryDetail.names``)
     NOT_A_REGISTRY = "not-a-registry"  # GET /v2/ answered neither 200 nor 401
     UNAUTHORIZED = "unauthorized"  # 401 that a fresh token did not cure
     DENIED = "denied"  # 403
@@ -74,6 +76,10 @@ class Fault:
     MALFORMED = "malformed"  # an answer that breaks the protocol (e.g. a header that is no digest)
     NO_REPOSITORY = "no-repository"  # the repository does not exist and pushing does not create it (ECR)
     NAME_REFUSED = "name-refused"  # the registry refuses the repository name (NAME_INVALID: e.g. too deep a path)
+    STORAGE_FULL = "storage-full"  # the registry says its storage is full (errno 28, "no space left on device")
+    DIGEST_REFUSED = "digest-refused"  # the registry says the bytes it got do not match the digest (DIGEST_INVALID)
+    SPARSE_INDEX = "sparse-index"  # the registry refuses an index whose child manifests it lacks (a platform filter)
+    BAD_CONTENT = "bad-content"  # the registry served bytes that do not match their digest
     ANSWER = "answer"  # any other error status
 
 
@@ -87,6 +93,7 @@ class RegistryDetail:
     fault: str  # a Fault value
     status: int = 0
     codes: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()  # TLS_OTHER_NAME: the names the certificate is issued for
 
 
 class ArcgapError(Exception):

@@ -7,7 +7,9 @@ lost), or plays a quirk of another registry (a mount answered with a fresh uploa
 answer headers replaced, dropped or added, such as ``OCI-Chunk-Min-Length``). ``body_over`` / ``body_under``
 narrow a rule to large or small request bodies (a per-request size limit is ``Fault(…, status=413,
 body_over=LIMIT)``). ``rewrite`` replaces text in every answer header (a token realm pointing at another
-proxy). Proxy-wide knobs slow every request (``latency_s``) or every body (``throttle_bytes_per_s``), and
+proxy). Proxy-wide knobs slow every request (``latency_s``) or every body (``throttle_bytes_per_s``), answer a
+random share of all requests with 429 (``Retry-After: 1``) or 503 (``chaos_share``, seeded by
+``chaos_seed``), and
 :meth:`FaultProxy.pause` refuses all connections for a while, as a restarting registry does. Every request is
 logged with its headers and body sizes (``seen`` on arrival; ``requests`` once handled, a moment after the
 client has its answer: ``wait_idle()`` first)."""
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
+import random
 import re
 import socket
 import threading
@@ -27,7 +31,7 @@ from typing import Literal
 from devtools.procs import free_port
 
 FaultKind = Literal["status", "reset", "cut_response", "cut_request", "lose_response", "headers",
-                    "mount_as_upload"]
+                    "mount_as_upload", "trickle", "corrupt"]
 _ERROR_CODES = {405: "UNSUPPORTED", 413: "SIZE_INVALID", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
 _PIPE_CHUNK = 64 * 1024
 
@@ -44,6 +48,9 @@ class Fault:
       both connections (the registry keeps a partial upload, the client sees a reset);
     - ``"lose_response"``: forward the whole request, then close without answering (it happened, unseen);
     - ``"headers"``: forward, and answer with ``response_headers`` (lower-case name → value; "" drops it);
+    - ``"trickle"``: forward, send ``after_bytes`` of the body at once, then the rest a byte every
+      ``1/trickle_bytes_per_s`` seconds (a body that never stalls long enough for a read timeout);
+    - ``"corrupt"``: forward, with one byte of the answer's body changed (at ``after_bytes``);
     - ``"mount_as_upload"``: forward a mount ``POST …/blobs/uploads/?mount=…&from=…`` without its query: the
       registry opens a fresh upload session and answers 202 (Harbor's answer to a mount it cannot do).
 
@@ -69,6 +76,9 @@ class Fault:
     body_over: int | None = None
     body_under: int | None = None
     matched: int = 0  # requests that matched (``every`` counts these)
+    trickle_bytes_per_s: float = 1.0
+    code: str = ""  # kind="status": the errors[].code of the answer ("" → one that fits the status)
+    message: str = "injected fault"  # ... and its message
 
     def matches(self, line: str, headers: dict[str, str] | None = None, body_bytes: int = 0) -> bool:
         if self.hits >= self.times or re.search(self.pattern, line) is None:
@@ -105,11 +115,15 @@ class FaultProxy:
     throttle_bytes_per_s: int | None = None  # request and response bodies trickle at this rate
     latency_pattern: str = ""  # regex: only matching requests are delayed ("" = all)
     rewrite: dict[str, str] = field(default_factory=dict)  # old → new, in every answer header's value
+    chaos_share: float = 0.0  # this share of all requests is answered 429 (Retry-After: 1) or 503, at random
+    chaos_seed: int = 0
 
     def __post_init__(self) -> None:
         self.port = free_port("127.0.0.1")
         self.host = f"127.0.0.1:{self.port}"
         self.lock = threading.Lock()
+        self.chaos = random.Random(self.chaos_seed)
+        self.chaos_hits = 0
         self.requests: list[SeenRequest] = []
         self.in_flight = 0
         self._connections: set[socket.socket] = set()
@@ -224,8 +238,8 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.send_response(fault.status)
             if fault.retry_after:
                 self.send_header("Retry-After", fault.retry_after)
-            code = _ERROR_CODES.get(fault.status, "UNAVAILABLE" if fault.status >= 500 else "DENIED")
-            payload = b'{"errors":[{"code":"%s","message":"injected fault"}]}' % code.encode()
+            code = fault.code or _ERROR_CODES.get(fault.status, "UNAVAILABLE" if fault.status >= 500 else "DENIED")
+            payload = json.dumps({"errors": [{"code": code, "message": fault.message}]}).encode()
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -275,12 +289,17 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if self.command == "HEAD":
                 return 0
             limit = fault.after_bytes if fault is not None and fault.kind == "cut_response" else None
+            if fault is not None and fault.kind == "trickle":
+                return self._trickle(resp, fault)
             sent = 0
             pending = data
             while True:
                 chunk, pending = (pending, b"") if pending is not None else (resp.read(_PIPE_CHUNK), None)
                 if not chunk:
                     break
+                if fault is not None and fault.kind == "corrupt" and sent <= fault.after_bytes < sent + len(chunk):
+                    at = fault.after_bytes - sent
+                    chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
                 if limit is not None and sent + len(chunk) >= limit:
                     self.wfile.write(chunk[: limit - sent])
                     self.wfile.flush()
@@ -294,6 +313,20 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                     time.sleep(len(chunk) / proxy.throttle_bytes_per_s)
             return sent
 
+        def _trickle(self, resp: http.client.HTTPResponse, fault: Fault) -> int:
+            sent = 0
+            while chunk := resp.read(_PIPE_CHUNK):
+                fast = max(0, min(len(chunk), fault.after_bytes - sent))
+                self.wfile.write(chunk[:fast])
+                self.wfile.flush()
+                sent += fast
+                for i in range(fast, len(chunk)):
+                    time.sleep(1.0 / fault.trickle_bytes_per_s)
+                    self.wfile.write(chunk[i:i + 1])
+                    self.wfile.flush()
+                    sent += 1
+            return sent
+
         def _handle(self) -> None:
             line = f"{self.command} {self.path}"
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -304,6 +337,10 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 fault = next((f for f in proxy.faults if f.matches(line, headers, len(body))), None)
                 if fault:
                     fault.hits += 1
+                elif proxy.chaos_share and proxy.chaos.random() < proxy.chaos_share:
+                    proxy.chaos_hits += 1
+                    fault = (Fault(".", status=429, retry_after="1") if proxy.chaos.random() < 0.5
+                             else Fault(".", status=503))
             kind = None if fault is None else ("reset" if fault.kind == "status" and fault.status == 0
                                                else fault.kind)
             sent = status = 0

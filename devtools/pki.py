@@ -71,28 +71,33 @@ class CA:
         ips: Sequence[str] = (),
         dns: Sequence[str] = (),
         name: str = "server",
+        not_after: dt.datetime | None = None,
+        only: bool = False,
     ) -> tuple[Path, Path]:
         """Issue a TLS server certificate for 127.0.0.1 and localhost plus ``ips``/``dns``.
+
+        ``not_after`` in the past makes an expired certificate; ``only`` issues it for ``ips``/``dns`` alone
+        (a certificate for another name than the one a client connects to).
 
         Writes ``<name>.crt`` (leaf followed by the CA, a full chain) and ``<name>.key`` into ``directory``
         and returns ``(cert_path, key_path)``.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        all_ips = ["127.0.0.1", *[ip for ip in ips if ip != "127.0.0.1"]]
-        all_dns = ["localhost", *[d for d in dns if d != "localhost"]]
+        all_ips = list(ips) if only else ["127.0.0.1", *[ip for ip in ips if ip != "127.0.0.1"]]
+        all_dns = list(dns) if only else ["localhost", *[d for d in dns if d != "localhost"]]
         san: list[x509.GeneralName] = [x509.DNSName(d) for d in all_dns]
         san += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in all_ips]
         key = _new_key()
         now = _now()
         cert = (
             x509.CertificateBuilder()
-            .subject_name(_name(all_dns[0]))
+            .subject_name(_name(all_dns[0] if all_dns else all_ips[0]))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(now + VALIDITY)
+            .not_valid_before(min(now - BACKDATE, (not_after or now) - VALIDITY))
+            .not_valid_after(not_after or now + VALIDITY)
             .add_extension(x509.SubjectAlternativeName(san), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(

@@ -30,9 +30,9 @@ def direct_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = bodyread._direct
 
-    def spy(sock: object, first: bytes, remaining: int, chunk_bytes: int) -> Iterator[bytes]:
+    def spy(sock: object, first: bytes, remaining: int, chunk_bytes: int, watch: object = None) -> Iterator[bytes]:
         calls.append(remaining)
-        return real(sock, first, remaining, chunk_bytes)  # type: ignore[arg-type]
+        return real(sock, first, remaining, chunk_bytes, watch)  # type: ignore[arg-type]
 
     monkeypatch.setattr(bodyread, "_direct", spy)
     return calls

@@ -41,6 +41,7 @@ GONE = "arc-dns"  # in the shipped list, not at the source at SHIPPED
 ADDED = "arc-new-thing"  # at the source at SHIPPED, not in the shipped list
 ONLY_OLD = "arc-retired"  # under arcdata/ but only at an older tag: never part of SHIPPED or NEWER
 AT_NEWER = ["arc-controller", "arc-bootstrapper", "arc-sqlmi"]
+NESTED = ("test", "preview")  # arcdata/test/…, arcdata/preview/…: not the release's images
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,10 @@ def source(tmp_path_factory: pytest.TempPathFactory, test_ca: CA) -> Iterator[Re
         generate_release(reg, tag="v1.1.0_2020-01-01", names=[ONLY_OLD], seed=2, **SIZES)
         generate_release(reg, repository="other", tag=NEWER, names=["arc-controller"], seed=3, **SIZES)
         generate_release(reg, repository="arcdata-mirror", tag=NEWER, names=["arc-lookalike"], seed=4, **SIZES)
+        # MCR: pre-release images under the release's own repository, with the release's tag
+        for seed, nest in enumerate(NESTED, start=5):
+            generate_release(reg, repository=f"arcdata/{nest}", tag=NEWER, names=["arc-controller", "arc-sqlmi"],
+                             seed=seed, **SIZES)
         yield reg
 
 
@@ -72,7 +77,8 @@ def proxied(proxy: FaultProxy | str) -> list[str]:
 
 def everything(reg: Registry) -> list[str]:
     return sorted(["arcdata/" + n for n in [*SHIPPED_NAMES, ADDED, ONLY_OLD] if n != GONE]
-                  + ["other/arc-controller", "arcdata-mirror/arc-lookalike"])
+                  + ["other/arc-controller", "arcdata-mirror/arc-lookalike"]
+                  + [f"arcdata/{nest}/{n}" for nest in NESTED for n in ("arc-controller", "arc-sqlmi")])
 
 
 def test_catalog_pages_follow_the_link_header(source: Registry) -> None:
@@ -147,6 +153,61 @@ def test_discovery_keeps_the_repositories_that_carry_the_tag(source: Registry) -
     assert found.answered and sorted(found.images) == sorted(AT_NEWER)
     assert ONLY_OLD in found.untagged and GONE not in found.untagged  # exists without the tag / not at all
     assert "arc-lookalike" not in found.images + found.untagged  # arcdata-mirror/ is not under arcdata/
+
+
+class _ClampedTags(BaseHTTPRequestHandler):
+    """A registry that pages tag lists at 3 whatever ``n`` asks (distribution 3.1 does so at 1000), with
+    ``Link: </v2/r/tags/list?last=…&n=3>; rel="next"`` while more follow."""
+
+    TAGS = [f"v{i}" for i in range(8)]
+    asked: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        from urllib.parse import parse_qs, urlsplit
+
+        type(self).asked.append(self.path)
+        url = urlsplit(self.path)
+        body, link = b"{}", ""
+        if url.path == "/v2/r/tags/list":
+            last = parse_qs(url.query).get("last", [""])[0]
+            rest = [t for t in self.TAGS if t > last]
+            page = rest[:3]
+            body = json.dumps({"name": "r", "tags": page}).encode()
+            if len(rest) > 3:
+                link = f'</v2/r/tags/list?last={page[-1]}&n=3>; rel="next"'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if link:
+            self.send_header("Link", link)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_tag_pages_follow_the_link_header_when_the_server_clamps_the_page_size() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClampedTags)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with client(f"127.0.0.1:{server.server_address[1]}") as c:
+            assert c.list_tags("r", page_size=1000) == _ClampedTags.TAGS
+    finally:
+        server.shutdown()
+        server.server_close()
+    pages = [p for p in _ClampedTags.asked if "/tags/list" in p]
+    assert pages == ["/v2/r/tags/list?n=1000", "/v2/r/tags/list?last=v2&n=3", "/v2/r/tags/list?last=v5&n=3"]
+
+
+def test_discovery_takes_direct_children_only(source: Registry) -> None:
+    """arcdata/test/arc-controller and arcdata/preview/arc-controller carry the release's tag (MCR publishes
+    pre-release images there 14 and 7 days before a release): they are not the release's images."""
+    with client(source.host) as c:
+        assert any(r.startswith("arcdata/test/") for r in c.list_catalog())  # the catalog does list them
+        found = discover_release(c, repository="arcdata", tag=NEWER, jobs=4)
+    assert sorted(found.images) == sorted(AT_NEWER)
+    assert not any("/" in n for n in found.images + found.untagged)
 
 
 @pytest.mark.parametrize("status", [404, 403])

@@ -210,8 +210,9 @@ def test_tls_without_the_ca_says_which_option(
     res = arcgap(capsys, "import", str(small_bundle), "--target-registry", tls_registry.host,
                  "--target-repository", "arc")
     assert res.code == 5, res.err
-    assert res.error_lines[0] == (f"error: connecting to {tls_registry.host}: TLS certificate of "
-                                  f"{tls_registry.host} not trusted")
+    assert res.error_lines[0] == (f"error: connecting to {tls_registry.host}: the TLS certificate of "
+                                  f"{tls_registry.host} is issued by an authority that is not trusted "
+                                  "(CN=arcgap test CA,O=arcgap tests)")
     assert "--target-ca-file" in res.error_lines[1]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,16 +73,65 @@ def test_persistent_503_gives_up_with_a_clear_error(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import arcgap.registry.client as client_module
+    import arcgap.commands.clients as client_module
     from arcgap.registry.transport import RetryPolicy
 
-    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(base_delay_s=0.01))
+    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.01))
     target, proxy = proxied
     bundle = tmp_path / "g.tar.zst"
     export_small(capsys, synth_small, bundle)
     proxy.faults.append(Fault(r"^HEAD /v2/.*/blobs/", status=503, times=1000))
     res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
-                 "--target-repository", "arc")
+                 "--target-repository", "arc", "--retry-budget", "2")
     assert res.code == 5, res.err
-    assert "503" in res.error_lines[0] and "gave up after 6 attempts" in res.error_lines[0]
-    assert res.error_lines[1] == "hint: the registry keeps failing; try again later"
+    assert "503" in res.error_lines[0] and "gave up after" in res.error_lines[0]
+    assert res.error_lines[1].startswith("hint: the registry kept failing for the whole retry budget; try again")
+
+
+def test_a_full_disk_at_the_target_is_named_and_not_retried(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "d.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults.append(Fault(r"^PUT /v2/.*/blobs/uploads/", status=500, times=1000, code="UNKNOWN",
+                              message="unknown error: write /var/lib/registry/x: no space left on device"))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc", "--jobs", "1")
+    assert res.code == 6, res.err
+    assert "no space left on device" in res.error_lines[0]
+    assert res.error_lines[1].startswith("hint: the target registry's storage is full (no space left on its disk)")
+    assert proxy.faults[0].hits == 1  # not sent again into a full disk
+
+
+def test_digest_invalid_from_the_target_blames_the_way_there(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "v.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    proxy.faults.append(Fault(r"^PUT /v2/.*/blobs/uploads/", status=400, times=1000, code="DIGEST_INVALID",
+                              message="provided digest did not match uploaded content"))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == 6, res.err
+    assert "DIGEST_INVALID" in res.error_lines[0]
+    assert res.error_lines[1].startswith("hint: the registry received bytes that do not match the blob's digest")
+
+
+def test_a_target_that_refuses_a_sparse_index_names_the_index(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
+) -> None:
+    target, proxy = proxied
+    bundle = tmp_path / "s.tar.zst"
+    export_small(capsys, synth_small, bundle)
+    index = synth_small["index_oci"].digest
+    # distribution 3.1's answer to an index whose children it lacks
+    proxy.faults.append(Fault(rf"^PUT /v2/.*/manifests/{index}", status=400, times=10, code="MANIFEST_BLOB_UNKNOWN",
+                              message="blob unknown to registry"))
+    res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
+                 "--target-repository", "arc")
+    assert res.code == 6, res.err
+    assert f"refuses the index {index} for arc/" in res.error_lines[0]
+    assert "sparse indexes" in res.error_lines[1] and "no tag was moved" in res.error_lines[1]
+    assert proxy.faults[0].hits == 1  # a refusal, not retried

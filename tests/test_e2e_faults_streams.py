@@ -3,6 +3,7 @@ registry; and permanent errors on the export side, which stop at once. A fault p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -27,10 +28,10 @@ UPLOAD_STATUS = r"^GET /v2/.*/blobs/uploads/"
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.registry.client as client_module
+    import arcgap.commands.clients as client_module
     from arcgap.registry.transport import RetryPolicy
 
-    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(base_delay_s=0.02))
+    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.02))
 
 
 @pytest.fixture
@@ -170,10 +171,11 @@ def test_export_gives_up_on_a_registry_that_keeps_failing(
 ) -> None:
     pattern = rf"^GET /v2/.*/blobs/{biggest_layer(synth_medium)}$"
     source.faults.append(Fault(pattern, status=503, times=1000))
-    res = export_via(capsys, synth_medium, source.host, tmp_path / "x.tar.zst", "--jobs", "1")
+    res = export_via(capsys, synth_medium, source.host, tmp_path / "x.tar.zst", "--jobs", "1", "--retry-budget", "2")
     assert res.code == 5, res.err
-    assert "503" in res.error_lines[0] and "gave up after 6 attempts" in res.error_lines[0]
-    assert source.count(pattern) == 6
+    tries = source.count(pattern)
+    assert "503" in res.error_lines[0] and f"gave up after {tries} tries in 2 s" in res.error_lines[0]
+    assert tries > 6  # a 2 s budget of short jittered waits: more tries than the old count
 
 
 # -- import ----------------------------------------------------------------------------------------------
@@ -272,3 +274,14 @@ def test_import_into_a_slow_registry(
     assert time.monotonic() - t0 < 20
     assert json.loads(res.out)["uploaded_bytes"] > 8_000_000
     assert_identical_digests(registry, synth_medium)
+
+
+def test_a_blob_that_fails_its_digest_at_the_source_blames_the_registry(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
+) -> None:
+    layer = biggest_layer(synth_medium)
+    source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1000))
+    res = export_via(capsys, synth_medium, source.host, tmp_path / "c.tar.zst")
+    assert res.code == 7, res.err
+    assert res.error_lines[0].startswith(f"error: {source.host} served ") and layer in res.error_lines[0]
+    assert "bundle" not in res.error_lines[1] and "report the digest above" in res.error_lines[1]

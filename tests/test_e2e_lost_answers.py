@@ -9,6 +9,7 @@ handful of requests, counted in the proxy's log (and the token server's, through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -41,10 +42,10 @@ LOSSES = {
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.registry.client as client_module
+    import arcgap.commands.clients as client_module
     from arcgap.registry.transport import RetryPolicy
 
-    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(base_delay_s=0.01))
+    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.01))
 
 
 @pytest.fixture(scope="module")

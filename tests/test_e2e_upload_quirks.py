@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -36,10 +37,10 @@ MiB = 1 << 20
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.registry.client as client_module
+    import arcgap.commands.clients as client_module
     from arcgap.registry.transport import RetryPolicy
 
-    monkeypatch.setattr(client_module, "RetryPolicy", lambda: RetryPolicy(base_delay_s=0.01))
+    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.01))
 
 
 @pytest.fixture

@@ -39,7 +39,8 @@ def _error(cls: type[ArcgapError], fault: str, side: str | None, status: int = 0
      f"check TARGET_DOCKER_USERNAME and TARGET_DOCKER_PASSWORD (or your docker login for {HOST})"),
     (AuthError, Fault.DENIED, "target", "the target user lacks permission on this repository"),
     (NotFoundError, Fault.NOT_FOUND, "source", "check the image name and SOURCE_DOCKER_TAG"),
-    (NetworkError, Fault.TRANSIENT, "target", "the registry keeps failing; try again later"),
+    (NetworkError, Fault.TRANSIENT, "target", "the registry kept failing for the whole retry budget; try again "
+     "later (export, import and mirror wait longer with --retry-budget SECONDS)"),
     (RegistryError, Fault.MALFORMED, "source",
      f"{HOST} answers outside the OCI distribution spec; report it to its operator"),
     (RegistryError, Fault.ANSWER, "source", ""),
@@ -66,3 +67,25 @@ def test_errors_without_detail_keep_their_hint() -> None:
 def test_registry_error_takes_status_and_codes_from_its_detail() -> None:
     exc = RegistryError("m", detail=RegistryDetail(HOST, "op", Fault.ANSWER, 400, ("MANIFEST_INVALID",)))
     assert (exc.status, exc.codes, exc.hint) == (400, ("MANIFEST_INVALID",), "")
+
+
+def test_every_registry_answer_gets_a_hint_that_fits_it() -> None:
+    full = _error(RegistryError, Fault.STORAGE_FULL, "target", 500)
+    assert hint_for(full).startswith("the target registry's storage is full (no space left on its disk)")
+    assert "no tag was moved" in hint_for(full)
+    refused = _error(RegistryError, Fault.DIGEST_REFUSED, "target", 400)
+    assert hint_for(refused).startswith("the registry received bytes that do not match the blob's digest")
+    served = _error(RegistryError, Fault.BAD_CONTENT, "source")
+    assert "bundle" not in hint_for(served) and "report the digest" in hint_for(served)
+    other = RegistryError("m", detail=RegistryDetail(HOST, "op", Fault.ANSWER, 418, ("TEAPOT",)))
+    assert hint_for(other) == f"{HOST} refused the request with 418 (TEAPOT), in its own words above; its log at " \
+        "this time says why"
+
+
+def test_tls_hints_follow_the_cause() -> None:
+    expired = _error(TLSError, Fault.TLS_EXPIRED, "target")
+    assert "date -u" in hint_for(expired) and "renew" in hint_for(expired) and "--target-insecure" in hint_for(expired)
+    exc = TLSError("m", detail=RegistryDetail(HOST, "op", Fault.TLS_OTHER_NAME, names=("*.x.example", "reg.example")))
+    exc.side = "source"
+    assert hint_for(exc) == ("name the registry in SOURCE_DOCKER_REGISTRY by a name its certificate is issued for "
+                             "(e.g. reg.example:5000), or have the certificate reissued for r.example")

@@ -64,13 +64,17 @@ class ListDiff:
 
 
 def catalog_names(client: RegistryClient, repository: str) -> tuple[list[str] | None, str | None]:
-    """(names under ``repository/`` in the catalog, None) or (None, why the catalog cannot be used)."""
+    """(names directly under ``repository/`` in the catalog, None) or (None, why the catalog cannot be used).
+
+    Only direct children: MCR lists pre-release images under the release's own repository
+    (``arcdata/test/…``, ``arcdata/preview/…``) with the release's tag, and they are not the release."""
     try:
         everything = client.list_catalog()
     except (AuthError, NotFoundError, RegistryError) as exc:  # network errors are raised: the source is down
         return None, exc.message
     prefix = repository.strip("/") + "/"
-    return [r[len(prefix):] for r in everything if r.startswith(prefix) and len(r) > len(prefix)], None
+    return [r[len(prefix):] for r in everything
+            if r.startswith(prefix) and len(r) > len(prefix) and "/" not in r[len(prefix):]], None
 
 
 def discover_release(client: RegistryClient, *, repository: str, tag: str, jobs: int) -> Discovery:

@@ -124,13 +124,19 @@ def emit(result: dict[str, Any], as_json: bool, human: Callable[[], None]) -> No
         human()
 
 
-def run_context(*, no_input: bool, quiet: bool = False) -> RunContext:
-    """Prompts only on a terminal and without ``--no-input``; the reporter of ``--quiet`` or not."""
-    from arcgap.commands.options import RunContext
+def run_context(*, no_input: bool, quiet: bool = False, retry_budget: float | None = None,
+                stall_timeout: float | None = None) -> RunContext:
+    """Prompts only on a terminal and without ``--no-input``; the reporter of ``--quiet`` or not; the retry
+    budget and stall window of the commands that have those options (None: the defaults)."""
+    from arcgap.commands.options import NetworkOptions, RunContext
 
     asking = not no_input and interactive()
+    defaults = NetworkOptions()
+    network = NetworkOptions(
+        retry_budget_s=defaults.retry_budget_s if retry_budget is None else retry_budget,
+        stall_s=defaults.stall_s if stall_timeout is None else stall_timeout)
     return RunContext(prompt=prompt if asking else None, secret_prompt=secret_prompt if asking else None,
-                      reporter=reporter_for(quiet))
+                      reporter=reporter_for(quiet), network=network)
 
 
 def _password(from_stdin: bool) -> Secret | None:
@@ -165,6 +171,14 @@ def target_options(
 NO_INPUT_OPTION = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults.")
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
+RETRY_BUDGET_OPTION = typer.Option(
+    300.0, "--retry-budget", metavar="SECONDS", min=0.0,
+    help="How long one registry request keeps being retried after 429, 5xx or a lost connection (waits with "
+         "jitter, Retry-After honoured up to 30 s); a throttling registry also gets fewer requests at once.")
+STALL_TIMEOUT_OPTION = typer.Option(
+    60.0, "--stall-timeout", metavar="SECONDS", min=1.0,
+    help="A transfer that moves less than 1 KiB/s for this long (a stall or a trickle) is dropped and resumed "
+         "from the bytes already held.")
 
 # The five values of each side (seed procedure: SOURCE_/TARGET_DOCKER_*; the password is never an option) and
 # the transport of each side, shared by every command that talks to that side.

@@ -53,6 +53,32 @@ def hint_for(exc: ArcgapError) -> str:
     detail, side = exc.detail, exc.side
     env = f"{side.upper()}_DOCKER" if side else None
     fault = detail.fault
+    if fault == Fault.TLS_EXPIRED:
+        insecure = f"--{side}-insecure" if side else "--insecure"
+        return ("certificates are checked against this machine's clock (check it with 'date -u'); if the clock is "
+                f"right, the registry's operator must renew its certificate ({insecure} skips every check: a last "
+                "resort on a network you trust)")
+    if fault == Fault.TLS_OTHER_NAME:
+        port = detail.registry.rpartition(":")[2] if ":" in detail.registry else ""
+        named = next((n for n in detail.names if "*" not in n), "")
+        where = f"{env}_REGISTRY" if env else "the registry address"
+        use = f" (e.g. {named}:{port})" if named and port.isdigit() else f" (e.g. {named})" if named else ""
+        return (f"name the registry in {where} by a name its certificate is issued for{use}, or have the "
+                f"certificate reissued for {detail.registry.rpartition(':')[0] or detail.registry}")
+    if fault == Fault.SPARSE_INDEX:
+        return ("this registry checks that every manifest an index lists is present (distribution 3.1 does by "
+                "default) and the bundle lacks some of them: let it accept sparse indexes "
+                "(validation.manifests.indexes.platforms: none in its config), or export the image with every "
+                "platform it lists; no tag was moved")
+    if fault == Fault.STORAGE_FULL:
+        return (f"the {side + ' ' if side else ''}registry's storage is full (no space left on its disk): free space "
+                "or grow the registry's volume, then run the same command again; no tag was moved")
+    if fault == Fault.DIGEST_REFUSED:
+        return ("the registry received bytes that do not match the blob's digest: something on the way (a proxy, "
+                "the network) changed them; run again, and if it repeats check the proxies in between")
+    if fault == Fault.BAD_CONTENT:
+        return ("the registry (or a proxy or CDN in front of it) serves bytes that do not match the blob's digest: "
+                "report the digest above to the registry's operator; nothing was written from it")
     if fault in (Fault.TLS_UNTRUSTED, Fault.TLS_HANDSHAKE):
         ca, plain = (f"--{side}-ca-file", f"--{side}-plain-http") if side else ("--ca-file", "--plain-http")
         return (f"give the registry's CA with {ca} (or put it in /etc/docker/certs.d/{detail.registry}/ca.crt); "
@@ -73,7 +99,8 @@ def hint_for(exc: ArcgapError) -> str:
     if fault == Fault.NOT_FOUND:
         return f"check the image name and {env}_TAG" if env else "check the image name and tag"
     if fault == Fault.TRANSIENT:
-        return "the registry keeps failing; try again later"
+        return ("the registry kept failing for the whole retry budget; try again later (export, import and mirror "
+                "wait longer with --retry-budget SECONDS)")
     repository_option = f"--{side or 'target'}-repository"
     if fault == Fault.NO_REPOSITORY:
         return (f"create the repositories named above at the registry first (Amazon ECR: aws ecr create-repository "
@@ -83,4 +110,8 @@ def hint_for(exc: ArcgapError) -> str:
                 f"shorter {repository_option}; no blob was sent")
     if fault == Fault.MALFORMED:
         return f"{detail.registry} answers outside the OCI distribution spec; report it to its operator"
+    if detail.status:
+        codes = f" ({', '.join(detail.codes[:3])})" if detail.codes else ""
+        return (f"{detail.registry} refused the request with {detail.status}{codes}, in its own words above; "
+                "its log at this time says why")
     return ""

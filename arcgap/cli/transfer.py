@@ -15,8 +15,10 @@ from arcgap.cli.common import (
     NO_INPUT_OPTION,
     QUIET_OPTION,
     RELEASE_OPTION,
+    RETRY_BUDGET_OPTION,
     SOURCE,
     SOURCE_PASSWORD_STDIN_OPTION,
+    STALL_TIMEOUT_OPTION,
     TARGET,
     app,
     emit,
@@ -103,6 +105,8 @@ def export_cmd(
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
+    retry_budget: float = RETRY_BUDGET_OPTION,
+    stall_timeout: float = STALL_TIMEOUT_OPTION,
 ) -> None:
     """Pull a release from the source registry into one bundle file.
 
@@ -135,7 +139,8 @@ def export_cmd(
     source = source_options(registry=source_registry, repository=source_repository, username=source_username,
                             tag=source_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
                             plain_http=plain_http)
-    result = run_export(source, options, run_context(no_input=no_input, quiet=quiet))
+    result = run_export(source, options, run_context(
+        no_input=no_input, quiet=quiet, retry_budget=retry_budget, stall_timeout=stall_timeout))
 
     def human() -> None:
         say(
@@ -207,6 +212,8 @@ def import_cmd(
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
+    retry_budget: float = RETRY_BUDGET_OPTION,
+    stall_timeout: float = STALL_TIMEOUT_OPTION,
 ) -> None:
     """Verify a bundle while pushing it into the target registry; tags move only at the end.
 
@@ -220,7 +227,8 @@ def import_cmd(
     target = target_options(registry=target_registry, repository=target_repository, username=target_username,
                             tag=target_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,
                             plain_http=plain_http)
-    context = run_context(no_input=no_input, quiet=quiet)
+    context = run_context(
+        no_input=no_input, quiet=quiet, retry_budget=retry_budget, stall_timeout=stall_timeout)
     handed: list[dict[str, Any]] = []  # the hand-off's JSON, once written
     after_import = None
     if handoff is not None:
@@ -289,6 +297,8 @@ def mirror_cmd(
     no_input: bool = NO_INPUT_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
+    retry_budget: float = RETRY_BUDGET_OPTION,
+    stall_timeout: float = STALL_TIMEOUT_OPTION,
 ) -> None:
     """Copy a release straight from the source registry to the target, no bundle; tags move only at the end.
 
@@ -306,7 +316,8 @@ def mirror_cmd(
     target = target_options(registry=target_registry, repository=target_repository, username=target_username,
                             tag=target_tag, password_stdin=target_password_stdin, ca_file=target_ca_file,
                             insecure=target_insecure, plain_http=target_plain_http)
-    result = run_mirror(source, target, options, run_context(no_input=no_input, quiet=quiet))
+    result = run_mirror(source, target, options, run_context(
+        no_input=no_input, quiet=quiet, retry_budget=retry_budget, stall_timeout=stall_timeout))
 
     def human() -> None:
         for img in result.images:

@@ -4,15 +4,15 @@ registry's neutral error back to the side whose client raised it (the command li
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from arcgap.commands.options import SideOptions
+from arcgap.commands.options import NetworkOptions, SideOptions
 from arcgap.commands.settings import Endpoint
 from arcgap.errors import ArcgapError, UsageError, option
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, lookup_credentials
-from arcgap.registry.transport import TLSOptions
+from arcgap.registry.transport import RetryPolicy, StallPolicy, TLSOptions
 
 
 def _credentials(endpoint: Endpoint, registry: str, environ: Mapping[str, str]) -> Credentials | None:
@@ -27,8 +27,13 @@ class ClientPool:
     own host. Images named by full reference may live on other hosts: those use stored logins."""
 
     def __init__(
-        self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int, environ: Mapping[str, str]
+        self, endpoint: Endpoint, tls: TLSOptions, *, max_connections: int, environ: Mapping[str, str],
+        network: NetworkOptions | None = None, warn: Callable[[str], None] | None = None,
     ) -> None:
+        network = network or NetworkOptions()
+        self.retry = RetryPolicy(budget_s=network.retry_budget_s)
+        self.stall = StallPolicy(stall_s=network.stall_s, min_bytes_per_s=network.min_bytes_per_s)
+        self.warn = warn
         self.endpoint = endpoint
         self.side = endpoint.role
         self.environ = environ
@@ -48,6 +53,9 @@ class ClientPool:
                     credentials=_credentials(self.endpoint, registry, self.environ),
                     tls=tls,
                     max_connections=self.max_connections,
+                    retry=self.retry,
+                    stall=self.stall,
+                    warn=self.warn,
                 )
                 self._clients[registry] = client
             return client
@@ -71,10 +79,14 @@ class ClientPool:
 SPARE_CONNECTIONS = 4  # beyond --jobs: the questions (blob checks, token fetches) asked beside the copies
 
 
-def registry_side(endpoint: Endpoint, given: SideOptions, *, jobs: int, environ: Mapping[str, str]) -> ClientPool:
-    """One side's registry clients from that side's options (its TLS choice), ``jobs`` copies in flight."""
+def registry_side(
+    endpoint: Endpoint, given: SideOptions, *, jobs: int, environ: Mapping[str, str],
+    network: NetworkOptions | None = None, warn: Callable[[str], None] | None = None,
+) -> ClientPool:
+    """One side's registry clients from that side's options (its TLS choice), ``jobs`` copies in flight, with the
+    run's retry budget and stall limits (``network``)."""
     return ClientPool(endpoint, side_tls(endpoint, ca_file=given.ca_file, insecure=given.insecure),
-                      max_connections=jobs + SPARE_CONNECTIONS, environ=environ)
+                      max_connections=jobs + SPARE_CONNECTIONS, environ=environ, network=network, warn=warn)
 
 
 def side_tls(endpoint: Endpoint, *, ca_file: Path | None, insecure: bool) -> TLSOptions:

@@ -129,6 +129,17 @@ class ManifestsNewOptions:
 
 
 @dataclass(frozen=True, **_KW)
+class NetworkOptions:
+    """How long a run keeps at one registry request: the retry budget per request (429/503/5xx/lost
+    connections, waits with full jitter) and the stall window (a body slower than ``min_bytes_per_s`` for
+    ``stall_s`` is dropped and resumed)."""
+
+    retry_budget_s: float = 300.0
+    stall_s: float = 60.0
+    min_bytes_per_s: int = 1024
+
+
+@dataclass(frozen=True, **_KW)
 class RunContext:
     """What a run may use besides its options: prompts (None: never ask), the reporter (progress, and the one
     channel for warnings) and the environment (the process's, unless a test gives one)."""
@@ -136,6 +147,7 @@ class RunContext:
     prompt: Prompt | None = None
     secret_prompt: SecretPrompt | None = None
     reporter: Reporter = field(default_factory=Reporter)
+    network: NetworkOptions = field(default_factory=NetworkOptions)
     # never in the repr: the environment holds SOURCE_/TARGET_DOCKER_PASSWORD and the signing passphrase
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
 

@@ -220,7 +220,8 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
                             newest=newest_for_prompt(ca_file=source.ca_file, insecure=source.insecure,
                                                      environ=environ, warn=context.warn))
     endpoint = choice.endpoint
-    pools = registry_side(endpoint, source, jobs=o.jobs, environ=environ)  # TLS options checked before any request
+    pools = registry_side(endpoint, source, jobs=o.jobs, environ=environ, network=context.network,
+                          warn=context.warn)  # TLS options checked before any request
     staged: StagedInstaller | None = None
     try:
         with pools as pool:
@@ -299,7 +300,8 @@ def run_registry_import(
             raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
                              "put them all on the same tag", hint=f"leave out {option('target.tag')} / "
                              f"{variable('target.tag')}: each release keeps its own tag")
-        with registry_side(endpoint, target, jobs=o.jobs, environ=context.environ) as pool:
+        with registry_side(endpoint, target, jobs=o.jobs, environ=context.environ, network=context.network,
+                           warn=context.warn) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=o.jobs, reporter=context.reporter,
                                    dry_run=o.dry_run)
@@ -328,8 +330,9 @@ def run_mirror(
                                                      environ=environ, warn=context.warn))
     src = choice.endpoint
     dst = collect_target(target, context)
-    source_side = registry_side(src, source, jobs=o.jobs, environ=environ)
-    target_side = registry_side(dst, target, jobs=o.jobs, environ=environ)
+    net = {"network": context.network, "warn": context.warn}
+    source_side = registry_side(src, source, jobs=o.jobs, environ=environ, **net)
+    target_side = registry_side(dst, target, jobs=o.jobs, environ=environ, **net)
     with source_side as sources, target_side as targets:
         source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.

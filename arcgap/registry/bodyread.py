@@ -14,17 +14,72 @@ pieces. The connection is closed after a body read this way (httpcore cannot kno
 bodies under ``direct_min_bytes`` keep the ordinary path and their connection. Nothing here verifies
 anything: callers pass every chunk through :func:`arcgap.oci.digest.verified_chunks`, which catches any byte
 this got wrong. Socket errors and timeouts surface as the httpx errors the caller's retry logic handles.
+
+:class:`RateWatch` is the stall and trickle watchdog: the read timeout only bounds one read, so a body sent a
+byte a second would be waited on forever; a body slower than a minimum rate over a window raises
+:class:`Stalled` (an ``httpx.ReadTimeout``), and the caller resumes from the bytes it holds.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Iterator
 
 import httpx
 
 DIRECT_MIN_BYTES = 1 << 20  # below this, keep the connection for the next request
+
+
+class Stalled(httpx.ReadTimeout):
+    """A body slower than the minimum rate over the watch window: dropped, to be resumed."""
+
+
+class RateWatch:
+    """Raises :class:`Stalled` once a window of ``window_s`` passes with fewer than ``min_bytes_per_s``
+    per second arriving. A silent connection is the read timeout's (set to the same window)."""
+
+    def __init__(self, window_s: float, min_bytes_per_s: int, *, what: str = "the body") -> None:
+        self.window_s = window_s
+        self.min_bytes = min_bytes_per_s * window_s
+        self.what = what
+        self.total_bytes = 0
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def feed(self, n_bytes: int) -> None:
+        self.total_bytes += n_bytes
+        self._bytes += n_bytes
+        now = time.monotonic()
+        if now - self._start < self.window_s:
+            return
+        if self._bytes < self.min_bytes:
+            rate = self._bytes / (now - self._start)
+            raise Stalled(f"{self.what} arrived at {rate:.0f} B/s for {now - self._start:.0f} s")
+        self._start, self._bytes = now, 0
+
+
+class WatchedStream(httpx.SyncByteStream):
+    """A response's raw stream fed through a :class:`RateWatch` (``resp.stream = WatchedStream(...)``)."""
+
+    def __init__(self, inner: httpx.SyncByteStream, watch: RateWatch) -> None:
+        self.inner = inner
+        self.watch = watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.inner:
+            self.watch.feed(len(piece))
+            yield piece
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def watch_body(resp: httpx.Response, watch: RateWatch) -> None:
+    """Watch ``resp``'s body (opened with ``stream=True``, not read yet) for stalls and trickles."""
+    if isinstance(resp.stream, httpx.SyncByteStream):
+        resp.stream = WatchedStream(resp.stream, watch)
 
 
 def body_chunks(resp: httpx.Response, chunk_bytes: int, *, direct_min_bytes: int = DIRECT_MIN_BYTES) -> Iterator[bytes]:
@@ -48,7 +103,7 @@ def body_chunks(resp: httpx.Response, chunk_bytes: int, *, direct_min_bytes: int
     if remaining <= 0:
         yield from joined([first, *raw], chunk_bytes)
         return
-    yield from _direct(sock, first, remaining, chunk_bytes)
+    yield from _direct(sock, first, remaining, chunk_bytes, getattr(resp.stream, "watch", None))
 
 
 def _plain_socket(resp: httpx.Response) -> socket.socket | None:
@@ -67,7 +122,8 @@ def _plain_socket(resp: httpx.Response) -> socket.socket | None:
     return sock if tls is None else None
 
 
-def _direct(sock: socket.socket, first: bytes, remaining: int, chunk_bytes: int) -> Iterator[bytes]:
+def _direct(sock: socket.socket, first: bytes, remaining: int, chunk_bytes: int, watch: RateWatch | None
+            ) -> Iterator[bytes]:
     buf = bytearray(chunk_bytes)
     view = memoryview(buf)
     fill = len(first)
@@ -80,14 +136,19 @@ def _direct(sock: socket.socket, first: bytes, remaining: int, chunk_bytes: int)
         want = min(chunk_bytes - fill, remaining)
         try:
             n = sock.recv_into(view[fill:fill + want])
-        except TimeoutError as exc:  # socket.timeout
-            raise httpx.ReadTimeout(f"reading the body: {exc}") from None
-        except OSError as exc:
-            raise httpx.ReadError(f"reading the body: {exc}") from None
-        if n == 0:
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
-        fill += n
-        remaining -= n
+            if n == 0:
+                raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+            fill += n
+            remaining -= n
+            if watch is not None:
+                watch.feed(n)
+        except (OSError, httpx.TransportError) as exc:
+            failure = exc if isinstance(exc, httpx.TransportError) else \
+                httpx.ReadTimeout(f"reading the body: {exc}") if isinstance(exc, TimeoutError) else \
+                httpx.ReadError(f"reading the body: {exc}")
+            if fill:
+                yield bytes(view[:fill])  # the caller resumes after the bytes it holds
+            raise failure from None
         if fill == chunk_bytes or not remaining:
             yield bytes(view[:fill])
             fill = 0
@@ -97,7 +158,16 @@ def joined(pieces: Iterable[bytes], chunk_bytes: int) -> Iterator[bytes]:
     """``pieces`` joined into chunks of at least ``chunk_bytes`` (except the last), with one copy."""
     held: list[bytes] = []
     size = 0
-    for piece in pieces:
+    feed = iter(pieces)
+    while True:
+        try:
+            piece = next(feed)
+        except StopIteration:
+            break
+        except httpx.TransportError:
+            if held:
+                yield b"".join(held)  # the caller resumes after the bytes it holds
+            raise
         if not held and len(piece) >= chunk_bytes:
             yield piece
             continue

@@ -6,10 +6,10 @@ Spec: https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -29,12 +29,13 @@ from arcgap.errors import (
     UsageError,
 )
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
-from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_manifest, sniff_media_type
+from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_index, is_manifest, sniff_media_type
 from arcgap.registry.auth import Authenticator, repo_scope
-from arcgap.registry.bodyread import body_chunks
+from arcgap.registry.bodyread import RateWatch, Stalled, body_chunks, watch_body
 from arcgap.registry.credentials import Credentials
-from arcgap.registry.transport import RetryPolicy, TLSOptions, make_http_client
-from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits
+from arcgap.registry.tlscause import EXPIRED, NOT_YET_VALID, OTHER_NAME, cause_of, verify_error
+from arcgap.registry.transport import HostGate, RetryPolicy, StallPolicy, TLSOptions, make_http_client
+from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits, storage_full
 
 _T = TypeVar("_T")
 
@@ -88,17 +89,26 @@ class RegistryClient:
         tls: TLSOptions | None = None,
         retry: RetryPolicy | None = None,
         max_connections: int = 8,
+        stall: StallPolicy | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
         self.tls = tls or TLSOptions()
         self.retry = retry or RetryPolicy()
+        self.stall = stall or StallPolicy()
+        self.warn = warn or (lambda _text: None)  # a dropped stalled transfer is said here
+        self.gate = HostGate(max_connections)  # fewer requests in flight while the host throttles
+        self.gave_up = threading.Event()  # set once a request spent its whole retry budget: the others stop too
         self.base_url = f"{self.tls.scheme}://{registry}"
         self._base = httpx.URL(self.base_url)
         self._spare_uploads: dict[str, str] = {}  # repository -> upload session started by prepare_push
         self._spare_lock = threading.Lock()
-        self._http = make_http_client(registry, self.tls, max_connections=max_connections)
+        self._http = make_http_client(registry, self.tls, max_connections=max_connections,
+                                      read_timeout_s=self.stall.stall_s)
         self.auth = Authenticator(self._http, registry=registry, credentials=credentials)
         self._pinged = False
+        self._ping_lock = threading.Lock()  # one GET /v2/ per client, whichever worker comes first
+        self._ping_error: ArcgapError | None = None
         self.upload_traits = UploadTraits()  # what the registry said about uploads, for every later upload
         self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
         self._offered_lock = threading.Lock()
@@ -135,6 +145,15 @@ class RegistryClient:
 
     def _transport_error(self, exc: Exception, what: str) -> ArcgapError:
         text = str(exc)
+        refused = verify_error(exc)
+        if refused is not None:
+            cause = cause_of(refused, self.registry)
+            fault = {EXPIRED: Fault.TLS_EXPIRED, NOT_YET_VALID: Fault.TLS_EXPIRED, OTHER_NAME: Fault.TLS_OTHER_NAME,
+                     }.get(cause.kind, Fault.TLS_UNTRUSTED)
+            err = self._error(TLSError, f"{what}: {cause.text(self.registry)}", operation=what, fault=fault)
+            if err.detail is not None:
+                err.detail = dataclasses.replace(err.detail, names=cause.names)
+            return err
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
             return self._error(TLSError, f"{what}: TLS certificate of {self.registry} not trusted",
                                operation=what, fault=Fault.TLS_UNTRUSTED)
@@ -148,9 +167,22 @@ class RegistryClient:
         )
 
     def ping(self) -> None:
-        """GET /v2/ once: learns the auth challenge and fails early on TLS or reachability problems."""
+        """GET /v2/ once for every worker: learns the auth challenge and fails early on TLS or reachability
+        problems. Workers that ask while it is under way wait for it; a failed ping fails them all alike."""
         if self._pinged:
             return
+        with self._ping_lock:
+            if self._ping_error is not None:
+                raise self._ping_error
+            if self._pinged:
+                return
+            try:
+                self._ping()
+            except ArcgapError as exc:
+                self._ping_error = exc
+                raise
+
+    def _ping(self) -> None:
         resp = self._send("GET", "/v2/", scopes=frozenset(), what=f"connecting to {self.registry}", ping=True)
         if resp.status_code == 401:
             self.auth.set_challenge(resp.headers.get("www-authenticate"))
@@ -200,9 +232,9 @@ class RegistryClient:
         if params:
             full = full.copy_merge_params(params)  # keep upload state already in the query
         refreshed = False
-        attempt = 0
+        clock = self.retry.clock(self.gave_up)
+        connect_failures = 0
         while True:
-            attempt += 1
             hdrs = dict(headers or {})
             auth = None
             if not ping and _same_origin(full, self._base):
@@ -214,15 +246,18 @@ class RegistryClient:
                 if auth:
                     hdrs["Authorization"] = auth
             try:
-                req = self._http.build_request(method, full, headers=hdrs, content=content)
-                resp = self._http.send(req, stream=stream, follow_redirects=follow_redirects)
+                resp = self._exchange(method, full, hdrs, content, stream=stream, follow_redirects=follow_redirects,
+                                      what=what)
             except httpx.TransportError as exc:
                 err = self._transport_error(exc, what)
-                # Refused connections get a short grace (a registry restarting), not the full backoff.
-                limit = min(3, self.retry.attempts) if isinstance(exc, httpx.ConnectError) else self.retry.attempts
-                if isinstance(err, TLSError) or attempt >= limit or settle:
+                # Refused connections get a short grace (a registry restarting), not the full budget.
+                connect_failures += isinstance(exc, httpx.ConnectError)
+                if isinstance(err, TLSError) or settle or connect_failures >= self.retry.connect_attempts \
+                        or not clock.wait():
+                    if not isinstance(err, TLSError) and not settle:
+                        err.message = f"{err.message} ({clock.gave_up()})"
+                        err.args = (err.message,)
                     raise err from None
-                time.sleep(self.retry.delay(attempt))
                 continue
             status = resp.status_code
             if status in (401, 403) and not ping:
@@ -241,14 +276,37 @@ class RegistryClient:
                     return resp  # a streamed body cannot go again: the caller starts over
                 resp.close()
                 continue
-            if status in self.retry.statuses and attempt < self.retry.attempts and not settle:
-                delay = self.retry.delay(attempt, resp.headers.get("retry-after"))
-                resp.close()
-                time.sleep(delay)
-                continue
+            if status in self.retry.statuses and not settle and not storage_full(resp):
+                retry_after = resp.headers.get("retry-after")
+                if clock.wait(retry_after):
+                    resp.close()
+                    continue
+                raise self._status_error(resp, what, gave_up=clock.gave_up())
             if status < 400 or status in ok or ping or settle:
                 return resp
             raise self._status_error(resp, what)
+
+    def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str],
+                  content: bytes | Iterable[bytes] | None, *, stream: bool, follow_redirects: bool,
+                  what: str) -> httpx.Response:
+        """One request through the host's gate; its body is watched for stalls and trickles (and read now,
+        unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes."""
+        req = self._http.build_request(method, url, headers=headers, content=content)
+        self.gate.acquire()
+        status: int | None = None
+        try:
+            resp = self._http.send(req, stream=True, follow_redirects=follow_redirects)
+            status = resp.status_code
+        finally:
+            self.gate.release(status)
+        watch_body(resp, RateWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=f"the answer to {what}"))
+        if not stream:
+            try:
+                resp.read()
+            except BaseException:
+                resp.close()
+                raise
+        return resp
 
     def _curable(self, resp: httpx.Response, sent: str) -> bool:
         """Can a fresh token (or the credentials, when none were sent) turn this 401/403 around?"""
@@ -262,7 +320,7 @@ class RegistryClient:
     def _error_codes(self, resp: httpx.Response) -> tuple[str, ...]:
         return _decode_errors(resp)[0]
 
-    def _status_error(self, resp: httpx.Response, what: str) -> ArcgapError:
+    def _status_error(self, resp: httpx.Response, what: str, *, gave_up: str = "") -> ArcgapError:
         codes, detail = _decode_errors(resp)
         resp.close()
         status = resp.status_code
@@ -271,8 +329,12 @@ class RegistryClient:
         kind: tuple[type[ArcgapError], str] = {
             401: (AuthError, Fault.UNAUTHORIZED), 403: (AuthError, Fault.DENIED), 404: (NotFoundError, Fault.NOT_FOUND),
         }.get(status, (RegistryError, Fault.ANSWER))
-        if status in self.retry.statuses:
-            kind, message = (NetworkError, Fault.TRANSIENT), f"{message} (gave up after {self.retry.attempts} attempts)"
+        if storage_full(resp):
+            kind = (RegistryError, Fault.STORAGE_FULL)
+        elif "DIGEST_INVALID" in codes:
+            kind = (RegistryError, Fault.DIGEST_REFUSED)
+        elif status in self.retry.statuses:
+            kind, message = (NetworkError, Fault.TRANSIENT), f"{message} ({gave_up or 'gave up'})"
         return self._error(kind[0], message, operation=what, fault=kind[1], status=status, codes=codes)
 
     # -- manifests ----------------------------------------------------------------------------------------
@@ -343,11 +405,22 @@ class RegistryClient:
             if got and got != str(expected):
                 raise IntegrityError(f"{what}: registry stored it as {got}, expected {expected}")
 
-        self._settled("PUT", f"/v2/{repository}/manifests/{ref}", what=what,
-                      scopes=frozenset({repo_scope(repository, "pull,push")}),
-                      request={"headers": {"Content-Type": media_type}, "content": raw},
-                      answered=stored, happened=lambda: self.head_manifest(repository, ref) == expected,
-                      when_happened=None)
+        try:
+            self._settled("PUT", f"/v2/{repository}/manifests/{ref}", what=what,
+                          scopes=frozenset({repo_scope(repository, "pull,push")}),
+                          request={"headers": {"Content-Type": media_type}, "content": raw},
+                          answered=stored, happened=lambda: self.head_manifest(repository, ref) == expected,
+                          when_happened=None)
+        except RegistryError as exc:
+            sparse = {"MANIFEST_UNKNOWN", "MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}.intersection(exc.codes)
+            if not (is_index(media_type) and exc.status in (400, 404) and sparse):
+                raise
+            # Children are pushed before their index: a child the registry does not know is one the bundle does
+            # not carry (distribution 3.1 refuses such sparse indexes by default).
+            raise self._error(
+                RegistryError, f"{self.registry} refuses the index {expected} for {repository}:{ref}: it holds "
+                f"platforms whose manifests are not pushed, and the registry wants every one ({exc.message})",
+                operation=what, fault=Fault.SPARSE_INDEX, status=exc.status, codes=exc.codes) from None
 
     def _settled(
         self, method: str, path: str, *, what: str, scopes: frozenset[str], request: dict[str, object],
@@ -356,31 +429,33 @@ class RegistryClient:
         """A state-changing request, never sent again blindly: an answer under 400 goes to ``answered``; a
         refusal before acting (408/429) is retried; after a lost answer or a 5xx, ``happened()`` asks the
         registry first, and the request goes again only if it did not happen."""
-        for attempt in range(1, self.retry.attempts + 1):
+        clock = self.retry.clock(self.gave_up)
+        while True:
             try:
                 resp = self._send(method, path, scopes=scopes, what=what, settle=True, **request)  # type: ignore[arg-type]
             except NetworkError as exc:
-                if isinstance(exc, TLSError) or attempt == self.retry.attempts:
+                if isinstance(exc, TLSError) or not clock.wait():
                     raise
-                time.sleep(self.retry.delay(attempt))
             else:
                 status = resp.status_code
                 if status < 400:
                     return answered(resp)
-                if status not in (*NOT_ACTED, *self.retry.statuses) or attempt == self.retry.attempts:
+                if status not in (*NOT_ACTED, *self.retry.statuses) or storage_full(resp):
                     raise self._status_error(resp, what)
-                time.sleep(self.retry.delay(attempt, resp.headers.get("retry-after")))
+                if not clock.wait(resp.headers.get("retry-after")):
+                    raise self._status_error(resp, what, gave_up=clock.gave_up())
+                resp.close()
                 if status in NOT_ACTED:
                     continue  # refused before anything happened
             if happened():
                 return when_happened  # it happened; only the answer was lost
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def list_tags(self, repository: str) -> list[str]:
-        """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution v3, Harbor, …)."""
+    def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
+        """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution 3.1 pages at
+        1000 whatever ``n`` asks for, Harbor, …); ``page_size`` asks for ``n`` a page."""
         what = f"listing tags of {self.registry}/{repository}"
         tags: list[str] = []
-        url: str | None = f"/v2/{repository}/tags/list"
+        url: str | None = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
         seen: set[str] = set()
         while url:
             if url in seen or len(seen) >= MAX_TAG_PAGES:
@@ -458,14 +533,27 @@ class RegistryClient:
         A connection lost mid-blob is resumed with a Range request from the bytes already passed on.
         """
         what = what or f"blob {digest} in {self.registry}/{repository}"
-        return verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
+        chunks = verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
+        return self._blamed(chunks, repository, digest)
+
+    def _blamed(self, chunks: Iterator[bytes], repository: str, digest: Digest) -> Iterator[bytes]:
+        """Bytes from this registry that fail their digest are the registry's fault, said with the digest."""
+        try:
+            yield from chunks
+        except IntegrityError as exc:
+            if exc.detail is not None:
+                raise
+            operation = f"downloading blob {digest} from {self.registry}/{repository}"
+            err = self._error(IntegrityError, f"{self.registry} served {repository} blob {digest} with other "
+                              f"content ({exc.message})", operation=operation, fault=Fault.BAD_CONTENT)
+            err.hint = ""  # worded at the command line, from the fault: not "the bundle is damaged"
+            raise err from None
 
     def _download(self, repository: str, digest: Digest, what: str) -> Iterator[bytes]:
         """The blob's raw bytes, resumed with a Range request after a lost connection (unverified)."""
         offset = 0
-        attempt = 0
+        clock = self.retry.clock(self.gave_up)
         while True:
-            attempt += 1
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             resp = self._send(
                 "GET",
@@ -489,9 +577,13 @@ class RegistryClient:
                     yield chunk
                 return
             except httpx.TransportError as exc:
-                if attempt >= self.retry.attempts:
-                    raise self._transport_error(exc, f"downloading {what}") from None
-                time.sleep(self.retry.delay(attempt))
+                if isinstance(exc, (Stalled, httpx.ReadTimeout)):
+                    self.warn(f"{what}: no progress ({exc}); dropped at {offset} bytes, resuming from there")
+                if not clock.wait():
+                    err = self._transport_error(exc, f"downloading {what}")
+                    err.message = f"{err.message} ({clock.gave_up()})"
+                    err.args = (err.message,)
+                    raise err from None
             finally:
                 resp.close()
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
+import random
 import ssl
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,20 +35,135 @@ class TLSOptions:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Transient failures only: connection errors, 408, 429 (Retry-After honoured), 5xx."""
+    """Transient failures only: connection errors, 408, 429, 5xx; retried within a time budget, not a count.
 
-    attempts: int = 6
+    Each request may spend up to ``budget_s`` waiting between tries (MCR answers 429 for minutes when its
+    egress spikes). Waits use full jitter (a uniform draw up to the exponential backoff, AWS's "full
+    jitter"), so throttled workers do not wake together; a ``Retry-After`` (capped at ``max_delay_s``) is the
+    least wait, with jitter on top. ``rng`` may be injected (a seeded ``random.Random``) to make waits
+    deterministic in tests. A refused connection gets ``connect_attempts`` tries only: a dead host is not
+    waited on for minutes.
+    """
+
+    budget_s: float = 300.0
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
+    connect_attempts: int = 3
     statuses: frozenset[int] = field(default=RETRY_STATUSES)
+    rng: random.Random | None = field(default=None, compare=False, repr=False)
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        if retry_after:
-            try:
-                return min(max(float(retry_after), 0.0), self.max_delay_s)
-            except ValueError:
-                pass  # an HTTP-date: fall back to backoff
-        return min(self.base_delay_s * (2 ** (attempt - 1)), self.max_delay_s)
+        """The wait before try ``attempt + 1``: full jitter on the backoff, at least a capped ``Retry-After``."""
+        backoff = min(self.base_delay_s * (2 ** max(attempt - 1, 0)), self.max_delay_s)
+        draw = (self.rng or random).uniform(0.0, backoff)
+        floor = _retry_after_s(retry_after)
+        if floor is None:
+            return draw
+        floor = min(floor, self.max_delay_s)
+        return floor + min(draw, max(floor, self.base_delay_s))
+
+    def clock(self, stop: threading.Event | None = None) -> RetryClock:
+        """A fresh budget for one request (or one blob's download); ``stop`` is shared by the requests to one
+        host: once one of them has spent its whole budget, the others stop waiting too."""
+        return RetryClock(self, stop)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return _date_s(value.strip())
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _date_s(value: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+class RetryClock:
+    """One request's retries: how many so far and whether the budget allows another wait."""
+
+    def __init__(self, policy: RetryPolicy, stop: threading.Event | None = None) -> None:
+        self.policy = policy
+        self.stop = stop or threading.Event()
+        self.tries = 0
+        self.started = time.monotonic()
+        self.deadline = self.started + policy.budget_s
+
+    @property
+    def spent_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def wait(self, retry_after: str | None = None) -> bool:
+        """Sleep before the next try and return True; False (no sleep) once the budget is spent."""
+        self.tries += 1
+        remaining = self.deadline - time.monotonic()
+        if self.stop.is_set():
+            return False
+        if remaining <= 0:
+            self.stop.set()  # the host failed a whole budget: the other workers give up with this one
+            return False
+        return not self.stop.wait(min(self.policy.delay(self.tries, retry_after), remaining))
+
+    def gave_up(self) -> str:
+        """``gave up after N tries in S s`` for the error line."""
+        return f"gave up after {self.tries} tries in {self.spent_s:.0f} s"
+
+
+@dataclass(frozen=True)
+class StallPolicy:
+    """A body that moves slower than ``min_bytes_per_s`` over ``stall_s`` (a stall or a trickle) is dropped."""
+
+    stall_s: float = 60.0
+    min_bytes_per_s: int = 1024
+
+
+class HostGate:
+    """How many requests may be in flight to one host: additive increase, multiplicative decrease (AIMD).
+
+    Shared by every worker using the host's client. A throttling answer (429, 503) halves the limit (once per
+    ``calm_s``, so one burst of refusals counts once); each answer that is not a refusal raises it by
+    ``1/limit``, back up to ``ceiling``. A slot is held while a request is sent and its answer's headers
+    arrive.
+    """
+
+    THROTTLED = frozenset({429, 503})
+
+    def __init__(self, ceiling: int, *, calm_s: float = 1.0) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = float(self.ceiling)
+        self.in_flight = 0
+        self.calm_s = calm_s
+        self._cut_at = 0.0
+        self._cond = threading.Condition()
+
+    def acquire(self) -> None:
+        with self._cond:
+            while self.in_flight >= max(1, int(self.limit)):
+                self._cond.wait()
+            self.in_flight += 1
+
+    def release(self, status: int | None) -> None:
+        """``status`` of the answer (None: no answer)."""
+        with self._cond:
+            self.in_flight -= 1
+            now = time.monotonic()
+            if status in self.THROTTLED:
+                if now - self._cut_at >= self.calm_s:
+                    self.limit = max(1.0, self.limit / 2)
+                    self._cut_at = now
+            elif status is not None:
+                self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            self._cond.notify_all()
 
 
 def ssl_context(host: str, tls: TLSOptions) -> ssl.SSLContext:
@@ -74,11 +194,12 @@ def ssl_context(host: str, tls: TLSOptions) -> ssl.SSLContext:
         ) from None
 
 
-def make_http_client(host: str, tls: TLSOptions, *, max_connections: int = 8) -> httpx.Client:
+def make_http_client(host: str, tls: TLSOptions, *, max_connections: int = 8, read_timeout_s: float = 120.0
+                     ) -> httpx.Client:
     verify: ssl.SSLContext | bool = False if tls.plain_http else ssl_context(host, tls)
     return httpx.Client(
         verify=verify,
-        timeout=httpx.Timeout(connect=15.0, read=120.0, write=120.0, pool=300.0),
+        timeout=httpx.Timeout(connect=15.0, read=read_timeout_s, write=120.0, pool=300.0),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         headers={"User-Agent": "arcgap", "Accept-Encoding": "identity"},
         trust_env=True,  # proxies; CA variables don't matter because verify is an explicit context

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -45,13 +44,28 @@ import httpx
 from arcgap.errors import ArcgapError, Fault, NetworkError, RegistryError
 from arcgap.oci.digest import Digest
 from arcgap.registry.auth import repo_scope
-from arcgap.registry.transport import RetryPolicy
+from arcgap.registry.transport import RetryClock, RetryPolicy
 
 UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024  # bounded memory per upload: one chunk (and one reader chunk) is held
 MIN_REQUEST_BYTES = 64 * 1024  # 413s do not shrink requests below this: such a registry is broken, not strict
 MAX_CHUNK_BYTES = 64 * 1024 * 1024  # a larger OCI-Chunk-Min-Length is served by one streamed PUT, not held
 MAX_RESTARTS = 5  # new sessions for one blob before giving up
 GONE_CODES = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"})
+_NO_SPACE = ("no space left on device", "errno 28", "enospc", "disk quota exceeded", "errno 122")
+
+
+def storage_full(resp: httpx.Response) -> bool:
+    """A 5xx whose body says the registry's storage is full (distribution puts the OS error in ``detail``):
+    sending again cannot help until someone makes room."""
+    if resp.status_code < 500:
+        return False
+    try:
+        text = resp.read()[:65536].decode("utf-8", "replace").lower()
+    except httpx.HTTPError:
+        return False
+    return any(s in text for s in _NO_SPACE)
+
+
 NOT_ACTED = frozenset({408, 429})  # refused before anything happened: safe to send again after the delay
 MAYBE_ACTED = frozenset({500, 502, 503, 504})  # failed somewhere, maybe after acting: ask before re-sending
 NO_CHUNKS = frozenset({405, 501})  # PATCH not allowed or not implemented
@@ -72,6 +86,7 @@ class Client(Protocol):
 
     registry: str
     retry: RetryPolicy
+    gave_up: threading.Event
     upload_traits: UploadTraits
 
     def _send(self, method: str, url: str, *, scopes: frozenset[str], what: str,
@@ -252,6 +267,7 @@ class BlobUpload:
         self.location: str | None = None  # the open session, if any
         self.sent = 0  # bytes the registry holds in the open session
         self.troubles = 0  # unclear outcomes in the open session
+        self._clock: RetryClock | None = None  # the retry budget since the last progress
         self.last_trouble = ""
 
     # -- the whole upload ---------------------------------------------------------------------------------
@@ -310,6 +326,7 @@ class BlobUpload:
     def _open(self) -> None:
         self.sent = 0
         self.troubles = 0
+        self._clock = None
         offered = self.client.take_offered_session(self.repository, self.digest)
         if offered is not None:  # a refused mount's session (Harbor, distribution): upload into it
             self.location = offered
@@ -344,11 +361,12 @@ class BlobUpload:
         """An unclear outcome: wait, and give up after as many as the retry policy allows."""
         self.troubles += 1
         self.last_trouble = reason
-        if self.troubles >= self.client.retry.attempts:
+        if self._clock is None:
+            self._clock = self.client.retry.clock(self.client.gave_up)
+        if not self._clock.wait(retry_after):
             what = f"uploading {self.what}"
-            raise self.client._error(NetworkError, f"{what}: {reason} (gave up after {self.troubles} attempts)",
+            raise self.client._error(NetworkError, f"{what}: {reason} ({self._clock.gave_up()})",
                                      operation=what, fault=Fault.TRANSIENT)
-        time.sleep(self.client.retry.delay(self.troubles, retry_after))
 
     def _patch(self, chunk: int) -> None:
         """Send the next chunk; on return the window and ``sent`` say where the session stands."""
@@ -369,6 +387,7 @@ class BlobUpload:
                 self.window.release(size)
                 self.sent += size
                 self.troubles = 0
+                self._clock = None
                 return
             if status == 413:
                 if not self.traits.too_large(size):
@@ -382,7 +401,7 @@ class BlobUpload:
             if status in NOT_ACTED:
                 self._trouble(f"{status} {resp.reason_phrase}", resp.headers.get("retry-after"))
                 return
-            if status != 416 and status not in MAYBE_ACTED:
+            if status != 416 and status not in MAYBE_ACTED or storage_full(resp):
                 raise self.client._status_error(resp, f"uploading {self.what}")
             self._trouble(f"{status} {resp.reason_phrase}")
         else:
@@ -415,7 +434,7 @@ class BlobUpload:
                 if status in NOT_ACTED:
                     self._trouble(f"{status} {resp.reason_phrase}", resp.headers.get("retry-after"))
                     continue
-                if status not in MAYBE_ACTED:
+                if status not in MAYBE_ACTED or storage_full(resp):
                     raise self.client._status_error(resp, f"committing {self.what}")
                 self._trouble(f"{status} {resp.reason_phrase}")
             else:
