@@ -33,6 +33,7 @@ from arcgap.commands.settings import Endpoint, collect_endpoint
 from arcgap.errors import UsageError
 from arcgap.oci.reference import validate_tag
 from arcgap.registry.client import RegistryClient
+from arcgap.registry.ranged import RANGE_SLOTS
 from arcgap.registry.resolve import Wanted
 from arcgap.transfer.cache import DEFAULT_MAX_BYTES, BlobCache, cache_root
 from arcgap.util.progress import Reporter
@@ -232,7 +233,7 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
     tls = side_tls(endpoint, ca_file=source.ca_file, insecure=source.insecure)
     staged: StagedInstaller | None = None
     try:
-        with ClientPool(endpoint, tls, max_connections=o.jobs + 4, environ=environ) as pool:
+        with ClientPool(endpoint, tls, max_connections=o.jobs + 4 + RANGE_SLOTS, environ=environ) as pool:
             releases: list[str] = []
             if chain is not None:
                 from arcgap.commands.sourceset import chain_tags
@@ -343,7 +344,7 @@ def run_mirror(
     dst = collect_target(target, context)
     source_tls = side_tls(src, ca_file=source.ca_file, insecure=source.insecure)
     target_tls = side_tls(dst, ca_file=target.ca_file, insecure=target.insecure)
-    with ClientPool(src, source_tls, max_connections=o.jobs + 4, environ=environ) as sources, \
+    with ClientPool(src, source_tls, max_connections=o.jobs + 4 + RANGE_SLOTS, environ=environ) as sources, \
             ClientPool(dst, target_tls, max_connections=o.jobs + 4, environ=environ) as targets:
         source_tag = choice.tag(sources, reporter)
         # Every missing image is named at once, before the target is touched.
