@@ -14,8 +14,12 @@ import pytest
 from arcgap.errors import IntegrityError
 from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
+from arcgap.registry.credentials import Credentials
 from arcgap.registry.ranged import RangeBudget, RangedOptions, stream_blob
 from arcgap.registry.transport import RetryPolicy, TLSOptions
+from arcgap.util.secret import Secret
+from devtools.images import Pusher
+from devtools.registries import Registry
 
 PART = 256 * 1024
 BLOB = hashlib.shake_256(b"ranged blob").digest(9 * PART + 4321)  # ten parts, a short last one
@@ -191,3 +195,19 @@ def test_damaged_blob_never_releases_its_last_chunk(serve: Callable[[_Blobs], Re
         for chunk in stream_blob(serve(blobs), "r/x", DIGEST, len(BLOB), budget=RangeBudget(OPTIONS)):
             seen += len(chunk)
     assert seen < len(BLOB)
+
+
+@pytest.mark.parametrize("which", ["plain", "tls"])
+def test_ranges_from_a_real_registry_with_credentials(which: str, plain_registry: Registry,
+                                                      tls_registry: Registry) -> None:
+    reg = plain_registry if which == "plain" else tls_registry
+    with Pusher(reg) as pusher:
+        pusher.push_blob("ranged/blobs", BLOB)
+    if reg.scheme == "http":
+        client = RegistryClient(reg.host, tls=TLSOptions(plain_http=True), max_connections=16)
+    else:
+        creds = Credentials(reg.username or "", Secret(reg.password or ""), source="options")
+        client = RegistryClient(reg.host, credentials=creds, tls=TLSOptions(ca_file=reg.ca_file), max_connections=16)
+    budget = RangeBudget(OPTIONS)
+    got = b"".join(stream_blob(client, "ranged/blobs", DIGEST, len(BLOB), budget=budget))
+    assert got == BLOB and not budget.single(client.registry)  # distribution answered every range as asked
