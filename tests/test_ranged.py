@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -24,7 +25,7 @@ from devtools.registries import Registry
 PART = 256 * 1024
 BLOB = hashlib.shake_256(b"ranged blob").digest(9 * PART + 4321)  # ten parts, a short last one
 DIGEST = Digest.of(BLOB)
-OPTIONS = RangedOptions(threshold_bytes=2 * PART, part_bytes=PART, window=3, slots=4)
+OPTIONS = RangedOptions(threshold_bytes=2 * PART, part_bytes=PART, window=3, slots=4, fast_bytes_per_s=1e12)
 
 
 class _Blobs:
@@ -141,6 +142,12 @@ def test_ranged_blob_arrives_whole_over_several_connections(serve: Callable[[_Bl
     assert blobs.most_active > 1  # in parallel
     assert budget.take() and not budget.single(serve(blobs).registry)  # every slot came back
     assert sum(budget.take() for _ in range(10)) == OPTIONS.slots - 1
+
+
+def test_fast_source_goes_on_as_one_stream_after_the_probe(serve: Callable[[_Blobs], RegistryClient]) -> None:
+    blobs = _Blobs("ok")
+    assert _read(serve(blobs), RangeBudget(replace(OPTIONS, fast_bytes_per_s=1.0))) == BLOB
+    assert blobs.ranges == [f"bytes=0-{PART - 1}", f"bytes={PART}-"]
 
 
 def test_small_blob_is_one_plain_stream(serve: Callable[[_Blobs], RegistryClient]) -> None:

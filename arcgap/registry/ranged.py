@@ -45,6 +45,10 @@ class RangedOptions:
     part_bytes: int = 4 << 20  # a part is one request; on a 2 MB/s loss-limited connection about 2 s
     window: int = 8  # parts ahead of the head one blob may have in flight or waiting
     slots: int = RANGE_SLOTS  # parts ahead in flight or waiting across every blob: extra connections, memory bound
+    # A probe part that arrived at least this fast says one connection already fills the path (loopback, a
+    # LAN): the rest comes as one stream, which costs less CPU (measured on loopback: 1.1 GB/s one stream,
+    # 0.35 GB/s in ranges of 4 MiB). On a long path the probe's slow start alone keeps it far below this.
+    fast_bytes_per_s: float = 64e6
 
 
 @dataclass
@@ -216,9 +220,22 @@ class _RangedRead:
             yield from self._single(0, use_range=False)
             return
         o = self.budget.options
+        began = time.monotonic()
+        passed = 0  # bytes handed on: where one stream takes over should a part be answered inconsistently
+        try:
+            for chunk in self._part(0, probe):
+                passed += len(chunk)
+                yield chunk
+        except _Inconsistent:
+            self.budget.mark_single(self.client.registry)
+            yield from self._single(passed, use_range=False)
+            return
+        if passed >= o.fast_bytes_per_s * (time.monotonic() - began):
+            yield from self._single(passed)  # one connection is fast enough here
+            return
         pool = ThreadPoolExecutor(max_workers=max(1, o.window), thread_name_prefix="arcgap-range")
         ahead: dict[int, Future[list[bytes]]] = {}
-        submitted = 1  # the next part not yet asked for (part 0 is the probe)
+        submitted = 1  # the next part not yet asked for (part 0 was the probe)
 
         def top_up(head: int) -> None:
             nonlocal submitted
@@ -226,13 +243,8 @@ class _RangedRead:
                 ahead[submitted] = pool.submit(self._whole_part, submitted)
                 submitted += 1
 
-        passed = 0  # bytes handed on: where one stream takes over should a part be answered inconsistently
         try:
             try:
-                for chunk in self._part(0, probe):
-                    top_up(0)
-                    passed += len(chunk)
-                    yield chunk
                 for index in range(1, self.parts):
                     top_up(index)
                     future = ahead.pop(index, None)
