@@ -25,7 +25,7 @@ from devtools.registries import Registry
 PART = 256 * 1024
 BLOB = hashlib.shake_256(b"ranged blob").digest(9 * PART + 4321)  # ten parts, a short last one
 DIGEST = Digest.of(BLOB)
-OPTIONS = RangedOptions(threshold_bytes=2 * PART, part_bytes=PART, window=3, slots=4, fast_bytes_per_s=1e12)
+OPTIONS = RangedOptions(threshold_bytes=2 * PART, part_bytes=PART, window=3, ahead=4, slots=4, fast_bytes_per_s=1e12)
 
 
 class _Blobs:

@@ -33,7 +33,7 @@ from arcgap.registry.auth import repo_scope
 from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
 
-RANGE_SLOTS = 16  # default ahead-part slots of a run: the extra connections a source's client pool must allow
+RANGE_SLOTS = 32  # default ahead-part slots of a run: the extra connections a source's client pool must allow
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -42,12 +42,14 @@ class RangedOptions:
     """When and how a blob is split. ``slots`` bounds the parts fetched ahead across all blobs of a run."""
 
     threshold_bytes: int = 32 << 20  # smaller blobs: one stream (a few parts would not pay for the probe)
-    part_bytes: int = 4 << 20  # a part is one request; on a 2 MB/s loss-limited connection about 2 s
-    window: int = 8  # parts ahead of the head one blob may have in flight or waiting
-    slots: int = RANGE_SLOTS  # parts ahead in flight or waiting across every blob: extra connections, memory bound
-    # A probe part that arrived at least this fast says one connection already fills the path (loopback, a
+    part_bytes: int = 2 << 20  # a part is one request; on a 2.5 MB/s loss-limited connection under a second
+    window: int = 16  # helper connections of one blob
+    ahead: int = 32  # parts past the head one blob may have asked for: a slow part does not idle the others
+    slots: int = RANGE_SLOTS  # parts ahead in flight or waiting across every blob: the memory bound (x part_bytes)
+    # A probe whose first chunk arrived at least this fast says one connection already fills the path (loopback, a
     # LAN): the rest comes as one stream, which costs less CPU (measured on loopback: 1.1 GB/s one stream,
-    # 0.35 GB/s in ranges of 4 MiB). On a long path the probe's slow start alone keeps it far below this.
+    # 0.35 GB/s in ranges of 4 MiB). On a long path slow start alone keeps a first 512 KiB far below this
+    # (10 segments in the first round trip).
     fast_bytes_per_s: float = 64e6
 
 
@@ -220,31 +222,31 @@ class _RangedRead:
             yield from self._single(0, use_range=False)
             return
         o = self.budget.options
-        began = time.monotonic()
-        passed = 0  # bytes handed on: where one stream takes over should a part be answered inconsistently
-        try:
-            for chunk in self._part(0, probe):
-                passed += len(chunk)
-                yield chunk
-        except _Inconsistent:
-            self.budget.mark_single(self.client.registry)
-            yield from self._single(passed, use_range=False)
-            return
-        if passed >= o.fast_bytes_per_s * (time.monotonic() - began):
-            yield from self._single(passed)  # one connection is fast enough here
-            return
         pool = ThreadPoolExecutor(max_workers=max(1, o.window), thread_name_prefix="arcgap-range")
         ahead: dict[int, Future[list[bytes]]] = {}
-        submitted = 1  # the next part not yet asked for (part 0 was the probe)
+        submitted = 1  # the next part not yet asked for (part 0 is the probe)
 
         def top_up(head: int) -> None:
             nonlocal submitted
-            while submitted < self.parts and submitted - head <= o.window and self.budget.take():
+            while submitted < self.parts and submitted - head <= o.ahead and self.budget.take():
                 ahead[submitted] = pool.submit(self._whole_part, submitted)
                 submitted += 1
 
+        began = time.monotonic()
+        passed = 0  # bytes handed on: where one stream takes over should a part be answered inconsistently
+        fast: bool | None = None  # decided on the probe's first chunk
         try:
             try:
+                for chunk in self._part(0, probe):
+                    passed += len(chunk)
+                    if fast is None:
+                        fast = passed >= o.fast_bytes_per_s * (time.monotonic() - began)
+                    if not fast:
+                        top_up(0)
+                    yield chunk
+                if fast:
+                    yield from self._single(passed)  # one connection is fast enough here
+                    return
                 for index in range(1, self.parts):
                     top_up(index)
                     future = ahead.pop(index, None)
