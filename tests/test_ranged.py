@@ -173,7 +173,7 @@ def test_inconsistent_content_range_falls_back_to_one_stream(serve: Callable[[_B
     budget = RangeBudget(OPTIONS)
     assert _read(client, budget) == BLOB
     assert budget.single(client.registry)
-    assert blobs.ranges[-1] == ""  # then one stream of the whole body, the bytes already passed on dropped
+    assert blobs.ranges.count("") == 1  # then one stream of the whole body, the bytes already passed on dropped
 
 
 def test_range_broken_midway_is_asked_again_from_its_own_offset(serve: Callable[[_Blobs], RegistryClient]) -> None:
