@@ -81,12 +81,13 @@ SPARE_CONNECTIONS = 4  # beyond --jobs: the questions (blob checks, token fetche
 
 def registry_side(
     endpoint: Endpoint, given: SideOptions, *, jobs: int, environ: Mapping[str, str],
-    network: NetworkOptions | None = None, warn: Callable[[str], None] | None = None,
+    network: NetworkOptions | None = None, warn: Callable[[str], None] | None = None, extra_connections: int = 0,
 ) -> ClientPool:
     """One side's registry clients from that side's options (its TLS choice), ``jobs`` copies in flight, with the
     run's retry budget and stall limits (``network``)."""
     return ClientPool(endpoint, side_tls(endpoint, ca_file=given.ca_file, insecure=given.insecure),
-                      max_connections=jobs + SPARE_CONNECTIONS, environ=environ, network=network, warn=warn)
+                      max_connections=jobs + SPARE_CONNECTIONS + extra_connections, environ=environ,
+                      network=network, warn=warn)
 
 
 def side_tls(endpoint: Endpoint, *, ca_file: Path | None, insecure: bool) -> TLSOptions:

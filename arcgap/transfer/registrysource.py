@@ -2,7 +2,8 @@
 
 Manifests and configs were fetched and verified when the images were resolved and are served from memory;
 every other blob is streamed from the repository the plan names, verified by
-:meth:`arcgap.registry.client.RegistryClient.stream_blob` (through the blob cache when there is one).
+:meth:`arcgap.registry.client.RegistryClient.stream_blob` (through the blob cache when there is one), large
+ones in parallel byte ranges (:mod:`arcgap.registry.ranged`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from arcgap.bundle.format import BlobEntry
 from arcgap.bundle.graph import ImageGraph
 from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
+from arcgap.registry.ranged import RangeBudget, RangedOptions, stream_blob
 from arcgap.registry.resolve import ResolvedImage
 from arcgap.transfer.bundlesource import metered
 from arcgap.transfer.plan import ExportPlan
@@ -33,12 +35,13 @@ class RegistrySource:
 
     def __init__(self, plan: ExportPlan, resolved: Sequence[ResolvedImage],
                  client_for: Callable[[str], RegistryClient], *, cache: BlobCache | None = None,
-                 jobs: int = DEFAULT_JOBS) -> None:
+                 jobs: int = DEFAULT_JOBS, ranged: RangedOptions | None = None) -> None:
         self.plan = plan
         self.resolved = resolved
         self.client_for = client_for
         self.cache = cache
         self.jobs = jobs
+        self.ranges = RangeBudget(ranged or RangedOptions())  # large blobs in parallel ranges, one budget
 
     def contents(self, meter: Meter) -> Contents:
         graphs: list[ImageGraph] = []
@@ -59,8 +62,8 @@ class RegistrySource:
         registry, repo = self.plan.blob_source[entry.digest]
 
         def download() -> Iterator[bytes]:
-            return self.client_for(registry).stream_blob(repo, entry.digest, entry.size,
-                                                         what=f"blob {entry.digest} of {registry}/{repo}")
+            return stream_blob(self.client_for(registry), repo, entry.digest, entry.size, budget=self.ranges,
+                               what=f"blob {entry.digest} of {registry}/{repo}")
 
         return self.cache.fetch(entry.digest, entry.size, download) if self.cache is not None else download()
 
