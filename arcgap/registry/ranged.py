@@ -6,8 +6,8 @@ cut into parts of ``part_bytes``; the first part is asked for with ``Range`` (a 
 ``Content-Range`` and ``Content-Length`` name exactly the bytes asked for turns the blob ranged, anything else
 (a ``200`` with the whole body: the source ignores ``Range``) makes it one stream, and the registry is
 remembered as such for later blobs. The head part is always read by the consumer's own thread (so a blob
-never waits for a slot held by blobs behind it); up to ``window`` parts ahead of it are fetched whole by
-helper threads, each holding one slot of a :class:`RangeBudget` shared by every blob of the run until the
+never waits for a slot held by blobs behind it); up to ``ahead`` parts ahead of it are fetched whole by
+``window`` helper threads, each holding one slot of a :class:`RangeBudget` shared by every blob of the run until the
 consumer has passed it on: memory is at most ``slots × part_bytes`` plus one chunk per head, whatever the
 layer size. A part whose connection breaks is asked for again from its own offset; a part answered
 inconsistently ends the ranged read, and the rest of the blob comes as one stream from that part's offset.
