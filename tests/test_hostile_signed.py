@@ -207,17 +207,30 @@ def test_a_signed_version_2_bundle_stays_readable_and_its_manifest_json_is_check
     old = _as_version_2(read_members(bundle), private)
     good = tmp_path / "v2.tar.zst"
     write_members(good, old)
-    res = arcgap(capsys, "verify", str(good), "--verify-key", str(public))
+    # Its signature leaves oci-layout, index.json and manifest.json outside: refused unless accepted on purpose.
+    for command in ("verify", "import"):
+        res = arcgap(capsys, command, str(good), "--verify-key", str(public), "--target-registry", "127.0.0.1:9",
+                     "--target-repository", "a") if command == "import" else \
+            arcgap(capsys, command, str(good), "--verify-key", str(public))
+        assert res.code == 11, res.err
+        assert res.error_lines == [
+            f"error: {good}: the signature covers arcgap.yaml only: this bundle's format (version 2) leaves "
+            "oci-layout, index.json and manifest.json outside it",
+            "hint: re-export the bundle with this arcgap (its signature covers every member), or pass "
+            "--accept-partial-signature to accept it as it is"]
+    res = arcgap(capsys, "verify", str(good), "--verify-key", str(public), "--accept-partial-signature")
     assert res.code == 0, res.err
     edited = tmp_path / "v2-edited.tar.zst"
     write_members(edited, _replace("manifest.json", _repo_tags)(old))
     assert arcgap(capsys, "verify", str(edited)).code == 0  # without a key nothing says what it should be
     res = arcgap(capsys, "verify", str(edited), "--verify-key", str(public))
+    assert res.code == 11 and "covers arcgap.yaml only" in res.error_lines[0]
+    res = arcgap(capsys, "verify", str(edited), "--verify-key", str(public), "--accept-partial-signature")
     assert res.code == 11
     assert res.error_lines[0].startswith(f"error: {edited}: member manifest.json: RepoTags of ")
     index = tmp_path / "v2-index.tar.zst"
     write_members(index, _replace("index.json", _index_annotation)(old))
-    res = arcgap(capsys, "verify", str(index), "--verify-key", str(public))
+    res = arcgap(capsys, "verify", str(index), "--verify-key", str(public), "--accept-partial-signature")
     assert res.code == 11
     assert res.error_lines[0] == (f"error: {index}: member index.json is not what the signed arcgap.yaml "
                                   "describes: the bundle was changed after it was signed")

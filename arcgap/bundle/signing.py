@@ -176,13 +176,21 @@ def check_signature(
     return key.fingerprint
 
 
-def check_bundle_signature(reader: BundleReader, key: VerifyKey) -> Digest:
+def check_bundle_signature(reader: BundleReader, key: VerifyKey, *, accept_partial: bool = False) -> Digest:
     """Check ``reader``'s signature with ``key``, then every member the signed arcgap.yaml covers besides the blobs
     (``oci-layout``, ``index.json``, ``manifest.json``), before anything else happens; raises SignatureError.
 
     The blobs are covered by the digests arcgap.yaml lists; the reader checks each one as it streams.
     """
     fingerprint = check_signature(reader.manifest_bytes, reader.signature(), key, origin=reader.origin)
+    if not reader.manifest.members and not accept_partial:
+        # Before format 3 a signature covered arcgap.yaml alone: oci-layout, index.json and manifest.json (what
+        # docker load reads: which config and layers make each image) could be swapped under a valid signature.
+        raise SignatureError(
+            f"{reader.origin}: the signature covers arcgap.yaml only: this bundle's format (version "
+            f"{reader.manifest.format_version}) leaves oci-layout, index.json and manifest.json outside it",
+            hint=f"re-export the bundle with this arcgap (its signature covers every member), or pass "
+                 f"{option('accept_partial_signature')} to accept it as it is")
     reader.signature_checked = True
     reader.read_layout()
     return fingerprint

@@ -39,7 +39,8 @@ class VerifyResult:
 
 
 def verify_bundle(
-    reader: BundleReader, *, reporter: Reporter | None = None, verify_key: VerifyKey | None = None
+    reader: BundleReader, *, reporter: Reporter | None = None, verify_key: VerifyKey | None = None,
+    accept_partial_signature: bool = False,
 ) -> VerifyResult:
     """Check the signature (with a key), read every blob (size + digest), check the graph and the OCI layout
     (relied-on blobs count as present at the target); raise on the first problem."""
@@ -50,7 +51,7 @@ def verify_bundle(
     if verify_key is not None:
         from arcgap.bundle.signing import check_bundle_signature
 
-        check_bundle_signature(reader, verify_key)
+        check_bundle_signature(reader, verify_key, accept_partial=accept_partial_signature)
     reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"verifying {reader.origin}")
     manifests: dict[Digest, bytes] = {}
     checked = False

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from arcgap.cli.common import (
+    ACCEPT_PARTIAL_SIGNATURE_OPTION,
     app,
     emit,
     reporter_for,
@@ -25,6 +26,7 @@ def verify_cmd(
     bundle: Path = typer.Argument(..., help="Bundle file, one of its parts (NAME.003) or its NAME.parts.yaml."),
     verify_key: Optional[Path] = typer.Option(None, "--verify-key", help="Also require a signature by this "
                                               "Ed25519 public key (NAME.pub)."),
+    accept_partial_signature: bool = ACCEPT_PARTIAL_SIGNATURE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -38,7 +40,8 @@ def verify_cmd(
 
     key = verify_key_from(verify_key)  # cryptography is loaded only with --verify-key
     with open_bundle(bundle) as reader:
-        result = verify_bundle(reader, reporter=reporter_for(quiet), verify_key=key)
+        result = verify_bundle(reader, reporter=reporter_for(quiet), verify_key=key,
+                               accept_partial_signature=accept_partial_signature)
     parts = reader.parts
     listed = parts is not None and (parts.split or parts.sidecar is not None)  # README: "in parts or with its sidecar"
     emit({**result.to_dict(), **(parts.to_dict() if listed else {})}, as_json, lambda: say(safe_lines(

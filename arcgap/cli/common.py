@@ -170,6 +170,9 @@ def target_options(
 
 NO_INPUT_OPTION = typer.Option(False, "--no-input", "-y", help="Never prompt; use defaults.")
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+ACCEPT_PARTIAL_SIGNATURE_OPTION = typer.Option(
+    False, "--accept-partial-signature", help="With --verify-key, accept a bundle of an older format (before 3) "
+    "whose signature covers arcgap.yaml only, not oci-layout, index.json and manifest.json.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
 RETRY_BUDGET_OPTION = typer.Option(
     300.0, "--retry-budget", metavar="SECONDS", min=0.0,

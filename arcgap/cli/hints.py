@@ -13,7 +13,8 @@ SIDE_OPTIONS = ("registry", "repository", "username", "tag", "ca_file", "plain_h
 SIDE_VARIABLES = ("registry", "repository", "username", "password", "tag")
 # Settings that belong to no side: the neutral key → the option's name.
 OPTIONS = {key: "--" + key.replace("_", "-") for key in (
-    "add", "bundle", "cache_dir", "cache_max_size", "ca_file", "dry_run", "engine", "force", "from_local",
+    "accept_partial_signature", "add", "bundle", "cache_dir", "cache_max_size", "ca_file", "dry_run", "engine",
+    "force", "from_local",
     "from_release", "handoff", "help", "image", "images", "installer_platform", "installer_python", "json",
     "no_cache", "no_secret", "no_space_check", "output", "password_stdin", "plain_http", "platform", "receipt",
     "release", "since", "sign", "skip_missing", "split_size", "to_release", "username", "verify_key",

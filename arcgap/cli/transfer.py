@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 import typer
 
 from arcgap.cli.common import (
+    ACCEPT_PARTIAL_SIGNATURE_OPTION,
     DRY_RUN_OPTION,
     IMAGES_ARGUMENT,
     IMAGES_FILE_OPTION,
@@ -201,6 +202,7 @@ def import_cmd(
     dry_run: bool = DRY_RUN_OPTION,
     verify_key: Optional[Path] = typer.Option(None, "--verify-key", help="Refuse the bundle unless this Ed25519 "
                                               "public key (NAME.pub) signed it; checked before any push."),
+    accept_partial_signature: bool = ACCEPT_PARTIAL_SIGNATURE_OPTION,
     receipt: Optional[Path] = typer.Option(None, "--receipt", help="Where to write the import receipt (default: "
                                            "./arcgap-receipt-<bundle>-<UTC time>.yaml)."),
     handoff: Optional[Path] = typer.Option(None, "--handoff", help="After the import, write the data controller's "
@@ -222,7 +224,8 @@ def import_cmd(
     from arcgap.commands.endpoints import check_engine, run_import, through_docker
     from arcgap.commands.options import ImportOptions
 
-    options = ImportOptions(bundle=bundle, jobs=jobs, dry_run=dry_run, verify_key=verify_key, receipt=receipt,
+    options = ImportOptions(bundle=bundle, jobs=jobs, dry_run=dry_run, verify_key=verify_key,
+                            accept_partial_signature=accept_partial_signature, receipt=receipt,
                             engine=check_engine(engine))
     target = target_options(registry=target_registry, repository=target_repository, username=target_username,
                             tag=target_tag, password_stdin=password_stdin, ca_file=ca_file, insecure=insecure,

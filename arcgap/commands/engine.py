@@ -107,7 +107,7 @@ def run_engine_import(target: TargetOptions, options: ImportOptions, context: Ru
         if key is not None:
             from arcgap.bundle.signing import check_bundle_signature
 
-            check_bundle_signature(reader, key)
+            check_bundle_signature(reader, key, accept_partial=options.accept_partial_signature)
         endpoint = collect_target(target, context)
         client = connect(context.environ)
         try:

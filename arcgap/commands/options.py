@@ -102,6 +102,7 @@ class ImportOptions:
     jobs: int = DEFAULT_JOBS
     dry_run: bool = False
     verify_key: Path | None = None
+    accept_partial_signature: bool = False  # a signature of format < 3 (arcgap.yaml only) passes --verify-key
     receipt: Path | None = None
     engine: str = "registry"
 

@@ -295,7 +295,7 @@ def run_registry_import(
         if key is not None:  # refused before any question or connection
             from arcgap.bundle.signing import check_bundle_signature
 
-            check_bundle_signature(reader, key)
+            check_bundle_signature(reader, key, accept_partial=o.accept_partial_signature)
         endpoint = collect_target(target, context)
         if endpoint.tag is not None and len(reader.manifest.releases) > 1:
             raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
