@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -179,3 +180,23 @@ def test_a_receipt_never_replaces_another_file(tmp_path: Path) -> None:
         write_receipt(other, _receipt())
     assert other.read_bytes() == b"someone else's\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name, "mine.yaml"])  # no temp
+
+
+@pytest.mark.parametrize("name", ["a" * 240 + ".tar.zst", "arc\x1b]0;x\x07.tar.zst", "arc\u200b.tar.zst",
+                                  "ü" * 120 + ".tar.zst"])
+def test_any_valid_bundle_name_gives_a_receipt_arcgap_reads_back(tmp_path: Path, name: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long, escaped or invisible-character names: the default receipt path fits the file system and the
+    receipt written for it is one arcgap's own reader takes (issue 17)."""
+    from datetime import datetime, timezone
+
+    from arcgap.transfer.receipt import bundle_label, default_receipt_path
+
+    monkeypatch.chdir(tmp_path)
+    label = bundle_label(Path(name))
+    assert label.isprintable()
+    path = default_receipt_path(Path(name), datetime(2026, 12, 7, tzinfo=timezone.utc))
+    assert len(path.name.encode()) <= 200
+    receipt = replace(_receipt(), bundle_name=label)
+    written = write_receipt(path, receipt, renumber=True)
+    assert Receipt.from_yaml(written.read_bytes(), origin=str(written)).bundle_name == label

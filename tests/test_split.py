@@ -687,3 +687,17 @@ def test_disk_full_while_writing_parts_removes_them_all(
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_bundle_name_too_long_for_its_derived_names_is_refused_before_writing(tmp_path: Path) -> None:
+    """250 bytes is a valid file name, but NAME.parts.yaml.partial is not: a clear error, nothing written."""
+    from arcgap.bundle.writer import BundleWriter
+    from arcgap.cli.hints import words
+    from arcgap.errors import UsageError
+
+    path = tmp_path / ("a" * 242 + ".tar.zst")
+    with pytest.raises(UsageError) as caught, BundleWriter(path, level=1, threads=0, overwrite=False):
+        pass
+    assert "too long for this file system" in caught.value.message
+    assert words(caught.value.hint).startswith("choose a shorter --output (at most 236 bytes)")
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ bytes, so the same images still give a byte-identical bundle.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,11 +25,12 @@ import zstandard
 from arcgap.bundle import tarstream
 from arcgap.bundle.diskspace import check_free_space
 from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
-from arcgap.bundle.parts import BundleIdentity, PartsIndex
-from arcgap.bundle.partsink import PartSink, existing_outputs, io_error
-from arcgap.errors import LocalIOError, option
+from arcgap.bundle.parts import BundleIdentity, PartsIndex, sidecar_name
+from arcgap.bundle.partsink import PartSink, existing_outputs, io_error, partial_of
+from arcgap.errors import LocalIOError, UsageError, option
 from arcgap.oci.digest import Digest
 from arcgap.util.backgroundsink import BackgroundSink
+from arcgap.util.safetext import safe
 
 
 class BundleWriter:
@@ -68,6 +70,7 @@ class BundleWriter:
         return self.path.with_name(self.index.file_name) if self.index is not None else None
 
     def __enter__(self) -> BundleWriter:
+        check_name_length(self.path)  # before existing_outputs asks about NAME.parts.yaml
         existing = existing_outputs(self.path)
         if existing and not self.overwrite:
             raise LocalIOError(
@@ -217,3 +220,20 @@ def _identity(manifest_bytes: bytes, manifest: BundleManifest | None = None) -> 
         blobs=len(manifest.blobs),
         content_bytes=manifest.total_bytes,
     )
+
+
+def check_name_length(path: Path) -> None:
+    """Every name derived from the bundle's (``NAME.parts.yaml.partial`` the longest) must fit the file system:
+    refused before anything is written, not as ``OSError: File name too long`` at the end."""
+    try:
+        name_max = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = partial_of(path.with_name(sidecar_name(path.name))).name
+    if len(longest.encode("utf-8", "surrogateescape")) > name_max:
+        room = name_max - (len(longest.encode("utf-8", "surrogateescape")) - len(path.name.encode("utf-8",
+                                                                                                "surrogateescape")))
+        raise UsageError(f"the bundle's file name is too long for this file system: arcgap also writes "
+                         f"{safe(path.name[:40])}….parts.yaml.partial beside it, longer than {name_max} bytes",
+                         hint=f"choose a shorter {option('output')} (at most {room} bytes)")
+

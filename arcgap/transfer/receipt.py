@@ -7,6 +7,7 @@ type, platforms and what import did for it, and every blob the target now holds 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -23,6 +24,7 @@ from arcgap.bundle.yamldoc import YamlDoc
 from arcgap.errors import BundleFormatError, LocalIOError, option
 from arcgap.oci.digest import Digest
 from arcgap.util import safeyaml
+from arcgap.util.safetext import safe
 
 if TYPE_CHECKING:
     from arcgap.bundle.format import BundleManifest
@@ -162,8 +164,12 @@ _BUNDLE_SUFFIXES = re.compile(r"(\.parts\.yaml|\.\d{3,})$")
 
 
 def bundle_label(path: Path) -> str:
-    """The bundle's name for receipts and messages: the file name, without a part number or sidecar suffix."""
-    return _BUNDLE_SUFFIXES.sub("", path.name) or path.name
+    """The bundle's name for receipts and messages: the file name, without a part number or sidecar suffix, with
+    control and format characters escaped (a receipt holding them would be refused by its own reader)."""
+    return safe(_BUNDLE_SUFFIXES.sub("", path.name) or path.name)
+
+
+_MAX_STEM_BYTES = 160  # room for the prefix, the time, -N.yaml and mkstemp's temporary name within 255
 
 
 def default_receipt_path(bundle: Path, moment: datetime) -> Path:
@@ -174,6 +180,10 @@ def default_receipt_path(bundle: Path, moment: datetime) -> Path:
         if stem.endswith(suffix) and len(stem) > len(suffix):
             stem = stem[: -len(suffix)]
             break
+    if len(stem.encode("utf-8", "surrogateescape")) > _MAX_STEM_BYTES:  # a long bundle name still gets a receipt
+        tail = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        cut = stem.encode("utf-8", "surrogateescape")[:_MAX_STEM_BYTES - 9].decode("utf-8", "ignore")
+        stem = f"{cut}-{tail}"
     base = f"arcgap-receipt-{stem}-{moment.strftime('%Y%m%dT%H%M%SZ')}"
     path, n = Path(f"{base}.yaml"), 1
     while path.exists():  # two imports in the same second keep both receipts
