@@ -115,3 +115,12 @@ def test_every_human_line_escapes_control_characters(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert out == "INCOMPLETE r  linux/amd64\\x0aOK all ready\\x1b]0;owned\\x07\n"
     assert "\x1b" not in out and out.count("\n") == 1
+
+
+def test_an_error_line_quotes_a_bounded_excerpt(capsys: pytest.CaptureFixture[str]) -> None:
+    from arcgap.cli import _fail
+
+    assert _fail("sidecar of another bundle created " + "x" * (1 << 20), "h" * 5000, 8) == 8
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(len(line) < 1100 for line in err)
+    assert err[0].endswith(f"… ({(1 << 20) + 34 - 1000} more characters)")

@@ -105,3 +105,20 @@ def test_a_damaged_receipt_names_the_line(tmp_path: Path) -> None:
         load_base(good)
     assert info.value.message == f"{good}: blobs[1]: invalid size or kind"
     assert Receipt.from_yaml(_receipt().to_yaml(), origin="x") == _receipt()
+
+
+def test_a_receipt_whose_created_a_bundle_cannot_hold_is_refused() -> None:
+    """export --since such a receipt wrote a bundle that arcgap's own verify then refused (issue 17)."""
+    from dataclasses import replace as _replace
+
+    from arcgap.bundle import limits
+    from arcgap.errors import BundleFormatError
+    from arcgap.transfer.since import base_from_receipt
+
+    import test_receipt
+
+    receipt = test_receipt._receipt()
+    assert base_from_receipt(receipt).created == receipt.bundle_created
+    with pytest.raises(BundleFormatError, match="bundle.created is 5000 characters long"):
+        base_from_receipt(_replace(receipt, bundle_created="x" * 5000))
+    assert limits.MAX_TEXT < 5000

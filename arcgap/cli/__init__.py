@@ -34,12 +34,21 @@ for _module in ("arcgap.cli.transfer", "arcgap.cli.bundle", "arcgap.cli.tools", 
     importlib.import_module(_module)
 
 
+MAX_LINE_CHARS = 1000  # an error line quotes at most this much of any value (a 1 MiB 'created' was echoed whole)
+
+
+def _excerpt(line: str) -> str:
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    return f"{line[:MAX_LINE_CHARS]}… ({len(line) - MAX_LINE_CHARS} more characters)"
+
+
 def _fail(message: str, hint: str, code: int) -> int:
     """Exactly one ``error:`` line and one ``hint:`` line: text from a bundle or a registry is escaped."""
     stop_progress()  # a failed run never reached its reporter's close(): the bar would cover these lines
-    print(f"error: {safe(words(message))}", file=sys.stderr)
+    print(f"error: {_excerpt(safe(words(message)))}", file=sys.stderr)
     if hint:
-        print(f"hint: {safe(words(hint))}", file=sys.stderr)
+        print(f"hint: {_excerpt(safe(words(hint)))}", file=sys.stderr)
     return code
 
 

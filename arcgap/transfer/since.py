@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from arcgap.bundle import limits
 from arcgap.bundle.format import RELIABLE_KINDS, BaseBundle, BlobEntry
 from arcgap.bundle.parts import SIDECAR_FORMAT, SIDECAR_SUFFIX, PartsIndex
 from arcgap.bundle.reader import open_bundle
@@ -37,7 +38,7 @@ def load_base(path: Path) -> BaseBundle:
         return base_from_bundle(path)
     text, doc = small.text, small.doc
     if is_receipt(doc):
-        return base_from_receipt(Receipt.from_yaml(text, origin=str(path)))
+        return base_from_receipt(Receipt.from_yaml(text, origin=str(path)), origin=str(path))
     if isinstance(doc, dict) and doc.get("format") == SIDECAR_FORMAT:
         return base_from_sidecar(path, PartsIndex.from_yaml(text, origin=str(path)))
     if path.name.endswith(SIDECAR_SUFFIX):
@@ -65,6 +66,12 @@ def base_from_sidecar(path: Path, index: PartsIndex) -> BaseBundle:
     return base_from_bundle(path, name=index.bundle_name, via="sidecar")
 
 
-def base_from_receipt(receipt: Receipt) -> BaseBundle:
+def base_from_receipt(receipt: Receipt, *, origin: str = "the receipt") -> BaseBundle:
+    # These texts are copied into the new bundle's relies_on: a value its own reader would refuse is refused
+    # here, so export never writes a bundle that its own verify refuses.
+    for what, value in (("bundle.name", receipt.bundle_name), ("bundle.created", receipt.bundle_created)):
+        if len(value) > limits.MAX_TEXT:
+            raise BundleFormatError(f"{option('since')} {origin}: {what} is {len(value)} characters long (a bundle "
+                                    f"holds at most {limits.MAX_TEXT})", hint=HINT)
     return BaseBundle(name=receipt.bundle_name, identity=receipt.bundle_identity, via="receipt",
                       created=receipt.bundle_created, blobs=_held(receipt.blobs))
