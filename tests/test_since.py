@@ -111,11 +111,11 @@ def test_a_receipt_whose_created_a_bundle_cannot_hold_is_refused() -> None:
     """export --since such a receipt wrote a bundle that arcgap's own verify then refused (issue 17)."""
     from dataclasses import replace as _replace
 
+    import test_receipt
+
     from arcgap.bundle import limits
     from arcgap.errors import BundleFormatError
     from arcgap.transfer.since import base_from_receipt
-
-    import test_receipt
 
     receipt = test_receipt._receipt()
     assert base_from_receipt(receipt).created == receipt.bundle_created
