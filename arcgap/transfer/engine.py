@@ -147,35 +147,42 @@ class _Copy:
             return
         self.reporter.phase(f"checking the {len(relied)} blobs the bundle relies on")
         mounts: list[tuple[Digest, str, str]] = []
-        lacking: list[Digest] = []
-        for digest in relied:
+        for n, digest in enumerate(relied):
             holder = self.placements.holder(digest)
             if holder is None:
-                lacking.append(digest)
-            else:
-                mounts += [(digest, r, holder) for r in self.placements.missing(digest)]
-        if lacking:
-            raise self._missing_base(contents, lacking)
+                # Stop asking at the first lacking blob (10,000 lacking ones were 10,000 HEADs before the
+                # refusal); those whose answers are already in are counted, without waiting for the rest.
+                rest = relied[n + 1:]
+                answered = self.placements.answered(rest)
+                lacking = [digest, *(d for d in answered if self.placements.holder(d) is None)]
+                raise self._missing_base(contents, lacking, asked=n + 1 + len(answered), total=len(relied))
+            mounts += [(digest, r, holder) for r in self.placements.missing(digest)]
         if self.options.dry_run:
             return
         refused = {d for d, repo, holder in mounts if not self.placements.mount(repo, d, holder)}
         if refused:
-            raise self._missing_base(contents, sorted(refused), mounting=True)
+            ordered = sorted(refused)
+            raise self._missing_base(contents, ordered, asked=len(relied), total=len(relied), mounting=True)
 
-    def _missing_base(self, contents: Contents, digests: list[Digest], *, mounting: bool = False) -> MissingBaseError:
+    def _missing_base(self, contents: Contents, digests: list[Digest], *, asked: int, total: int,
+                      mounting: bool = False) -> MissingBaseError:
         manifest = contents.manifest
         names = list(dict.fromkeys(base.name for d in digests if (base := manifest.base_of(d)) is not None))
         named = " and ".join(names) or "an earlier bundle"
-        count = f"{len(digests)} blob{'s' if len(digests) != 1 else ''} missing"
+        if asked >= total:
+            count = f"{len(digests)} of {total} blob{'s' if total != 1 else ''} missing"
+        else:  # stopped at the first lacking blob: the others were not all asked about
+            count = f"at least {len(digests)} of {total} blobs missing (stopped after asking about {asked})"
+        first = f"the first {digests[0]}" if len(digests) > 1 else f"blob {digests[0]}"
         if mounting:
             return MissingBaseError(
-                f"the bundle relies on blobs from {named} that the target lacks: {count} "
+                f"the bundle relies on blobs from {named} that the target lacks: {count}, {first} "
                 "(the registry refused to mount them from another repository)",
                 hint=f"import {named} into these repositories first, or export a full bundle "
                      f"(without {option('since')})",
             )
         return MissingBaseError(
-            f"the bundle relies on blobs from {named} that the target lacks: {count}",
+            f"the bundle relies on blobs from {named} that the target lacks: {count}, {first}",
             hint=f"import {named} into {self.options.where} first, or export a full bundle "
                  f"(without {option('since')}); nothing was changed",
         )

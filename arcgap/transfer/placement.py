@@ -174,6 +174,15 @@ class Placements:
         with self._lock:
             return next((r for r in self._needs.get(digest, []) if (r, digest) in self._how), None)
 
+    def answered(self, digests: Iterable[Digest]) -> list[Digest]:
+        """Those of ``digests`` whose answers are already in (without waiting for any): the ones asked so far."""
+        done = []
+        for digest in digests:
+            asked = self._asked.get(digest)
+            if asked is None or (asked.done() and not asked.cancelled() and asked.exception() is None):
+                done.append(digest)
+        return done
+
     def placed(self, repository: str, digest: Digest, how: Literal["mounted", "uploaded"], size: int = 0) -> None:
         """Record that ``digest`` is now in ``repository``; ``size`` counts towards the uploaded bytes."""
         with self._lock:
