@@ -276,6 +276,47 @@ def test_import_into_a_slow_registry(
     assert_identical_digests(registry, synth_medium)
 
 
+def mirror_via(capsys: pytest.CaptureFixture[str], medium: MediumSet, host: str, target: Registry):
+    return arcgap(capsys, "mirror", *medium.names, "--source-registry", host, "--source-plain-http",
+                  "--source-repository", medium.repository, "--source-tag", medium.tag,
+                  "--target-registry", target.host, "--target-plain-http", "--target-repository", "arc")
+
+
+def test_mirror_fetches_a_blob_that_failed_its_digest_at_the_source_once_more(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy,
+    target: tuple[Registry, FaultProxy],
+) -> None:
+    """One corrupt answer: the source is blamed in a warning, the blob fetched again, the mirror completes."""
+    registry, _ = target
+    layer = biggest_layer(synth_medium)
+    fault = Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1)
+    source.faults.append(fault)
+    res = mirror_via(capsys, synth_medium, source.host, registry)
+    assert res.code == 0, res.err
+    assert fault.hits == 1
+    warned = [line for line in res.err.splitlines() if "fetching it once more" in line]
+    assert len(warned) == 1 and f"{source.host} served " in warned[0] and layer in warned[0], res.err
+    assert "bundle" not in warned[0]
+    assert_identical_digests(registry, synth_medium)
+
+
+def test_mirror_stops_when_the_source_serves_a_blob_with_other_content_twice(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy,
+    target: tuple[Registry, FaultProxy],
+) -> None:
+    registry, _ = target
+    layer = biggest_layer(synth_medium)
+    source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1000))
+    res = mirror_via(capsys, synth_medium, source.host, registry)
+    assert res.code == 7, res.err
+    error, hint = res.error_lines
+    assert error.startswith(f"error: {source.host} served ") and layer in error, error
+    assert "(the second time it was fetched too)" in error
+    assert "bundle" not in hint and "report the digest above" in hint
+    for name in synth_medium.names:
+        assert registry.list_tags(f"arc/{name}") == []  # no tag moved
+
+
 def test_a_blob_that_fails_its_digest_at_the_source_blames_the_registry(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
 ) -> None:

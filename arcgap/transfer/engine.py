@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from arcgap.bundle.format import BlobEntry
-from arcgap.errors import MissingBaseError, option
+from arcgap.errors import Fault, IntegrityError, MissingBaseError, option
 from arcgap.oci.digest import Digest
 from arcgap.transfer.background import BackgroundUploads, background_slots
 from arcgap.transfer.placement import Placements
@@ -222,9 +222,38 @@ class _Copy:
             with self._lock:
                 self.reporter.advance(entry.size)
             return
-        self.placements.upload(entry.digest, entry.size, missing, self.source.open(entry, self._meter),
-                               reopen=lambda _first: self.source.open(entry, self._meter),
-                               again=lambda: self.source.open(entry, self._meter))
+        try:
+            self._upload_from_source(entry, missing)
+        except IntegrityError as exc:
+            # Bytes that failed their digest at the source never reached the target whole (the last chunk is
+            # held back until it is verified): fetch the blob once more, a second mismatch stops the run.
+            if exc.detail is None or exc.detail.fault != Fault.BAD_CONTENT:
+                raise
+            self.reporter.warn(f"{exc.message}; fetching it once more")
+            missing = self.placements.settle(entry.digest)  # a first repository may hold it by now
+            if missing:
+                try:
+                    self._upload_from_source(entry, missing)
+                except IntegrityError as again:
+                    if again.detail is not None and again.detail.fault == Fault.BAD_CONTENT:
+                        again.message += " (the second time it was fetched too)"
+                        again.args = (again.message,)
+                    raise
+
+    def _upload_from_source(self, entry: BlobEntry, missing: list[str]) -> None:
+        counted = [0]  # bytes metered by this attempt, taken back when it fails
+
+        def meter(n_bytes: int) -> None:
+            counted[0] += n_bytes
+            self._meter(n_bytes)
+
+        try:
+            self.placements.upload(entry.digest, entry.size, missing, self.source.open(entry, meter),
+                                   reopen=lambda _first: self.source.open(entry, meter),
+                                   again=lambda: self.source.open(entry, meter))
+        except IntegrityError:
+            self._meter(-counted[0])
+            raise
 
     def _stream(self, contents: Contents) -> None:
         """Sequential source: read every blob once, in order; each blob sent while the stream moves on."""
