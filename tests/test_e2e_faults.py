@@ -135,3 +135,25 @@ def test_a_target_that_refuses_a_sparse_index_names_the_index(
     assert f"refuses the index {index} for arc/" in res.error_lines[0]
     assert "sparse indexes" in res.error_lines[1] and "no tag was moved" in res.error_lines[1]
     assert proxy.faults[0].hits == 1  # a refusal, not retried
+
+
+def test_a_blob_head_answered_500_is_taken_as_missing_at_once_and_said_once(
+    proxied: tuple[Registry, FaultProxy],
+) -> None:
+    """distribution answers 500 to a HEAD of a blob it half wrote when its disk filled, every time: waiting out
+    the retry budget cannot help, an upload repairs it. Not retried; one warning for the client."""
+    from arcgap.oci.digest import Digest
+    from arcgap.registry.client import RegistryClient
+    from arcgap.registry.transport import TLSOptions
+
+    _, proxy = proxied
+    fault = Fault(r"^HEAD /v2/.*/blobs/", status=500, times=1000, code="UNKNOWN")
+    proxy.faults.append(fault)
+    warnings: list[str] = []
+    with RegistryClient(proxy.host, tls=TLSOptions(plain_http=True), warn=warnings.append) as client:
+        t0 = time.monotonic()
+        assert client.blob_exists("arc/x", Digest.of(b"a")) is False
+        assert client.blob_exists("arc/x", Digest.of(b"b")) is False
+        assert time.monotonic() - t0 < 5  # the default budget would wait minutes
+    assert fault.hits == 2  # one HEAD each, no retry
+    assert len(warnings) == 1 and f"answers 500 to a HEAD of blob {Digest.of(b'a')}" in warnings[0]

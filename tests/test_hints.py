@@ -77,6 +77,11 @@ def test_every_registry_answer_gets_a_hint_that_fits_it() -> None:
     assert hint_for(refused).startswith("the registry received bytes that do not match the blob's digest")
     served = _error(RegistryError, Fault.BAD_CONTENT, "source")
     assert "bundle" not in hint_for(served) and "report the digest" in hint_for(served)
+    lasting = _error(NetworkError, Fault.TRANSIENT, "target", 500)  # distribution on a full disk: 500 UNKNOWN
+    assert "storage may be full" in hint_for(lasting) and "run the same command again" in hint_for(lasting)
+    assert "half wrote are uploaded again" in hint_for(lasting) and "garbage collection" in hint_for(lasting)
+    assert "storage" not in hint_for(_error(NetworkError, Fault.TRANSIENT, "source", 500))
+    assert "storage" not in hint_for(_error(NetworkError, Fault.TRANSIENT, "target", 503))
     other = RegistryError("m", detail=RegistryDetail(HOST, "op", Fault.ANSWER, 418, ("TEAPOT",)))
     assert hint_for(other) == f"{HOST} refused the request with 418 (TEAPOT), in its own words above; its log at " \
         "this time says why"

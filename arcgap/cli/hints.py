@@ -99,6 +99,12 @@ def hint_for(exc: ArcgapError) -> str:
             "the user lacks permission on this repository"
     if fault == Fault.NOT_FOUND:
         return f"check the image name and {env}_TAG" if env else "check the image name and tag"
+    if fault == Fault.TRANSIENT and side == "target" and detail.status == 500:
+        # distribution says only "500 UNKNOWN" when its disk is full: the likeliest lasting 500 at a target
+        return ("the registry kept answering 500 for the whole retry budget; if its storage may be full (distribution "
+                "then says only 500 UNKNOWN), free space or grow its volume and run the same command again: the "
+                "blobs it half wrote are uploaded again (its garbage collection removes the rest); otherwise try "
+                "again later, or wait longer with --retry-budget SECONDS")
     if fault == Fault.TRANSIENT:
         return ("the registry kept failing for the whole retry budget; try again later (export, import and mirror "
                 "wait longer with --retry-budget SECONDS)")

@@ -109,6 +109,7 @@ class RegistryClient:
         self._pinged = False
         self._ping_lock = threading.Lock()  # one GET /v2/ per client, whichever worker comes first
         self._ping_error: ArcgapError | None = None
+        self._unsure_heads = 0  # HEADs of blobs answered 500, taken as missing (said once)
         self.upload_traits = UploadTraits()  # what the registry said about uploads, for every later upload
         self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
         self._offered_lock = threading.Lock()
@@ -218,13 +219,15 @@ class RegistryClient:
         ping: bool = False,
         ok: tuple[int, ...] = (),
         settle: bool = False,
+        at_once: tuple[int, ...] = (),
     ) -> httpx.Response:
         """Send with auth and retries; raise the mapped error unless the status is < 400 or in ``ok``.
 
         ``settle``: the request changes state and the caller settles every outcome, asking the registry before
         anything is sent again: no retry after a broken connection or a retryable status, every status is
         returned (a lost answer raises NetworkError). A 401 or 403 that a fresh token cannot cure stops this
-        client: every later request raises the same AuthError without being sent.
+        client: every later request raises the same AuthError without being sent. A status in ``at_once`` is
+        returned without a retry (the caller has a better answer to it than waiting).
         """
         if not ping:
             self.ping()
@@ -276,6 +279,8 @@ class RegistryClient:
                     return resp  # a streamed body cannot go again: the caller starts over
                 resp.close()
                 continue
+            if status in at_once:
+                return resp
             if status in self.retry.statuses and not settle and not storage_full(resp):
                 retry_after = resp.headers.get("retry-after")
                 if clock.wait(retry_after):
@@ -524,7 +529,19 @@ class RegistryClient:
             what=f"checking blob {digest.short} in {self.registry}/{repository}",
             follow_redirects=True,
             ok=(404,),
+            at_once=(500,),
         )
+        if resp.status_code == 500:
+            # distribution answers 500 for a blob it half wrote when its disk filled (an empty link file), and
+            # keeps doing so; an upload of the blob repairs it. An upload is content-addressed and verified, so
+            # taking an unsure answer for "missing" costs bytes, never correctness.
+            with self._ping_lock:
+                first, self._unsure_heads = not self._unsure_heads, self._unsure_heads + 1
+            if first:
+                self.warn(f"{self.registry}/{repository} answers 500 to a HEAD of blob {digest}: taken as missing "
+                          "and uploaded again (a registry whose disk filled keeps such broken blobs until a new "
+                          "upload repairs them)")
+            return False
         return resp.status_code == 200
 
     def stream_blob(self, repository: str, digest: Digest, size_bytes: int, *, what: str = "") -> Iterator[bytes]:
