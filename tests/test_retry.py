@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from arcgap.registry.bodyread import RateWatch, Stalled, WatchedStream
+from arcgap.registry.bodyread import SLOW_FACTOR, RateWatch, Stalled, WatchedStream, pace
 from arcgap.registry.transport import HostGate, RetryPolicy
 
 
@@ -144,3 +144,54 @@ def test_once_one_request_spends_its_budget_the_others_stop_waiting() -> None:
     t.join(5)
     assert results == [False] and time.monotonic() - t0 < 5
     assert not RetryPolicy(budget_s=60.0).clock(stop).wait()  # and later requests to the host do not wait
+
+
+@pytest.mark.parametrize(("window_bytes", "verdict"), [
+    (0, "stalled"), (60 * 1024 - 1, "stalled"), (60 * 1024, "slow"), (60 * 1024 * SLOW_FACTOR - 1, "slow"),
+    (60 * 1024 * SLOW_FACTOR, "ok"), (60 * 10_000_000, "ok"),
+])  # fmt: skip
+def test_pace_of_one_window(window_bytes: int, verdict: str) -> None:
+    assert pace(window_bytes, 60.0, 1024) == verdict
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fed(watch: RateWatch, clock: _Clock, rate: int, seconds: int) -> None:
+    for _ in range(seconds):
+        clock.now += 1
+        watch.feed(rate)
+
+
+def test_a_slow_transfer_is_said_once_with_its_rate_before_it_would_be_dropped() -> None:
+    clock, said = _Clock(), []
+    watch = RateWatch(60, 1024, what="the answer to downloading blob sha256:ab of r/x", warn=said.append,
+                      clock=clock)
+    _fed(watch, clock, 2000, 59)
+    assert said == []  # not one whole window yet
+    _fed(watch, clock, 2000, 200)  # four windows at 2,000 B/s: slow, not stalled
+    assert len(said) == 1, said
+    assert said[0].startswith("the answer to downloading blob sha256:ab of r/x is slow: 2,000 B/s over the last "
+                              "60 s") and "dropped and resumed below 1,024 B/s" in said[0]
+
+
+def test_a_normal_transfer_says_nothing() -> None:
+    clock, said = _Clock(), []
+    fast = RateWatch(60, 1024, warn=said.append, clock=clock)
+    _fed(fast, clock, 1024 * SLOW_FACTOR, 600)  # exactly the slow bound for ten minutes
+    short = RateWatch(60, 1024, warn=said.append, clock=clock)
+    _fed(short, clock, 100, 30)  # slow, but done within one window
+    assert said == []
+
+
+def test_a_trickle_below_the_minimum_is_dropped_not_warned_about() -> None:
+    clock, said = _Clock(), []
+    watch = RateWatch(60, 1024, warn=said.append, clock=clock)
+    with pytest.raises(Stalled):
+        _fed(watch, clock, 500, 61)
+    assert said == []

@@ -25,7 +25,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import httpx
 
@@ -36,27 +36,55 @@ class Stalled(httpx.ReadTimeout):
     """A body slower than the minimum rate over the watch window: dropped, to be resumed."""
 
 
+# A window whose rate is under this many times the minimum is said (once per transfer) before it is dropped:
+# at the defaults, under 4 KiB/s over 60 s. A transfer that ends within one window is never said to be slow.
+SLOW_FACTOR = 4
+
+
+def pace(window_bytes: int, elapsed_s: float, min_bytes_per_s: int) -> str:
+    """The verdict on one full watch window: "stalled" (under the minimum rate: drop and resume), "slow" (under
+    :data:`SLOW_FACTOR` times it: worth a warning) or "ok"."""
+    rate = window_bytes / max(elapsed_s, 1e-9)
+    if rate < min_bytes_per_s:
+        return "stalled"
+    if rate < min_bytes_per_s * SLOW_FACTOR:
+        return "slow"
+    return "ok"
+
+
 class RateWatch:
     """Raises :class:`Stalled` once a window of ``window_s`` passes with fewer than ``min_bytes_per_s``
-    per second arriving. A silent connection is the read timeout's (set to the same window)."""
+    per second arriving. A silent connection is the read timeout's (set to the same window). A window slower
+    than :data:`SLOW_FACTOR` times the minimum is said through ``warn``, once per transfer."""
 
-    def __init__(self, window_s: float, min_bytes_per_s: int, *, what: str = "the body") -> None:
+    def __init__(self, window_s: float, min_bytes_per_s: int, *, what: str = "the body",
+                 warn: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
+        self.min_bytes_per_s = min_bytes_per_s
         self.min_bytes = min_bytes_per_s * window_s
         self.what = what
+        self.warn = warn
+        self.warned = False
         self.total_bytes = 0
-        self._start = time.monotonic()
+        self._clock = clock
+        self._start = clock()
         self._bytes = 0
 
     def feed(self, n_bytes: int) -> None:
         self.total_bytes += n_bytes
         self._bytes += n_bytes
-        now = time.monotonic()
+        now = self._clock()
         if now - self._start < self.window_s:
             return
-        if self._bytes < self.min_bytes:
-            rate = self._bytes / (now - self._start)
-            raise Stalled(f"{self.what} arrived at {rate:.0f} B/s for {now - self._start:.0f} s")
+        elapsed = now - self._start
+        verdict = pace(self._bytes, elapsed, self.min_bytes_per_s)
+        if verdict == "stalled":
+            rate = self._bytes / elapsed
+            raise Stalled(f"{self.what} arrived at {rate:.0f} B/s for {elapsed:.0f} s")
+        if verdict == "slow" and self.warn is not None and not self.warned:
+            self.warned = True
+            self.warn(f"{self.what} is slow: {self._bytes / elapsed:,.0f} B/s over the last {elapsed:.0f} s, "
+                      f"{self.total_bytes:,} bytes so far (dropped and resumed below {self.min_bytes_per_s:,} B/s)")
         self._start, self._bytes = now, 0
 
 

@@ -304,7 +304,8 @@ class RegistryClient:
             status = resp.status_code
         finally:
             self.gate.release(status)
-        watch_body(resp, RateWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=f"the answer to {what}"))
+        watch_body(resp, RateWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=f"the answer to {what}",
+                                   warn=self.warn))
         if not stream:
             try:
                 resp.read()
