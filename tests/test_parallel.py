@@ -54,3 +54,36 @@ def test_interrupt_cancels_the_calls_not_started() -> None:
     with pytest.raises(KeyboardInterrupt):
         parallel.each(push, range(40), jobs=JOBS)
     assert len(started) < 40
+
+
+def test_after_the_first_failure_freed_workers_start_no_new_item() -> None:
+    """Item 0 fails at once while the other workers are busy: its worker, freed, must not take item 4 (nor any
+    worker a later one), even before the caller's thread wakes to cancel the queue."""
+    started: list[int] = []
+    lock = threading.Lock()
+    running = threading.Barrier(JOBS, timeout=5)
+
+    def work(n: int) -> int:
+        with lock:
+            started.append(n)
+        if n < JOBS:
+            running.wait()  # every worker has its first item before item 0 fails
+        if n == 0:
+            raise ConnectionError("registry down")
+        time.sleep(0.2)  # the others are still running when item 0 fails
+        return n
+
+    with pytest.raises(ConnectionError):
+        parallel.each(work, range(40), jobs=JOBS)
+    assert sorted(started) == list(range(JOBS)), started  # only the items running when the first one failed
+
+
+def test_the_first_real_failure_is_raised_not_a_skipped_item() -> None:
+    def work(n: int) -> int:
+        if n == 1:
+            raise ValueError("bad item")
+        time.sleep(0.02)
+        return n
+
+    with pytest.raises(ValueError, match="bad item"):
+        parallel.each(work, range(20), jobs=2)

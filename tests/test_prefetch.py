@@ -170,3 +170,29 @@ def test_breaking_out_of_the_loop_stops_workers() -> None:
         break
     # CPython drops the generator at the break; its finally: block calls close().
     assert workers and not any(t.is_alive() for t in workers)
+
+
+def test_after_a_failed_fetch_no_worker_claims_another_blob() -> None:
+    """Blob 1 fails while blobs 0, 2 and 3 are fetched: the freed workers start no blob after them (the export
+    stops at blob 1 anyway), and the consumer gets blob 0 whole, then blob 1's own error."""
+    started: list[int] = []
+    lock = threading.Lock()
+    running = threading.Barrier(4, timeout=5)
+
+    def fetch(i: int) -> Iterator[bytes]:
+        with lock:
+            started.append(i)
+        if i < 4:
+            running.wait()
+        if i == 1:
+            raise NetworkError("source gone")
+        time.sleep(0.1)
+        yield f"{i}".encode()
+
+    got: list[bytes] = []
+    with pytest.raises(NetworkError, match="source gone"):
+        for _, chunks in OrderedPrefetcher(list(range(12)), fetch, jobs=4):
+            got.extend(chunks)
+    assert got == [b"0"]
+    time.sleep(0.2)
+    assert sorted(started) == [0, 1, 2, 3], started

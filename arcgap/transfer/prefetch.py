@@ -35,6 +35,7 @@ class OrderedPrefetcher:
         self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._failed = threading.Event()  # a fetch failed: no worker claims another blob (those claimed go on)
         # One slot per blob between "claimed by a worker" and "fully consumed": at most ``jobs`` blobs ahead,
         # however small they are (a full queue alone would not stop a worker racing through tiny blobs).
         self._slots = threading.Semaphore(self._jobs)
@@ -56,7 +57,7 @@ class OrderedPrefetcher:
             with self._lock:
                 index = self._next
                 self._next += 1
-            if index >= len(self._items):
+            if index >= len(self._items) or self._failed.is_set():
                 self._slots.release()
                 return
             q = self._queues[index]
@@ -66,6 +67,7 @@ class OrderedPrefetcher:
                         return
                 self._put(q, _DONE)
             except BaseException as exc:  # handed to the consumer, re-raised there
+                self._failed.set()  # every blob before this one was claimed already: the consumer reaches it
                 self._put(q, _Failed(exc))
 
     def _chunks(self, index: int) -> Iterator[bytes]:

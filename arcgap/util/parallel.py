@@ -7,6 +7,7 @@ one-by-one loop would have stopped at the same point).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TypeVar
@@ -18,20 +19,42 @@ R = TypeVar("R")
 DEFAULT_JOBS = 4  # --jobs: requests, copies or checks in flight at once (the one default)
 
 
+class _NotStarted(Exception):
+    """An item a worker left alone because another item had already failed."""
+
+
 def each(fn: Callable[[T], R], items: Iterable[T], *, jobs: int, name: str = "arcgap-work") -> list[R]:
-    """``[fn(item) for item in items]``, ``jobs`` at a time."""
+    """``[fn(item) for item in items]``, ``jobs`` at a time.
+
+    A worker freed after the first failure starts no other item: the failing worker sets the stop itself,
+    before the caller's thread has even woken to cancel what is queued (a dead registry cost twice the retry
+    budget when freed workers went on to the next items).
+    """
     items = list(items)
     if len(items) <= 1 or jobs <= 1:
         return [fn(i) for i in items]
+    stop = threading.Event()
+
+    def guarded(item: T) -> R:
+        if stop.is_set():
+            raise _NotStarted
+        try:
+            return fn(item)
+        except BaseException:
+            stop.set()
+            raise
+
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=name)
     try:
-        futures = [pool.submit(fn, i) for i in items]
+        futures = [pool.submit(guarded, i) for i in items]
         wait(futures, return_when=FIRST_EXCEPTION)
     except BaseException:
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True, cancel_futures=True)
-    failed = next((f for f in futures if not f.cancelled() and f.exception() is not None), None)
+    failed = next((f for f in futures if not f.cancelled() and f.exception() is not None
+                   and not isinstance(f.exception(), _NotStarted)), None)
     if failed is not None:
         failed.result()
     return [f.result() for f in futures]
