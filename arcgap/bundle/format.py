@@ -225,11 +225,11 @@ class BundleManifest:
         return doc
 
     def to_yaml(self) -> bytes:
-        header = f"# arcgap bundle manifest: {len(self.images)} images, {len(self.blobs)} blobs"
+        header = f"arcgap bundle manifest: {len(self.images)} images, {len(self.blobs)} blobs"
         if self.relies_on:
             names = ", ".join(base.name for base in self.relies_on)
             header += f" (and {len(self.relied_on_blobs)} blobs the target holds from {names})"
-        header += "\n"
+        header = safeyaml.comment(header)
         body = safeyaml.dump(self.to_dict())
         return (header + body).encode()
 

@@ -136,8 +136,8 @@ class PartsIndex:
             "parts": [{"name": p.name, "size": p.size, "sha256": p.sha256} for p in self.parts],
         }
         what = f"{len(self.parts)} parts" if self.split_bytes is not None else "the bundle file"
-        header = (f"# arcgap: {what} of {self.bundle_name}; check them with "
-                  f"'arcgap verify {self.file_name}', import with 'arcgap import {self.file_name}'\n")
+        header = safeyaml.comment(f"arcgap: {what} of {self.bundle_name}; check them with "
+                                  f"'arcgap verify {self.file_name}', import with 'arcgap import {self.file_name}'")
         return (header + safeyaml.dump(doc)).encode()
 
     @classmethod

@@ -224,7 +224,12 @@ def _identity(manifest_bytes: bytes, manifest: BundleManifest | None = None) -> 
 
 def check_name_length(path: Path) -> None:
     """Every name derived from the bundle's (``NAME.parts.yaml.partial`` the longest) must fit the file system:
-    refused before anything is written, not as ``OSError: File name too long`` at the end."""
+    refused before anything is written, not as ``OSError: File name too long`` at the end. A backslash, a path
+    separator on Windows, is refused too: the sidecar's reader refuses a bundle name holding one."""
+    if "\\" in path.name:
+        raise UsageError(f"the bundle's file name {safe(path.name[:80])} holds a backslash, which the other side "
+                         "may take for a path separator (the NAME.parts.yaml written beside it would be refused)",
+                         hint=f"choose an {option('output')} without a backslash")
     try:
         name_max = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
     except (OSError, ValueError):

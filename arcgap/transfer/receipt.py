@@ -109,9 +109,9 @@ class Receipt:
         return doc
 
     def to_yaml(self) -> bytes:
-        header = (f"# arcgap import receipt: {len(self.images)} images of {self.bundle_name} into "
-                  f"{self.target_registry}/{self.target_repository}; "
-                  "'arcgap export --since THIS-FILE' leaves out the blobs listed here\n")
+        header = safeyaml.comment(f"arcgap import receipt: {len(self.images)} images of {self.bundle_name} into "
+                                  f"{self.target_registry}/{self.target_repository}; "
+                                  "'arcgap export --since THIS-FILE' leaves out the blobs listed here")
         body = safeyaml.dump(self.to_dict())
         return (header + body).encode()
 

@@ -17,6 +17,7 @@ from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.smallfile import Wording, read_small_file
 from arcgap.errors import BundleFormatError, option
 from arcgap.transfer.receipt import Receipt, bundle_label, is_receipt
+from arcgap.util.safetext import safe
 
 HINT = f"{option('since')} takes an earlier bundle (.tar.zst, a part, or NAME.parts.yaml) or an import receipt"
 _WORDING = Wording(hint=HINT, kinds="a bundle, sidecar or receipt", option=option("since"))
@@ -63,7 +64,7 @@ def base_from_bundle(path: Path, *, name: str | None = None, via: str = "bundle"
 def base_from_sidecar(path: Path, index: PartsIndex) -> BaseBundle:
     """A sidecar names its bundle but lists no blobs: read the bundle's arcgap.yaml through it (from the first
     part or parts; :func:`open_bundle` checks the sidecar's identity against those bytes)."""
-    return base_from_bundle(path, name=index.bundle_name, via="sidecar")
+    return base_from_bundle(path, name=safe(index.bundle_name), via="sidecar")  # arcgap.yaml holds printable names
 
 
 def base_from_receipt(receipt: Receipt, *, origin: str = "the receipt") -> BaseBundle:

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from arcgap.util.safetext import safe
+
 _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -98,3 +100,10 @@ class _NoAliasDumper(yaml.SafeDumper):
 def dump(doc: Any) -> str:
     """``yaml.safe_dump`` as arcgap writes its files: key order kept, block style, never an anchor or alias."""
     return yaml.dump(doc, Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=200)
+
+
+def comment(text: str) -> str:
+    """``text`` as one YAML comment line (``# …`` and a line feed): every control, format and separator
+    character escaped, so no value in it (a bundle's file name, a created time) ends the comment early and
+    adds a line of YAML: PyYAML breaks lines at CR, NEL, LS and PS as well as at LF."""
+    return f"# {safe(text)}\n"
