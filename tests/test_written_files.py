@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from arcgap.arc import handoff as render
+from arcgap.arc.imagelist import parse_image_list
+from arcgap.arc.listgen import render_image_list
 from arcgap.bundle.format import BaseBundle, BundleManifest
 from arcgap.bundle.parts import PartEntry, PartsIndex
 from arcgap.bundle.reader import open_bundle
@@ -138,3 +140,15 @@ def test_a_bundle_written_under_a_hostile_name_is_read_back(value: str, tmp_path
     _write(path)
     with open_bundle(path) as reader:
         assert reader.manifest == CONTENT.manifest
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_image_list(value: str) -> None:
+    """``manifests new`` names the list it started from (a path, any characters) in its header comment."""
+    source = parse_image_list("format: arcgap-images/v1\nimages:\n  - arc-a\n", origin="t")
+    text = render_image_list(source.images, tag="v1.30.0_2024-05-14", registry="mcr.microsoft.com",
+                             repository="arcdata", origin=f"manifests/{value}.yaml")
+    assert parse_image_list(text, origin="again").images == source.images
+    header = text.split("\n\nformat: ")[0]
+    assert all(line.startswith("#") for line in header.split("\n"))
+    assert not any(brk in header for brk in ("\r", "\x85", "\u2028", "\u2029"))

@@ -17,6 +17,7 @@ from arcgap.errors import LocalIOError, NotFoundError, UsageError, option
 from arcgap.oci.reference import parse_reference
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
+from arcgap.util.safetext import safe
 
 HEADER = """\
 # arcgap image list — Azure Arc data services {tag}
@@ -79,7 +80,7 @@ def render_image_list(
 ) -> str:
     """The text of a list; parsed back before it is returned, so a rendering slip can never be written."""
     lines = [
-        HEADER.format(tag=tag, origin=origin, source=f"{registry}/{repository}"),
+        HEADER.format(tag=tag, origin=safe(origin), source=f"{registry}/{repository}"),  # a path: any characters
         f"format: {FORMAT}",
         f"release: {tag}",
         f"registry: {registry}",
