@@ -189,3 +189,29 @@ def test_inspect_lists_the_referrers(
     assert {r["digest"] for r in json.loads(res.out)["referrers"]} == {signed["sbom"], signed["sig"], signed["legacy"]}
     human = arcgap(capsys, "inspect", str(out))
     assert f"referrer {signed['sig']}  {SIG}  of {signed['sbom']}  (by fallback)" in human.out
+
+
+def test_preflight_lists_the_referrers_missing_at_the_target(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], fresh_registry,
+    tmp_path: Path,
+) -> None:
+    from tests.e2e_helpers import target_args
+
+    full, bare = tmp_path / "b.tar.zst", tmp_path / "n.tar.zst"
+    _export(capsys, plain_registry, full)
+    _export(capsys, plain_registry, bare, "--no-referrers")
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    assert arcgap(capsys, "import", str(bare), *where, "-q").code == 0
+    res = arcgap(capsys, "preflight", str(full), *where, "--json")
+    assert res.code == 4, res.err  # as a missing platform: the image is there, incomplete
+    (image,) = json.loads(res.out)["images"]
+    assert image["status"] == "incomplete" and image["referrers_checked"] == 3
+    got = {(r["kind"], r["digest"], r["subject"]) for r in image["referrers_missing"]}
+    assert got == {(SPDX, signed["sbom"], signed["image"]), (SIG, signed["sig"], signed["sbom"]),
+                   ("tag:sig", signed["legacy"], signed["image"])}
+    assert arcgap(capsys, "import", str(full), *where, "-q").code == 0
+    res = arcgap(capsys, "preflight", str(full), *where, "--json")
+    assert res.code == 0, res.err
+    (image,) = json.loads(res.out)["images"]
+    assert image["status"] == "ok" and image["referrers_missing"] == []
