@@ -215,3 +215,45 @@ def test_preflight_lists_the_referrers_missing_at_the_target(
     assert res.code == 0, res.err
     (image,) = json.loads(res.out)["images"]
     assert image["status"] == "ok" and image["referrers_missing"] == []
+
+
+def test_since_a_receipt_carries_a_new_signature_of_an_unchanged_image(
+    capsys: pytest.CaptureFixture[str], fresh_registry, tmp_path: Path,
+) -> None:
+    from arcgap.registry.client import RegistryClient
+    from arcgap.registry.transport import TLSOptions
+    from arcgap.transfer.referrers import discover
+    from tests.e2e_helpers import target_args
+
+    src: Registry = fresh_registry()
+    repo = "refe2e/app"
+    with Pusher(src) as p:
+        img = push_image(p, repo, "v1", layers=[make_layer("refsince:img", 4096)], flavor="oci")
+        subj = (img.digest, len(img.manifest), img.media_type)
+        sbom, sbom_raw = _artifact(p, repo, subj, SPDX, b'{"spdxVersion":"SPDX-2.3"}')
+        p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)), _index_of([(sbom, sbom_raw, SPDX)]), OCI_INDEX)
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    first, receipt = tmp_path / "a.tar.zst", tmp_path / "r.yaml"
+    _export(capsys, src, first)
+    assert arcgap(capsys, "import", str(first), *where, "-q", "--receipt", str(receipt)).code == 0
+    # since the receipt: the image is unchanged, but it gained a signature
+    with Pusher(src) as p:
+        sig, sig_raw = _artifact(p, repo, subj, SIG, b"a signature made after the first bundle")
+        p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)),
+                        _index_of([(sbom, sbom_raw, SPDX), (sig, sig_raw, SIG)]), OCI_INDEX)
+    diff = tmp_path / "d.tar.zst"
+    result = _export(capsys, src, diff, "--since", str(receipt))
+    assert result["referrers"]["referrers"] == 2
+    doc = yaml.safe_load(member_bytes(diff, "arcgap.yaml"))
+    assert {r["digest"] for r in doc["referrers"]} == {sbom, sig}
+    carried = {b["digest"] for b in doc["blobs"]}
+    sig_layer = json.loads(sig_raw)["layers"][0]["digest"]
+    assert sig in carried and sig_layer in carried  # the new referrer and its blob travel
+    assert json.loads(img.manifest)["layers"][0]["digest"] not in carried  # the unchanged image's layer does not
+    assert doc["relies_on"], doc.get("relies_on")
+    res = arcgap(capsys, "import", str(diff), *where, "--json", "-q")
+    assert res.code == 0, res.err
+    found = discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
+                     [Digest.parse(img.digest)])
+    assert {str(r.manifest.digest) for r in found.referrers} == {sbom, sig}
