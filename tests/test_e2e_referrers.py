@@ -257,3 +257,27 @@ def test_since_a_receipt_carries_a_new_signature_of_an_unchanged_image(
     found = discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
                      [Digest.parse(img.digest)])
     assert {str(r.manifest.digest) for r in found.referrers} == {sbom, sig}
+
+
+def test_the_handoff_tells_the_referrers(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], fresh_registry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.e2e_helpers import target_args
+
+    monkeypatch.chdir(tmp_path)
+    bundle = tmp_path / "b.tar.zst"
+    _export(capsys, plain_registry, bundle)
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    res = arcgap(capsys, "import", str(bundle), *where, "--handoff", "h1", "--json", "-q")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["handoff"]["referrers"] == {"referrers": 3, "kinds": {}, "way": "fallback tags"}
+    notes = (tmp_path / "h1" / "NEXT-STEPS.md").read_text()
+    assert "3 referrers travel with the release; the registry has no referrers API" in notes
+    res = arcgap(capsys, "handoff", "--bundle", str(bundle), "--target-registry", target.host, "--target-repository",
+                 "site", "-o", "h2", "--no-secret", "--json", "-y")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["referrers"] == {"referrers": 3, "kinds": {SPDX: 1, SIG: 1, "tag:sig": 1},
+                                                "way": None}
+    assert f"3 referrers travel with the release (1 {SPDX}" in (tmp_path / "h2" / "NEXT-STEPS.md").read_text()
