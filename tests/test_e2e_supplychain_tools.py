@@ -2,7 +2,8 @@
 certificate), an SBOM attached with ``oras attach``; arcgap exports it, imports it onto distribution (fallback
 tags), onto crane's registry (no referrers API either: fallback tags) and onto distribution behind
 devtools/referrersproxy (the referrers API); then ``cosign verify`` passes at each target and ``oras discover``
-lists the same referrers as at the source, and ``notation verify`` passes at each target. Everything, arcgap
+lists the same referrers as at the source, ``notation verify`` passes and ``arcgap preflight`` finds every
+referrer at each target. Everything, arcgap
 and the tools included, runs in a network namespace with loopback only: the tools try to reach public trust
 services on their own.
 
@@ -109,6 +110,8 @@ def test_cosign_notation_oras_survive_the_gap(netns: str, fresh_registry, crane_
                          "--source-plain-http", "--source-repository", "sc", "--source-tag", "v1", "-o",
                          str(bundle), "--json", "-q", "--no-input"))
     assert out["referrers"]["referrers"] == 3
+    kinds = out["referrers"]["per_image"]["app:v1"]
+    assert kinds["application/vnd.cncf.notary.signature"] == kinds["application/spdx+json"] == 1, kinds
     for target, way in ((dist, "fallback tags"), (crane_in, "fallback tags"), (api, "referrers API")):
         res = json.loads(run(sys.executable, "-m", "arcgap", "import", str(bundle), "--target-registry",
                              target.host, "--target-plain-http", "--target-repository", "site", "--json", "-q",
@@ -123,4 +126,10 @@ def test_cosign_notation_oras_survive_the_gap(netns: str, fresh_registry, crane_
         assert "verified" in run("cosign", "verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true",
                                  "--allow-http-registry", moved) + "verified"
         assert "Successfully verified" in run("notation", "verify", "--insecure-registry", moved), target.host
+        check = json.loads(run(sys.executable, "-m", "arcgap", "preflight", str(bundle), "--target-registry",
+                               target.host, "--target-plain-http", "--target-repository", "site", "--json"))
+        assert check["ok"] and check["images"][0]["referrers_checked"] == 3, check
+        assert check["images"][0]["referrers_missing"] == [], check
+        placed = res["referrers"]
+        assert placed["by_api" if way == "referrers API" else "by_fallback"] == 3 and not placed["unplaced"], placed
     run_in_netns(netns, proxy.close)
