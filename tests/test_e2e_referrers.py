@@ -252,6 +252,12 @@ def test_since_a_receipt_carries_a_new_signature_of_an_unchanged_image(
     assert sig in carried and sig_layer in carried  # the new referrer and its blob travel
     assert json.loads(img.manifest)["layers"][0]["digest"] not in carried  # the unchanged image's layer does not
     assert doc["relies_on"], doc.get("relies_on")
+    # an upgrade chain's base is a bundle (or its sidecar): the same content travels
+    chained = tmp_path / "c.tar.zst"
+    _export(capsys, src, chained, "--since", str(first))
+    chain_doc = yaml.safe_load(member_bytes(chained, "arcgap.yaml"))
+    assert {b["digest"] for b in chain_doc["blobs"]} == carried
+    assert {r["digest"] for r in chain_doc["referrers"]} == {sbom, sig}
     res = arcgap(capsys, "import", str(diff), *where, "--json", "-q")
     assert res.code == 0, res.err
     found = discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
