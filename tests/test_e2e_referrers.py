@@ -210,6 +210,9 @@ def test_preflight_lists_the_referrers_missing_at_the_target(
     got = {(r["kind"], r["digest"], r["subject"]) for r in image["referrers_missing"]}
     assert got == {(SPDX, signed["sbom"], signed["image"]), (SIG, signed["sig"], signed["sbom"]),
                    ("tag:sig", signed["legacy"], signed["image"])}
+    text = arcgap(capsys, "preflight", str(full), *where)
+    assert text.code == 4
+    assert f"  referrer {signed['sbom']} ({SPDX}) of {Digest.parse(signed['image']).short} is missing" in text.out
     assert arcgap(capsys, "import", str(full), *where, "-q").code == 0
     res = arcgap(capsys, "preflight", str(full), *where, "--json")
     assert res.code == 0, res.err
