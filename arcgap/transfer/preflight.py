@@ -1,5 +1,6 @@
 """``arcgap preflight``: is every image of a release at the target, under its reference, at its digest, with every
-platform of an index? Only the target is asked (HEAD/GET); nothing is written.
+platform of an index, with every referrer a bundle carries for it (by digest, and listed for its subject by the
+referrers API or the fallback tag)? Only the target is asked (HEAD/GET); nothing is written.
 
 What is expected comes from a bundle's table of contents, an import receipt (digests known) or an image list
 (presence only: a list names no digests). Each image is checked on its own thread (:func:`arcgap.util.parallel.each`).
