@@ -91,7 +91,10 @@ class ReferrersProxy:
                 h.send_header(k, v)
         for k, v in extra.items():
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(resp.content)))
+        # A HEAD answer has no body, but its Content-Length is the manifest's size: clients take the descriptor
+        # (media type, digest, size) from it, and notation compares it with the one it signed.
+        size = resp.headers.get("content-length", "0") if h.command == "HEAD" else str(len(resp.content))
+        h.send_header("Content-Length", size)
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(resp.content)

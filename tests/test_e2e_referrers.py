@@ -189,3 +189,104 @@ def test_inspect_lists_the_referrers(
     assert {r["digest"] for r in json.loads(res.out)["referrers"]} == {signed["sbom"], signed["sig"], signed["legacy"]}
     human = arcgap(capsys, "inspect", str(out))
     assert f"referrer {signed['sig']}  {SIG}  of {signed['sbom']}  (by fallback)" in human.out
+
+
+def test_preflight_lists_the_referrers_missing_at_the_target(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], fresh_registry,
+    tmp_path: Path,
+) -> None:
+    from tests.e2e_helpers import target_args
+
+    full, bare = tmp_path / "b.tar.zst", tmp_path / "n.tar.zst"
+    _export(capsys, plain_registry, full)
+    _export(capsys, plain_registry, bare, "--no-referrers")
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    assert arcgap(capsys, "import", str(bare), *where, "-q").code == 0
+    res = arcgap(capsys, "preflight", str(full), *where, "--json")
+    assert res.code == 4, res.err  # as a missing platform: the image is there, incomplete
+    (image,) = json.loads(res.out)["images"]
+    assert image["status"] == "incomplete" and image["referrers_checked"] == 3
+    got = {(r["kind"], r["digest"], r["subject"]) for r in image["referrers_missing"]}
+    assert got == {(SPDX, signed["sbom"], signed["image"]), (SIG, signed["sig"], signed["sbom"]),
+                   ("tag:sig", signed["legacy"], signed["image"])}
+    text = arcgap(capsys, "preflight", str(full), *where)
+    assert text.code == 4
+    assert f"  referrer {signed['sbom']} ({SPDX}) of {Digest.parse(signed['image']).short} is missing" in text.out
+    assert arcgap(capsys, "import", str(full), *where, "-q").code == 0
+    res = arcgap(capsys, "preflight", str(full), *where, "--json")
+    assert res.code == 0, res.err
+    (image,) = json.loads(res.out)["images"]
+    assert image["status"] == "ok" and image["referrers_missing"] == []
+
+
+def test_since_a_receipt_carries_a_new_signature_of_an_unchanged_image(
+    capsys: pytest.CaptureFixture[str], fresh_registry, tmp_path: Path,
+) -> None:
+    from arcgap.registry.client import RegistryClient
+    from arcgap.registry.transport import TLSOptions
+    from arcgap.transfer.referrers import discover
+    from tests.e2e_helpers import target_args
+
+    src: Registry = fresh_registry()
+    repo = "refe2e/app"
+    with Pusher(src) as p:
+        img = push_image(p, repo, "v1", layers=[make_layer("refsince:img", 4096)], flavor="oci")
+        subj = (img.digest, len(img.manifest), img.media_type)
+        sbom, sbom_raw = _artifact(p, repo, subj, SPDX, b'{"spdxVersion":"SPDX-2.3"}')
+        p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)), _index_of([(sbom, sbom_raw, SPDX)]), OCI_INDEX)
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    first, receipt = tmp_path / "a.tar.zst", tmp_path / "r.yaml"
+    _export(capsys, src, first)
+    assert arcgap(capsys, "import", str(first), *where, "-q", "--receipt", str(receipt)).code == 0
+    # since the receipt: the image is unchanged, but it gained a signature
+    with Pusher(src) as p:
+        sig, sig_raw = _artifact(p, repo, subj, SIG, b"a signature made after the first bundle")
+        p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)),
+                        _index_of([(sbom, sbom_raw, SPDX), (sig, sig_raw, SIG)]), OCI_INDEX)
+    diff = tmp_path / "d.tar.zst"
+    result = _export(capsys, src, diff, "--since", str(receipt))
+    assert result["referrers"]["referrers"] == 2
+    doc = yaml.safe_load(member_bytes(diff, "arcgap.yaml"))
+    assert {r["digest"] for r in doc["referrers"]} == {sbom, sig}
+    carried = {b["digest"] for b in doc["blobs"]}
+    sig_layer = json.loads(sig_raw)["layers"][0]["digest"]
+    assert sig in carried and sig_layer in carried  # the new referrer and its blob travel
+    assert json.loads(img.manifest)["layers"][0]["digest"] not in carried  # the unchanged image's layer does not
+    assert doc["relies_on"], doc.get("relies_on")
+    # an upgrade chain's base is a bundle (or its sidecar): the same content travels
+    chained = tmp_path / "c.tar.zst"
+    _export(capsys, src, chained, "--since", str(first))
+    chain_doc = yaml.safe_load(member_bytes(chained, "arcgap.yaml"))
+    assert {b["digest"] for b in chain_doc["blobs"]} == carried
+    assert {r["digest"] for r in chain_doc["referrers"]} == {sbom, sig}
+    res = arcgap(capsys, "import", str(diff), *where, "--json", "-q")
+    assert res.code == 0, res.err
+    found = discover(RegistryClient(target.host, tls=TLSOptions(plain_http=True)), "site/app",
+                     [Digest.parse(img.digest)])
+    assert {str(r.manifest.digest) for r in found.referrers} == {sbom, sig}
+
+
+def test_the_handoff_tells_the_referrers(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], fresh_registry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.e2e_helpers import target_args
+
+    monkeypatch.chdir(tmp_path)
+    bundle = tmp_path / "b.tar.zst"
+    _export(capsys, plain_registry, bundle)
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    res = arcgap(capsys, "import", str(bundle), *where, "--handoff", "h1", "--json", "-q")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["handoff"]["referrers"] == {"referrers": 3, "kinds": {}, "way": "fallback tags"}
+    notes = (tmp_path / "h1" / "NEXT-STEPS.md").read_text()
+    assert "3 referrers travel with the release; the registry has no referrers API" in notes
+    res = arcgap(capsys, "handoff", "--bundle", str(bundle), "--target-registry", target.host, "--target-repository",
+                 "site", "-o", "h2", "--no-secret", "--json", "-y")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["referrers"] == {"referrers": 3, "kinds": {SPDX: 1, SIG: 1, "tag:sig": 1},
+                                                "way": None}
+    assert f"3 referrers travel with the release (1 {SPDX}" in (tmp_path / "h2" / "NEXT-STEPS.md").read_text()

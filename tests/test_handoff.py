@@ -129,6 +129,23 @@ def test_notes_list_the_images_and_never_the_password() -> None:
     assert "arcgap preflight" in text and render.CONTROL_PATCH in text and render.PULL_SECRET in text
 
 
+def test_notes_tell_the_referrers_that_travel_and_how_the_target_finds_them() -> None:
+    refs = [H.image("arc-controller")]
+    assert "OCI referrers" not in render.notes(H, references=refs, secret_written=True, secret_to_stdout=False)
+    note = render.ReferrerNote(kinds=(("application/spdx+json", 1), ("application/vnd.cncf.notary.signature", 2)))
+    text = render.notes(H, references=refs, secret_written=True, secret_to_stdout=False, referrers=note)
+    assert "3 referrers travel with the release (1 application/spdx+json, 2 application/vnd.cncf.notary." in text
+    assert "`arcgap preflight BUNDLE` checks that each is at the target" in text
+    placed = render.ReferrerNote(way="fallback tags", placed=4)
+    text = render.notes(H, references=refs, secret_written=True, secret_to_stdout=False, referrers=placed)
+    assert "4 referrers travel with the release; the registry has no referrers API: each image's fallback tag" in text
+    assert render.ReferrerNote(kinds=(("x\x1b[2J", 1),)).to_dict() == {"referrers": 1, "kinds": {"x\x1b[2J": 1},
+                                                                      "way": None}
+    text = render.notes(H, references=refs, secret_written=True, secret_to_stdout=False,
+                        referrers=render.ReferrerNote(kinds=(("x\x1b[2J", 1),)))
+    assert "\x1b" not in text  # a kind comes from the bundle: escaped
+
+
 @pytest.mark.parametrize("name", ["u\nstringData:\n  x: y", "u\x1b]0;t\x07", "u\u200b", " "])
 def test_a_username_with_control_characters_is_refused(name: str) -> None:
     """It lands in the pull secret's header comment and JSON: a line feed there would add YAML fields."""

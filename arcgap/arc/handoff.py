@@ -224,9 +224,45 @@ def extension_script(h: Handoff) -> str:
 # -- the notes ----------------------------------------------------------------------------------------------
 
 
-def notes(h: Handoff, *, references: Iterable[str], secret_written: bool, secret_to_stdout: bool) -> str:
+@dataclass(frozen=True)
+class ReferrerNote:
+    """The release's OCI referrers (signatures, SBOMs, attestations) as the hand-off tells them."""
+
+    kinds: tuple[tuple[str, int], ...] = ()  # (artifactType or "tag:sig" …, how many), from a bundle; () unknown
+    way: str | None = None  # how the target lists them ("referrers API", "fallback tags"), when an import said
+    placed: int | None = None  # how many the import placed, when an import said
+
+    @property
+    def total(self) -> int | None:
+        return sum(n for _, n in self.kinds) if self.kinds else self.placed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"referrers": self.total, "kinds": dict(self.kinds), "way": self.way}
+
+
+def _referrer_lines(note: ReferrerNote | None) -> list[str]:
+    if note is None or not note.total:
+        return []
+    kinds = ", ".join(f"{n} {safe(k)}" for k, n in note.kinds)
+    found = {"referrers API": "the registry's referrers API lists them for each image",
+             "fallback tags": "the registry has no referrers API: each image's fallback tag `sha256-<hex>` (an "
+                              "image index) lists them, as cosign, notation and oras look for it"}.get(note.way or "")
+    return [
+        "## Signatures, SBOMs and attestations (OCI referrers)",
+        "",
+        f"{note.total} referrers travel with the release" + (f" ({kinds})" if kinds else "") + "; "
+        + (found or "at the target they are found by the referrers API, else by each image's fallback tag "
+                    "`sha256-<hex>`") + ". "
+        "`arcgap preflight BUNDLE` checks that each is at the target and listed for its image; a signature "
+        "policy (Kyverno, Ratify, `cosign verify`, `notation verify`) refuses an image whose signature is not.",
+        "",
+    ]
+
+
+def notes(h: Handoff, *, references: Iterable[str], secret_written: bool, secret_to_stdout: bool,
+          referrers: ReferrerNote | None = None) -> str:
     """NEXT-STEPS.md: what each file is for and the commands in order; ``references`` are the release's images
-    at the target."""
+    at the target; ``referrers`` what travels with them."""
     refs = sorted(set(references))
     if h.username is None:
         secret = ("The target registry is anonymous: no pull secret is written. The profile still names "
@@ -278,6 +314,7 @@ def notes(h: Handoff, *, references: Iterable[str], secret_written: bool, secret
         f"deployments, with the bootstrapper image `{h.bootstrapper_image}` and "
         f"`imagePullSecrets: [{{name: {h.secret_name}}}]`).",
         "",
+        *_referrer_lines(referrers),
         "## Images of this release at the target",
         "",
         *[f"- `{r}`" for r in refs],

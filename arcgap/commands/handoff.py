@@ -140,6 +140,7 @@ class HandoffResult:
     secret_files: list[str] = field(default_factory=list)  # of those, the 0600 ones holding the password
     images: list[str] = field(default_factory=list)  # the release's references at the target
     secret_yaml: bytes | None = None  # the pull secret, only when it goes to standard output
+    referrers: render.ReferrerNote | None = None  # the release's signatures, SBOMs, attestations
 
     def to_dict(self) -> dict[str, Any]:
         h = self.handoff
@@ -150,6 +151,7 @@ class HandoffResult:
             "bootstrapper_image": h.bootstrapper_image, "deployment_profile": render.docker_values(h),
             "extension_config": render.extension_config(h), "files": self.files, "secret_files": self.secret_files,
             "images": self.images,
+            "referrers": self.referrers.to_dict() if self.referrers else None,
         }
 
 
@@ -197,13 +199,13 @@ def _write(directory: Path, name: str, data: bytes, *, secret: bool) -> None:
 
 def write_handoff(
     directory: Path | None, h: render.Handoff, *, password: Secret | None, images: Sequence[str],
-    secret_to_stdout: bool = False,
+    secret_to_stdout: bool = False, referrers: render.ReferrerNote | None = None,
 ) -> HandoffResult:
     """Render every file and write them into ``directory`` (created if missing). The pull secret and the
     extension's protected settings are written only with a password, 0600; with ``secret_to_stdout`` the secret
     is returned for the caller to print instead, and no file holds the password."""
     with_secret = h.username is not None and password is not None
-    result = HandoffResult(directory, h, images=list(images))
+    result = HandoffResult(directory, h, images=list(images), referrers=referrers)
     if with_secret and secret_to_stdout:
         assert password is not None
         result.secret_yaml = render.pull_secret_yaml(h, password)
@@ -221,7 +223,7 @@ def write_handoff(
         files += [(render.PULL_SECRET, render.pull_secret_yaml(h, password), True),
                   (render.EXTENSION_PROTECTED, render.extension_protected(password), True)]
     notes = render.notes(h, references=images, secret_written=with_secret and not secret_to_stdout,
-                         secret_to_stdout=with_secret and secret_to_stdout)
+                         secret_to_stdout=with_secret and secret_to_stdout, referrers=referrers)
     files.append((render.NOTES, notes.encode(), False))
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -293,7 +295,7 @@ def run_handoff(target: TargetOptions, options: HandoffOptions, context: RunCont
         output = Path(f"arc-handoff-{h.tag}")
         check_handoff_dir(output, force=o.force)
     return write_handoff(output, h, password=None if o.no_secret else endpoint.password, images=refs,
-                         secret_to_stdout=o.secret_to_stdout)
+                         secret_to_stdout=o.secret_to_stdout, referrers=referrer_note(images, h.tag))
 
 
 def handoff_after_import(directory: Path, endpoint: Endpoint, receipt: Receipt, context: RunContext) -> HandoffResult:
@@ -303,7 +305,20 @@ def handoff_after_import(directory: Path, endpoint: Endpoint, receipt: Receipt, 
                           pull_policy=render.DEFAULT_PULL_POLICY, namespace=None)
     if not any(e.name == render.BOOTSTRAPPER and e.tag == h.tag for e in images):
         context.warn(f"the release has no {render.BOOTSTRAPPER} image: {h.bootstrapper_image} will not pull")
-    return write_handoff(directory, h, password=endpoint.password, images=refs)
+    placed = receipt.referrers or {}  # this run's own Placed.to_dict(), not a file read back
+    count = sum(int(placed.get(k) or 0) for k in ("by_api", "by_fallback", "by_tag"))
+    note = render.ReferrerNote(way=placed.get("way"), placed=count) if count else None
+    return write_handoff(directory, h, password=endpoint.password, images=refs, referrers=note)
+
+
+def referrer_note(images: Sequence[Expected], tag: str) -> render.ReferrerNote | None:
+    """What a bundle says travels with the release ``tag``: its referrers, by kind (a receipt or a list: None)."""
+    kinds: dict[str, int] = {}
+    for e in images:
+        if e.tag == tag:
+            for r in e.referrers:
+                kinds[r.kind] = kinds.get(r.kind, 0) + 1
+    return render.ReferrerNote(kinds=tuple(sorted(kinds.items()))) if kinds else None
 
 
 # -- the preflight ------------------------------------------------------------------------------------------

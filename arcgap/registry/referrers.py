@@ -138,6 +138,17 @@ def fallback_index(client: RegistryClient, repository: str, digest: Digest) -> F
     return client.get_manifest(repository, tag)
 
 
+def listed_referrers(client: RegistryClient, repository: str, digest: Digest) -> set[Digest]:
+    """The digests the target lists for ``digest``: its referrers API, else its fallback tag index (unfetched)."""
+    entries = api_entries(client, repository, digest)
+    if entries is None:
+        index = fallback_index(client, repository, digest)
+        if index is None or not is_index(index.media_type):
+            return set()
+        entries = _entries(index.raw, f"fallback tag {fallback_tag(digest)}")
+    return {d for d, _ in entries}
+
+
 def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, api: bool | None = None,
                    cosign_tags: bool = True) -> tuple[list[Referrer], bool]:
     """Every referrer of ``digest`` in ``repository``, each fetched and checked, and whether the API answered.

@@ -1,5 +1,6 @@
 """``arcgap preflight``: is every image of a release at the target, under its reference, at its digest, with every
-platform of an index? Only the target is asked (HEAD/GET); nothing is written.
+platform of an index, with every referrer a bundle carries for it (by digest, and listed for its subject by the
+referrers API or the fallback tag)? Only the target is asked (HEAD/GET); nothing is written.
 
 What is expected comes from a bundle's table of contents, an import receipt (digests known) or an image list
 (presence only: a list names no digests). Each image is checked on its own thread (:func:`arcgap.util.parallel.each`).
@@ -18,6 +19,7 @@ from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 from arcgap.oci.reference import join_repository, validate_tag
 from arcgap.registry.client import RegistryClient
+from arcgap.registry.referrers import listed_referrers
 from arcgap.transfer.plan import map_targets
 from arcgap.transfer.receipt import Receipt
 from arcgap.util.parallel import DEFAULT_JOBS, each
@@ -29,6 +31,19 @@ OK, MISSING, DIFFERENT, INCOMPLETE, PRESENT = "ok", "missing", "different", "inc
 
 
 @dataclass(frozen=True)
+class ExpectedReferrer:
+    """A referrer the target should hold and list: by digest, and findable from its subject."""
+
+    subject: Digest
+    digest: Digest
+    kind: str  # artifactType (or "tag:sig" … for a legacy cosign tag)
+    tag: str | None = None  # legacy cosign: found under this tag, not by its subject
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "digest": str(self.digest), "subject": str(self.subject), "tag": self.tag}
+
+
+@dataclass(frozen=True)
 class Expected:
     """One image as the target should hold it."""
 
@@ -37,6 +52,7 @@ class Expected:
     tag: str
     digest: Digest | None  # None: an image list, which names no digest
     platforms: tuple[tuple[str, Digest], ...] = ()  # (os/arch[/variant], manifest digest) of an index's children
+    referrers: tuple[ExpectedReferrer, ...] = ()  # a bundle's referrers of this image (subjects first)
 
     def reference(self, registry: str) -> str:
         return f"{registry}/{self.repository}:{self.tag}"
@@ -52,6 +68,7 @@ class Check:
     problems: tuple[str, ...] = ()  # one line each: a missing platform or blob
     platforms_checked: int = 0
     blobs_checked: int = 0
+    referrers_missing: tuple[ExpectedReferrer, ...] = ()  # not at the target, or not findable from the subject
 
     def to_dict(self, registry: str) -> dict[str, Any]:
         e = self.expected
@@ -66,6 +83,8 @@ class Check:
             "problems": list(self.problems),
             "platforms_checked": self.platforms_checked,
             "blobs_checked": self.blobs_checked,
+            "referrers_checked": len(e.referrers),
+            "referrers_missing": [r.to_dict() for r in self.referrers_missing],
         }
 
 
@@ -105,9 +124,17 @@ def expected_from_manifest(manifest: BundleManifest, *, registry: str, repositor
     """A bundle's images where ``arcgap import`` puts them (same mapping, same ``TARGET_DOCKER_TAG`` rule)."""
     return [
         Expected(t.entry.name, t.repository, t.tag, t.entry.digest,
-                 tuple((p.platform, p.digest) for p in t.entry.platforms if p.digest != t.entry.digest))
+                 tuple((p.platform, p.digest) for p in t.entry.platforms if p.digest != t.entry.digest),
+                 tuple(ExpectedReferrer(r.subject, r.digest, _kind(r.artifact_type, r.tag), r.tag)
+                       for r in manifest.referrers if r.image == t.entry.ref_name))
         for t in map_targets(manifest, registry=registry, repository=repository, tag=tag)
     ]
+
+
+def _kind(artifact_type: str, tag: str | None) -> str:
+    if tag is not None:
+        return "tag:" + tag.rpartition(".")[2]
+    return artifact_type or "unknown"
 
 
 def expected_from_receipt(receipt: Receipt, *, repository: str) -> list[Expected]:
@@ -172,8 +199,30 @@ def check_image(client: RegistryClient, expected: Expected, *, blobs: bool = Fal
                 checked_blobs += 1
                 if not client.blob_exists(repo, d.digest):
                     problems.append(f"blob {d.digest} of {digest.short} is missing")
+    missing_refs = tuple(_missing_referrers(client, repo, expected.referrers))
+    problems.extend(f"referrer {r.digest} ({r.kind}) of {r.subject.short} is missing" for r in missing_refs)
     status = INCOMPLETE if problems else (OK if expected.digest is not None else PRESENT)
-    return Check(expected, status, found, tuple(problems), len(platforms), checked_blobs)
+    return Check(expected, status, found, tuple(problems), len(platforms), checked_blobs, missing_refs)
+
+
+def _missing_referrers(client: RegistryClient, repo: str, wanted: Sequence[ExpectedReferrer]) -> list[ExpectedReferrer]:
+    """The referrers the target does not hold by digest, or does not list for their subject (the referrers API,
+    else the fallback tag index); a legacy cosign referrer must sit under its tag. One listing per subject."""
+    listed: dict[Digest, set[Digest]] = {}
+    missing: list[ExpectedReferrer] = []
+    for ref in wanted:
+        if ref.tag is not None:
+            if client.head_manifest(repo, ref.tag) != ref.digest:
+                missing.append(ref)
+            continue
+        if client.head_manifest(repo, str(ref.digest)) is None:
+            missing.append(ref)
+            continue
+        if ref.subject not in listed:
+            listed[ref.subject] = listed_referrers(client, repo, ref.subject)
+        if ref.digest not in listed[ref.subject]:
+            missing.append(ref)
+    return missing
 
 
 def preflight(client: RegistryClient, expected: Sequence[Expected], *, repository: str, jobs: int = DEFAULT_JOBS,
