@@ -214,7 +214,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tmpdir", type=Path, default=None, help="parent of the work directory")
     args = ap.parse_args(argv)
     octets = args.net.split(".")
-    if len(octets) != 3 or octets[0] != "198" or octets[1] not in ("18", "19") or not octets[2].isdigit():
+    last = octets[-1]
+    if len(octets) != 3 or octets[:2] not in (["198", "18"], ["198", "19"]) or not last.isdigit() or int(last) > 255:
         ap.error("--net must be 198.18.X or 198.19.X (the benchmark range 198.18.0.0/15)")
     return args
 
