@@ -48,7 +48,7 @@ from devtools.runs import PROJECT_ROOT, clean_env
 from devtools.scenario import MB, RELEASE_TAG, SOURCE_REPOSITORY, image_list_yaml
 
 WAN_SH = PROJECT_ROOT / "devtools" / "wan.sh"
-PREFIX = "awb"  # namespaces awb-srv / awb-rt, veths awb0 ... (not the session tool's wan-*)
+PREFIX = "awb"  # namespaces awb-srv / awb-rt, veths awb0 ... (not the session tool's wan-*); --name
 PROFILES = {"A": (40, 0.05, 400), "B": (100, 0.2, 200), "C": (0, 0.0, 0)}  # RTT ms, loss % each way, Mbit/s
 TOOLS = ("curl-1", "curl-16r", "crane", "arcgap")
 RANGE = 8 << 20
@@ -66,10 +66,10 @@ def _load() -> str:
 class WanPath:
     """``wan.sh`` with this bench's names and addresses; :meth:`down` is safe to call any number of times."""
 
-    def __init__(self, net: str, work: Path) -> None:
+    def __init__(self, net: str, work: Path, prefix: str = PREFIX) -> None:
         self.net = net
-        self.env = {**os.environ, "WAN_PREFIX": PREFIX, "WAN_NET": net, "WAN_DIR": str(work / "wan")}
-        self.server_ns = f"{PREFIX}-srv"
+        self.env = {**os.environ, "WAN_PREFIX": prefix, "WAN_NET": net, "WAN_DIR": str(work / "wan")}
+        self.server_ns = f"{prefix}-srv"
         self.server_ip = f"{net}.130"
 
     def _sh(self, *args: str) -> None:
@@ -210,6 +210,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds before a run is stopped (default 180)")
     ap.add_argument("--jobs", type=int, default=None, help="arcgap --jobs (default: arcgap's own)")
     ap.add_argument("--net", default="198.19.7", help="the /24 of 198.18.0.0/15 the veths use (default 198.19.7)")
+    ap.add_argument("--name", default=PREFIX, help=f"prefix of the namespaces and veths (default {PREFIX})")
     ap.add_argument("--json-out", type=Path, default=Path("wanbench-results.json"))
     ap.add_argument("--tmpdir", type=Path, default=None, help="parent of the work directory")
     args = ap.parse_args(argv)
@@ -217,6 +218,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     last = octets[-1]
     if len(octets) != 3 or octets[:2] not in (["198", "18"], ["198", "19"]) or not last.isdigit() or int(last) > 255:
         ap.error("--net must be 198.18.X or 198.19.X (the benchmark range 198.18.0.0/15)")
+    if not (args.name.isalnum() and args.name.islower() and 1 <= len(args.name) <= 5):
+        ap.error("--name: 1 to 5 lower-case letters or digits")
     return args
 
 
@@ -230,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wanbench: crane not found (make crane, or ARCGAP_CRANE); or leave it out with --tools", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="arcgap-wanbench-", dir=args.tmpdir))
-    path = WanPath(args.net, work)
+    path = WanPath(args.net, work, args.name)
     results: list[dict[str, Any]] = []
     code = 1
     try:
