@@ -93,12 +93,13 @@ class _Stop(Exception):
 
 @contextmanager
 def _signals_end_the_run() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the bench like Ctrl-C: through every ``finally`` (namespaces torn down)."""
+    """SIGINT, SIGTERM and SIGHUP end the bench through every ``finally`` (namespaces torn down)."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise _Stop(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a bench started in the background (``cmd &`` in a script) inherits SIGINT ignored.
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
         yield
     finally:
