@@ -65,8 +65,10 @@ demo: sysdeps venv
 
 ## Export and import of a generated release of several hundred MB, side by side with crane and skopeo.
 ## Options through BENCH_ARGS, e.g. make bench BENCH_ARGS="--rounds 5" or BENCH_ARGS=--scale (see --help).
+## make bench WAN=1: arcgap, crane and curl over an emulated internet path instead (devtools/wanbench.py; root).
+BENCH_MODULE = $(if $(filter 1,$(WAN)),devtools.wanbench,devtools.bench)
 bench: sysdeps venv crane
-	ARCGAP_CRANE=$(abspath $(CRANE)) $(BIN)/python -m devtools.bench $(BENCH_ARGS)
+	ARCGAP_CRANE=$(abspath $(CRANE)) $(BIN)/python -m $(BENCH_MODULE) $(BENCH_ARGS)
 
 ## arcgap and every runtime dependency as wheels, with install.sh and SHA256SUMS, for an offline machine.
 ## Another target: make wheelhouse WHEELHOUSE_ARGS="--installer-platform manylinux2014_aarch64 --installer-python 3.9"

@@ -162,7 +162,7 @@ class Bench:
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.docker_config = work / "docker-config"
-        self.source: Registry = stack.enter_context(start_registry(work / "source-registry"))
+        self.source: Registry = self._start_source()
         self.names: list[str] = []
         self.oracle_dir = work / "oracle"
         self.source_reader = ManifestReader(self.source, self.oracle_dir)
@@ -171,7 +171,12 @@ class Bench:
         crane = crane_binary()
         self.crane = str(crane) if crane else ""
 
+    def _start_source(self) -> Registry:
+        """The source registry (loopback here; devtools.wanbench puts it behind an emulated path)."""
+        return self.stack.enter_context(start_registry(self.work / "source-registry"))
+
     def set_release(self, infos: Mapping[str, ImageInfo]) -> None:
+        self.infos = dict(infos)
         self.names = list(infos)
         self.generated = {n: i.digest for n, i in infos.items()}
         self.blob_list.write_text("".join(f"{r} {d} {s}\n" for r, d, s in unique_blobs(infos.values())))

@@ -41,7 +41,10 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 class RangedOptions:
     """When and how a blob is split. ``slots`` bounds the parts fetched ahead across all blobs of a run."""
 
-    threshold_bytes: int = 32 << 20  # smaller blobs: one stream (a few parts would not pay for the probe)
+    # Smaller blobs: one stream. 8 MiB (4 parts) and not more: a release's app layers (tens of MiB) fetched one
+    # connection each held the 16-image set at 15 % of a 40 ms / 0.05 % link with --jobs 4 (make bench WAN=1);
+    # on a fast path the probe's first chunk turns such a blob back into one stream (one extra request).
+    threshold_bytes: int = 8 << 20
     part_bytes: int = 2 << 20  # a part is one request; on a 2.5 MB/s loss-limited connection under a second
     window: int = 16  # helper connections of one blob
     ahead: int = 32  # parts past the head one blob may have asked for: a slow part does not idle the others

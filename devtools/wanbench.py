@@ -1,0 +1,304 @@
+"""``python -m devtools.wanbench`` (``make bench WAN=1``): arcgap, crane and curl over an emulated internet path.
+
+The path (:file:`devtools/wan.sh`; this kernel has no ``sch_netem``): the root namespace (the clients) -- a
+router namespace -- a server namespace running the source registry (CNCF distribution, plain HTTP). The router
+impairs every forwarded packet both ways: an NFQUEUE program holds it for half the RTT and drops a random
+share, then ``tbf`` limits the rate (a 1-BDP buffer). Profiles: ``A`` 40 ms RTT / 0.05 % loss each way /
+400 Mbit/s, ``B`` 100 ms / 0.2 % / 200 Mbit/s, ``C`` no impairment (the same namespaces, for comparison).
+
+The data: :func:`devtools.bench.generate`'s release (the 22 Arc images, ``--size-mb`` MB of blobs) and
+``arc-big-layer``, one image with a single ``--big-layer-gib`` GiB layer, pushed inside the server namespace
+(unimpaired). For each profile, each workload (``set``, ``big``) and each round, in this order:
+
+- ``curl-1``: every unique blob by ``curl``, 4 at a time (``big``: the one layer on one connection);
+- ``curl-16r``: every blob as 8 MiB ranges, 16 ``curl`` at a time (how far parallel ranges get);
+- ``crane``: ``crane pull --format=oci --insecure REF... DIR`` (the pull only; packing is local work);
+- ``arcgap``: ``arcgap export --images LIST -o B --source-plain-http`` (fresh blob cache each time);
+  ``arcgap-jN`` (not run by default): the same with ``--jobs N``.
+
+Reported per run: wall time, MB moved (the unique blobs' bytes), MB/s and the share of the link's rate. A run
+that does not finish within ``--timeout`` seconds is stopped and reported as ``> T s``. The load average is
+printed with every run (the emulator needs CPU; figures on a shared machine are indicative).
+
+Namespaces, the emulator and the registry are torn down when the bench ends, fails or is interrupted
+(SIGINT, SIGTERM, SIGHUP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from devtools.bench import BIG_IMAGE, generate
+from devtools.benchsides import Bench, unique_blobs
+from devtools.registries import Registry, crane_binary, start_registry
+from devtools.runs import PROJECT_ROOT, clean_env
+from devtools.scenario import MB, RELEASE_TAG, SOURCE_REPOSITORY, image_list_yaml
+
+WAN_SH = PROJECT_ROOT / "devtools" / "wan.sh"
+PREFIX = "awb"  # namespaces awb-srv / awb-rt, veths awb0 ... (not the session tool's wan-*); --name
+PROFILES = {"A": (40, 0.05, 400), "B": (100, 0.2, 200), "C": (0, 0.0, 0)}  # RTT ms, loss % each way, Mbit/s
+TOOLS = ("curl-1", "curl-16r", "crane", "arcgap")
+RANGE = 8 << 20
+PORT = 5000
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class WanPath:
+    """``wan.sh`` with this bench's names and addresses; :meth:`down` is safe to call any number of times."""
+
+    def __init__(self, net: str, work: Path, prefix: str = PREFIX) -> None:
+        self.net = net
+        self.env = {**os.environ, "WAN_PREFIX": prefix, "WAN_NET": net, "WAN_DIR": str(work / "wan")}
+        self.server_ns = f"{prefix}-srv"
+        self.server_ip = f"{net}.130"
+
+    def _sh(self, *args: str) -> None:
+        done = subprocess.run(["bash", str(WAN_SH), *args], env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"wan.sh {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-500:]}")
+
+    def up(self) -> None:
+        self._sh("up")
+
+    def shape(self, profile: str) -> None:
+        self._sh("shape", profile)
+
+    def down(self) -> None:
+        subprocess.run(["bash", str(WAN_SH), "down"], env=self.env, capture_output=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+@contextmanager
+def _signals_end_the_run() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP end the bench through every ``finally`` (namespaces torn down)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    # SIGINT too: a bench started in the background (``cmd &`` in a script) inherits SIGINT ignored.
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def timed(argv: Sequence[str], *, log: Path, timeout: float, env: dict[str, str] | None = None,
+          stdin: str | None = None) -> tuple[float, bool]:  # fmt: skip
+    """Run ``argv`` in its own process group; ``(seconds, finished)``. A run past ``timeout`` is killed."""
+    with open(log, "ab") as out:
+        out.write(f"\n$ {' '.join(argv)}\n".encode())
+        out.flush()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True)  # fmt: skip
+        try:
+            proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return time.monotonic() - t0, False
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        seconds = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode} (log: {log})")
+    return seconds, True
+
+
+class WanBench(Bench):
+    """:class:`Bench` with the source registry in the server namespace, on the path's address."""
+
+    def __init__(self, work: Path, stack: ExitStack, path: WanPath, jobs: int | None) -> None:
+        self.path = path
+        super().__init__(work, stack, jobs=jobs)
+
+    def _start_source(self) -> Registry:
+        return self.stack.enter_context(start_registry(
+            self.work / "source-registry", bind=self.path.server_ip, port=PORT, netns=self.path.server_ns,
+        ))  # fmt: skip
+
+
+def _blobs(bench: Bench, names: Sequence[str]) -> list[tuple[str, str, int]]:
+    infos = [bench.infos[n] for n in names]
+    return unique_blobs(infos)
+
+
+def _curl_lines(base: str, blobs: Sequence[tuple[str, str, int]], ranged: bool) -> str:
+    lines = []
+    for repo, digest, size in blobs:
+        url = f"{base}/v2/{repo}/blobs/{digest}"
+        if not ranged or size <= RANGE:
+            lines.append(url)
+            continue
+        for start in range(0, size, RANGE):
+            lines.append(f"-r {start}-{min(start + RANGE, size) - 1} {url}")
+    return "\n".join(lines) + "\n"
+
+
+def run_tool(bench: WanBench, tool: str, names: Sequence[str], work: Path, log: Path, timeout: float,
+             jobs: int | None) -> tuple[float, bool]:  # fmt: skip
+    src = f"{bench.path.server_ip}:{PORT}"
+    blobs = _blobs(bench, names)
+    if tool.startswith("curl"):
+        ranged = tool == "curl-16r"
+        par = "16" if ranged else "4"
+        script = _curl_lines(f"http://{src}", blobs, ranged)
+        argv = ["xargs", "-P", par, "-L", "1", "curl", "-sSf", "--noproxy", "*", "-o", "/dev/null"]
+        return timed(argv, log=log, timeout=timeout, stdin=script)
+    env = clean_env(bench.docker_config, cache_home=work / "cache")
+    if tool == "crane":
+        out = work / "crane-oci"
+        try:
+            refs = [f"{src}/{SOURCE_REPOSITORY}/{n}:{RELEASE_TAG}" for n in names]
+            return timed([bench.crane, "pull", "--format=oci", "--insecure", *refs, str(out)], log=log,
+                         timeout=timeout, env=env)  # fmt: skip
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    image_list = work / "images.yaml"
+    image_list.write_text(image_list_yaml(names, release=RELEASE_TAG, repository=SOURCE_REPOSITORY, title="wanbench"))
+    bundle = work / "arcgap.tar.zst"
+    env.update(SOURCE_DOCKER_REGISTRY=src, SOURCE_DOCKER_REPOSITORY=SOURCE_REPOSITORY, SOURCE_DOCKER_TAG=RELEASE_TAG)
+    argv = [sys.executable, "-m", "arcgap", "export", "--images", str(image_list), "-o", str(bundle),
+            "--source-plain-http", "--no-input"]  # fmt: skip
+    if tool.startswith("arcgap-j"):
+        jobs = int(tool.removeprefix("arcgap-j"))
+    if jobs:
+        argv += ["--jobs", str(jobs)]
+    try:
+        return timed(argv, log=log, timeout=timeout, env=env)
+    finally:
+        for p in work.glob("arcgap*"):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(work / "cache", ignore_errors=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m devtools.wanbench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profiles", default="A,B", help="comma-separated: A (40 ms/0.05 %%/400 Mbit), "
+                    "B (100 ms/0.2 %%/200 Mbit), C (none); default A,B")  # fmt: skip
+    ap.add_argument("--workloads", default="set,big", help="set (the release), big (the one-layer image)")
+    ap.add_argument("--tools", default=",".join(TOOLS), help=f"default {','.join(TOOLS)}")
+    ap.add_argument("--size-mb", type=float, default=500.0, help="blobs of the release, in MB (default 500)")
+    ap.add_argument("--big-layer-gib", type=float, default=1.0, help="the big layer, GiB (default 1)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per profile (default 1)")
+    ap.add_argument("--timeout", type=float, default=180.0, help="seconds before a run is stopped (default 180)")
+    ap.add_argument("--jobs", type=int, default=None, help="arcgap --jobs (default: arcgap's own)")
+    ap.add_argument("--net", default="198.19.7", help="the /24 of 198.18.0.0/15 the veths use (default 198.19.7)")
+    ap.add_argument("--name", default=PREFIX, help=f"prefix of the namespaces and veths (default {PREFIX})")
+    ap.add_argument("--json-out", type=Path, default=Path("wanbench-results.json"))
+    ap.add_argument("--tmpdir", type=Path, default=None, help="parent of the work directory")
+    args = ap.parse_args(argv)
+    octets = args.net.split(".")
+    last = octets[-1]
+    if len(octets) != 3 or octets[:2] not in (["198", "18"], ["198", "19"]) or not last.isdigit() or int(last) > 255:
+        ap.error("--net must be 198.18.X or 198.19.X (the benchmark range 198.18.0.0/15)")
+    if not (args.name.isalnum() and args.name.islower() and 1 <= len(args.name) <= 5):
+        ap.error("--name: 1 to 5 lower-case letters or digits")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("wanbench: needs root (namespaces, iptables, tc)", file=sys.stderr)
+        return 2
+    tools = [t for t in args.tools.split(",") if t]
+    if "crane" in tools and crane_binary() is None:
+        print("wanbench: crane not found (make crane, or ARCGAP_CRANE); or leave it out with --tools", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="arcgap-wanbench-", dir=args.tmpdir))
+    path = WanPath(args.net, work, args.name)
+    results: list[dict[str, Any]] = []
+    code = 1
+    try:
+        with _signals_end_the_run(), ExitStack() as stack:
+            stack.callback(path.down)
+            path.up()
+            code = _run(stack, path, work, args, tools, results)
+    except (KeyboardInterrupt, _Stop) as exc:
+        print(f"\nwanbench: interrupted ({exc or 'SIGINT'}); namespaces removed", file=sys.stderr)
+        code = 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"\nwanbench: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if results:
+        args.json_out.write_text(json.dumps({"runs": results}, indent=2) + "\n")
+        _log(f"results written to {args.json_out}")
+    return code
+
+
+def _run(stack: ExitStack, path: WanPath, work: Path, args: argparse.Namespace, tools: Sequence[str],
+         results: list[dict[str, Any]]) -> int:  # fmt: skip
+    bench = WanBench(work, stack, path, args.jobs)
+    big = [(BIG_IMAGE, args.big_layer_gib)] if "big" in args.workloads else []
+    generate(bench, args.size_mb, big)
+    workloads = {"set": [n for n in bench.names if n != BIG_IMAGE], "big": [BIG_IMAGE]}
+    runs_dir = work / "runs"
+    runs_dir.mkdir()
+    log = work / "logs" / "wanbench.log"
+    rows = []
+    for profile in args.profiles.split(","):
+        rtt, loss, mbit = PROFILES[profile]
+        path.shape(profile)
+        link = f"{rtt} ms RTT, {loss:g} % loss each way, {mbit} Mbit/s" if mbit else "no impairment"
+        _log(f"profile {profile}: {link}")
+        for wl in args.workloads.split(","):
+            names = workloads[wl]
+            nbytes = sum(s for _, _, s in _blobs(bench, names))
+            for r in range(args.rounds):
+                for tool in tools:
+                    seconds, done = run_tool(bench, tool, names, runs_dir, log, args.timeout, args.jobs)
+                    rate = nbytes / seconds / MB
+                    share = rate * MB * 8 / (mbit * 1e6) * 100 if mbit else 0.0
+                    t = f"{seconds:7.1f} s" if done else f"> {seconds:5.0f} s"
+                    row = (
+                        f"  {profile} {wl:3} r{r + 1} {tool:9} {t}  {nbytes / MB:7.1f} MB  "
+                        + (
+                            (f"{rate:6.1f} MB/s  " + (f"{share:5.1f} % of link" if mbit else ""))
+                            if done
+                            else "(stopped)"
+                        )
+                        + f"  [{_load()}]"
+                    )
+                    _log(row)
+                    rows.append(row)
+                    results.append({"profile": profile, "link": link, "workload": wl, "round": r + 1, "tool": tool,
+                                    "seconds": round(seconds, 2), "finished": done, "bytes": nbytes,
+                                    "mb_per_s": round(rate, 2) if done else None,
+                                    "link_percent": round(share, 1) if done and mbit else None,
+                                    "loadavg": [round(x, 2) for x in os.getloadavg()]})  # fmt: skip
+    path.shape("C")
+    _log("\nsummary (MB = 10^6 bytes of unique blobs; link % = MB/s x 8 / link Mbit/s):\n" + "\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
