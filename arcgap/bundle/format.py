@@ -37,7 +37,8 @@ MANIFEST_NAME = "arcgap.yaml"
 LAYOUT_NAME = "oci-layout"
 INDEX_NAME = "index.json"
 MAX_YAML_BYTES = limits.MAX_YAML_BYTES
-BLOB_KINDS = ("index", "manifest", "config", "layer")
+MANIFEST_KINDS = ("index", "manifest")  # the blob kinds that are manifests (stored whole, parsed)
+BLOB_KINDS = (*MANIFEST_KINDS, "config", "layer")
 RELIABLE_KINDS = ("config", "layer")  # manifests are always in the bundle: tags need their bytes
 BASE_VIAS = ("bundle", "sidecar", "receipt")
 
@@ -376,7 +377,7 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
         releases=releases,
         referrers=parse_referrers(
             doc, version, origin, images={i.ref_name: {i.digest, *(p.digest for p in i.platforms)} for i in images},
-            manifests={b.digest: (b.size, b.media_type) for b in blobs if b.kind in ("index", "manifest")}),
+            manifests={b.digest: (b.size, b.media_type) for b in blobs if b.kind in MANIFEST_KINDS}),
     )
 
 
@@ -401,7 +402,7 @@ def _check_blob_order(blobs: list[BlobEntry], origin: str) -> None:
     held = 0
     configs_seen = False
     for n, b in enumerate(blobs):
-        if b.kind in ("index", "manifest"):
+        if b.kind in MANIFEST_KINDS:
             if configs_seen:
                 raise _fail(origin, f"blobs[{n}]: manifest {b.digest.short} after a config or layer")
             if b.size > limits.MAX_MANIFEST_BYTES:

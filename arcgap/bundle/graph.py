@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arcgap.bundle.format import BundleManifest, ImageEntry
+from arcgap.bundle.format import MANIFEST_KINDS, BundleManifest, ImageEntry
 from arcgap.bundle.limits import MAX_GRAPH_DEPTH, MAX_INDEX_CHILDREN, MAX_LAYERS
 from arcgap.bundle.referrers import ReferrerEntry, subject_of
 from arcgap.errors import BundleFormatError, RegistryError
@@ -115,7 +115,7 @@ def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, ori
                 needed.add(d.digest)
         graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere)),
                                  tuple(mine)))
-    unused = [b for b in manifest.blobs if b.kind in ("index", "manifest") and b.digest not in used]
+    unused = [b for b in manifest.blobs if b.kind in MANIFEST_KINDS and b.digest not in used]
     if unused:
         raise BundleFormatError(f"{origin}: {unused[0].kind} {unused[0].digest.short} is listed but no image uses it")
     for b in manifest.blobs:  # a blob may serve as both (OCI's empty descriptor): its kind must be one of its uses

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import zstandard
 
 from arcgap.bundle import tarstream
+from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME
 from arcgap.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
@@ -45,7 +46,6 @@ from arcgap.oci.strictjson import (
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
-DOCKER_MANIFEST_NAME = "manifest.json"
 OPTIONAL_MEMBERS = (DOCKER_MANIFEST_NAME,)  # docker-load compatibility (written by later versions)
 MAX_SMALL_MEMBER = MAX_LAYOUT_MEMBER_BYTES
 __all__ = ["MAX_TRAILING_BYTES", "BundleReader", "open_bundle"]

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arcgap.bundle.format import BundleManifest
+from arcgap.bundle.format import MANIFEST_KINDS, BundleManifest
 from arcgap.bundle.graph import build_graph
 from arcgap.bundle.limits import MAX_IMAGES, MAX_TEXT
 from arcgap.bundle.reader import BundleReader
@@ -56,7 +56,7 @@ def verify_bundle(
     manifests: dict[Digest, bytes] = {}
     checked = False
     for entry, chunks in reader.blobs():
-        if entry.kind in ("index", "manifest"):
+        if entry.kind in MANIFEST_KINDS:
             data = b"".join(chunks)
             manifests[entry.digest] = data
             reporter.advance(len(data))

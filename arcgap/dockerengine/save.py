@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from arcgap.bundle.format import BlobEntry, BundleManifest
+from arcgap.bundle.format import MANIFEST_KINDS, BlobEntry, BundleManifest
 from arcgap.bundle.graph import build_graph
 from arcgap.dockerengine import check_events, engine_error
 from arcgap.errors import ArcgapError, BundleFormatError, UsageError
@@ -253,7 +253,7 @@ class SpoolSource:
         self.files = files
 
     def contents(self, meter: Meter) -> Contents:
-        manifests = {b.digest: self.small[b.digest] for b in self.manifest.blobs if b.kind in ("index", "manifest")}
+        manifests = {b.digest: self.small[b.digest] for b in self.manifest.blobs if b.kind in MANIFEST_KINDS}
         graphs = build_graph(self.manifest, manifests, origin="docker save")
         return Contents(self.manifest, tuple(graphs), manifests)
 

@@ -120,10 +120,6 @@ def check_fields(doc: Mapping[str, Any], fields: Iterable[str], where: str) -> N
             raise StrictJSONError(f"{where}key {_excerpt(key)} is read as {name!r} by Go readers (case-insensitive)")
 
 
-def _where(where: str) -> str:
-    return f"{where}: " if where else ""
-
-
 def check_int(value: Any, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise StrictJSONError(f"{where} is not an integer")

@@ -12,7 +12,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -460,24 +460,11 @@ class RegistryClient:
         """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution 3.1 pages at
         1000 whatever ``n`` asks for, Harbor, …); ``page_size`` asks for ``n`` a page."""
         what = f"listing tags of {self.registry}/{repository}"
+        url = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
+        scopes = frozenset({repo_scope(repository, self._read_actions)})
         tags: list[str] = []
-        url: str | None = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
-        seen: set[str] = set()
-        while url:
-            if url in seen or len(seen) >= MAX_TAG_PAGES:
-                raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {url})")
-            seen.add(url)
-            resp = self._send("GET", url, scopes=frozenset({repo_scope(repository, self._read_actions)}), what=what)
-            try:
-                doc = resp.json()
-            except ValueError:
-                doc = None
-            if not isinstance(doc, dict):
-                raise RegistryError(f"{what}: the answer is not a JSON object")
+        for _, doc in self._pages(url, what=what, scopes=scopes, max_pages=MAX_TAG_PAGES):
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
-            following = next_link(resp.headers.get("link", ""))
-            url = None if following is None else (
-                following if following.startswith(("http://", "https://")) else self.base_url + following)
         return tags
 
     def list_catalog(self, *, page_size: int = CATALOG_PAGE) -> list[str]:
@@ -489,18 +476,37 @@ class RegistryClient:
         what = f"listing the repositories of {self.registry}"
         names: list[str] = []
         known: set[str] = set()
-        url: str | None = f"/v2/_catalog?n={page_size}"
+        pages = self._pages(f"/v2/_catalog?n={page_size}", what=what, scopes=frozenset({CATALOG_SCOPE}),
+                            max_pages=MAX_CATALOG_PAGES, unsized="/v2/_catalog")
+        for number, (url, doc) in enumerate(pages, start=1):
+            page = [r for r in (doc.get("repositories") or []) if isinstance(r, str)]
+            fresh = [r for r in page if r not in known]
+            if page and not fresh:
+                raise RegistryError(f"{what}: page {number} repeats earlier pages ({url})")
+            known.update(fresh)
+            names.extend(fresh)
+        return names
+
+    def _pages(self, url: str, *, what: str, scopes: frozenset[str], max_pages: int,
+               unsized: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each page of a paged GET as (its URL, its JSON object), following ``Link`` rel="next" (RFC 8288).
+
+        A page asked twice or more than ``max_pages`` pages is an error: the registry's pages do not end.
+        ``unsized``: the URL to ask instead when the first page is refused with 400 (a registry refusing ``n``);
+        it is asked once, with its own page size and links after it.
+        """
         seen: set[str] = set()
-        while url:
-            if url in seen or len(seen) >= MAX_CATALOG_PAGES:
-                raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {url})")
-            seen.add(url)
+        next_url: str | None = url
+        while next_url:
+            if next_url in seen or len(seen) >= max_pages:
+                raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {next_url})")
+            seen.add(next_url)
             try:
-                resp = self._send("GET", url, scopes=frozenset({CATALOG_SCOPE}), what=what)
+                resp = self._send("GET", next_url, scopes=scopes, what=what)
             except RegistryError as exc:
-                if exc.status != 400 or len(seen) != 1:
+                if unsized is None or exc.status != 400 or len(seen) != 1:
                     raise
-                url = "/v2/_catalog"  # its own page size, then its own links
+                next_url, unsized = unsized, None
                 continue
             try:
                 doc = resp.json()
@@ -508,16 +514,10 @@ class RegistryClient:
                 doc = None
             if not isinstance(doc, dict):
                 raise RegistryError(f"{what}: the answer is not a JSON object")
-            page = [r for r in (doc.get("repositories") or []) if isinstance(r, str)]
-            fresh = [r for r in page if r not in known]
-            if page and not fresh:
-                raise RegistryError(f"{what}: page {len(seen)} repeats earlier pages ({url})")
-            known.update(fresh)
-            names.extend(fresh)
+            yield next_url, doc
             following = next_link(resp.headers.get("link", ""))
-            url = None if following is None else (
+            next_url = None if following is None else (
                 following if following.startswith(("http://", "https://")) else self.base_url + following)
-        return names
 
     # -- blobs --------------------------------------------------------------------------------------------
 

@@ -89,9 +89,11 @@ class Client(Protocol):
     gave_up: threading.Event
     upload_traits: UploadTraits
 
-    def _send(self, method: str, url: str, *, scopes: frozenset[str], what: str,
-              headers: dict[str, str] | None = ..., content: bytes | Iterable[bytes] | None = ...,
-              params: dict[str, str] | None = ..., ok: tuple[int, ...] = ..., settle: bool = ...) -> httpx.Response: ...
+    def _send(
+        self, method: str, url: str, *, scopes: frozenset[str], what: str,
+        headers: dict[str, str] | None = ..., content: bytes | Iterable[bytes] | None = ...,
+        params: dict[str, str] | None = ..., ok: tuple[int, ...] = ..., settle: bool = ...,
+    ) -> httpx.Response: ...
 
     def _status_error(self, resp: httpx.Response, what: str) -> ArcgapError: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from arcgap.bundle.format import BlobEntry
+from arcgap.bundle.format import MANIFEST_KINDS, BlobEntry
 from arcgap.bundle.graph import build_graph
 from arcgap.bundle.reader import BundleReader
 from arcgap.oci.digest import Digest
@@ -36,7 +36,7 @@ class BundleSource:
         manifests: dict[Digest, bytes] = {}
         self._blobs = read_ahead(self.reader.blobs())
         for entry, chunks in self._blobs:
-            if entry.kind not in ("index", "manifest"):
+            if entry.kind not in MANIFEST_KINDS:
                 self._first = (entry, chunks)
                 break
             manifests[entry.digest] = b"".join(metered(chunks, meter))

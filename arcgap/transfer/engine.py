@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from arcgap.bundle.format import BlobEntry
+from arcgap.bundle.format import MANIFEST_KINDS, BlobEntry
 from arcgap.errors import Fault, IntegrityError, MissingBaseError, option
 from arcgap.oci.digest import Digest
 from arcgap.transfer.background import BackgroundUploads, background_slots
@@ -33,7 +33,6 @@ from arcgap.util.parallel import DEFAULT_JOBS, each
 from arcgap.util.progress import Reporter
 
 TallyT = TypeVar("TallyT", bound=Tally)
-_MANIFEST_KINDS = ("index", "manifest")
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ class _Copy:
                                         order=[b.digest for b in (*manifest.relied_on_blobs, *manifest.blobs)])
             self._check_relied_on(contents)
             if not self.options.dry_run:
-                data_bytes = sum(b.size for b in manifest.blobs if b.kind not in _MANIFEST_KINDS)
+                data_bytes = sum(b.size for b in manifest.blobs if b.kind not in MANIFEST_KINDS)
                 self.reporter.start(data_bytes, images=len(self.targets), label=self.options.label)
                 if self.source.sequential:
                     self._stream(contents)
@@ -249,8 +248,8 @@ class _Copy:
 
         try:
             self.placements.upload(entry.digest, entry.size, missing, self.source.open(entry, meter),
-                                   reopen=lambda _first: self.source.open(entry, meter),
-                                   again=lambda: self.source.open(entry, meter))
+                                   copy_from=lambda _first: self.source.open(entry, meter),
+                                   reopen=lambda: self.source.open(entry, meter))
         except IntegrityError:
             self._meter(-counted[0])
             raise
@@ -274,10 +273,10 @@ class _Copy:
                      again: Callable[[], Iterator[bytes]] | None) -> None:
         """The source cannot be read again: a refused mount copies the verified blob back out of the sink; a lost
         upload session starts over from the blob held in memory (``again``), if it is."""
-        def reopen(first: str) -> Iterator[bytes]:
+        def copy_from(first: str) -> Iterator[bytes]:
             return self.sink.stream_blob(first, entry.digest, entry.size)
 
-        self.placements.upload(entry.digest, entry.size, missing, chunks, reopen=reopen, again=again)
+        self.placements.upload(entry.digest, entry.size, missing, chunks, copy_from=copy_from, reopen=again)
 
     # -- the tally ------------------------------------------------------------------------------------------
 

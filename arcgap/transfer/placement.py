@@ -209,20 +209,21 @@ class Placements:
         return missing
 
     def upload(self, digest: Digest, size: int, missing: list[str], chunks: Iterable[bytes], *,
-               reopen: Callable[[str], Iterable[bytes]], again: Callable[[], Iterable[bytes]] | None = None) -> None:
+               copy_from: Callable[[str], Iterable[bytes]],
+               reopen: Callable[[], Iterable[bytes]] | None = None) -> None:
         """Upload ``chunks`` into the first of ``missing``, then mount the blob from there into the others.
 
-        Where a mount is refused, the blob is uploaded once more from ``reopen(first)``: the source again when
-        it can be re-read, else the verified copy just placed in ``first``. ``again`` gives the blob's bytes
-        from the start once more, should the sink lose the first upload midway (None: the source cannot).
+        Where a mount is refused, the blob is uploaded once more from ``copy_from(first)``: the source again
+        when it can be re-read, else the verified copy just placed in ``first``. ``reopen`` gives the blob's
+        bytes from the start once more, should the sink lose the first upload midway (None: the source cannot).
         """
         first = missing[0]
         self.client.upload_blob(first, digest, chunks, what=f"blob {digest} to {self.client.registry}/{first}",
-                                size=size, reopen=again)
+                                size=size, reopen=reopen)
         self.placed(first, digest, "uploaded", size)
         for repo in missing[1:]:
             if not self.mount(repo, digest, first):
-                self.client.upload_blob(repo, digest, reopen(first), size=size, reopen=lambda: reopen(first),
+                self.client.upload_blob(repo, digest, copy_from(first), size=size, reopen=lambda: copy_from(first),
                                         what=f"blob {digest} to {self.client.registry}/{repo}")
                 self.placed(repo, digest, "uploaded", size)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from arcgap.bundle.format import BlobEntry, needed_version
+from arcgap.bundle.format import MANIFEST_KINDS, BlobEntry, needed_version
 from arcgap.bundle.referrers import ReferrerEntry
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
@@ -157,7 +157,7 @@ def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapp
                 have.add(d.digest)
                 new_data.append(BlobEntry(d.digest, d.size, d.media_type, "config" if i == 0 else "layer"))
                 source[d.digest] = repos[image.ref_name]
-    first_data = next((n for n, b in enumerate(manifest.blobs) if b.kind not in ("index", "manifest")),
+    first_data = next((n for n, b in enumerate(manifest.blobs) if b.kind not in MANIFEST_KINDS),
                       len(manifest.blobs))
     blobs = (*manifest.blobs[:first_data], *new_manifests, *manifest.blobs[first_data:], *new_data)
     version = max(manifest.format_version, needed_version(differential=False, signed=False, referrers=True))
