@@ -16,9 +16,9 @@ from arcgap.bundle.format import (
     FORMAT_VERSION,
     PLAIN_FORMAT_VERSION,
     BlobEntry,
-    BundleManifest,
     ImageEntry,
     PlatformEntry,
+    TableOfContents,
 )
 from arcgap.errors import BundleFormatError, ExitCode
 from arcgap.oci.digest import Digest
@@ -33,7 +33,7 @@ CONFIG_B = Digest.of(b"config-b")
 LAYER = Digest.of(b"layer")
 
 
-def _manifest(**overrides: Any) -> BundleManifest:
+def _manifest(**overrides: Any) -> TableOfContents:
     blobs = (
         BlobEntry(INDEX, 400, OCI_INDEX, "index"),
         BlobEntry(AMD64, 500, OCI_MANIFEST, "manifest"),
@@ -74,7 +74,7 @@ def _manifest(**overrides: Any) -> BundleManifest:
         "created": "2024-04-09T10:00:00Z",
     }
     fields.update(overrides)
-    return BundleManifest(**fields)
+    return TableOfContents(**fields)
 
 
 def _doc() -> dict[str, Any]:
@@ -89,7 +89,7 @@ def _dump(doc: object) -> bytes:
 
 def test_round_trip_equality() -> None:
     m = _manifest()
-    again = BundleManifest.from_yaml(m.to_yaml())
+    again = TableOfContents.from_yaml(m.to_yaml())
     assert again == m
     assert again.arcgap_version == __version__
     assert again.format_version == PLAIN_FORMAT_VERSION  # a full unsigned bundle: arcgap 0.1 reads it too
@@ -101,7 +101,7 @@ def test_an_empty_bundle_is_refused() -> None:
     """Nothing to import: exit 8 with a message that says so, not an import that does nothing and exits 0."""
     m = _manifest(images=(), blobs=())
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(m.to_yaml())
+        TableOfContents.from_yaml(m.to_yaml())
     assert info.value.message == "arcgap.yaml: the bundle holds no images"
     assert info.value.exit_code == ExitCode.BUNDLE_FORMAT
 
@@ -165,7 +165,7 @@ def test_oci_index_one_unique_ref_name_per_image() -> None:
 
 
 def test_oci_layout() -> None:
-    assert json.loads(BundleManifest.oci_layout()) == {"imageLayoutVersion": OCI_LAYOUT_VERSION}
+    assert json.loads(TableOfContents.oci_layout()) == {"imageLayoutVersion": OCI_LAYOUT_VERSION}
 
 
 @pytest.mark.parametrize(
@@ -178,7 +178,7 @@ def test_oci_layout() -> None:
 )
 def test_from_yaml_not_yaml_names_a_line(data: bytes) -> None:
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(data, origin="b.tar.zst:arcgap.yaml")
+        TableOfContents.from_yaml(data, origin="b.tar.zst:arcgap.yaml")
     line = info.value.message.split(":")[2]
     assert info.value.message.startswith("b.tar.zst:arcgap.yaml:")
     assert line.isdigit() and int(line) >= 1, info.value.message
@@ -188,7 +188,7 @@ def test_from_yaml_not_yaml_names_a_line(data: bytes) -> None:
 
 def test_from_yaml_unclosed_flow_names_the_line() -> None:
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(b"format: arcgap-bundle\nformat_version: 1\nimages: [a, b\n")
+        TableOfContents.from_yaml(b"format: arcgap-bundle\nformat_version: 1\nimages: [a, b\n")
     assert info.value.message == "arcgap.yaml:4: not valid YAML"
 
 
@@ -204,7 +204,7 @@ def test_from_yaml_unclosed_flow_names_the_line() -> None:
 )
 def test_from_yaml_not_a_bundle_manifest(doc: object) -> None:
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(_dump(doc), origin="x.yaml")
+        TableOfContents.from_yaml(_dump(doc), origin="x.yaml")
     assert info.value.message == "x.yaml: not an arcgap bundle manifest"
 
 
@@ -214,7 +214,7 @@ def test_from_yaml_newer_format_version() -> None:
     doc["arcgap_version"] = "9.9.9"
     doc["images"] = "whatever a future version puts here"
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(_dump(doc))
+        TableOfContents.from_yaml(_dump(doc))
     assert info.value.message == f"bundle format version 99 is newer than this arcgap supports ({FORMAT_VERSION})"
     assert "newer" in info.value.message
     assert info.value.hint == "install a newer arcgap on this side (the bundle was written by arcgap 9.9.9)"
@@ -307,7 +307,7 @@ def test_from_yaml_rejects(change: Callable[[dict[str, Any]], None], message: st
     doc = _doc()
     change(doc)
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(_dump(doc), origin="b:arcgap.yaml")
+        TableOfContents.from_yaml(_dump(doc), origin="b:arcgap.yaml")
     assert info.value.message == f"b:arcgap.yaml: {message}"
     assert info.value.exit_code == ExitCode.BUNDLE_FORMAT
     assert info.value.hint == "the bundle is damaged or was not written by arcgap"
@@ -317,20 +317,20 @@ def test_unknown_top_level_keys_are_kept_in_extra() -> None:
     doc = _doc()
     doc["signatures"] = [{"keyid": "abc", "sig": "def"}]
     doc["x-note"] = "carried by a newer minor version"
-    m = BundleManifest.from_yaml(_dump(doc))
+    m = TableOfContents.from_yaml(_dump(doc))
     assert m.extra == {"signatures": [{"keyid": "abc", "sig": "def"}], "x-note": "carried by a newer minor version"}
     assert m.images == _manifest().images
     again = yaml.safe_load(m.to_yaml())
     assert again["signatures"] == [{"keyid": "abc", "sig": "def"}]
     assert again["x-note"] == "carried by a newer minor version"
-    assert BundleManifest.from_yaml(m.to_yaml()) == m
+    assert TableOfContents.from_yaml(m.to_yaml()) == m
 
 
 def test_missing_optional_fields_default() -> None:
     doc = _doc()
     del doc["arcgap_version"], doc["created"]
     doc["source"] = {"registry": "r.example:5000"}
-    m = BundleManifest.from_yaml(_dump(doc))
+    m = TableOfContents.from_yaml(_dump(doc))
     assert (m.arcgap_version, m.created, m.source_registry, m.source_repository) == ("", "", "r.example:5000", "")
 
 
@@ -340,7 +340,7 @@ BASE_LAYER = Digest.of(b"base-layer")
 BASE_CONFIG = Digest.of(b"base-config")
 
 
-def _differential(**overrides: Any) -> BundleManifest:
+def _differential(**overrides: Any) -> TableOfContents:
     from arcgap.bundle.format import BaseBundle
 
     base = BaseBundle(
@@ -375,7 +375,7 @@ def test_differential_round_trip() -> None:
     assert list(doc)[-1] == "relies_on" and doc["format_version"] == 2
     assert doc["relies_on"][0]["identity"] == str(Digest.of(b"old arcgap.yaml"))
     assert [b["digest"] for b in doc["relies_on"][0]["blobs"]] == [str(BASE_LAYER), str(BASE_CONFIG)]
-    again = BundleManifest.from_yaml(m.to_yaml())
+    again = TableOfContents.from_yaml(m.to_yaml())
     assert again == m
     assert again.total_bytes == _manifest().total_bytes  # relied-on blobs are not in the bundle
     assert again.relied_on_bytes == 9_000_070
@@ -395,7 +395,7 @@ def test_a_version_1_manifest_cannot_rely_on_anything() -> None:
     doc = yaml.safe_load(_differential().to_yaml())
     doc["format_version"] = 1
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(_dump(doc), origin="b:arcgap.yaml")
+        TableOfContents.from_yaml(_dump(doc), origin="b:arcgap.yaml")
     assert info.value.message == "b:arcgap.yaml: relies_on needs format_version 2, not 1"
 
 
@@ -441,7 +441,7 @@ def test_relies_on_rejects(change: Callable[[dict[str, Any]], None], message: st
     doc = _diff_doc()
     change(doc)
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(_dump(doc), origin="b:arcgap.yaml")
+        TableOfContents.from_yaml(_dump(doc), origin="b:arcgap.yaml")
     assert info.value.message == f"b:arcgap.yaml: {message}"
 
 
@@ -465,18 +465,18 @@ def test_inspect_shows_only_well_formed_skipped_images(raw: Any, shown: list[dic
 
 def test_releases_round_trip_and_older_versions_refuse_them() -> None:
     chain = _manifest(format_version=4, releases=("1.0", "v1.29.0_2024-04-09"))
-    again = BundleManifest.from_yaml(chain.to_yaml())
+    again = TableOfContents.from_yaml(chain.to_yaml())
     assert again.releases == ("1.0", "v1.29.0_2024-04-09") and again.format_version == 4
     assert "releases" not in again.extra
     doc = yaml.safe_load(chain.to_yaml())
     doc["format_version"] = 3  # a version 3 reader's bundle never has it: refused, not half-understood
     with pytest.raises(BundleFormatError, match="releases needs format_version 4"):
-        BundleManifest.from_yaml(yaml.safe_dump(doc).encode())
+        TableOfContents.from_yaml(yaml.safe_dump(doc).encode())
     for bad in (["v9.9.9_2099-01-01"], ["1.0", "1.0"], "1.0", [7]):
         doc = yaml.safe_load(chain.to_yaml())
         doc["releases"] = bad
         with pytest.raises(BundleFormatError):
-            BundleManifest.from_yaml(yaml.safe_dump(doc).encode())
+            TableOfContents.from_yaml(yaml.safe_dump(doc).encode())
     with pytest.raises(ValueError):
         _manifest(format_version=3, releases=("1.0",))
 

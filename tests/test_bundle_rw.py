@@ -17,11 +17,11 @@ from arcgap.bundle import tarstream
 from arcgap.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
-    MANIFEST_NAME,
+    TOC_NAME,
     BlobEntry,
-    BundleManifest,
     ImageEntry,
     PlatformEntry,
+    TableOfContents,
 )
 from arcgap.bundle.reader import BundleReader, open_bundle
 from arcgap.bundle.writer import BundleWriter
@@ -52,13 +52,13 @@ def _image_manifest(config: bytes, layers: list[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class Content:
-    manifest: BundleManifest
+    manifest: TableOfContents
     data: dict[Digest, bytes]
 
     def members(self) -> list[tuple[str, bytes]]:
         """The members of a valid bundle, in order."""
         return [
-            (MANIFEST_NAME, self.manifest.to_yaml()),
+            (TOC_NAME, self.manifest.to_yaml()),
             (LAYOUT_NAME, self.manifest.oci_layout()),
             (INDEX_NAME, self.manifest.oci_index()),
         ] + [(b.member, self.data[b.digest]) for b in self.manifest.blobs]
@@ -94,7 +94,7 @@ def _content() -> Content:
         )
         for name, raw in (("arc-controller", man_a), ("sub/arc-dns", man_b))
     )
-    manifest = BundleManifest(
+    manifest = TableOfContents(
         source_registry="src.example:5000",
         source_repository="arcdata",
         images=images,
@@ -160,8 +160,8 @@ def test_round_trip(tmp_path: Path) -> None:
     assert size == path.stat().st_size
     assert not (tmp_path / "out" / "bundle.tar.zst.partial").exists()
     with open_bundle(path) as reader:
-        assert reader.manifest == CONTENT.manifest
-        assert reader.manifest_bytes == CONTENT.manifest.to_yaml()
+        assert reader.toc == CONTENT.manifest
+        assert reader.toc_bytes == CONTENT.manifest.to_yaml()
         got: list[tuple[Digest, bytes]] = []
         for entry, chunks in reader.blobs():
             got.append((entry.digest, b"".join(chunks)))
@@ -191,8 +191,8 @@ def test_uncompressed_size_counted(tmp_path: Path) -> None:
 def test_identity_from_the_manifest_object_equals_the_parsed_one(tmp_path: Path) -> None:
     data = CONTENT.manifest.to_yaml()
     indexes = []
-    for name, add in (("parsed", lambda w: w.add_bytes(MANIFEST_NAME, data)),
-                      ("object", lambda w: w.add_manifest(CONTENT.manifest, data))):
+    for name, add in (("parsed", lambda w: w.add_bytes(TOC_NAME, data)),
+                      ("object", lambda w: w.add_toc(CONTENT.manifest, data))):
         with BundleWriter(tmp_path / f"{name}.tar.zst") as writer:
             add(writer)
             writer.commit()
@@ -237,7 +237,7 @@ def test_partial_removed_when_writing_fails(tmp_path: Path) -> None:
         raise ConnectionError("source registry went away")
 
     with pytest.raises(ConnectionError), BundleWriter(path) as writer:
-        writer.add_bytes(MANIFEST_NAME, CONTENT.manifest.to_yaml())
+        writer.add_bytes(TOC_NAME, CONTENT.manifest.to_yaml())
         writer.add_stream("blobs/sha256/" + "a" * 64, 1000, chunks())
     assert not partial.exists()
     assert not path.exists()

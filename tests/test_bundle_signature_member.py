@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arcgap.bundle.format import MANIFEST_NAME
+from arcgap.bundle.format import TOC_NAME
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.signature import SIGNATURE_NAME, BundleSignature
 from arcgap.bundle.signing import check_signature, generate_key, load_signer, load_verify_key
@@ -27,7 +27,7 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path]:
 
 
 def _members(sig: bytes | None, *, at: int = 1, manifest: bytes = V2_YAML) -> list[tuple[str, bytes]]:
-    members = [(MANIFEST_NAME, manifest), *CONTENT.members()[1:]]
+    members = [(TOC_NAME, manifest), *CONTENT.members()[1:]]
     if sig is not None:
         members.insert(at, (SIGNATURE_NAME, sig))
     return members
@@ -40,7 +40,7 @@ def test_signature_right_after_arcgap_yaml_is_read_and_checks(signed: tuple[byte
     signature = reader.signature()
     assert isinstance(signature, BundleSignature)
     assert reader.identity == Digest.of(V2_YAML)
-    check_signature(reader.manifest_bytes, signature, load_verify_key(public), origin=ORIGIN)
+    check_signature(reader.toc_bytes, signature, load_verify_key(public), origin=ORIGIN)
 
 
 def test_signature_is_available_before_the_blobs_and_reading_it_twice_is_harmless(signed: tuple[bytes, Path]) -> None:

@@ -105,8 +105,8 @@ def test_an_explicit_set_of_releases(capsys: pytest.CaptureFixture[str], source:
     doc = export(capsys, source, tmp_path / "two.tar.zst", "--release", R3, "--release", R1)
     assert [r["tag"] for r in doc["chain"]["releases"]] == [R1, R3]
     with open_bundle(tmp_path / "two.tar.zst") as reader:
-        assert reader.manifest.releases == (R1, R3)
-        assert [i.tag for i in reader.manifest.images] == [R1] * len(NAMES) + [R3] * len(NAMES)
+        assert reader.toc.releases == (R1, R3)
+        assert [i.tag for i in reader.toc.images] == [R1] * len(NAMES) + [R3] * len(NAMES)
 
 
 def test_a_chain_refuses_one_target_tag(capsys: pytest.CaptureFixture[str], source: Registry, tmp_path: Path,

@@ -24,7 +24,7 @@ from arcgap.registry.transport import TLSOptions
 def test_upload_locations_are_resolved_against_the_request(location: str, expected: str) -> None:
     with RegistryClient("r:5000", push=True, tls=TLSOptions(plain_http=True)) as client:
         request = httpx.URL("http://r:5000/v2/a/b/blobs/uploads/")
-        assert client._absolute(location, request) == expected
+        assert client.absolute_url(location, request) == expected
 
 
 @pytest.mark.parametrize(

@@ -230,7 +230,7 @@ def test_export_shows_the_difference_from_the_shipped_list_and_takes_the_source(
     assert f"warning: the source differs from the shipped list of {SHIPPED}: 1 added ({ADDED}); " \
            f"1 gone ({GONE})" in res.err
     with open_bundle(out) as reader:
-        names = {i.name for i in reader.manifest.images}
+        names = {i.name for i in reader.toc.images}
     assert names == (set(SHIPPED_NAMES) - {GONE}) | {ADDED}
 
 

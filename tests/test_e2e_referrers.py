@@ -81,7 +81,7 @@ def test_no_referrers_and_a_type_filter(
 def test_a_bundle_whose_referrer_names_another_subject_is_refused(
     capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], tmp_path: Path,
 ) -> None:
-    from arcgap.bundle.format import BundleManifest
+    from arcgap.bundle.format import TableOfContents
     from arcgap.errors import BundleFormatError
 
     out = tmp_path / "b.tar.zst"
@@ -92,7 +92,7 @@ def test_a_bundle_whose_referrer_names_another_subject_is_refused(
             r["subject"] = signed["image"]
     with pytest.raises(BundleFormatError):  # the signature's subject is the SBOM, listed as the image: refused
         from arcgap.bundle.graph import build_graph
-        manifest = BundleManifest.from_yaml(yaml.safe_dump(doc).encode())
+        manifest = TableOfContents.from_yaml(yaml.safe_dump(doc).encode())
         manifests = {b.digest: member_bytes(out, b.member) for b in manifest.blobs if b.kind in ("index", "manifest")}
         build_graph(manifest, manifests, origin="arcgap.yaml")
 

@@ -17,12 +17,12 @@ import pytest
 from arcgap.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
-    MANIFEST_NAME,
+    TOC_NAME,
     BaseBundle,
     BlobEntry,
-    BundleManifest,
     ImageEntry,
     PlatformEntry,
+    TableOfContents,
 )
 from arcgap.bundle.graph import ImageGraph
 from arcgap.bundle.reader import open_bundle
@@ -101,7 +101,7 @@ class Release:
         if relied_digests:
             bases = (BaseBundle("base.tar.zst", Digest.of(b"base"), "bundle", "2026-01-01T00:00:00Z",
                                 tuple(b for d, b in data_blobs.items() if d in relied_digests)),)
-        self.manifest = BundleManifest(
+        self.manifest = TableOfContents(
             source_registry="src", source_repository="arc", images=tuple(self.images), created="2026-01-01T00:00:00Z",
             blobs=(*manifest_entries, *(b for d, b in data_blobs.items() if d not in relied_digests)),
             format_version=2 if bases else 1, relies_on=bases)
@@ -495,7 +495,7 @@ def _bundle(release: Release, path: Path) -> Path:
     """``release`` as a real bundle file: arcgap.yaml, oci-layout and index.json, then every blob in order."""
     manifest = release.manifest
     with BundleWriter(path) as writer:
-        for name, data in ((MANIFEST_NAME, manifest.to_yaml()), (LAYOUT_NAME, manifest.oci_layout()),
+        for name, data in ((TOC_NAME, manifest.to_yaml()), (LAYOUT_NAME, manifest.oci_layout()),
                            (INDEX_NAME, manifest.oci_index())):
             writer.add_bytes(name, data)
         for blob in manifest.blobs:

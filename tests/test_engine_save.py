@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from arcgap.bundle.reader import open_bundle
-from arcgap.dockerengine.save import EngineImage, engine_export
+from arcgap.dockerengine.save import DockerImage, docker_export
 from arcgap.transfer.export import BundleOutput
 from arcgap.util.progress import Reporter
 
@@ -74,13 +74,13 @@ def test_oci_style_and_legacy_saves_convert_to_a_verifiable_bundle(tmp_path: Pat
         ("repositories", b"{}"),
     ])
     out = tmp_path / "conv.tar.zst"
-    result = engine_export(_Client({"new:1": oci_save, "old:1": legacy_save}),
-                           [EngineImage("new", "1", "new:1", pull=False), EngineImage("old", "1", "old:1", pull=False)],
+    result = docker_export(_Client({"new:1": oci_save, "old:1": legacy_save}),
+                           [DockerImage("new", "1", "new:1", pull=False), DockerImage("old", "1", "old:1", pull=False)],
                            output=BundleOutput(out, threads=0), source_registry="local", source_repository="",
                            auth=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
     assert result.images == 2
     with open_bundle(out) as reader:
-        manifest = reader.manifest
+        manifest = reader.toc
         got = {b.digest.hex: b for b in manifest.blobs}
         for _entry, chunks in reader.blobs():  # every blob verifies
             for _ in chunks:
@@ -97,7 +97,7 @@ def test_a_save_without_manifest_json_is_refused(tmp_path: Path) -> None:
 
     save = _tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", b"{}")])
     with pytest.raises(UsageError, match="OCI layout without manifest.json"):
-        engine_export(_Client({"x:1": save}), [EngineImage("x", "1", "x:1", pull=False)],
+        docker_export(_Client({"x:1": save}), [DockerImage("x", "1", "x:1", pull=False)],
                       output=BundleOutput(tmp_path / "x.zst", threads=0), source_registry="local",
                       source_repository="", auth=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
     assert list(tmp_path.iterdir()) == []
@@ -112,7 +112,7 @@ def test_the_same_saves_go_into_an_oci_layout_through_the_same_output_interface(
                                                 "Layers": ["l/layer.tar"]}]).encode()),
                  (f"{_sha(config)}.json", config), ("l/layer.tar", layer)])
     out = tmp_path / "layout"
-    result = engine_export(_Client({"x:1": save}), [EngineImage("x", "1", "x:1", pull=False)],
+    result = docker_export(_Client({"x:1": save}), [DockerImage("x", "1", "x:1", pull=False)],
                            output=LayoutOutput(out), source_registry="local", source_repository="", auth=None,
                            reporter=Reporter(), created="2024-01-01T00:00:00Z")
     index = json.loads((out / "index.json").read_bytes())

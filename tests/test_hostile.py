@@ -20,11 +20,11 @@ from arcgap.bundle import tarstream
 from arcgap.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
-    MANIFEST_NAME,
+    TOC_NAME,
     BlobEntry,
-    BundleManifest,
     ImageEntry,
     PlatformEntry,
+    TableOfContents,
 )
 from arcgap.bundle.reader import MAX_TRAILING_BYTES, BundleReader
 from arcgap.bundle.verify import verify_bundle
@@ -51,7 +51,7 @@ def _manifest_bytes(config: bytes, layers: list[bytes]) -> bytes:
     return json.dumps(doc, indent=2).encode()
 
 
-def _content(layer: bytes | None = None) -> tuple[BundleManifest, dict[Digest, bytes]]:
+def _content(layer: bytes | None = None) -> tuple[TableOfContents, dict[Digest, bytes]]:
     layer = layer if layer is not None else hashlib.shake_256(b"layer").digest(1500)
     config = b'{"architecture":"amd64","os":"linux"}'
     manifest = _manifest_bytes(config, [layer])
@@ -60,14 +60,14 @@ def _content(layer: bytes | None = None) -> tuple[BundleManifest, dict[Digest, b
     image = ImageEntry(name="arc-dns", tag="v1", source="src.example/arcdata/arc-dns:v1", digest=digest,
                        media_type=OCI_MANIFEST, size=len(manifest),
                        platforms=(PlatformEntry("linux/amd64", digest, OCI_MANIFEST),))
-    toc = BundleManifest(source_registry="src.example", source_repository="arcdata", images=(image,),
+    toc = TableOfContents(source_registry="src.example", source_repository="arcdata", images=(image,),
                          blobs=tuple(BlobEntry(Digest.of(d), len(d), mt, k) for d, mt, k in blobs),
                          created="2024-04-09T10:00:00Z", format_version=1)
     return toc, {Digest.of(d): d for d, _, _ in blobs}
 
 
-def _members(toc: BundleManifest, data: dict[Digest, bytes]) -> list[tuple[str, bytes]]:
-    return [(MANIFEST_NAME, toc.to_yaml()), (LAYOUT_NAME, toc.oci_layout()), (INDEX_NAME, toc.oci_index())] + [
+def _members(toc: TableOfContents, data: dict[Digest, bytes]) -> list[tuple[str, bytes]]:
+    return [(TOC_NAME, toc.to_yaml()), (LAYOUT_NAME, toc.oci_layout()), (INDEX_NAME, toc.oci_index())] + [
         (b.member, data[b.digest]) for b in toc.blobs
     ]
 
@@ -212,7 +212,7 @@ def test_deeply_nested_index_json_is_a_format_error() -> None:
 
 def test_deeply_nested_arcgap_yaml_is_a_format_error() -> None:
     with pytest.raises(BundleFormatError):
-        BundleManifest.from_yaml(b"format: arcgap-bundle\nimages: " + b"[" * 5000, origin=MANIFEST_NAME)
+        TableOfContents.from_yaml(b"format: arcgap-bundle\nimages: " + b"[" * 5000, origin=TOC_NAME)
 
 
 def test_deeply_nested_manifest_blob_is_refused_cleanly() -> None:
@@ -224,7 +224,7 @@ def test_deeply_nested_manifest_blob_is_refused_cleanly() -> None:
     image = ImageEntry(image.name, image.tag, image.source, digest, image.media_type, len(manifest),
                        (PlatformEntry("linux/amd64", digest, OCI_MANIFEST),))
     blobs = (BlobEntry(digest, len(manifest), old.media_type, old.kind), *toc.blobs[1:])
-    toc = BundleManifest(toc.source_registry, toc.source_repository, (image,), blobs, toc.created,
+    toc = TableOfContents(toc.source_registry, toc.source_repository, (image,), blobs, toc.created,
                          format_version=1)
     data = {**data, digest: manifest}
     with pytest.raises(ArcgapError):
@@ -238,15 +238,15 @@ BROKEN_YAML = b"format: arcgap-bundle\nformat_version: 1\nimages:\n  - name: [un
 
 def test_broken_arcgap_yaml_names_file_and_line() -> None:
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(BROKEN_YAML, origin=f"{ORIGIN}:{MANIFEST_NAME}")
-    assert info.value.message == f"{ORIGIN}:{MANIFEST_NAME}:5: not valid YAML"
+        TableOfContents.from_yaml(BROKEN_YAML, origin=f"{ORIGIN}:{TOC_NAME}")
+    assert info.value.message == f"{ORIGIN}:{TOC_NAME}:5: not valid YAML"
 
 
 def test_broken_arcgap_yaml_inside_a_bundle_names_file_and_line() -> None:
-    members = [(n, BROKEN_YAML if n == MANIFEST_NAME else d) for n, d in _members(TOC, DATA)]
+    members = [(n, BROKEN_YAML if n == TOC_NAME else d) for n, d in _members(TOC, DATA)]
     with pytest.raises(BundleFormatError) as info:
         _read_all(_zst(_tar(members)))
-    assert info.value.message == f"{ORIGIN}:{MANIFEST_NAME}:5: not valid YAML"
+    assert info.value.message == f"{ORIGIN}:{TOC_NAME}:5: not valid YAML"
 
 
 def test_broken_receipt_names_file_and_line() -> None:
@@ -391,7 +391,7 @@ def test_mutated_bundles_are_read_whole_and_right_or_refused(mutations: list[tup
     got = _only_arcgap_errors(raw)
     if got is not None:  # accepted: then every blob is exactly what arcgap.yaml declares
         reader = BundleReader(io.BytesIO(raw), origin=ORIGIN)
-        for entry in reader.manifest.blobs:
+        for entry in reader.toc.blobs:
             assert Digest.of(got[entry.digest]) == entry.digest and len(got[entry.digest]) == entry.size
 
 
@@ -401,12 +401,12 @@ def test_yaml_aliases_are_refused() -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]
     toc_yaml = TOC.to_yaml() + ("\n".join(lines) + "\n").encode()
-    members = [(n, toc_yaml if n == MANIFEST_NAME else d) for n, d in _members(TOC, DATA)]
+    members = [(n, toc_yaml if n == TOC_NAME else d) for n, d in _members(TOC, DATA)]
     raw = _zst(_tar(members))
     with pytest.raises(BundleFormatError) as info:
         _read_all(raw)
     line = toc_yaml.decode().splitlines().index(lines[0]) + 1
-    assert info.value.message == f"{ORIGIN}:{MANIFEST_NAME}:{line}: refused: YAML anchors are not allowed"
+    assert info.value.message == f"{ORIGIN}:{TOC_NAME}:{line}: refused: YAML anchors are not allowed"
 
 
 def test_an_absurd_size_is_refused_and_never_reaches_the_progress_formatter() -> None:
@@ -416,6 +416,6 @@ def test_an_absurd_size_is_refused_and_never_reaches_the_progress_formatter() ->
     doc = TOC.to_dict()
     doc["blobs"][2]["size"] = 10**400
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(json.dumps(doc).encode(), origin=MANIFEST_NAME)
+        TableOfContents.from_yaml(json.dumps(doc).encode(), origin=TOC_NAME)
     assert "is out of range" in info.value.message
     assert human_bytes(10**400) == "more than 10**30 B" and human_bytes(2**50 * 3) == "3,072 TiB"

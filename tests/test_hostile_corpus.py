@@ -24,7 +24,7 @@ import yaml
 import zstandard
 
 from arcgap.bundle import limits, tarstream
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_NAME, BlobEntry, BundleManifest, ImageEntry
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, TOC_NAME, BlobEntry, ImageEntry, TableOfContents
 from arcgap.bundle.format import PlatformEntry as Plat
 from arcgap.bundle.signature import SIGNATURE_NAME, BundleSignature
 from arcgap.errors import ExitCode
@@ -45,7 +45,7 @@ Members = list[tuple[str, bytes]]
 # -- building blocks -------------------------------------------------------------------------------------
 
 
-def _yaml(toc: BundleManifest, **top: Any) -> bytes:
+def _yaml(toc: TableOfContents, **top: Any) -> bytes:
     doc = toc.to_dict()
     doc.update(top)
     return yaml.safe_dump(doc, sort_keys=False).encode()
@@ -53,10 +53,10 @@ def _yaml(toc: BundleManifest, **top: Any) -> bytes:
 
 def _with_yaml(data: bytes, members: Members | None = None) -> bytes:
     members = members if members is not None else _members(TOC, DATA)
-    return _zst(_tar([(n, data if n == MANIFEST_NAME else d) for n, d in members]))
+    return _zst(_tar([(n, data if n == TOC_NAME else d) for n, d in members]))
 
 
-def _bundle(toc: BundleManifest, data: dict[Digest, bytes]) -> bytes:
+def _bundle(toc: TableOfContents, data: dict[Digest, bytes]) -> bytes:
     return _zst(_tar(_members(toc, data)))
 
 
@@ -200,7 +200,7 @@ def graph_defect_then_truncated() -> bytes:
 def empty_bundle() -> bytes:
     doc = TOC.to_dict()
     doc["images"], doc["blobs"] = [], []
-    return _zst(_tar([(MANIFEST_NAME, yaml.safe_dump(doc, sort_keys=False).encode()),
+    return _zst(_tar([(TOC_NAME, yaml.safe_dump(doc, sort_keys=False).encode()),
                       (LAYOUT_NAME, TOC.oci_layout()), (INDEX_NAME, b'{"schemaVersion":2,"manifests":[]}')]))
 
 
@@ -250,7 +250,7 @@ def forged_signature(fingerprint: Digest) -> bytes:
     toc = toc.with_members(layout)
     data = toc.to_yaml()
     sig = BundleSignature(fingerprint, Digest.of(data), hashlib.sha512(data).digest()).to_bytes()
-    members = [(MANIFEST_NAME, data), (SIGNATURE_NAME, sig), *layout.items()]
+    members = [(TOC_NAME, data), (SIGNATURE_NAME, sig), *layout.items()]
     return _zst(_tar(members + [(b.member, DATA[b.digest]) for b in toc.blobs]))
 
 

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arcgap.bundle import limits, tarstream
-from arcgap.bundle.format import MANIFEST_NAME, BlobEntry
+from arcgap.bundle.format import TOC_NAME, BlobEntry
 from arcgap.bundle.format import PlatformEntry as Plat
 from arcgap.bundle.reader import BundleReader
 from arcgap.bundle.verify import describe, verify_bundle
@@ -56,7 +56,7 @@ def refused_or_read(raw: bytes, *, check: Callable[[BundleReader], None] | None 
         try:
             reader = BundleReader(io.BytesIO(raw), origin=ORIGIN)
             verify_bundle(reader)
-            json.dumps(describe(reader.manifest))
+            json.dumps(describe(reader.toc))
             if check is not None:
                 check(reader)
         except ArcgapError as exc:
@@ -192,10 +192,10 @@ def test_arcgap_yaml_fields(changes: list[tuple[str, Any]], with_alias: bool) ->
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     if with_alias:
         text += "x-a: &a [1, 2]\nx-b: *a\n"
-    members = [(n, text.encode() if n == MANIFEST_NAME else d) for n, d in _members(TOC, DATA)]
+    members = [(n, text.encode() if n == TOC_NAME else d) for n, d in _members(TOC, DATA)]
 
     def shown_safely(reader: BundleReader) -> None:
-        for value in json.dumps(describe(reader.manifest)), reader.manifest.created, reader.manifest.arcgap_version:
+        for value in json.dumps(describe(reader.toc)), reader.toc.created, reader.toc.arcgap_version:
             rendered = safe(value)
             assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in rendered)
 

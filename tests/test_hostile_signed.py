@@ -188,10 +188,10 @@ def test_a_changed_member_moves_no_tag_at_a_real_registry(
 
 def _as_version_2(members: Members, private: Path) -> Members:
     """The same bundle as a signed format version 2 writes it: no members in arcgap.yaml, signed again."""
-    from arcgap.bundle.format import BundleManifest
+    from arcgap.bundle.format import TableOfContents
     from arcgap.bundle.signature import SIGNATURE_NAME
 
-    manifest = BundleManifest.from_yaml(dict(members)["arcgap.yaml"])
+    manifest = TableOfContents.from_yaml(dict(members)["arcgap.yaml"])
     from dataclasses import replace
 
     old = replace(manifest, members=(), format_version=2)

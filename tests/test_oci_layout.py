@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arcgap.bundle.format import BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import BlobEntry, ImageEntry, PlatformEntry, TableOfContents
 from arcgap.errors import IntegrityError, LocalIOError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import OCI_MANIFEST
@@ -25,7 +25,7 @@ RAW = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                               "digest": str(Digest.of(LAYER)), "size": len(LAYER)}]}, indent=3).encode()
 BLOBS = ((RAW, OCI_MANIFEST, "manifest"), (CONFIG, "application/vnd.oci.image.config.v1+json", "config"),
          (LAYER, "application/vnd.oci.image.layer.v1.tar", "layer"))
-MANIFEST = BundleManifest(
+MANIFEST = TableOfContents(
     source_registry="src.example:5000", source_repository="arcdata",
     images=(ImageEntry(name="arc-controller", tag="v1", source="src.example:5000/arcdata/arc-controller:v1",
                        digest=Digest.of(RAW), media_type=OCI_MANIFEST, size=len(RAW),

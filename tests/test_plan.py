@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import BaseBundle, BlobEntry, ImageEntry, PlatformEntry, TableOfContents
 from arcgap.cli.hints import words
 from arcgap.errors import ExitCode, UsageError
 from arcgap.oci.digest import Digest
@@ -110,7 +110,7 @@ def test_shared_layer_appears_once() -> None:
     a, b = _two_sharing_a_base()
     plan = _plan(a, b)
     man_a, man_b = a.top, b.top
-    assert plan.manifest.blobs == (
+    assert plan.toc.blobs == (
         BlobEntry(man_a.digest, len(man_a.raw), OCI_MANIFEST, "manifest"),
         BlobEntry(man_b.digest, len(man_b.raw), OCI_MANIFEST, "manifest"),
         BlobEntry(Digest.of(CFG_A), len(CFG_A), CONFIG_TYPE, "config"),
@@ -119,10 +119,10 @@ def test_shared_layer_appears_once() -> None:
         BlobEntry(Digest.of(CFG_B), len(CFG_B), CONFIG_TYPE, "config"),
         BlobEntry(APP_B[0], APP_B[1], LAYER_TYPE, "layer"),
     )
-    assert [b.digest for b in plan.manifest.blobs].count(BASE[0]) == 1
+    assert [b.digest for b in plan.toc.blobs].count(BASE[0]) == 1
     assert plan.dedupe_saved_bytes == BASE[1]
-    assert plan.referenced_bytes == plan.manifest.total_bytes + BASE[1]
-    assert plan.manifest.total_bytes == (
+    assert plan.referenced_bytes == plan.toc.total_bytes + BASE[1]
+    assert plan.toc.total_bytes == (
         len(man_a.raw) + len(man_b.raw) + len(CFG_A) + len(CFG_B) + BASE[1] + APP_A[1] + APP_B[1]
     )
 
@@ -144,7 +144,7 @@ def test_small_blobs_and_sources() -> None:
 def test_image_entries() -> None:
     a, b = _two_sharing_a_base()
     plan = _plan(a, b)
-    assert plan.manifest.images[0] == ImageEntry(
+    assert plan.toc.images[0] == ImageEntry(
         name="arc-controller",
         tag="v1.29.0_2024-04-09",
         source="src.example:5000/arcdata/arc-controller:v1.29.0_2024-04-09",
@@ -153,15 +153,15 @@ def test_image_entries() -> None:
         size=len(a.top.raw),
         platforms=(PlatformEntry("linux/amd64", a.top.digest, OCI_MANIFEST),),
     )
-    assert (plan.manifest.source_registry, plan.manifest.source_repository, plan.manifest.created) == (
+    assert (plan.toc.source_registry, plan.toc.source_repository, plan.toc.created) == (
         REGISTRY, "arcdata", CREATED
     )
 
 
 def test_blob_order_is_first_seen() -> None:
     a, b = _two_sharing_a_base()
-    forward = [e.digest for e in _plan(a, b).manifest.blobs]
-    backward = [e.digest for e in _plan(b, a).manifest.blobs]
+    forward = [e.digest for e in _plan(a, b).toc.blobs]
+    backward = [e.digest for e in _plan(b, a).toc.blobs]
     assert forward[:2] == [a.top.digest, b.top.digest]
     assert backward[:2] == [b.top.digest, a.top.digest]
     assert backward[2:] == [Digest.of(CFG_B), BASE[0], APP_B[0], Digest.of(CFG_A), APP_A[0]]
@@ -170,7 +170,7 @@ def test_blob_order_is_first_seen() -> None:
 
 def test_same_images_same_plan() -> None:
     assert _plan(*_two_sharing_a_base()) == _plan(*_two_sharing_a_base())
-    assert _plan(*_two_sharing_a_base()).manifest.to_yaml() == _plan(*_two_sharing_a_base()).manifest.to_yaml()
+    assert _plan(*_two_sharing_a_base()).toc.to_yaml() == _plan(*_two_sharing_a_base()).toc.to_yaml()
 
 
 def test_index_image_lists_its_platforms() -> None:
@@ -181,13 +181,13 @@ def test_index_image_lists_its_platforms() -> None:
     single = _single("arc-dns", "v1", CFG_B, [BASE, APP_B])
     plan = _plan(idx, single)
     amd, arm = idx.platforms
-    entry = plan.manifest.images[0]
+    entry = plan.toc.images[0]
     assert (entry.media_type, entry.digest, entry.size) == (OCI_INDEX, idx.top.digest, len(idx.top.raw))
     assert entry.platforms == (
         PlatformEntry("linux/amd64", amd.manifest.digest, OCI_MANIFEST),
         PlatformEntry("linux/arm64/v8", arm.manifest.digest, OCI_MANIFEST),
     )
-    kinds = [(b.digest, b.kind) for b in plan.manifest.blobs]
+    kinds = [(b.digest, b.kind) for b in plan.toc.blobs]
     assert kinds == [
         (idx.top.digest, "index"),
         (amd.manifest.digest, "manifest"),
@@ -211,7 +211,7 @@ def test_manifests_come_before_configs_and_layers() -> None:
     idx = _index_image("x", "v1", [("linux/amd64", CFG_AMD, [APP_A]), ("linux/arm64/v8", CFG_ARM, [ARM_BASE])])
     a, b = _two_sharing_a_base()
     plan = _plan(a, idx, b)
-    kinds = [e.kind for e in plan.manifest.blobs]
+    kinds = [e.kind for e in plan.toc.blobs]
     last_manifest = max(i for i, k in enumerate(kinds) if k in ("index", "manifest"))
     first_data = min(i for i, k in enumerate(kinds) if k in ("config", "layer"))
     assert last_manifest < first_data
@@ -222,8 +222,8 @@ def test_plan_manifest_survives_the_bundle_schema() -> None:
     idx = _index_image("arc-bootstrapper", "v1", [("linux/amd64", CFG_AMD, [BASE]), ("linux/arm64/v8", CFG_ARM,
                                                                                        [ARM_BASE])])
     a, b = _two_sharing_a_base()
-    manifest = _plan(idx, a, b).manifest
-    assert BundleManifest.from_yaml(manifest.to_yaml()) == manifest
+    manifest = _plan(idx, a, b).toc
+    assert TableOfContents.from_yaml(manifest.to_yaml()) == manifest
 
 
 def test_docker_media_types_kept() -> None:
@@ -232,21 +232,21 @@ def test_docker_media_types_kept() -> None:
     p = PlatformManifest("linux/amd64", fetched, parse_manifest(raw, DOCKER_MANIFEST, what="t"))
     img = ResolvedImage(_wanted("a", "v1"), fetched, (p,), {Digest.of(CFG_A): CFG_A})
     plan = _plan(img)
-    assert plan.manifest.blobs[0] == BlobEntry(fetched.digest, len(raw), DOCKER_MANIFEST, "manifest")
-    assert plan.manifest.images[0].media_type == DOCKER_MANIFEST
+    assert plan.toc.blobs[0] == BlobEntry(fetched.digest, len(raw), DOCKER_MANIFEST, "manifest")
+    assert plan.toc.images[0].media_type == DOCKER_MANIFEST
 
 
 # -- map_targets ---------------------------------------------------------------------------------------
 
 
-def _bundle(*name_tags: tuple[str, str]) -> BundleManifest:
+def _bundle(*name_tags: tuple[str, str]) -> TableOfContents:
     images = []
     for name, tag in name_tags:
         raw = f"{name}:{tag}".encode()
         d = Digest.of(raw)
         images.append(ImageEntry(name, tag, f"{REGISTRY}/arcdata/{name}:{tag}", d, OCI_MANIFEST, len(raw),
                                  (PlatformEntry("linux/amd64", d, OCI_MANIFEST),)))
-    return BundleManifest(REGISTRY, "arcdata", tuple(images), (), CREATED)
+    return TableOfContents(REGISTRY, "arcdata", tuple(images), (), CREATED)
 
 
 @pytest.mark.parametrize(
@@ -328,16 +328,16 @@ def test_blobs_a_base_holds_are_left_out_and_recorded() -> None:
     full = _plan(a, b)
     old = _base("arc-v1.28.tar.zst", BASE, _blob("gone-since", 5))
     plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED, bases=[old])
-    m = plan.manifest
-    assert [x.digest for x in m.blobs] == [x.digest for x in full.manifest.blobs if x.digest != BASE[0]]
+    m = plan.toc
+    assert [x.digest for x in m.blobs] == [x.digest for x in full.toc.blobs if x.digest != BASE[0]]
     assert m.format_version == 2
     # the base is narrowed to what this bundle actually leaves out, with this bundle's own entries
     assert m.relies_on == (replace(old, blobs=(BlobEntry(BASE[0], BASE[1], LAYER_TYPE, "layer"),)),)
     assert plan.dedupe_saved_bytes == full.dedupe_saved_bytes  # sharing and leaving out are counted apart
-    assert m.total_bytes == full.manifest.total_bytes - BASE[1]
+    assert m.total_bytes == full.toc.total_bytes - BASE[1]
     assert BASE[0] not in plan.blob_source
     assert all(BASE[0] not in digests for digests in plan.image_blobs.values())
-    assert BundleManifest.from_yaml(m.to_yaml()) == m
+    assert TableOfContents.from_yaml(m.to_yaml()) == m
 
 
 def test_manifests_and_configs_are_never_relied_on_unless_held() -> None:
@@ -348,10 +348,10 @@ def test_manifests_and_configs_are_never_relied_on_unless_held() -> None:
                                  BlobEntry(Digest.of(CFG_A), len(CFG_A), CONFIG_TYPE, "config")))
     plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
                       bases=[holds_manifest])
-    digests = [x.digest for x in plan.manifest.blobs]
+    digests = [x.digest for x in plan.toc.blobs]
     assert a.top.digest in digests and Digest.of(CFG_A) not in digests
     assert Digest.of(CFG_A) not in plan.small_blobs
-    assert [x.kind for x in plan.manifest.relied_on_blobs] == ["config"]
+    assert [x.kind for x in plan.toc.relied_on_blobs] == ["config"]
 
 
 def test_each_blob_is_attributed_to_the_first_base_and_empty_bases_drop() -> None:
@@ -361,7 +361,7 @@ def test_each_blob_is_attributed_to_the_first_base_and_empty_bases_drop() -> Non
     unrelated = _base("v0.tar.zst", _blob("nothing-shared", 1))
     plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
                       bases=[unrelated, first, second])
-    assert [(x.name, [e.digest for e in x.blobs]) for x in plan.manifest.relies_on] == [
+    assert [(x.name, [e.digest for e in x.blobs]) for x in plan.toc.relies_on] == [
         ("v1.tar.zst", [BASE[0]]), ("v2.tar.zst", [APP_B[0]])]
 
 
@@ -369,7 +369,7 @@ def test_no_base_blob_needed_gives_a_plain_bundle_and_signing_needs_version_2() 
     a, b = _two_sharing_a_base()
     plan = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
                       bases=[_base("v0.tar.zst", _blob("nothing-shared", 1))])
-    assert plan.manifest.relies_on == () and plan.manifest.format_version == 1
+    assert plan.toc.relies_on == () and plan.toc.format_version == 1
     signed = build_plan([a, b], source_registry=REGISTRY, source_repository="arcdata", created=CREATED,
                         signed=True)
-    assert signed.manifest.format_version == 3 and signed.manifest.blobs == plan.manifest.blobs
+    assert signed.toc.format_version == 3 and signed.toc.blobs == plan.toc.blobs

@@ -117,8 +117,8 @@ def test_skip_missing_exports_the_rest_and_records_the_gap(
     for name in MISSING:
         assert f"warning: skipping {no_catalog.host}/arcdata/{name}:{NEW}" in res.err
     with open_bundle(out) as reader:
-        assert reader.manifest.extra["skipped_images"] == expected
-        assert {i.name for i in reader.manifest.images} == set(ARC_IMAGES) - set(MISSING)
+        assert reader.toc.extra["skipped_images"] == expected
+        assert {i.name for i in reader.toc.images} == set(ARC_IMAGES) - set(MISSING)
     assert arcgap(capsys, "verify", str(out), "-q").code == 0
     res = arcgap(capsys, "inspect", str(out), "--json")
     assert json.loads(res.out)["skipped_images"] == expected
@@ -136,7 +136,7 @@ def test_a_shipped_release_exports_without_skipping(
     doc = json.loads(res.out)
     assert doc["images"] == 22 and doc["skipped_images"] == []
     with open_bundle(out) as reader:
-        assert "skipped_images" not in reader.manifest.extra
+        assert "skipped_images" not in reader.toc.extra
     assert json.loads(arcgap(capsys, "inspect", str(out), "--json").out)["skipped_images"] == []
 
 

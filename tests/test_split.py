@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from arcgap.bundle.diskspace import check_free_space, estimate_bundle_bytes
-from arcgap.bundle.format import MANIFEST_NAME
+from arcgap.bundle.format import TOC_NAME
 from arcgap.bundle.parts import BundleIdentity, PartEntry, PartsIndex, parse_size, split_part_name
 from arcgap.bundle.partsink import PartSink
 from arcgap.bundle.partstream import PartFile, PartSet, PartStream, check_present, locate
@@ -427,7 +427,7 @@ def test_sidecar_of_another_bundle_is_refused(tmp_path: Path) -> None:
     other = tmp_path / "o"
     other.mkdir()
     with BundleWriter(other / "b.tar.zst", split_bytes=1000, threads=0) as writer:
-        writer.add_bytes(MANIFEST_NAME, CONTENT.manifest.to_yaml().replace(b"10:00:00Z", b"11:00:00Z"))
+        writer.add_bytes(TOC_NAME, CONTENT.manifest.to_yaml().replace(b"10:00:00Z", b"11:00:00Z"))
         writer.commit()
     stale = yaml.safe_load((other / "b.tar.zst.parts.yaml").read_bytes())
     real = yaml.safe_load((tmp_path / "b.tar.zst.parts.yaml").read_bytes())
@@ -537,8 +537,8 @@ def test_split_export_parts_fit_and_join_to_the_unsplit_bundle(exports: tuple[Pa
                              "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in parts]
     assert doc["total"] == {"size": whole.stat().st_size, "sha256": hashlib.sha256(whole.read_bytes()).hexdigest()}
     with open_bundle(whole) as reader:
-        manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
-        assert doc["bundle"]["images"] == len(reader.manifest.images) == len(ROLES)
+        manifest_sha256 = hashlib.sha256(reader.toc_bytes).hexdigest()
+        assert doc["bundle"]["images"] == len(reader.toc.images) == len(ROLES)
     assert doc["bundle"]["manifest_sha256"] == manifest_sha256
     assert doc["bundle"]["created"] == "2023-11-14T22:13:20Z"
     one = yaml.safe_load(whole.with_name("small.tar.zst.parts.yaml").read_text())  # unsplit: a sidecar too
@@ -649,7 +649,7 @@ def test_export_refuses_without_free_space(
     exports: tuple[Path, Path],
 ) -> None:
     with open_bundle(exports[0]) as reader:
-        needed = estimate_bundle_bytes(reader.manifest)
+        needed = estimate_bundle_bytes(reader.toc)
     monkeypatch.setattr("arcgap.bundle.diskspace.shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 4096))
     out = tmp_path / "out"
     names = [synth_small[r].repository.split("/", 1)[1] for r in ROLES]

@@ -16,7 +16,7 @@ from pathlib import Path
 import zstandard
 
 from arcgap.bundle import tarstream
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, BundleManifest, ImageEntry, PlatformEntry
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, ImageEntry, PlatformEntry, TableOfContents
 from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.writer import LIGHT_MIN_BYTES, BundleWriter, already_compressed
 from arcgap.bundle.zstdframes import FrameTracker
@@ -116,7 +116,7 @@ def test_a_bundle_with_light_frames_reads_back_verified(tmp_path: Path) -> None:
     manifest_raw = _image_manifest(CONFIG, layers)
     blobs = [(manifest_raw, OCI_MANIFEST, "manifest"), (CONFIG, CONFIG_TYPE, "config"),
              *((x, LAYER_TYPE, "layer") for x in layers)]  # fmt: skip
-    manifest = BundleManifest(
+    manifest = TableOfContents(
         source_registry="src.example:5000",
         source_repository="arcdata",
         images=(ImageEntry(name="arc-controller", tag="v1", source="src.example:5000/arcdata/arc-controller:v1",
@@ -127,7 +127,7 @@ def test_a_bundle_with_light_frames_reads_back_verified(tmp_path: Path) -> None:
     )  # fmt: skip
     path = tmp_path / "b.tar.zst"
     with BundleWriter(path) as writer:
-        writer.add_manifest(manifest, manifest.to_yaml())
+        writer.add_toc(manifest, manifest.to_yaml())
         writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
         writer.add_bytes(INDEX_NAME, manifest.oci_index())
         data = {Digest.of(raw): raw for raw, _, _ in blobs}

@@ -17,7 +17,7 @@ import yaml
 from arcgap.arc import handoff as render
 from arcgap.arc.imagelist import parse_image_list
 from arcgap.arc.listgen import render_image_list
-from arcgap.bundle.format import BaseBundle, BundleManifest
+from arcgap.bundle.format import BaseBundle, TableOfContents
 from arcgap.bundle.parts import PartEntry, PartsIndex
 from arcgap.bundle.reader import open_bundle
 from arcgap.errors import UsageError
@@ -78,7 +78,7 @@ def test_bundle_manifest(value: str) -> None:
     _one_comment_line(text)
     doc = yaml.safe_load(text)
     assert doc == manifest.to_dict()  # no field added, every value as written
-    assert BundleManifest.from_yaml(text.encode()).relies_on[0].name == base.name
+    assert TableOfContents.from_yaml(text.encode()).relies_on[0].name == base.name
 
 
 @pytest.mark.parametrize("value", HOSTILE)
@@ -140,7 +140,7 @@ def test_a_bundle_written_under_a_hostile_name_is_read_back(value: str, tmp_path
         return
     _write(path)
     with open_bundle(path) as reader:
-        assert reader.manifest == CONTENT.manifest
+        assert reader.toc == CONTENT.manifest
 
 
 @pytest.mark.parametrize("value", HOSTILE)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from arcgap.arc.imagelist import parse_image_list
-from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
+from arcgap.bundle.format import TOC_NAME, TableOfContents
 from arcgap.bundle.parts import PartsIndex
 from arcgap.cli import run
 from arcgap.errors import BundleFormatError, ExitCode, UsageError
@@ -55,8 +55,8 @@ def _repeat_top_key(data: bytes, key: str, value: str) -> tuple[bytes, int, int]
 def test_arcgap_yaml_with_images_twice_is_refused() -> None:
     data, first, again = _repeat_top_key(_manifest().to_yaml(), "images", "[]")
     with pytest.raises(BundleFormatError) as info:
-        BundleManifest.from_yaml(data)
-    assert info.value.message == (f"{MANIFEST_NAME}:{again}: refused: key 'images' appears twice in one mapping "
+        TableOfContents.from_yaml(data)
+    assert info.value.message == (f"{TOC_NAME}:{again}: refused: key 'images' appears twice in one mapping "
                                   f"(lines {first} and {again})")
     assert info.value.exit_code == ExitCode.BUNDLE_FORMAT
 

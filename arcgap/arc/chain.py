@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from arcgap.arc.imagelist import is_release_tag, release_sort_key
-from arcgap.bundle.format import BundleManifest, needed_version
+from arcgap.bundle.format import TableOfContents, needed_version
 from arcgap.errors import UsageError, variable
 from arcgap.errors import option as named
 from arcgap.oci.digest import Digest
@@ -101,7 +101,7 @@ def chain_sharing(
     return ChainSharing(shares, sum(everything.values()))
 
 
-def with_releases(manifest: BundleManifest, releases: Sequence[str]) -> BundleManifest:
+def with_releases(manifest: TableOfContents, releases: Sequence[str]) -> TableOfContents:
     """``manifest`` naming the releases it carries (those an image of it carries: --skip-missing may have left
     a release out entirely), in the format version that knows ``releases``."""
     carried = {i.tag for i in manifest.images}
@@ -112,7 +112,7 @@ def with_releases(manifest: BundleManifest, releases: Sequence[str]) -> BundleMa
     return replace(manifest, releases=kept, format_version=version)
 
 
-def chain_summary(manifest: BundleManifest, image_blobs: Mapping[str, Iterable[Digest]]) -> dict[str, Any]:
+def chain_summary(manifest: TableOfContents, image_blobs: Mapping[str, Iterable[Digest]]) -> dict[str, Any]:
     """What sharing saved in an upgrade chain bundle (export's summary), from the blobs each image needs."""
     sizes = {b.digest: b.size for b in manifest.blobs}
     tags = {i.ref_name: i.tag for i in manifest.images}

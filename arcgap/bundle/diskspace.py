@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from arcgap.bundle import tarstream
-from arcgap.bundle.format import BundleManifest
+from arcgap.bundle.format import TableOfContents
 from arcgap.errors import LocalIOError, option
 from arcgap.util.progress import human_bytes
 
@@ -19,7 +19,7 @@ _YAML_BYTES_PER_BLOB = 256  # arcgap.yaml: one entry per blob and per image, eac
 _YAML_BYTES_PER_IMAGE = 1024
 
 
-def estimate_bundle_bytes(manifest: BundleManifest) -> int:
+def estimate_bundle_bytes(manifest: TableOfContents) -> int:
     """An upper estimate of the compressed bundle: the tar it compresses (sum of the blob sizes plus headers).
 
     Layers are already compressed, so zstd barely shrinks them; uncompressed layers shrink, which only makes

@@ -11,11 +11,11 @@ import json
 import platform as _platform
 from collections.abc import Mapping
 
-from arcgap.bundle.format import BundleManifest, ImageEntry
+from arcgap.bundle.format import ImageEntry, TableOfContents
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 
-DOCKER_MANIFEST_NAME = "manifest.json"
+DOCKER_LOAD_INDEX_NAME = "manifest.json"
 FALLBACK_PLATFORM = "linux/amd64"
 _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
                  "armv7l": "arm/v7", "armv6l": "arm/v6", "ppc64le": "ppc64le", "s390x": "s390x", "i686": "386"}
@@ -39,12 +39,12 @@ def pick_child(image: ImageEntry, wanted: str) -> Digest:
     return children[0].digest
 
 
-def repo_tag(manifest: BundleManifest, image: ImageEntry) -> str:
+def repo_tag(manifest: TableOfContents, image: ImageEntry) -> str:
     path = "/".join(x for x in (manifest.source_repository, image.name) if x)
     return f"{manifest.source_registry}/{path}:{image.tag}"
 
 
-def docker_manifest_json(manifest: BundleManifest, small_blobs: Mapping[Digest, bytes], *,
+def docker_load_json(manifest: TableOfContents, small_blobs: Mapping[Digest, bytes], *,
                          wanted_platform: str | None = None, tags: Mapping[str, str] | None = None) -> bytes:
     """The bytes of docker's ``manifest.json`` (deterministic for the same bundle and platform).
 
@@ -66,7 +66,7 @@ def docker_manifest_json(manifest: BundleManifest, small_blobs: Mapping[Digest, 
     return (json.dumps(entries, separators=(",", ":")) + "\n").encode()
 
 
-def chosen_platforms(manifest: BundleManifest, wanted_platform: str | None = None) -> dict[str, str]:
+def chosen_platforms(manifest: TableOfContents, wanted_platform: str | None = None) -> dict[str, str]:
     """ref_name → the platform picked for each multi-platform image (for warnings)."""
     wanted = wanted_platform or host_platform()
     out = {}
@@ -81,7 +81,7 @@ def _path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def check_docker_manifest(manifest: BundleManifest, data: bytes) -> str | None:
+def check_docker_manifest(manifest: TableOfContents, data: bytes) -> str | None:
     """What is wrong with a bundle's ``manifest.json`` for these images (None: it fits), without the blobs.
 
     One entry per image in order, ``RepoTags`` exactly the image's source reference, ``Config`` a config and

@@ -33,7 +33,7 @@ PLAIN_FORMAT_VERSION = 1  # a full, unsigned bundle: arcgap 0.1 reads it too
 DIFFERENTIAL_FORMAT_VERSION = 2  # relies_on (and, before version 3, a signature without members)
 MEMBERS_FORMAT_VERSION = 3  # members: the digests of the bundle's other members, written by signed bundles
 CHAIN_FORMAT_VERSION = 4  # releases: several releases in one bundle (an upgrade chain)
-MANIFEST_NAME = "arcgap.yaml"
+TOC_NAME = "arcgap.yaml"
 LAYOUT_NAME = "oci-layout"
 INDEX_NAME = "index.json"
 MAX_YAML_BYTES = limits.MAX_YAML_BYTES
@@ -120,7 +120,7 @@ class BaseBundle:
 
 
 @dataclass(frozen=True)
-class BundleManifest:
+class TableOfContents:
     source_registry: str
     source_repository: str
     images: tuple[ImageEntry, ...]
@@ -144,7 +144,7 @@ class BundleManifest:
         if self.referrers and self.format_version < REFERRERS_FORMAT_VERSION:
             raise ValueError("referrers need format version 5")
 
-    def with_members(self, members: dict[str, bytes]) -> BundleManifest:
+    def with_members(self, members: dict[str, bytes]) -> TableOfContents:
         """This manifest recording the size and sha256 of ``members`` (name -> exact bytes), in that order."""
         from dataclasses import replace
 
@@ -256,7 +256,7 @@ class BundleManifest:
         return (json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}) + "\n").encode()
 
     @classmethod
-    def from_yaml(cls, data: bytes, *, origin: str = MANIFEST_NAME) -> BundleManifest:
+    def from_yaml(cls, data: bytes, *, origin: str = TOC_NAME) -> TableOfContents:
         doc = _DOC.load(data, origin)
         return _parse(doc, origin)
 
@@ -288,7 +288,7 @@ def _text(doc: dict[str, Any], key: str, origin: str, where: str) -> str:
     return str(value)
 
 
-def _parse(doc: Any, origin: str) -> BundleManifest:
+def _parse(doc: Any, origin: str) -> TableOfContents:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise BundleFormatError(
             f"{origin}: not an arcgap bundle manifest", hint="give a file written by 'arcgap export'"
@@ -363,7 +363,7 @@ def _parse(doc: Any, origin: str) -> BundleManifest:
     releases = _releases(doc, version, origin, images)
     known = {"format", "format_version", "arcgap_version", "created", "source", "images", "blobs", "relies_on",
              "members", "releases", "referrers"}
-    return BundleManifest(
+    return TableOfContents(
         source_registry=_get(source, "registry", str, origin, "source"),
         source_repository=_text(source, "repository", origin, "source"),
         images=tuple(images),

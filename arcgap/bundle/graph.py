@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arcgap.bundle.format import MANIFEST_KINDS, BundleManifest, ImageEntry
+from arcgap.bundle.format import MANIFEST_KINDS, ImageEntry, TableOfContents
 from arcgap.bundle.limits import MAX_GRAPH_DEPTH, MAX_INDEX_CHILDREN, MAX_LAYERS
 from arcgap.bundle.referrers import ReferrerEntry, subject_of
 from arcgap.errors import BundleFormatError, RegistryError
@@ -30,7 +30,7 @@ class ImageGraph:
     referrers: tuple[tuple[ReferrerEntry, bytes], ...] = ()  # subjects first: the order to place them in
 
 
-def build_graph(manifest: BundleManifest, manifests: dict[Digest, bytes], *, origin: str) -> list[ImageGraph]:
+def build_graph(manifest: TableOfContents, manifests: dict[Digest, bytes], *, origin: str) -> list[ImageGraph]:
     """``manifests`` holds the verified bytes of every manifest blob. Raises if anything is missing."""
     in_bundle = {b.digest: b for b in manifest.blobs}
     elsewhere = {b.digest: b for b in manifest.relied_on_blobs}

@@ -17,14 +17,14 @@ from typing import BinaryIO
 import zstandard
 
 from arcgap.bundle import tarstream
-from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME
+from arcgap.bundle.dockercompat import DOCKER_LOAD_INDEX_NAME
 from arcgap.bundle.format import (
     INDEX_NAME,
     LAYOUT_NAME,
-    MANIFEST_NAME,
     MAX_YAML_BYTES,
+    TOC_NAME,
     BlobEntry,
-    BundleManifest,
+    TableOfContents,
 )
 from arcgap.bundle.limits import MAX_LAYOUT_MEMBER_BYTES, MAX_OCI_LAYOUT_BYTES, MAX_TRAILING_BYTES, MAX_WINDOW_BYTES
 from arcgap.bundle.partstream import PartSet, PartStream, check_present, locate
@@ -46,7 +46,7 @@ from arcgap.oci.strictjson import (
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
-OPTIONAL_MEMBERS = (DOCKER_MANIFEST_NAME,)  # docker-load compatibility (written by later versions)
+OPTIONAL_MEMBERS = (DOCKER_LOAD_INDEX_NAME,)  # docker-load compatibility (written by later versions)
 MAX_SMALL_MEMBER = MAX_LAYOUT_MEMBER_BYTES
 __all__ = ["MAX_TRAILING_BYTES", "BundleReader", "open_bundle"]
 
@@ -89,17 +89,17 @@ class BundleReader:
         raw = self._raw = _Tracked(_Prepend(head, stream), self._frames)
         self._zr = dctx.stream_reader(raw, read_size=READ_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
         self._tar = tarstream.TarReader(_ZstdErrors(self._zr, origin))  # type: ignore[arg-type]
-        self.current: str = MANIFEST_NAME
+        self.current: str = TOC_NAME
         first = self._next()
-        if first is None or first.name != MANIFEST_NAME:
+        if first is None or first.name != TOC_NAME:
             raise BundleFormatError(
                 f"{origin} is not an arcgap bundle (first member is {first.name if first else 'missing'!r})",
                 hint="give the file written by 'arcgap export'",
             )
         if first.size > MAX_YAML_BYTES:
-            raise BundleFormatError(f"{origin}: {MANIFEST_NAME} is implausibly large ({first.size} bytes)")
-        self.manifest_bytes = self._read_whole(first.size)
-        self.manifest = BundleManifest.from_yaml(self.manifest_bytes, origin=f"{origin}:{MANIFEST_NAME}")
+            raise BundleFormatError(f"{origin}: {TOC_NAME} is implausibly large ({first.size} bytes)")
+        self.toc_bytes = self._read_whole(first.size)
+        self.toc = TableOfContents.from_yaml(self.toc_bytes, origin=f"{origin}:{TOC_NAME}")
         self.layout_files: dict[str, bytes] = {}
         self._blobs_done = 0
         self._signature: BundleSignature | None = None
@@ -110,13 +110,13 @@ class BundleReader:
     @property
     def identity(self) -> Digest:
         """The bundle's identity: sha256 of its exact arcgap.yaml bytes (what a signature covers)."""
-        return Digest.of(self.manifest_bytes)
+        return Digest.of(self.toc_bytes)
 
     def signature(self) -> BundleSignature | None:
         """The ``arcgap.yaml.sig`` member, accepted only right after arcgap.yaml in a version 2 bundle."""
         if self._after_manifest is None:
             member = self._next()
-            if member is not None and member.name == SIGNATURE_NAME and self.manifest.format_version >= 2:
+            if member is not None and member.name == SIGNATURE_NAME and self.toc.format_version >= 2:
                 if member.size > MAX_SIGNATURE_BYTES:
                     raise BundleFormatError(f"{self.origin}: member {SIGNATURE_NAME} is implausibly large")
                 self.current = SIGNATURE_NAME
@@ -150,7 +150,7 @@ class BundleReader:
     def _read_layout(self) -> tarstream.MemberHeader | None:
         """Read oci-layout, index.json and optional members; return the first blob member header."""
         expected = [LAYOUT_NAME, INDEX_NAME]
-        recorded = {m.name: m for m in self.manifest.members}
+        recorded = {m.name: m for m in self.toc.members}
         self.signature()
         held = self._after_manifest or []  # the first member after arcgap.yaml and its signature
         while True:
@@ -165,23 +165,23 @@ class BundleReader:
             else:
                 raise self._changed(f"unexpected member {name[:200]!r}", format_error=True)
             if recorded and name not in recorded:
-                raise self._changed(f"member {name} is not among the members {MANIFEST_NAME} records")
+                raise self._changed(f"member {name} is not among the members {TOC_NAME} records")
             if member.size > (MAX_OCI_LAYOUT_BYTES if name == LAYOUT_NAME else MAX_SMALL_MEMBER):
                 raise BundleFormatError(f"{self.origin}: member {name} is implausibly large")
             if recorded and member.size != recorded[name].size:
                 raise self._changed(f"member {name} is {member.size} bytes, not the {recorded[name].size} "
-                                    f"{MANIFEST_NAME} records")
+                                    f"{TOC_NAME} records")
             self.current = name
             self.layout_files[name] = data = self._read_whole(member.size)
             if recorded and Digest.of(data) != recorded[name].digest:
-                raise self._changed(f"member {name} differs from the sha256 {MANIFEST_NAME} records")
+                raise self._changed(f"member {name} differs from the sha256 {TOC_NAME} records")
         if expected:
             if member is None:
                 raise IntegrityError(f"{self.origin}: bundle truncated: {expected[0]} missing")
             raise BundleFormatError(f"{self.origin}: {expected[0]} missing before the blobs")
         absent = [name for name in recorded if name not in self.layout_files]
         if absent:
-            raise self._changed(f"member {absent[0]} that {MANIFEST_NAME} records is missing")
+            raise self._changed(f"member {absent[0]} that {TOC_NAME} records is missing")
         self._check_layout()
         if self.signature_checked and not recorded:
             self._check_derived_layout()
@@ -201,15 +201,15 @@ class BundleReader:
         exactly what arcgap.yaml derives, and its manifest.json must name the images arcgap.yaml names."""
         from arcgap.bundle.dockercompat import check_docker_manifest
 
-        manifest = self.manifest
+        manifest = self.toc
         for name, derived in ((LAYOUT_NAME, manifest.oci_layout()), (INDEX_NAME, manifest.oci_index())):
             if self.layout_files[name] != derived:
-                raise self._changed(f"member {name} is not what the signed {MANIFEST_NAME} describes")
-        docker = self.layout_files.get(DOCKER_MANIFEST_NAME)
+                raise self._changed(f"member {name} is not what the signed {TOC_NAME} describes")
+        docker = self.layout_files.get(DOCKER_LOAD_INDEX_NAME)
         if docker is not None:
             problem = check_docker_manifest(manifest, docker)
             if problem:
-                raise self._changed(f"member {DOCKER_MANIFEST_NAME}: {problem}")
+                raise self._changed(f"member {DOCKER_LOAD_INDEX_NAME}: {problem}")
 
     def _check_layout(self) -> None:
         name = LAYOUT_NAME
@@ -229,18 +229,18 @@ class BundleReader:
         for m in entries if isinstance(entries, list) else []:
             annotations = m.get("annotations") if isinstance(m, dict) else None
             if not isinstance(annotations, dict):
-                raise BundleFormatError(f"{self.origin}: index.json does not match {MANIFEST_NAME}")
+                raise BundleFormatError(f"{self.origin}: index.json does not match {TOC_NAME}")
             listed.add((str(m.get("digest")), str(annotations.get("org.opencontainers.image.ref.name"))))
-        declared = {(str(i.digest), i.ref_name) for i in self.manifest.images}
+        declared = {(str(i.digest), i.ref_name) for i in self.toc.images}
         if listed != declared:
-            raise BundleFormatError(f"{self.origin}: index.json does not match {MANIFEST_NAME}")
+            raise BundleFormatError(f"{self.origin}: index.json does not match {TOC_NAME}")
 
     def blobs(self) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         """Yield each blob with an iterator of its verified bytes; consume it before asking for the next."""
         self.read_layout()
         assert self._first_blob is not None
         member = self._first_blob.pop()
-        expected = list(self.manifest.blobs)
+        expected = list(self.toc.blobs)
         for n, entry in enumerate(expected):
             if member is None:
                 missing = len(expected) - n
@@ -381,9 +381,9 @@ def _check_identity(reader: BundleReader, parts: PartSet) -> None:
     if parts.index is None:
         return
     expected = parts.index.identity
-    if hashlib.sha256(reader.manifest_bytes).hexdigest() != expected.manifest_sha256:
+    if hashlib.sha256(reader.toc_bytes).hexdigest() != expected.manifest_sha256:
         raise IntegrityError(
             f"{parts.sidecar} describes another bundle (created {expected.created}) than "
-            f"{parts.files[0].path} holds (created {reader.manifest.created})",
+            f"{parts.files[0].path} holds (created {reader.toc.created})",
             hint="copy the parts and the .parts.yaml file of the same export",
         )

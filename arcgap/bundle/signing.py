@@ -182,13 +182,13 @@ def check_bundle_signature(reader: BundleReader, key: VerifyKey, *, accept_parti
 
     The blobs are covered by the digests arcgap.yaml lists; the reader checks each one as it streams.
     """
-    fingerprint = check_signature(reader.manifest_bytes, reader.signature(), key, origin=reader.origin)
-    if not reader.manifest.members and not accept_partial:
+    fingerprint = check_signature(reader.toc_bytes, reader.signature(), key, origin=reader.origin)
+    if not reader.toc.members and not accept_partial:
         # Before format 3 a signature covered arcgap.yaml alone: oci-layout, index.json and manifest.json (what
         # docker load reads: which config and layers make each image) could be swapped under a valid signature.
         raise SignatureError(
             f"{reader.origin}: the signature covers arcgap.yaml only: this bundle's format (version "
-            f"{reader.manifest.format_version}) leaves oci-layout, index.json and manifest.json outside it",
+            f"{reader.toc.format_version}) leaves oci-layout, index.json and manifest.json outside it",
             hint=f"re-export the bundle with this arcgap (its signature covers every member), or pass "
                  f"{option('accept_partial_signature')} to accept it as it is")
     reader.signature_checked = True

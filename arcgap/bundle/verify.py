@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from arcgap.bundle.format import MANIFEST_KINDS, BundleManifest
+from arcgap.bundle.format import MANIFEST_KINDS, TableOfContents
 from arcgap.bundle.graph import build_graph
 from arcgap.bundle.limits import MAX_IMAGES, MAX_TEXT
 from arcgap.bundle.reader import BundleReader
@@ -46,7 +46,7 @@ def verify_bundle(
     (relied-on blobs count as present at the target); raise on the first problem."""
     reporter = reporter or Reporter()
     t0 = time.monotonic()
-    manifest = reader.manifest
+    manifest = reader.toc
     signature = reader.signature()
     if verify_key is not None:
         from arcgap.bundle.signing import check_bundle_signature
@@ -77,7 +77,7 @@ def verify_bundle(
     )
 
 
-def describe(manifest: BundleManifest, signature: BundleSignature | None = None) -> dict[str, Any]:
+def describe(manifest: TableOfContents, signature: BundleSignature | None = None) -> dict[str, Any]:
     """The ``inspect --json`` document (a signature is shown, not checked: that takes --verify-key)."""
     sizes = {b.digest: b.size for b in manifest.blobs}
     return {
@@ -111,7 +111,7 @@ def describe(manifest: BundleManifest, signature: BundleSignature | None = None)
     }
 
 
-def skipped_images(manifest: BundleManifest) -> list[dict[str, str]]:
+def skipped_images(manifest: TableOfContents) -> list[dict[str, str]]:
     """What ``export --skip-missing`` left out, as recorded in ``arcgap.yaml`` (``{name, source}`` each).
 
     An optional field read from untrusted input: entries that are not a mapping of two strings are dropped

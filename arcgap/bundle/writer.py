@@ -24,7 +24,7 @@ import zstandard
 
 from arcgap.bundle import tarstream
 from arcgap.bundle.diskspace import check_free_space
-from arcgap.bundle.format import MANIFEST_NAME, BundleManifest
+from arcgap.bundle.format import TOC_NAME, TableOfContents
 from arcgap.bundle.parts import BundleIdentity, PartsIndex, sidecar_name
 from arcgap.bundle.partsink import PartSink, existing_outputs, io_error, partial_of
 from arcgap.errors import LocalIOError, UsageError, option
@@ -133,14 +133,14 @@ class BundleWriter:
             raise io_error(exc, self._sink) from None
         self.uncompressed_bytes += len(data)
 
-    def add_manifest(self, manifest: BundleManifest, data: bytes) -> None:
+    def add_toc(self, manifest: TableOfContents, data: bytes) -> None:
         """The first member, ``arcgap.yaml``: ``data`` is ``manifest.to_yaml()`` (not parsed again)."""
         if self.uncompressed_bytes == 0:
             self._identity = _identity(data, manifest)
-        self.add_bytes(MANIFEST_NAME, data)
+        self.add_bytes(TOC_NAME, data)
 
     def add_bytes(self, name: str, data: bytes) -> None:
-        if name == MANIFEST_NAME and self.uncompressed_bytes == 0 and self._identity is None:
+        if name == TOC_NAME and self.uncompressed_bytes == 0 and self._identity is None:
             self._identity = _identity(data)
         self._use(already_compressed(data, len(data)))
         self._write(tarstream.member_header(name, len(data)))
@@ -208,9 +208,9 @@ def already_compressed(head: bytes | memoryview, size: int) -> bool:
     return size >= LIGHT_MIN_BYTES and bytes(head[:MAGIC_BYTES]).startswith(_COMPRESSED_MAGIC)
 
 
-def _identity(manifest_bytes: bytes, manifest: BundleManifest | None = None) -> BundleIdentity:
+def _identity(manifest_bytes: bytes, manifest: TableOfContents | None = None) -> BundleIdentity:
     if manifest is None:
-        manifest = BundleManifest.from_yaml(manifest_bytes)
+        manifest = TableOfContents.from_yaml(manifest_bytes)
     return BundleIdentity(
         manifest_sha256=Digest.of(manifest_bytes).hex,
         format_version=manifest.format_version,

@@ -87,7 +87,7 @@ def inspect_cmd(
     from arcgap.bundle.verify import describe
 
     with open_bundle(bundle) as reader:
-        doc = describe(reader.manifest, reader.signature())
+        doc = describe(reader.toc, reader.signature())
         parts = reader.parts
     if parts is not None and (parts.split or parts.sidecar is not None):
         doc.update(parts.to_dict())

@@ -93,10 +93,10 @@ def _layout_name(bundle: Path) -> Path:
 def run_export(source: SourceOptions, options: ExportOptions, context: RunContext) -> ExportResult:
     """Registry or Docker Engine → bundle or OCI layout."""
     if through_docker(options.engine):
-        from arcgap.commands.engine import check_engine_export, run_engine_export
+        from arcgap.commands.docker import check_docker_export, run_docker_export
 
-        check_engine_export(source, options)
-        return run_engine_export(source, options, context, output=export_output(options, context.environ))
+        check_docker_export(source, options)
+        return run_docker_export(source, options, context, output=export_output(options, context.environ))
     from arcgap.commands.transfer import run_registry_export
 
     return run_registry_export(source, options, context, output=export_output(options, context.environ))
@@ -108,9 +108,9 @@ def run_import(
 ) -> ImportResult | EngineImportResult:
     """Bundle → registry, or → the Docker Engine (``docker load``, then its push)."""
     if through_docker(options.engine):
-        from arcgap.commands.engine import run_engine_import
+        from arcgap.commands.docker import run_docker_import
 
-        return run_engine_import(target, options, context)
+        return run_docker_import(target, options, context)
     from arcgap.commands.transfer import run_registry_import
 
     return run_registry_import(target, options, context, after_import=after_import)

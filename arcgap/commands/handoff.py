@@ -16,7 +16,7 @@ from typing import Any
 
 from arcgap.arc import handoff as render
 from arcgap.arc.imagelist import ImageList, load_shipped_release, parse_image_list, shipped_releases
-from arcgap.bundle.format import BundleManifest
+from arcgap.bundle.format import TableOfContents
 from arcgap.bundle.parts import SIDECAR_FORMAT
 from arcgap.bundle.reader import open_bundle
 from arcgap.bundle.smallfile import Wording, read_small_file
@@ -46,7 +46,7 @@ class ReleaseInput:
     """What says which images a release has: exactly one of the three is set."""
 
     origin: str
-    manifest: BundleManifest | None = None
+    manifest: TableOfContents | None = None
     receipt: Receipt | None = None
     image_list: ImageList | None = None
 
@@ -71,7 +71,7 @@ def load_release_input(path: Path) -> ReleaseInput:
 
 def _from_bundle(path: Path) -> ReleaseInput:
     with open_bundle(path) as reader:  # reads arcgap.yaml (and checks the sidecar's identity), no blob
-        return ReleaseInput(str(path), manifest=reader.manifest)
+        return ReleaseInput(str(path), manifest=reader.toc)
 
 
 def choose_input(source: Path | None, release: str | None) -> ReleaseInput | None:

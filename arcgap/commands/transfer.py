@@ -297,8 +297,8 @@ def run_registry_import(
 
             check_bundle_signature(reader, key, accept_partial=o.accept_partial_signature)
         endpoint = collect_target(target, context)
-        if endpoint.tag is not None and len(reader.manifest.releases) > 1:
-            raise UsageError(f"the bundle carries {len(reader.manifest.releases)} releases: one target tag would "
+        if endpoint.tag is not None and len(reader.toc.releases) > 1:
+            raise UsageError(f"the bundle carries {len(reader.toc.releases)} releases: one target tag would "
                              "put them all on the same tag", hint=f"leave out {option('target.tag')} / "
                              f"{variable('target.tag')}: each release keeps its own tag")
         with registry_side(endpoint, target, jobs=o.jobs, environ=context.environ, network=context.network,
@@ -308,7 +308,7 @@ def run_registry_import(
                                    dry_run=o.dry_run)
         if not o.dry_run:
             done = build_receipt(
-                bundle_name=bundle_label(o.bundle), identity=reader.identity, manifest=reader.manifest,
+                bundle_name=bundle_label(o.bundle), identity=reader.identity, manifest=reader.toc,
                 signed_by=signature.key_fingerprint if signature else None, signature_checked=key is not None,
                 registry=endpoint.registry, repository=endpoint.repository, result=result, moment=utc_now(),
             )

@@ -17,7 +17,7 @@ NO_ENGINE_HINT = ("start the Docker engine, or point DOCKER_HOST at it (default 
                   "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH are honoured)")
 
 
-class EngineError(RegistryError):
+class DockerEngineError(RegistryError):
     """The engine reported an error (exit 6 unless it names an auth or not-found problem)."""
 
 
@@ -53,11 +53,11 @@ def check_events(events: Iterable[Any], *, what: str) -> Iterator[dict[str, Any]
         detail = event.get("errorDetail")
         message = (detail.get("message") if isinstance(detail, dict) else None) or event.get("error")
         if detail is not None or event.get("error"):
-            raise engine_error(f"{what}: {message or detail}")
+            raise docker_engine_error(f"{what}: {message or detail}")
         yield event
 
 
-def engine_error(message: str) -> ArcgapError:
+def docker_engine_error(message: str) -> ArcgapError:
     low = message.lower()
     if any(k in low for k in ("unauthorized", "authentication required", "denied", "no basic auth credentials",
                               "incorrect username or password")):
@@ -69,7 +69,7 @@ def engine_error(message: str) -> ArcgapError:
                               "http response to https client")):
         return NetworkError(message, hint="the engine could not reach the registry; for a private CA put it in "
                                           "/etc/docker/certs.d/HOST:PORT/ca.crt on the engine's machine")
-    return EngineError(message, hint="the Docker engine reported this error")
+    return DockerEngineError(message, hint="the Docker engine reported this error")
 
 
 def _short(exc: BaseException) -> str:

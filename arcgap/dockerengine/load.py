@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arcgap.bundle import tarstream
-from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, chosen_platforms, docker_manifest_json, host_platform
+from arcgap.bundle.dockercompat import DOCKER_LOAD_INDEX_NAME, chosen_platforms, docker_load_json, host_platform
 from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry
 from arcgap.bundle.reader import BundleReader
-from arcgap.dockerengine import auth_config, check_events, engine_error
+from arcgap.dockerengine import auth_config, check_events, docker_engine_error
 from arcgap.errors import ArcgapError, TargetMismatchError, UsageError, option
 from arcgap.transfer.bundlesource import BundleSource
 from arcgap.transfer.engine import copy_stream
@@ -60,11 +60,11 @@ def target_ref(registry: str, repository: str, name: str, tag: str) -> str:
     return f"{registry}/{path}:{tag}"
 
 
-def engine_import(reader: BundleReader, client: Any, *, registry: str, repository: str, target_tag: str | None,
+def docker_import(reader: BundleReader, client: Any, *, registry: str, repository: str, target_tag: str | None,
                   username: str | None, password: str | None, reporter: Reporter,
                   warn: Callable[[str], None]) -> EngineImportResult:
     t0 = time.monotonic()
-    manifest = reader.manifest
+    manifest = reader.toc
     if manifest.relies_on:
         raise UsageError(f"a differential bundle ({option('since')}) cannot go through the Docker engine: it lacks the "
                          "layers docker load needs", hint="import it with the default engine")
@@ -99,7 +99,7 @@ def engine_import(reader: BundleReader, client: Any, *, registry: str, repositor
     for image in manifest.images:  # every image is loaded before the first push
         ref = targets[image.ref_name]
         if ref not in loaded:
-            raise engine_error(f"docker load did not report {ref}: {loaded.strip()[:300]}")
+            raise docker_engine_error(f"docker load did not report {ref}: {loaded.strip()[:300]}")
     for image in manifest.images:
         ref = targets[image.ref_name]
         reporter.phase(f"pushing {ref} through the engine")
@@ -127,9 +127,9 @@ def push_image(client: Any, ref: str, auth: dict[str, str] | None) -> str:
     except ArcgapError:
         raise
     except Exception as exc:  # APIError outside the stream
-        raise engine_error(f"docker push {ref}: {exc}") from None
+        raise docker_engine_error(f"docker push {ref}: {exc}") from None
     if pushed is None:
-        raise engine_error(f"docker push {ref}: the engine reported no digest")
+        raise docker_engine_error(f"docker push {ref}: the engine reported no digest")
     return pushed
 
 
@@ -139,9 +139,9 @@ def check_tag(client: Any, ref: str, expected: str, auth: dict[str, str] | None)
     try:
         got = client.api.inspect_distribution(ref, auth_config=auth)["Descriptor"]["digest"]
     except (KeyError, TypeError):
-        raise engine_error(f"re-reading {ref} through the engine: no digest in its answer") from None
+        raise docker_engine_error(f"re-reading {ref} through the engine: no digest in its answer") from None
     except Exception as exc:  # APIError: the engine could not ask the registry
-        raise engine_error(f"re-reading {ref} through the engine: {exc}") from None
+        raise docker_engine_error(f"re-reading {ref} through the engine: {exc}") from None
     if got != expected:
         raise TargetMismatchError(f"{ref} resolves to {got} after the push, expected {expected}",
                                   hint="another writer changed the tag, or the registry rewrote the manifest")
@@ -165,7 +165,7 @@ class DockerLoad:
         for name in (LAYOUT_NAME, INDEX_NAME):
             data = self.reader.layout_files[name]
             yield tarstream.member_header(name, len(data)) + data + tarstream.padding(len(data))
-        manifest = contents.manifest
+        manifest = contents.toc
         for entry in manifest.blobs:  # read before the stream began: from memory
             data = contents.manifests.get(entry.digest)
             if entry.kind in SMALL_KINDS and data is not None:
@@ -178,9 +178,9 @@ class DockerLoad:
             yield tarstream.member_header(entry.member, entry.size)
             yield from chunks
             yield tarstream.padding(entry.size)
-        data = docker_manifest_json(manifest, dict(contents.manifests), wanted_platform=self.platform,
+        data = docker_load_json(manifest, dict(contents.manifests), wanted_platform=self.platform,
                                     tags=self.targets)
-        yield tarstream.member_header(DOCKER_MANIFEST_NAME, len(data)) + data + tarstream.padding(len(data))
+        yield tarstream.member_header(DOCKER_LOAD_INDEX_NAME, len(data)) + data + tarstream.padding(len(data))
         yield tarstream.END_OF_ARCHIVE
 
     def write(self, contents: Contents, blobs: Iterator[tuple[BlobEntry, Iterator[bytes]]]) -> None:
@@ -202,6 +202,6 @@ class DockerLoad:
         except Exception as exc:
             if failure:
                 raise failure[0] from None
-            raise engine_error(f"docker load: {exc}") from None
+            raise docker_engine_error(f"docker load: {exc}") from None
         if failure:
             raise failure[0]

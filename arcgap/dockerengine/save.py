@@ -31,9 +31,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from arcgap.bundle.format import MANIFEST_KINDS, BlobEntry, BundleManifest
+from arcgap.bundle.format import MANIFEST_KINDS, BlobEntry, TableOfContents
 from arcgap.bundle.graph import build_graph
-from arcgap.dockerengine import check_events, engine_error
+from arcgap.dockerengine import check_events, docker_engine_error
 from arcgap.errors import ArcgapError, BundleFormatError, UsageError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import OCI_MANIFEST, parse_manifest
@@ -54,7 +54,7 @@ CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class EngineImage:
+class DockerImage:
     name: str  # path in the bundle ("arc-controller")
     tag: str
     source: str  # what the engine knows it as (pulled reference or local name)
@@ -89,7 +89,7 @@ class _Saved:
     types: dict[str, str] = field(default_factory=dict)  # member name → layer media type (by magic bytes)
 
 
-def pull_images(client: Any, images: list[EngineImage], auth: dict[str, str] | None, reporter: Reporter) -> None:
+def pull_images(client: Any, images: list[DockerImage], auth: dict[str, str] | None, reporter: Reporter) -> None:
     for img in images:
         if not img.pull:
             continue
@@ -102,7 +102,7 @@ def pull_images(client: Any, images: list[EngineImage], auth: dict[str, str] | N
         except ArcgapError:
             raise
         except Exception as exc:  # APIError outside the stream (e.g. 404 before it starts)
-            raise engine_error(f"docker pull {img.source}: {exc}") from None
+            raise docker_engine_error(f"docker pull {img.source}: {exc}") from None
 
 
 def _spool_save(client: Any, source: str, spool: Path, saved: _Saved, reporter: Reporter) -> None:
@@ -138,9 +138,9 @@ def _spool_save(client: Any, source: str, spool: Path, saved: _Saved, reporter: 
     except ArcgapError:
         raise
     except (tarfile.TarError, OSError) as exc:
-        raise engine_error(f"docker save {source}: {exc}") from None
+        raise docker_engine_error(f"docker save {source}: {exc}") from None
     except Exception as exc:  # APIError: no such image, engine gone
-        raise engine_error(f"docker save {source}: {exc}") from None
+        raise docker_engine_error(f"docker save {source}: {exc}") from None
 
 
 def _layer_type(head: bytes) -> str:
@@ -161,7 +161,7 @@ def _platform(config: bytes) -> str:
         return "unknown"
 
 
-def engine_export(client: Any, images: list[EngineImage], *, output: ExportOutput, source_registry: str,
+def docker_export(client: Any, images: list[DockerImage], *, output: ExportOutput, source_registry: str,
                   source_repository: str, auth: dict[str, str] | None, reporter: Reporter,
                   created: str) -> ExportResult:
     """Pull (when asked), save, convert and write ``output`` (a bundle, a layout directory)."""
@@ -183,8 +183,8 @@ def engine_export(client: Any, images: list[EngineImage], *, output: ExportOutpu
         # the one table-of-contents builder (manifests first, each blob once); sources as the engine names them
         plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                           created=created)
-        entries = [replace(entry, source=img.source) for entry, img in zip(plan.manifest.images, images)]
-        manifest = replace(plan.manifest, images=tuple(entries), extra={"engine": "docker"})
+        entries = [replace(entry, source=img.source) for entry, img in zip(plan.toc.images, images)]
+        manifest = replace(plan.toc, images=tuple(entries), extra={"engine": "docker"})
         small = plan.small_blobs
         reporter.start(manifest.total_bytes, images=len(entries), label=f"writing {path.name}")
         written = output.write(manifest, SpoolSource(manifest, small, files), small_blobs=small,
@@ -200,7 +200,7 @@ def engine_export(client: Any, images: list[EngineImage], *, output: ExportOutpu
     )
 
 
-def _as_resolved(img: EngineImage, saved: _Saved, files: dict[Digest, Path]) -> ResolvedImage:
+def _as_resolved(img: DockerImage, saved: _Saved, files: dict[Digest, Path]) -> ResolvedImage:
     """One saved image as if resolved at a registry: an OCI image manifest whose config is the saved config byte
     for byte and whose layers are the saved (spooled) tars; ``files`` learns where each layer is spooled."""
     if "oci-layout" in saved.small and "manifest.json" not in saved.small:
@@ -212,12 +212,12 @@ def _as_resolved(img: EngineImage, saved: _Saved, files: dict[Digest, Path]) -> 
         config_name = posixpath.normpath(entry["Config"])
         layer_names = [posixpath.normpath(x) for x in entry["Layers"]]
     except (KeyError, IndexError, ValueError, TypeError):
-        raise engine_error(f"docker save {img.source}: no usable manifest.json in the saved image") from None
+        raise docker_engine_error(f"docker save {img.source}: no usable manifest.json in the saved image") from None
     config = saved.small.get(config_name)
     if config is None and config_name in saved.layers:  # docker 25+: config under blobs/
         config = saved.layers[config_name][2].read_bytes()
     if config is None:
-        raise engine_error(f"docker save {img.source}: config {config_name} missing")
+        raise docker_engine_error(f"docker save {img.source}: config {config_name} missing")
     config_digest = Digest.of(config)
     layers = []
     for lname in layer_names:
@@ -226,7 +226,7 @@ def _as_resolved(img: EngineImage, saved: _Saved, files: dict[Digest, Path]) -> 
             seen.add(lname)
             lname = saved.links[lname]
         if lname not in saved.layers:
-            raise engine_error(f"docker save {img.source}: layer {lname} missing")
+            raise docker_engine_error(f"docker save {img.source}: layer {lname} missing")
         digest, size, path = saved.layers[lname]
         files.setdefault(digest, path)
         layers.append({"mediaType": saved.types.get(lname, OCI_LAYER_TAR), "digest": str(digest), "size": size})
@@ -247,7 +247,7 @@ class SpoolSource:
 
     sequential = False
 
-    def __init__(self, manifest: BundleManifest, small: dict[Digest, bytes], files: dict[Digest, Path]) -> None:
+    def __init__(self, manifest: TableOfContents, small: dict[Digest, bytes], files: dict[Digest, Path]) -> None:
         self.manifest = manifest
         self.small = small
         self.files = files

@@ -114,7 +114,7 @@ class RegistryClient:
         self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
         self._offered_lock = threading.Lock()
         # A client that pushes asks for pull,push even to read, so one cached token serves every request.
-        self._read_actions = "pull,push" if push else "pull"
+        self.read_actions = "pull,push" if push else "pull"
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.base_url!r})"
@@ -123,7 +123,7 @@ class RegistryClient:
         with self._spare_lock:
             spare, self._spare_uploads = self._spare_uploads, {}
         for repository, location in spare.items():
-            self._cancel_upload(repository, location)
+            self.cancel_upload(repository, location)
         self._http.close()
 
     def __enter__(self) -> RegistryClient:
@@ -134,7 +134,7 @@ class RegistryClient:
 
     # -- plumbing -----------------------------------------------------------------------------------------
 
-    def _error(self, cls: type[ArcgapError], message: str, *, operation: str, fault: str, status: int = 0,
+    def make_error(self, cls: type[ArcgapError], message: str, *, operation: str, fault: str, status: int = 0,
                codes: tuple[str, ...] = ()) -> ArcgapError:
         """A neutral error of this registry: no hint, the facts in ``detail``, this client as ``origin``."""
         return self._claim(cls(message, detail=RegistryDetail(self.registry, operation, fault, status, codes)))
@@ -144,24 +144,24 @@ class RegistryClient:
             exc.origin = self
         return exc
 
-    def _transport_error(self, exc: Exception, what: str) -> ArcgapError:
+    def transport_error(self, exc: Exception, what: str) -> ArcgapError:
         text = str(exc)
         refused = verify_error(exc)
         if refused is not None:
             cause = cause_of(refused, self.registry)
             fault = {EXPIRED: Fault.TLS_EXPIRED, NOT_YET_VALID: Fault.TLS_EXPIRED, OTHER_NAME: Fault.TLS_OTHER_NAME,
                      }.get(cause.kind, Fault.TLS_UNTRUSTED)
-            err = self._error(TLSError, f"{what}: {cause.text(self.registry)}", operation=what, fault=fault)
+            err = self.make_error(TLSError, f"{what}: {cause.text(self.registry)}", operation=what, fault=fault)
             if err.detail is not None:
                 err.detail = dataclasses.replace(err.detail, names=cause.names)
             return err
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            return self._error(TLSError, f"{what}: TLS certificate of {self.registry} not trusted",
+            return self.make_error(TLSError, f"{what}: TLS certificate of {self.registry} not trusted",
                                operation=what, fault=Fault.TLS_UNTRUSTED)
         if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "SSL" in text:
-            return self._error(TLSError, f"{what}: TLS handshake with {self.registry} failed ({text[:120]})",
+            return self.make_error(TLSError, f"{what}: TLS handshake with {self.registry} failed ({text[:120]})",
                                operation=what, fault=Fault.TLS_HANDSHAKE)
-        return self._error(
+        return self.make_error(
             NetworkError,
             f"{what}: cannot reach {self.base_url}: {type(exc).__name__}{': ' + text[:120] if text else ''}",
             operation=what, fault=Fault.UNREACHABLE,
@@ -184,11 +184,11 @@ class RegistryClient:
                 raise
 
     def _ping(self) -> None:
-        resp = self._send("GET", "/v2/", scopes=frozenset(), what=f"connecting to {self.registry}", ping=True)
+        resp = self.send("GET", "/v2/", scopes=frozenset(), what=f"connecting to {self.registry}", ping=True)
         if resp.status_code == 401:
             self.auth.set_challenge(resp.headers.get("www-authenticate"))
         elif resp.status_code >= 400:
-            raise self._error(
+            raise self.make_error(
                 RegistryError,
                 f"{self.registry} does not answer as a container registry (GET /v2/ → {resp.status_code})",
                 operation=f"connecting to {self.registry}", fault=Fault.NOT_A_REGISTRY, status=resp.status_code,
@@ -201,10 +201,10 @@ class RegistryClient:
         :attr:`Authenticator.scheme`). Refused credentials raise AuthError."""
         self.ping()
         if self.auth.has_challenge:
-            self._send("GET", "/v2/", scopes=frozenset(), what=f"login to {self.registry}")
+            self.send("GET", "/v2/", scopes=frozenset(), what=f"login to {self.registry}")
         return self.auth.scheme
 
-    def _send(
+    def send(
         self,
         method: str,
         url: str,
@@ -218,12 +218,12 @@ class RegistryClient:
         follow_redirects: bool = False,
         ping: bool = False,
         ok: tuple[int, ...] = (),
-        settle: bool = False,
+        mutates: bool = False,
         at_once: tuple[int, ...] = (),
     ) -> httpx.Response:
         """Send with auth and retries; raise the mapped error unless the status is < 400 or in ``ok``.
 
-        ``settle``: the request changes state and the caller settles every outcome, asking the registry before
+        ``mutates``: the request changes state and the caller settles every outcome, asking the registry before
         anything is sent again: no retry after a broken connection or a retryable status, every status is
         returned (a lost answer raises NetworkError). A 401 or 403 that a fresh token cannot cure stops this
         client: every later request raises the same AuthError without being sent. A status in ``at_once`` is
@@ -252,12 +252,12 @@ class RegistryClient:
                 resp = self._exchange(method, full, hdrs, content, stream=stream, follow_redirects=follow_redirects,
                                       what=what)
             except httpx.TransportError as exc:
-                err = self._transport_error(exc, what)
+                err = self.transport_error(exc, what)
                 # Refused connections get a short grace (a registry restarting), not the full budget.
                 connect_failures += isinstance(exc, httpx.ConnectError)
-                if isinstance(err, TLSError) or settle or connect_failures >= self.retry.connect_attempts \
+                if isinstance(err, TLSError) or mutates or connect_failures >= self.retry.connect_attempts \
                         or not clock.wait():
-                    if not isinstance(err, TLSError) and not settle:
+                    if not isinstance(err, TLSError) and not mutates:
                         err.message = f"{err.message} ({clock.gave_up()})"
                         err.args = (err.message,)
                     raise err from None
@@ -266,7 +266,7 @@ class RegistryClient:
             if status in (401, 403) and not ping:
                 sent = hdrs.get("Authorization", "")
                 if refreshed or not self._curable(resp, sent):
-                    err = self._status_error(resp, what)
+                    err = self.status_error(resp, what)
                     if isinstance(err, AuthError):
                         self.auth.refuse(err)  # the run stops: no other request goes out with these credentials
                     raise err
@@ -275,21 +275,21 @@ class RegistryClient:
                     self.auth.set_challenge(resp.headers.get("www-authenticate"))
                 self.auth.invalidate(scopes, sent or None)
                 refreshed = True
-                if settle and not (content is None or isinstance(content, (bytes, Body))):
+                if mutates and not (content is None or isinstance(content, (bytes, Body))):
                     return resp  # a streamed body cannot go again: the caller starts over
                 resp.close()
                 continue
             if status in at_once:
                 return resp
-            if status in self.retry.statuses and not settle and not storage_full(resp):
+            if status in self.retry.statuses and not mutates and not storage_full(resp):
                 retry_after = resp.headers.get("retry-after")
                 if clock.wait(retry_after):
                     resp.close()
                     continue
-                raise self._status_error(resp, what, gave_up=clock.gave_up())
-            if status < 400 or status in ok or ping or settle:
+                raise self.status_error(resp, what, gave_up=clock.gave_up())
+            if status < 400 or status in ok or ping or mutates:
                 return resp
-            raise self._status_error(resp, what)
+            raise self.status_error(resp, what)
 
     def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str],
                   content: bytes | Iterable[bytes] | None, *, stream: bool, follow_redirects: bool,
@@ -323,10 +323,10 @@ class RegistryClient:
         header = resp.headers.get("www-authenticate") or ""
         return not (sent.startswith("Basic ") and header.lower().startswith("basic"))
 
-    def _error_codes(self, resp: httpx.Response) -> tuple[str, ...]:
+    def error_codes(self, resp: httpx.Response) -> tuple[str, ...]:
         return _decode_errors(resp)[0]
 
-    def _status_error(self, resp: httpx.Response, what: str, *, gave_up: str = "") -> ArcgapError:
+    def status_error(self, resp: httpx.Response, what: str, *, gave_up: str = "") -> ArcgapError:
         codes, detail = _decode_errors(resp)
         resp.close()
         status = resp.status_code
@@ -341,17 +341,17 @@ class RegistryClient:
             kind = (RegistryError, Fault.DIGEST_REFUSED)
         elif status in self.retry.statuses:
             kind, message = (NetworkError, Fault.TRANSIENT), f"{message} ({gave_up or 'gave up'})"
-        return self._error(kind[0], message, operation=what, fault=kind[1], status=status, codes=codes)
+        return self.make_error(kind[0], message, operation=what, fault=kind[1], status=status, codes=codes)
 
     # -- manifests ----------------------------------------------------------------------------------------
 
     def get_manifest(self, repository: str, ref: str) -> FetchedManifest:
         """GET a manifest by tag or digest; the raw bytes are kept and their digest computed and checked."""
         what = f"{self.registry}/{repository}:{ref}" if ":" not in ref else f"{self.registry}/{repository}@{ref}"
-        resp = self._send(
+        resp = self.send(
             "GET",
             f"/v2/{repository}/manifests/{ref}",
-            scopes=frozenset({repo_scope(repository, self._read_actions)}),
+            scopes=frozenset({repo_scope(repository, self.read_actions)}),
             what=f"fetching manifest {what}",
             headers={"Accept": MANIFEST_ACCEPT},
             stream=True,
@@ -363,7 +363,7 @@ class RegistryClient:
                 if len(raw) > MAX_MANIFEST_BYTES:
                     raise RegistryError(f"{what}: manifest larger than {MAX_MANIFEST_BYTES} bytes")
         except httpx.TransportError as exc:
-            raise self._transport_error(exc, f"fetching manifest {what}") from None
+            raise self.transport_error(exc, f"fetching manifest {what}") from None
         finally:
             resp.close()
         digest = Digest.of(raw)
@@ -379,10 +379,10 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, ref: str) -> Digest | None:
         """The digest a tag points at, or None when the tag does not exist."""
-        resp = self._send(
+        resp = self.send(
             "HEAD",
             f"/v2/{repository}/manifests/{ref}",
-            scopes=frozenset({repo_scope(repository, self._read_actions)}),
+            scopes=frozenset({repo_scope(repository, self.read_actions)}),
             what=f"checking {self.registry}/{repository}:{ref}",
             headers={"Accept": MANIFEST_ACCEPT},
             ok=(404,),
@@ -395,7 +395,7 @@ class RegistryClient:
                 return Digest.parse(header)
             except UsageError:  # the registry's answer is wrong, not the command line
                 what = f"checking {self.registry}/{repository}:{ref}"
-                raise self._error(RegistryError, f"{what}: {self.registry} answered with a malformed "
+                raise self.make_error(RegistryError, f"{what}: {self.registry} answered with a malformed "
                                   f"Docker-Content-Digest header {header[:80]!r}", operation=what,
                                   fault=Fault.MALFORMED, status=resp.status_code) from None
         return self.get_manifest(repository, ref).digest
@@ -423,7 +423,7 @@ class RegistryClient:
                 raise
             # Children are pushed before their index: a child the registry does not know is one the bundle does
             # not carry (distribution 3.1 refuses such sparse indexes by default).
-            raise self._error(
+            raise self.make_error(
                 RegistryError, f"{self.registry} refuses the index {expected} for {repository}:{ref}: it holds "
                 f"platforms whose manifests are not pushed, and the registry wants every one ({exc.message})",
                 operation=what, fault=Fault.SPARSE_INDEX, status=exc.status, codes=exc.codes) from None
@@ -438,7 +438,7 @@ class RegistryClient:
         clock = self.retry.clock(self.gave_up)
         while True:
             try:
-                resp = self._send(method, path, scopes=scopes, what=what, settle=True, **request)  # type: ignore[arg-type]
+                resp = self.send(method, path, scopes=scopes, what=what, mutates=True, **request)  # type: ignore[arg-type]
             except NetworkError as exc:
                 if isinstance(exc, TLSError) or not clock.wait():
                     raise
@@ -447,9 +447,9 @@ class RegistryClient:
                 if status < 400:
                     return answered(resp)
                 if status not in (*NOT_ACTED, *self.retry.statuses) or storage_full(resp):
-                    raise self._status_error(resp, what)
+                    raise self.status_error(resp, what)
                 if not clock.wait(resp.headers.get("retry-after")):
-                    raise self._status_error(resp, what, gave_up=clock.gave_up())
+                    raise self.status_error(resp, what, gave_up=clock.gave_up())
                 resp.close()
                 if status in NOT_ACTED:
                     continue  # refused before anything happened
@@ -461,7 +461,7 @@ class RegistryClient:
         1000 whatever ``n`` asks for, Harbor, …); ``page_size`` asks for ``n`` a page."""
         what = f"listing tags of {self.registry}/{repository}"
         url = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
-        scopes = frozenset({repo_scope(repository, self._read_actions)})
+        scopes = frozenset({repo_scope(repository, self.read_actions)})
         tags: list[str] = []
         for _, doc in self._pages(url, what=what, scopes=scopes, max_pages=MAX_TAG_PAGES):
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
@@ -502,7 +502,7 @@ class RegistryClient:
                 raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {next_url})")
             seen.add(next_url)
             try:
-                resp = self._send("GET", next_url, scopes=scopes, what=what)
+                resp = self.send("GET", next_url, scopes=scopes, what=what)
             except RegistryError as exc:
                 if unsized is None or exc.status != 400 or len(seen) != 1:
                     raise
@@ -523,7 +523,7 @@ class RegistryClient:
 
     def blob_exists(self, repository: str, digest: Digest, *, push_scope: bool = False) -> bool:
         actions = "pull,push" if push_scope else "pull"
-        resp = self._send(
+        resp = self.send(
             "HEAD",
             f"/v2/{repository}/blobs/{digest}",
             scopes=frozenset({repo_scope(repository, actions)}),
@@ -562,7 +562,7 @@ class RegistryClient:
             if exc.detail is not None:
                 raise
             operation = f"downloading blob {digest} from {self.registry}/{repository}"
-            err = self._error(IntegrityError, f"{self.registry} served {repository} blob {digest} with other "
+            err = self.make_error(IntegrityError, f"{self.registry} served {repository} blob {digest} with other "
                               f"content ({exc.message})", operation=operation, fault=Fault.BAD_CONTENT)
             err.hint = ""  # worded at the command line, from the fault: not "the bundle is damaged"
             raise err from None
@@ -573,10 +573,10 @@ class RegistryClient:
         clock = self.retry.clock(self.gave_up)
         while True:
             headers = {"Range": f"bytes={offset}-"} if offset else {}
-            resp = self._send(
+            resp = self.send(
                 "GET",
                 f"/v2/{repository}/blobs/{digest}",
-                scopes=frozenset({repo_scope(repository, self._read_actions)}),
+                scopes=frozenset({repo_scope(repository, self.read_actions)}),
                 what=f"downloading {what}",
                 headers=headers,
                 stream=True,
@@ -598,7 +598,7 @@ class RegistryClient:
                 if isinstance(exc, (Stalled, httpx.ReadTimeout)):
                     self.warn(f"{what}: no progress ({exc}); dropped at {offset} bytes, resuming from there")
                 if not clock.wait():
-                    err = self._transport_error(exc, f"downloading {what}")
+                    err = self.transport_error(exc, f"downloading {what}")
                     err.message = f"{err.message} ({clock.gave_up()})"
                     err.args = (err.message,)
                     raise err from None
@@ -621,7 +621,7 @@ class RegistryClient:
                     return
             except RegistryError:
                 pass  # a refused name is answered to a HEAD without a body: the POST below says why
-        resp = self._send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes,
+        resp = self.send("POST", f"/v2/{repository}/blobs/uploads/", scopes=scopes,
                           what=f"starting an upload to {where}", ok=(400, 404))
         if resp.status_code in (400, 404):
             codes, detail = _decode_errors(resp)
@@ -629,23 +629,23 @@ class RegistryClient:
             said = f" ({detail})" if detail else ""
             operation = f"starting an upload to {where}"
             if "NAME_INVALID" in codes:
-                raise self._error(RegistryError, f"{self.registry} refuses the repository name {repository}{said}",
+                raise self.make_error(RegistryError, f"{self.registry} refuses the repository name {repository}{said}",
                                   operation=operation, fault=Fault.NAME_REFUSED, status=resp.status_code,
                                   codes=codes)
             if resp.status_code == 404:
-                raise self._error(
+                raise self.make_error(
                     NotFoundError,
                     f"{where} does not exist and the registry does not create repositories on push{said}",
                     operation=operation, fault=Fault.NO_REPOSITORY, status=resp.status_code, codes=codes)
-            raise self._status_error(resp, f"starting an upload to {where}")
+            raise self.status_error(resp, f"starting an upload to {where}")
         location = resp.headers.get("location")
         if location:
             self.upload_traits.learn(resp.headers)
             with self._spare_lock:
                 previous = self._spare_uploads.pop(repository, None)
-                self._spare_uploads[repository] = self._absolute(location, resp.request.url)
+                self._spare_uploads[repository] = self.absolute_url(location, resp.request.url)
             if previous is not None:
-                self._cancel_upload(repository, previous)
+                self.cancel_upload(repository, previous)
 
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
         """Cross-repository mount; False when the registry would rather have the bytes.
@@ -660,15 +660,15 @@ class RegistryClient:
             if resp.status_code == 201:
                 return True
             if resp.status_code != 202:
-                raise self._status_error(resp, what)
+                raise self.status_error(resp, what)
             location = resp.headers.get("location")
             if location:
                 self.upload_traits.learn(resp.headers)
                 with self._offered_lock:
                     stale = self._offered.pop((repository, digest), None)
-                    self._offered[(repository, digest)] = self._absolute(location, resp.request.url)
+                    self._offered[(repository, digest)] = self.absolute_url(location, resp.request.url)
                 if stale is not None:
-                    self._cancel_upload(repository, stale)
+                    self.cancel_upload(repository, stale)
             return False
 
         return self._settled(
@@ -687,16 +687,16 @@ class RegistryClient:
         with self._spare_lock:
             return self._spare_uploads.pop(repository, None)
 
-    def _absolute(self, location: str, relative_to: httpx.URL | None = None) -> str:
+    def absolute_url(self, location: str, relative_to: httpx.URL | None = None) -> str:
         """An upload ``Location`` as a URL: absolute ones as they are, relative ones resolved (RFC 3986) against
         the URL of the request they answered (``/v2/…`` against the registry, ``uuid?state`` against the path)."""
         return str((relative_to or self._base).join(location.strip()))
 
 
-    def _cancel_upload(self, repository: str, location: str) -> None:
+    def cancel_upload(self, repository: str, location: str) -> None:
         # Best effort: the registry purges abandoned uploads itself.
         with contextlib.suppress(ArcgapError):
-            self._send("DELETE", location, scopes=frozenset({repo_scope(repository, "pull,push")}),
+            self.send("DELETE", location, scopes=frozenset({repo_scope(repository, "pull,push")}),
                        what="cancelling upload", ok=(404, 405, 400))
 
     def upload_blob(

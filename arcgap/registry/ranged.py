@@ -12,7 +12,7 @@ consumer has passed it on: memory is at most ``slots × part_bytes`` plus one ch
 layer size. A part whose connection breaks is asked for again from its own offset; a part answered
 inconsistently ends the ranged read, and the rest of the blob comes as one stream from that part's offset.
 Redirects (a CDN) are followed per request; credentials only ever go to the registry's own origin (see
-:meth:`~arcgap.registry.client.RegistryClient._send`). Every byte still passes, in order, through
+:meth:`~arcgap.registry.client.RegistryClient.send`). Every byte still passes, in order, through
 :func:`~arcgap.oci.digest.verified_chunks`: the last chunk is released only after size and digest match.
 """
 
@@ -129,9 +129,9 @@ class _RangedRead:
         self._stop = threading.Event()
 
     def _get(self, headers: dict[str, str]) -> httpx.Response:
-        return self.client._send(
+        return self.client.send(
             "GET", f"/v2/{self.repository}/blobs/{self.digest}",
-            scopes=frozenset({repo_scope(self.repository, self.client._read_actions)}),
+            scopes=frozenset({repo_scope(self.repository, self.client.read_actions)}),
             what=f"downloading {self.what}", headers=headers, stream=True, follow_redirects=True)
 
     def _span(self, index: int) -> tuple[int, int]:
@@ -162,7 +162,7 @@ class _RangedRead:
                 return
             except httpx.TransportError as exc:
                 if not clock.wait():
-                    raise self.client._transport_error(exc, f"downloading {self.what}") from None
+                    raise self.client.transport_error(exc, f"downloading {self.what}") from None
             finally:
                 resp.close()
                 resp = None
@@ -186,7 +186,7 @@ class _RangedRead:
                 if resp.status_code == 206:
                     m = _CONTENT_RANGE.fullmatch(resp.headers.get("content-range", "").strip())
                     if m is None or int(m.group(1)) != offset:
-                        raise self.client._error(
+                        raise self.client.make_error(
                             RegistryError, f"downloading {self.what}: the registry answered a resumed download "
                             f"with Content-Range {resp.headers.get('content-range', '')[:80]!r} for bytes {offset}-",
                             operation=f"downloading {self.what}", fault=Fault.MALFORMED, status=206)
@@ -201,7 +201,7 @@ class _RangedRead:
                 return
             except httpx.TransportError as exc:
                 if not clock.wait():
-                    raise self.client._transport_error(exc, f"downloading {self.what}") from None
+                    raise self.client.transport_error(exc, f"downloading {self.what}") from None
             finally:
                 resp.close()
                 resp = None

@@ -111,8 +111,8 @@ def api_entries(client: RegistryClient, repository: str, digest: Digest) -> list
         if url in seen or len(seen) >= MAX_REFERRER_PAGES:
             raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1})")
         seen.add(url)
-        resp = client._send("GET", url, what=what, ok=(404, 405, 400),
-                            scopes=frozenset({repo_scope(repository, client._read_actions)}),
+        resp = client.send("GET", url, what=what, ok=(404, 405, 400),
+                            scopes=frozenset({repo_scope(repository, client.read_actions)}),
                             headers={"Accept": OCI_INDEX})
         body = resp.read()[:MAX_REFERRERS_BYTES + 1]
         content_type = resp.headers.get("content-type", "").split(";")[0].strip()
@@ -205,7 +205,7 @@ def push_referrer(client: RegistryClient, repository: str, raw: bytes, media_typ
     digest = Digest.of(raw)
     what = f"pushing referrer {client.registry}/{repository}@{digest}"
     try:
-        resp = client._send("PUT", f"/v2/{repository}/manifests/{digest}", what=what, settle=True,
+        resp = client.send("PUT", f"/v2/{repository}/manifests/{digest}", what=what, mutates=True,
                             scopes=frozenset({repo_scope(repository, "pull,push")}),
                             headers={"Content-Type": media_type}, content=raw)
     except NetworkError:

@@ -89,22 +89,22 @@ class Client(Protocol):
     gave_up: threading.Event
     upload_traits: UploadTraits
 
-    def _send(
+    def send(
         self, method: str, url: str, *, scopes: frozenset[str], what: str,
         headers: dict[str, str] | None = ..., content: bytes | Iterable[bytes] | None = ...,
-        params: dict[str, str] | None = ..., ok: tuple[int, ...] = ..., settle: bool = ...,
+        params: dict[str, str] | None = ..., ok: tuple[int, ...] = ..., mutates: bool = ...,
     ) -> httpx.Response: ...
 
-    def _status_error(self, resp: httpx.Response, what: str) -> ArcgapError: ...
+    def status_error(self, resp: httpx.Response, what: str) -> ArcgapError: ...
 
-    def _error(self, cls: type[ArcgapError], message: str, *, operation: str, fault: str, status: int = 0,
+    def make_error(self, cls: type[ArcgapError], message: str, *, operation: str, fault: str, status: int = 0,
                codes: tuple[str, ...] = ()) -> ArcgapError: ...
 
-    def _error_codes(self, resp: httpx.Response) -> tuple[str, ...]: ...
+    def error_codes(self, resp: httpx.Response) -> tuple[str, ...]: ...
 
-    def _absolute(self, location: str, relative_to: httpx.URL | None = None) -> str: ...
+    def absolute_url(self, location: str, relative_to: httpx.URL | None = None) -> str: ...
 
-    def _cancel_upload(self, repository: str, location: str) -> None: ...
+    def cancel_upload(self, repository: str, location: str) -> None: ...
 
     def take_offered_session(self, repository: str, digest: Digest) -> str | None: ...
 
@@ -297,13 +297,13 @@ class BlobUpload:
                         self.window = _Window(self.reopen())
         except BaseException:
             if self.location is not None:
-                self.client._cancel_upload(self.repository, self.location)
+                self.client.cancel_upload(self.repository, self.location)
             self.window.close()
             raise
 
     def _lost(self, reason: str) -> ArcgapError:
         what = f"uploading {self.what}"
-        err = self.client._error(NetworkError, f"{what}: the registry lost the upload after {self.window.released} "
+        err = self.client.make_error(NetworkError, f"{what}: the registry lost the upload after {self.window.released} "
                                  f"bytes ({reason})", operation=what, fault=Fault.UNREACHABLE)
         err.hint = ("the registry restarted or the connection broke mid-chunk; run the same command again: "
                     "blobs already at the target are skipped")
@@ -333,15 +333,15 @@ class BlobUpload:
         if offered is not None:  # a refused mount's session (Harbor, distribution): upload into it
             self.location = offered
             return
-        resp = self.client._send("POST", f"/v2/{self.repository}/blobs/uploads/", scopes=self.scopes,
+        resp = self.client.send("POST", f"/v2/{self.repository}/blobs/uploads/", scopes=self.scopes,
                                  what=f"starting upload of {self.what}")
         location = resp.headers.get("location")
         if not location:
             what = f"starting upload of {self.what}"
-            raise self.client._error(RegistryError, f"{what}: registry gave no upload location", operation=what,
+            raise self.client.make_error(RegistryError, f"{what}: registry gave no upload location", operation=what,
                                      fault=Fault.MALFORMED, status=resp.status_code)
         self.traits.learn(resp.headers)
-        self.location = self.client._absolute(location, resp.request.url)
+        self.location = self.client.absolute_url(location, resp.request.url)
 
     # -- the requests that change state ------------------------------------------------------------------
 
@@ -350,14 +350,14 @@ class BlobUpload:
         """One state-changing request, sent once; None when its answer never came."""
         assert self.location is not None
         try:
-            return self.client._send(method, self.location, scopes=self.scopes, what=what, headers=headers,
-                                     content=content, params=params, settle=True)
+            return self.client.send(method, self.location, scopes=self.scopes, what=what, headers=headers,
+                                     content=content, params=params, mutates=True)
         except NetworkError as exc:
             self.last_trouble = exc.message
             return None
 
     def _gone(self, resp: httpx.Response) -> bool:
-        return resp.status_code == 404 or bool(GONE_CODES.intersection(self.client._error_codes(resp)))
+        return resp.status_code == 404 or bool(GONE_CODES.intersection(self.client.error_codes(resp)))
 
     def _trouble(self, reason: str, retry_after: str | None = None) -> None:
         """An unclear outcome: wait, and give up after as many as the retry policy allows."""
@@ -367,7 +367,7 @@ class BlobUpload:
             self._clock = self.client.retry.clock(self.client.gave_up)
         if not self._clock.wait(retry_after):
             what = f"uploading {self.what}"
-            raise self.client._error(NetworkError, f"{what}: {reason} ({self._clock.gave_up()})",
+            raise self.client.make_error(NetworkError, f"{what}: {reason} ({self._clock.gave_up()})",
                                      operation=what, fault=Fault.TRANSIENT)
 
     def _patch(self, chunk: int) -> None:
@@ -384,7 +384,7 @@ class BlobUpload:
         if resp is not None:
             status = resp.status_code
             if 200 <= status < 300:
-                self.location = self.client._absolute(resp.headers.get("location") or self.location or "",
+                self.location = self.client.absolute_url(resp.headers.get("location") or self.location or "",
                                                       resp.request.url)
                 self.window.release(size)
                 self.sent += size
@@ -393,18 +393,18 @@ class BlobUpload:
                 return
             if status == 413:
                 if not self.traits.too_large(size):
-                    raise self.client._status_error(resp, f"uploading {self.what}")
+                    raise self.client.status_error(resp, f"uploading {self.what}")
                 return  # the same bytes again, in smaller chunks
-            if status in NO_CHUNKS or "UNSUPPORTED" in self.client._error_codes(resp):
+            if status in NO_CHUNKS or "UNSUPPORTED" in self.client.error_codes(resp):
                 self.traits.no_chunks()  # every later upload to this registry goes in one PUT too
                 return
             if self._gone(resp):
-                raise _Gone(f"{status} {' '.join(self.client._error_codes(resp)) or resp.reason_phrase}")
+                raise _Gone(f"{status} {' '.join(self.client.error_codes(resp)) or resp.reason_phrase}")
             if status in NOT_ACTED:
                 self._trouble(f"{status} {resp.reason_phrase}", resp.headers.get("retry-after"))
                 return
             if status != 416 and status not in MAYBE_ACTED or storage_full(resp):
-                raise self.client._status_error(resp, f"uploading {self.what}")
+                raise self.client.status_error(resp, f"uploading {self.what}")
             self._trouble(f"{status} {resp.reason_phrase}")
         else:
             self._trouble(f"no answer to a chunk ({self.last_trouble})")
@@ -429,15 +429,15 @@ class BlobUpload:
                     return True
                 if status == 413:
                     if not self.traits.too_large(size):
-                        raise self.client._status_error(resp, f"committing {self.what}")
+                        raise self.client.status_error(resp, f"committing {self.what}")
                     return False
                 if self._gone(resp):
-                    raise _Gone(f"{status} {' '.join(self.client._error_codes(resp)) or resp.reason_phrase}")
+                    raise _Gone(f"{status} {' '.join(self.client.error_codes(resp)) or resp.reason_phrase}")
                 if status in NOT_ACTED:
                     self._trouble(f"{status} {resp.reason_phrase}", resp.headers.get("retry-after"))
                     continue
                 if status not in MAYBE_ACTED or storage_full(resp):
-                    raise self.client._status_error(resp, f"committing {self.what}")
+                    raise self.client.status_error(resp, f"committing {self.what}")
                 self._trouble(f"{status} {resp.reason_phrase}")
             else:
                 self._trouble(f"no answer to the commit ({self.last_trouble})")
@@ -461,7 +461,7 @@ class BlobUpload:
             return
         if resp is not None and resp.status_code < 500 and resp.status_code not in (401, 404, *NOT_ACTED) \
                 and not self._gone(resp):
-            raise self.client._status_error(resp, f"committing {self.what}")  # a refusal, 413 included
+            raise self.client.status_error(resp, f"committing {self.what}")  # a refusal, 413 included
         # The body cannot be sent again: ask (in run) whether the blob is there, else start over.
         reason = "no answer" if resp is None else f"{resp.status_code} {resp.reason_phrase}"
         raise _Gone(f"{reason} to a streamed commit")
@@ -470,7 +470,7 @@ class BlobUpload:
         got = resp.headers.get("docker-content-digest")
         if got and got.startswith(f"{self.digest.algorithm}:") and got != str(self.digest):
             what = f"committing {self.what}"
-            raise self.client._error(RegistryError, f"{what}: the registry says it stored {got}", operation=what,
+            raise self.client.make_error(RegistryError, f"{what}: the registry says it stored {got}", operation=what,
                                      fault=Fault.MALFORMED, status=resp.status_code)
 
     # -- asking the registry -----------------------------------------------------------------------------
@@ -478,10 +478,10 @@ class BlobUpload:
     def _resync(self) -> None:
         """GET the session's status: release what the registry holds, or raise _Gone."""
         assert self.location is not None
-        resp = self.client._send("GET", self.location, scopes=self.scopes, what=f"asking how far {self.what} got",
+        resp = self.client.send("GET", self.location, scopes=self.scopes, what=f"asking how far {self.what} got",
                                  ok=(400, 404))
         if resp.status_code in (400, 404) or self._gone(resp):
-            raise _Gone(f"{resp.status_code} {' '.join(self.client._error_codes(resp)) or resp.reason_phrase}")
+            raise _Gone(f"{resp.status_code} {' '.join(self.client.error_codes(resp)) or resp.reason_phrase}")
         rng = resp.headers.get("range", "").strip()
         first, _, last = rng.partition("-")
         if first != "0" or not last.isdigit():
@@ -493,4 +493,4 @@ class BlobUpload:
         if have > self.sent:
             self.window.release(have - self.sent)
             self.sent = have
-        self.location = self.client._absolute(resp.headers.get("location") or self.location, resp.request.url)
+        self.location = self.client.absolute_url(resp.headers.get("location") or self.location, resp.request.url)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from arcgap.bundle.dockercompat import DOCKER_MANIFEST_NAME, docker_manifest_json
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, BundleManifest
+from arcgap.bundle.dockercompat import DOCKER_LOAD_INDEX_NAME, docker_load_json
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, TableOfContents
 from arcgap.bundle.signature import SIGNATURE_NAME
 from arcgap.bundle.writer import BundleWriter
 from arcgap.oci.digest import Digest
@@ -24,18 +24,18 @@ if TYPE_CHECKING:
 class BundleSink:
     """Writes ``manifest``'s bundle into ``writer``; ``done(digest)`` is called after each blob is written."""
 
-    def __init__(self, writer: BundleWriter, manifest: BundleManifest, *, small_blobs: dict[Digest, bytes],
+    def __init__(self, writer: BundleWriter, manifest: TableOfContents, *, small_blobs: dict[Digest, bytes],
                  signer: Signer | None = None, done: Callable[[Digest], None] = lambda _digest: None) -> None:
         self.writer = writer
         self.done = done
         layout = {LAYOUT_NAME: manifest.oci_layout(), INDEX_NAME: manifest.oci_index()}
         if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
-            layout[DOCKER_MANIFEST_NAME] = docker_manifest_json(manifest, small_blobs)
+            layout[DOCKER_LOAD_INDEX_NAME] = docker_load_json(manifest, small_blobs)
         if signer is not None:  # arcgap.yaml records the other members' digests: the signature covers them too
             manifest = manifest.with_members(layout)
         self.manifest = manifest  # as written
         manifest_bytes = manifest.to_yaml()
-        writer.add_manifest(manifest, manifest_bytes)
+        writer.add_toc(manifest, manifest_bytes)
         if signer is not None:  # the signature member sits right after the bytes it signs
             writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
         for name, data in layout.items():

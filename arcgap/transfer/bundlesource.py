@@ -40,8 +40,8 @@ class BundleSource:
                 self._first = (entry, chunks)
                 break
             manifests[entry.digest] = b"".join(metered(chunks, meter))
-        graphs = build_graph(self.reader.manifest, manifests, origin=self.reader.origin)
-        return Contents(self.reader.manifest, tuple(graphs), manifests)
+        graphs = build_graph(self.reader.toc, manifests, origin=self.reader.origin)
+        return Contents(self.reader.toc, tuple(graphs), manifests)
 
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         blobs = self._blobs

@@ -93,7 +93,7 @@ class _Copy:
     def run(self) -> Contents:
         t0 = time.monotonic()
         contents = self.source.contents(self._meter)
-        manifest = contents.manifest
+        manifest = contents.toc
         self.tally.blobs = len(manifest.blobs)
         self._in_source = {b.digest: b.size for b in manifest.blobs}
         for target, graph in zip(self.targets, contents.graphs):
@@ -140,7 +140,7 @@ class _Copy:
 
         Runs before any blob is sent: if the base is missing, nothing at all changes at the target.
         """
-        relied = [b.digest for b in contents.manifest.relied_on_blobs if b.digest in self.placements]
+        relied = [b.digest for b in contents.toc.relied_on_blobs if b.digest in self.placements]
         self.tally.relied_on_blobs = len(relied)
         if not relied:
             return
@@ -165,7 +165,7 @@ class _Copy:
 
     def _missing_base(self, contents: Contents, digests: list[Digest], *, asked: int, total: int,
                       mounting: bool = False) -> MissingBaseError:
-        manifest = contents.manifest
+        manifest = contents.toc
         names = list(dict.fromkeys(base.name for d in digests if (base := manifest.base_of(d)) is not None))
         named = " and ".join(names) or "an earlier bundle"
         if asked >= total:
@@ -207,7 +207,7 @@ class _Copy:
 
         A blob the target already had (in every repository needing it, or in one to mount it from) is skipped.
         """
-        missing = self.placements.settle(digest) if self._classify(digest) else []
+        missing = self.placements.mount_from_holder(digest) if self._classify(digest) else []
         if not missing:
             with self._lock:
                 self.tally.skipped_blobs += 1
@@ -229,7 +229,7 @@ class _Copy:
             if exc.detail is None or exc.detail.fault != Fault.BAD_CONTENT:
                 raise
             self.reporter.warn(f"{exc.message}; fetching it once more")
-            missing = self.placements.settle(entry.digest)  # a first repository may hold it by now
+            missing = self.placements.mount_from_holder(entry.digest)  # a first repository may hold it by now
             if missing:
                 try:
                     self._upload_from_source(entry, missing)
@@ -288,7 +288,7 @@ class _Copy:
         self.tally.uploaded_blobs = self.placements.uploaded_blobs
         self.tally.uploaded_bytes = self.placements.uploaded_bytes
         self.tally.mounted_blobs = self.placements.mounted_blobs
-        declared = {b.digest: b for b in (*contents.manifest.blobs, *contents.manifest.relied_on_blobs)}
+        declared = {b.digest: b for b in (*contents.toc.blobs, *contents.toc.relied_on_blobs)}
         held: dict[Digest, BlobEntry] = {}
         for target, graph, now in zip(self.targets, contents.graphs, current):
             summary = self.placements.summary(target.repository, graph.blobs, dry_run=self.options.dry_run)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from arcgap.arc.chain import chain_summary, with_releases
 from arcgap.bundle.diskspace import estimate_bundle_bytes
-from arcgap.bundle.format import BaseBundle, BundleManifest
+from arcgap.bundle.format import BaseBundle, TableOfContents
 from arcgap.bundle.writer import BundleWriter
 from arcgap.errors import option
 from arcgap.oci.digest import Digest
@@ -108,7 +108,7 @@ class BundleOutput:
     def signed(self) -> bool:
         return self.signer is not None
 
-    def write(self, manifest: BundleManifest, source: Source, *, small_blobs: dict[Digest, bytes],
+    def write(self, manifest: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written:
         expected_bytes = estimate_bundle_bytes(manifest) if self.space_check else None
         with BundleWriter(self.path, level=self.level, threads=self.threads, overwrite=self.overwrite,
@@ -155,13 +155,13 @@ def export_bundle(
         reporter.phase(f"looking for referrers of {len(resolved)} images")
     found = discover_for_images(client_for, resolved, referrers, jobs=jobs)
     plan = add_to_plan(plan, resolved, found)
-    manifest = plan.manifest
+    manifest = plan.toc
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
         manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
     if len(releases) > 1:  # an upgrade chain: arcgap.yaml names its releases, oldest first
         manifest = with_releases(manifest, releases)
-    finishing = _images_finished_by(plan.manifest, plan.image_blobs)
-    source = RegistrySource(replace(plan, manifest=manifest), resolved, client_for, cache=cache, jobs=jobs)
+    finishing = _images_finished_by(plan.toc, plan.image_blobs)
+    source = RegistrySource(replace(plan, toc=manifest), resolved, client_for, cache=cache, jobs=jobs)
 
     def done(digest: Digest) -> None:
         for name in finishing.get(digest, ()):
@@ -191,7 +191,7 @@ def export_bundle(
     )
 
 
-def _images_finished_by(manifest: BundleManifest, image_blobs: dict[str, set[Digest]]) -> dict[Digest, list[str]]:
+def _images_finished_by(manifest: TableOfContents, image_blobs: dict[str, set[Digest]]) -> dict[Digest, list[str]]:
     """For per-image progress: the blob after which each image is completely in the bundle."""
     position = {b.digest: n for n, b in enumerate(manifest.blobs)}
     done: dict[Digest, list[str]] = {}

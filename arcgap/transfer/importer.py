@@ -30,7 +30,7 @@ def import_bundle(
     dry_run: bool = False,
 ) -> ImportResult:
     reporter = reporter or Reporter()
-    targets = map_targets(reader.manifest, registry=client.registry, repository=target_repository, tag=target_tag)
+    targets = map_targets(reader.toc, registry=client.registry, repository=target_repository, tag=target_tag)
     client.ping()
     options = CopyOptions(jobs=jobs, dry_run=dry_run, label=f"importing into {client.registry}",
                           where=f"{client.registry}/{target_repository}")

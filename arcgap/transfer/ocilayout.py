@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, BundleManifest
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, TableOfContents
 from arcgap.errors import LocalIOError, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.engine import copy_stream
@@ -33,7 +33,7 @@ class LayoutOutput:
     overwrite: bool = False
     signed = False  # a layout has no arcgap.yaml to sign
 
-    def write(self, manifest: BundleManifest, source: Source, *, small_blobs: dict[Digest, bytes],
+    def write(self, manifest: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written:
         sink = LayoutSink(self.path, manifest, overwrite=self.overwrite, done=done)
         sink.prepare()  # an existing layout is refused before the first download starts
@@ -45,7 +45,7 @@ class LayoutSink:
     """Writes ``manifest``'s images into the directory ``path`` (created; an existing layout only with
     ``overwrite``, and its ``index.json`` goes first, so it never names blobs that are being replaced)."""
 
-    def __init__(self, path: Path, manifest: BundleManifest, *, overwrite: bool = False,
+    def __init__(self, path: Path, manifest: TableOfContents, *, overwrite: bool = False,
                  done: Callable[[Digest], None] = lambda _digest: None) -> None:
         if manifest.relies_on:
             raise UsageError("a layout holds whole images: it cannot leave out blobs the far side holds")
@@ -89,7 +89,7 @@ class LayoutSink:
             self._blob(folder / entry.digest.hex, entry, chunks)
             self.done(entry.digest)
         # Every blob is in place: the layout marker, then the index that names the images, each by rename.
-        self._small(self.path / LAYOUT_NAME, BundleManifest.oci_layout())
+        self._small(self.path / LAYOUT_NAME, TableOfContents.oci_layout())
         self._small(self.path / INDEX_NAME, self.manifest.oci_index())
         _sync_dir(self.path)
 

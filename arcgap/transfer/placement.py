@@ -81,7 +81,7 @@ class Placements:
         self.start_check(jobs=jobs, probe=probe)
         try:
             for digest in self.digests:
-                self._settle(digest)
+                self._await_probe(digest)
         finally:
             self.close()
 
@@ -145,7 +145,7 @@ class Placements:
                 self._probe_error = error
             self._probes = {}
 
-    def _settle(self, digest: Digest) -> None:
+    def _await_probe(self, digest: Digest) -> None:
         self._check_probes()
         asked = self._asked.get(digest)
         if asked is not None:
@@ -158,19 +158,19 @@ class Placements:
             self._pool = None
 
     def has(self, repository: str, digest: Digest) -> bool:
-        self._settle(digest)
+        self._await_probe(digest)
         with self._lock:
             return (repository, digest) in self._how
 
     def missing(self, digest: Digest) -> list[str]:
         """The repositories that need ``digest`` and lack it."""
-        self._settle(digest)
+        self._await_probe(digest)
         with self._lock:
             return [r for r in self._needs.get(digest, []) if (r, digest) not in self._how]
 
     def holder(self, digest: Digest) -> str | None:
         """The first repository needing ``digest`` that holds it: a source to mount from."""
-        self._settle(digest)
+        self._await_probe(digest)
         with self._lock:
             return next((r for r in self._needs.get(digest, []) if (r, digest) in self._how), None)
 
@@ -200,7 +200,7 @@ class Placements:
             self.placed(repository, digest, "mounted")
         return ok
 
-    def settle(self, digest: Digest) -> list[str]:
+    def mount_from_holder(self, digest: Digest) -> list[str]:
         """Mount ``digest`` into every repository lacking it from one that holds it; those still lacking it."""
         missing = self.missing(digest)
         holder = self.holder(digest)
@@ -232,7 +232,7 @@ class Placements:
         would happen: "mounted" when every lacking blob is held by another repository, else "pushed"."""
         blobs = list(blobs)
         for digest in blobs:
-            self._settle(digest)
+            self._await_probe(digest)
         with self._lock:
             hows = [self._how.get((repository, d), "missing") for d in blobs]
         uploaded, mounted = hows.count("uploaded"), hows.count("mounted")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from arcgap.bundle.format import BaseBundle, BlobEntry, BundleManifest, ImageEntry, PlatformEntry, needed_version
+from arcgap.bundle.format import BaseBundle, BlobEntry, ImageEntry, PlatformEntry, TableOfContents, needed_version
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index
 from arcgap.registry.resolve import ResolvedImage
@@ -17,7 +17,7 @@ from arcgap.registry.resolve import ResolvedImage
 
 @dataclass(frozen=True)
 class ExportPlan:
-    manifest: BundleManifest
+    toc: TableOfContents
     small_blobs: dict[Digest, bytes]  # manifests and configs already in memory
     blob_source: dict[Digest, tuple[str, str]]  # (registry, repository) to download each remaining blob from
     referenced_bytes: int  # sum over images, before de-duplication
@@ -25,7 +25,7 @@ class ExportPlan:
 
     @property
     def dedupe_saved_bytes(self) -> int:
-        return self.referenced_bytes - self.manifest.total_bytes - self.manifest.relied_on_bytes
+        return self.referenced_bytes - self.toc.total_bytes - self.toc.relied_on_bytes
 
 
 def build_plan(
@@ -84,7 +84,7 @@ def build_plan(
     relies_on = _relied_on(data, bases)
     omitted = {b.digest for base in relies_on for b in base.blobs}
     blobs = list(manifest_blobs.values()) + [b for b in data if b.digest not in omitted]
-    manifest = BundleManifest(
+    manifest = TableOfContents(
         source_registry=source_registry,
         source_repository=source_repository,
         images=tuple(entries),
@@ -126,7 +126,7 @@ class TargetImage:
 
 
 def map_targets(
-    manifest: BundleManifest, *, registry: str, repository: str, tag: str | None
+    manifest: TableOfContents, *, registry: str, repository: str, tag: str | None
 ) -> list[TargetImage]:
     """``<src reg>/<src repo>/<name>:<tag>`` → ``<registry>/<repository>/<name>:<tag or image tag>``."""
     from arcgap.errors import UsageError, option, variable

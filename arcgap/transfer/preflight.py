@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arcgap.arc.imagelist import ImageList
-from arcgap.bundle.format import BundleManifest
+from arcgap.bundle.format import TableOfContents
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 from arcgap.oci.reference import join_repository, validate_tag
@@ -119,7 +119,7 @@ class PreflightResult:
 # -- what is expected -----------------------------------------------------------------------------------------
 
 
-def expected_from_manifest(manifest: BundleManifest, *, registry: str, repository: str,
+def expected_from_manifest(manifest: TableOfContents, *, registry: str, repository: str,
                            tag: str | None) -> list[Expected]:
     """A bundle's images where ``arcgap import`` puts them (same mapping, same ``TARGET_DOCKER_TAG`` rule)."""
     return [

@@ -27,7 +27,7 @@ from arcgap.util import safeyaml
 from arcgap.util.safetext import safe
 
 if TYPE_CHECKING:
-    from arcgap.bundle.format import BundleManifest
+    from arcgap.bundle.format import TableOfContents
     from arcgap.transfer.tally import ImportResult
 
 RECEIPT_FORMAT = "arcgap-receipt"
@@ -122,7 +122,7 @@ class Receipt:
 
 
 def build_receipt(
-    *, bundle_name: str, identity: Digest, manifest: BundleManifest, signed_by: Digest | None,
+    *, bundle_name: str, identity: Digest, manifest: TableOfContents, signed_by: Digest | None,
     signature_checked: bool, registry: str, repository: str, result: ImportResult, moment: datetime,
 ) -> Receipt:
     images = tuple(

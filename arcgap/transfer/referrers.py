@@ -127,7 +127,7 @@ def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapp
     layer), their configs and layers after the images' blobs, each blob once; ``referrers`` in arcgap.yaml."""
     if not any(d.referrers for d in found.values()):
         return plan
-    manifest = plan.manifest
+    manifest = plan.toc
     have = {b.digest for b in manifest.blobs} | {b.digest for b in manifest.relied_on_blobs}
     small = dict(plan.small_blobs)
     source = dict(plan.blob_source)
@@ -162,7 +162,7 @@ def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapp
     blobs = (*manifest.blobs[:first_data], *new_manifests, *manifest.blobs[first_data:], *new_data)
     version = max(manifest.format_version, needed_version(differential=False, signed=False, referrers=True))
     new = replace(manifest, blobs=blobs, referrers=tuple(entries), format_version=version)
-    return replace(plan, manifest=new, small_blobs=small, blob_source=source, image_blobs=image_blobs)
+    return replace(plan, toc=new, small_blobs=small, blob_source=source, image_blobs=image_blobs)
 
 
 def summary(found: Mapping[str, Discovery]) -> dict[str, object]:
@@ -178,7 +178,7 @@ def summary(found: Mapping[str, Discovery]) -> dict[str, object]:
 def referrer_graph(plan: ExportPlan,
                    ref_name: str) -> tuple[tuple[tuple[ReferrerEntry, bytes], ...], frozenset[Digest]]:
     """An image's referrers in a plan (entry, raw bytes) and the configs and layers they need (for mirror)."""
-    refs = tuple((r, plan.small_blobs[r.digest]) for r in plan.manifest.referrers if r.image == ref_name)
+    refs = tuple((r, plan.small_blobs[r.digest]) for r in plan.toc.referrers if r.image == ref_name)
     blobs: set[Digest] = set()
     for r, raw in refs:
         blobs.update(d.digest for d in parse_manifest(raw, r.media_type, what=f"referrer {r.digest}").blobs)

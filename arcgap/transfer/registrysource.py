@@ -46,7 +46,7 @@ class RegistrySource:
     def contents(self, meter: Meter) -> Contents:
         graphs: list[ImageGraph] = []
         manifests: dict[Digest, bytes] = {}
-        for img, entry in zip(self.resolved, self.plan.manifest.images):
+        for img, entry in zip(self.resolved, self.plan.toc.images):
             manifests[img.top.digest] = img.top.raw
             children = tuple(dict.fromkeys(
                 (p.manifest.digest, p.manifest.raw, p.manifest.media_type)
@@ -56,7 +56,7 @@ class RegistrySource:
             refs, ref_blobs = referrer_graph(self.plan, entry.ref_name)
             manifests.update((r.digest, raw) for r, raw in refs)
             graphs.append(ImageGraph(entry, children, blobs | ref_blobs, referrers=refs))
-        return Contents(self.plan.manifest, tuple(graphs), manifests)
+        return Contents(self.plan.toc, tuple(graphs), manifests)
 
     def _download(self, entry: BlobEntry) -> Iterator[bytes]:
         registry, repo = self.plan.blob_source[entry.digest]
@@ -73,11 +73,11 @@ class RegistrySource:
 
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         """Every blob of the plan in its order, ``jobs`` downloads ahead, in bounded memory."""
-        remote = [b for b in self.plan.manifest.blobs if b.digest not in self.plan.small_blobs]
+        remote = [b for b in self.plan.toc.blobs if b.digest not in self.plan.small_blobs]
         prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs)
         downloads = iter(prefetcher)
         try:
-            for entry in self.plan.manifest.blobs:
+            for entry in self.plan.toc.blobs:
                 data = self.plan.small_blobs.get(entry.digest)
                 if data is not None:
                     yield entry, metered(iter((data,)), meter)

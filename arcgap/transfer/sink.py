@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from arcgap.bundle.format import BlobEntry, BundleManifest
+from arcgap.bundle.format import BlobEntry, TableOfContents
 from arcgap.oci.digest import Digest
 from arcgap.transfer.source import Contents, Meter, Source
 
@@ -81,5 +81,5 @@ class ExportOutput(Protocol):
     path: Path
     signed: bool
 
-    def write(self, manifest: BundleManifest, source: Source, *, small_blobs: dict[Digest, bytes],
+    def write(self, manifest: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written: ...

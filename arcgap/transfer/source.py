@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from arcgap.bundle.format import BlobEntry, BundleManifest
+from arcgap.bundle.format import BlobEntry, TableOfContents
 from arcgap.bundle.graph import ImageGraph
 from arcgap.oci.digest import Digest
 
@@ -24,7 +24,7 @@ Meter = Callable[[int], None]  # told the length of every verified chunk read fr
 class Contents:
     """What a source holds: the table of contents, each image's graph, and every manifest's verified bytes."""
 
-    manifest: BundleManifest
+    toc: TableOfContents
     graphs: tuple[ImageGraph, ...]  # one per manifest.images, in that order
     manifests: Mapping[Digest, bytes]
 

@@ -15,17 +15,17 @@ from arcgap.errors import UsageError, option
 
 if TYPE_CHECKING:
     from arcgap.dockerengine.load import EngineImportResult
-    from arcgap.dockerengine.save import EngineImage
+    from arcgap.dockerengine.save import DockerImage
     from arcgap.transfer.export import ExportResult
     from arcgap.transfer.sink import ExportOutput
 
 
-def _local_images(names: tuple[str, ...]) -> list[EngineImage]:
+def _local_images(names: tuple[str, ...]) -> list[DockerImage]:
     """--from-local: the images the engine already holds, named as arguments (e.g. myapp:dev)."""
-    from arcgap.dockerengine.save import EngineImage
+    from arcgap.dockerengine.save import DockerImage
     from arcgap.oci.reference import parse_reference, validate_repository, validate_tag
 
-    images: list[EngineImage] = []
+    images: list[DockerImage] = []
     for name in names:
         full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
         parse_reference(full)  # a usage error for a malformed name
@@ -33,11 +33,11 @@ def _local_images(names: tuple[str, ...]) -> list[EngineImage]:
         first, _, rest = path.partition("/")
         if rest and ("." in first or ":" in first or first == "localhost"):
             path = rest  # the bundle names images without their registry
-        images.append(EngineImage(validate_repository(path), validate_tag(tag), full, pull=False))
+        images.append(DockerImage(validate_repository(path), validate_tag(tag), full, pull=False))
     return images
 
 
-def check_engine_export(source: SourceOptions, options: ExportOptions) -> None:
+def check_docker_export(source: SourceOptions, options: ExportOptions) -> None:
     """What the engine's export cannot do, refused before anything else is read or asked."""
     o = options
     if o.since or o.sign_key or o.installer_targets or o.skip_missing or o.platform or source.ca_file \
@@ -51,12 +51,12 @@ def check_engine_export(source: SourceOptions, options: ExportOptions) -> None:
                          hint=f"leave out {option('engine')} docker")
 
 
-def run_engine_export(source: SourceOptions, options: ExportOptions, context: RunContext, *,
+def run_docker_export(source: SourceOptions, options: ExportOptions, context: RunContext, *,
                       output: Callable[[Path], ExportOutput]) -> ExportResult:
     """The engine pulls (with auth_config) or already holds the images; docker save → ``output(default name)``
     (:func:`arcgap.commands.endpoints.export_output`: a bundle, an OCI layout)."""
     from arcgap.dockerengine import auth_config, connect
-    from arcgap.dockerengine.save import EngineImage, engine_export
+    from arcgap.dockerengine.save import DockerImage, docker_export
     from arcgap.transfer.export import creation_time
 
     o, selection = options, options.selection
@@ -77,7 +77,7 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
         images = []
         for w in choice.images(source_tag, context.warn):
             tag = w.reference.tag or source_tag
-            images.append(EngineImage(w.name, tag, f"{w.reference.registry}/{w.reference.repository}:{tag}"))
+            images.append(DockerImage(w.name, tag, f"{w.reference.registry}/{w.reference.repository}:{tag}"))
         auth = auth_config(endpoint.username, endpoint.password)
         registry, repository = endpoint.registry, endpoint.repository
         out = output(default_output(endpoint, source_tag))
@@ -86,13 +86,13 @@ def run_engine_export(source: SourceOptions, options: ExportOptions, context: Ru
                  "IDs = config digests are kept)")
     client = connect(context.environ)
     try:
-        return engine_export(client, images, output=out, source_registry=registry, source_repository=repository,
+        return docker_export(client, images, output=out, source_registry=registry, source_repository=repository,
                              auth=auth, reporter=context.reporter, created=creation_time())
     finally:
         client.close()
 
 
-def run_engine_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> EngineImportResult:
+def run_docker_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> EngineImportResult:
     """Verify while streaming into ``docker load``, then push through the engine."""
     if options.dry_run:
         raise UsageError(f"{option('dry_run')} is not available with {option('engine')} docker")
@@ -100,7 +100,7 @@ def run_engine_import(target: TargetOptions, options: ImportOptions, context: Ru
         raise UsageError(f"with {option('engine')} docker the engine's own TLS settings apply",
                          hint="put the CA in /etc/docker/certs.d/HOST:PORT/ca.crt on the engine's machine")
     from arcgap.dockerengine import connect
-    from arcgap.dockerengine.load import engine_import
+    from arcgap.dockerengine.load import docker_import
 
     key = verify_key_from(options.verify_key)
     with open_bundle(options.bundle) as reader:
@@ -111,7 +111,7 @@ def run_engine_import(target: TargetOptions, options: ImportOptions, context: Ru
         endpoint = collect_target(target, context)
         client = connect(context.environ)
         try:
-            return engine_import(reader, client, registry=endpoint.registry, repository=endpoint.repository,
+            return docker_import(reader, client, registry=endpoint.registry, repository=endpoint.repository,
                                  target_tag=endpoint.tag, username=endpoint.username, password=endpoint.password,
                                  reporter=context.reporter, warn=context.warn)
         finally:
