@@ -20,7 +20,7 @@ from typing import Any
 
 from arcgap.bundle import tarstream
 from arcgap.bundle.dockercompat import DOCKER_LOAD_INDEX_NAME, chosen_platforms, docker_load_json, host_platform
-from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry
+from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, MANIFEST_KINDS, BlobEntry
 from arcgap.bundle.reader import BundleReader
 from arcgap.dockerengine import auth_config, check_events, docker_engine_error
 from arcgap.errors import ArcgapError, TargetMismatchError, UsageError, option
@@ -28,8 +28,6 @@ from arcgap.transfer.bundlesource import BundleSource
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.source import Contents
 from arcgap.util.progress import Reporter
-
-SMALL_KINDS = ("index", "manifest")
 
 
 @dataclass
@@ -168,10 +166,10 @@ class DockerLoad:
         manifest = contents.toc
         for entry in manifest.blobs:  # read before the stream began: from memory
             data = contents.manifests.get(entry.digest)
-            if entry.kind in SMALL_KINDS and data is not None:
+            if entry.kind in MANIFEST_KINDS and data is not None:
                 yield tarstream.member_header(entry.member, entry.size) + data + tarstream.padding(entry.size)
         for entry, chunks in blobs:
-            if entry.kind in SMALL_KINDS and entry.digest in contents.manifests:
+            if entry.kind in MANIFEST_KINDS and entry.digest in contents.manifests:
                 for _ in chunks:  # a source that streams its manifests too: already written
                     pass
                 continue
