@@ -116,6 +116,12 @@ def test_import_through_the_engine_keeps_image_ids_and_records_target_digests(
     assert "only linux/" in res.err  # the index warning
     doc = json.loads(res.out)
     assert doc["engine"] == "docker"
+    # the same copy as into a registry: placement's tally, every blob once into the engine, tags re-read
+    assert doc["uploaded_blobs"] == doc["blobs"] - sum(len(i["platforms"]) + (len(i["platforms"]) > 1)
+                                                       for i in doc["images"]) > 0
+    assert doc["verified_bytes"] > 0 and doc["skipped_tags"] == 0
+    assert doc["digests_changed"] == sum(i["digest"] != i["bundle_digest"] for i in doc["images"])
+    assert all(i["action"] in ("pushed", "pushed (digest changed)") and i["pushed"] for i in doc["images"])
     by_target = {i["target"]: i for i in doc["images"]}
     for role in ROLES:
         info = synth_small[role]

@@ -131,6 +131,8 @@ class _DistributionApi:
         self.answer = answer
 
     def inspect_distribution(self, ref: str, auth_config: object = None) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
         return self.answer
 
 
@@ -139,13 +141,46 @@ class _Inspecting:
         self.api = _DistributionApi(answer)
 
 
-def test_the_engine_push_tag_check_names_a_tag_that_moved() -> None:
-    from arcgap.dockerengine.load import check_tag
-    from arcgap.errors import RegistryError, TargetMismatchError
+def _engine_sink(client: object):  # noqa: ANN202
+    from arcgap.bundle.format import TableOfContents
+    from arcgap.dockerengine.load import EngineSink
 
-    pushed, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
-    check_tag(_Inspecting({"Descriptor": {"digest": pushed}}), "reg:5000/x:1", pushed, None)
-    with pytest.raises(TargetMismatchError, match=f"reg:5000/x:1 resolves to {other} after the push"):
-        check_tag(_Inspecting({"Descriptor": {"digest": other}}), "reg:5000/x:1", pushed, None)
-    with pytest.raises(RegistryError, match="no digest"):
-        check_tag(_Inspecting({}), "reg:5000/x:1", pushed, None)
+    toc = TableOfContents(created="2026-01-01T00:00:00Z", source_registry="src", source_repository="", images=(),
+                          blobs=())
+    return EngineSink(client, toc, registry="reg:5000", repository="", tag=None, auth=None, platform="linux/amd64")
+
+
+def test_the_engine_sinks_tag_check_names_a_tag_that_moved() -> None:
+    from arcgap.bundle.format import ImageEntry
+    from arcgap.errors import TargetMismatchError
+    from arcgap.oci.digest import Digest
+    from arcgap.transfer.plan import TargetImage
+    from arcgap.transfer.publish import verify_tags
+
+    pushed, other = Digest.parse("sha256:" + "a" * 64), Digest.parse("sha256:" + "b" * 64)
+    entry = ImageEntry(name="x", tag="1", source="src/x:1", digest=Digest.parse("sha256:" + "c" * 64), size=2,
+                       media_type="application/vnd.oci.image.manifest.v1+json", platforms=())
+    target = TargetImage(entry, "reg:5000", "x", "1")
+    sink = _engine_sink(_Inspecting({"Descriptor": {"digest": str(pushed)}}))
+    verify_tags(sink, [target], jobs=1, rewritten={target.reference: pushed})  # what the push said is there
+    with pytest.raises(TargetMismatchError, match=f"reg:5000/x:1 resolves to {pushed} after the push"):
+        verify_tags(sink, [target], jobs=1)  # the bundle's own digest expected: the engine rewrote it
+    sink = _engine_sink(_Inspecting({"Descriptor": {"digest": str(other)}}))
+    with pytest.raises(TargetMismatchError, match=f"resolves to {other} after the push, expected {pushed}"):
+        verify_tags(sink, [target], jobs=1, rewritten={target.reference: pushed})
+
+
+def test_the_engine_sink_takes_an_unanswered_question_as_absent_only_before_its_push() -> None:
+    from arcgap.errors import ArcgapError
+    from arcgap.oci.digest import Digest
+
+    pushed = Digest.parse("sha256:" + "a" * 64)
+    sink = _engine_sink(_Inspecting(RuntimeError("manifest unknown")))
+    assert sink.head_manifest("x", "1") is None  # before the push: the push will tell
+    sink._pushed["reg:5000/x:1"] = pushed  # as put_manifest(tag) records it
+    with pytest.raises(ArcgapError, match="re-reading reg:5000/x:1 through the engine"):
+        sink.head_manifest("x", "1")
+    sink = _engine_sink(_Inspecting({}))
+    sink._pushed["reg:5000/x:1"] = pushed
+    with pytest.raises(ArcgapError, match="re-reading"):
+        sink.head_manifest("x", "1")

@@ -14,9 +14,9 @@ from arcgap.commands.transfer import chain_request, collect_source, collect_targ
 from arcgap.errors import UsageError, option
 
 if TYPE_CHECKING:
-    from arcgap.dockerengine.load import EngineImportResult
     from arcgap.dockerengine.save import DockerImage
     from arcgap.transfer.export import ExportResult
+    from arcgap.transfer.importer import ImportResult
     from arcgap.transfer.sink import ExportOutput
 
 
@@ -92,14 +92,15 @@ def run_docker_export(source: SourceOptions, options: ExportOptions, context: Ru
         client.close()
 
 
-def run_docker_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> EngineImportResult:
-    """Verify while streaming into ``docker load``, then push through the engine."""
+def run_docker_import(target: TargetOptions, options: ImportOptions, context: RunContext) -> ImportResult:
+    """The bundle's import into the engine's sink: verified while streaming into ``docker load``, pushed through the
+    engine, every tag re-read through it."""
     if options.dry_run:
         raise UsageError(f"{option('dry_run')} is not available with {option('engine')} docker")
     if target.ca_file is not None or target.insecure:
         raise UsageError(f"with {option('engine')} docker the engine's own TLS settings apply",
                          hint="put the CA in /etc/docker/certs.d/HOST:PORT/ca.crt on the engine's machine")
-    from arcgap.dockerengine import connect
+    from arcgap.dockerengine import auth_config, connect
     from arcgap.dockerengine.load import docker_import
 
     key = verify_key_from(options.verify_key)
@@ -112,7 +113,7 @@ def run_docker_import(target: TargetOptions, options: ImportOptions, context: Ru
         client = connect(context.environ)
         try:
             return docker_import(reader, client, registry=endpoint.registry, repository=endpoint.repository,
-                                 target_tag=endpoint.tag, username=endpoint.username, password=endpoint.password,
-                                 reporter=context.reporter, warn=context.warn)
+                                 target_tag=endpoint.tag, auth=auth_config(endpoint.username, endpoint.password),
+                                 jobs=options.jobs, reporter=context.reporter, warn=context.warn)
         finally:
             client.close()

@@ -22,7 +22,6 @@ from arcgap.errors import UsageError, option
 if TYPE_CHECKING:
     from arcgap.bundle.signing import Signer
     from arcgap.commands.settings import Endpoint
-    from arcgap.dockerengine.load import EngineImportResult
     from arcgap.transfer.export import ExportResult
     from arcgap.transfer.importer import ImportResult
     from arcgap.transfer.mirror import MirrorResult
@@ -105,7 +104,7 @@ def run_export(source: SourceOptions, options: ExportOptions, context: RunContex
 def run_import(
     target: TargetOptions, options: ImportOptions, context: RunContext, *,
     after_import: Callable[[Endpoint, Receipt], None] | None = None,
-) -> ImportResult | EngineImportResult:
+) -> ImportResult:
     """Bundle → registry, or → the Docker Engine (``docker load``, then its push)."""
     if through_docker(options.engine):
         from arcgap.commands.docker import run_docker_import

@@ -84,6 +84,7 @@ class _Copy:
         self.placements = Placements(sink)  # also updated by background uploads
         self._lock = threading.Lock()  # the tally and the reporter are shared by workers
         self._in_source: dict[Digest, int] = {}
+        self._rewritten: dict[str, Digest] = {}  # what a rewriting sink holds under a tag instead (the Docker Engine)
 
     def _meter(self, n_bytes: int) -> None:
         with self._lock:
@@ -120,9 +121,9 @@ class _Copy:
                 # Every blob is verified and present: now manifests by digest, then the tags.
                 pubs = [Publication(t, contents.raw(t.entry.digest), g.children)
                         for t, g in zip(self.targets, contents.graphs)]
-                push_manifests_and_tags(self.sink, pubs, current, self.reporter, jobs=self.options.jobs,
-                                        releases=manifest.releases)
-                verify_tags(self.sink, self.targets, jobs=self.options.jobs)
+                self._rewritten = push_manifests_and_tags(self.sink, pubs, current, self.reporter,
+                                                          jobs=self.options.jobs, releases=manifest.releases)
+                verify_tags(self.sink, self.targets, jobs=self.options.jobs, rewritten=self._rewritten)
                 self.tally.referrers = place_referrers(self.sink, self.targets, contents.graphs,
                                                        self.reporter).to_dict()
             self._describe(contents, current)
@@ -297,7 +298,8 @@ class _Copy:
                 action = "skipped"
                 self.tally.skipped_tags += 1
             self.tally.outcomes.append(
-                ImageOutcome(target, action, summary.uploaded, summary.mounted, summary.present))
+                ImageOutcome(target, action, summary.uploaded, summary.mounted, summary.present,
+                             held=self._rewritten.get(target.reference)))
             for digest in (target.entry.digest, *(c[0] for c in graph.children), *sorted(graph.blobs)):
                 held.setdefault(digest, declared[digest])
         self.tally.held_blobs = list(held.values())

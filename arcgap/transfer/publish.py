@@ -1,9 +1,13 @@
 """The publish order, owned here: children before their index, every manifest by digest, then the tags (a tag
-already at its digest left alone), then every tag re-read."""
+already at its digest left alone), then every tag re-read.
+
+A sink that rewrites what it is given (the Docker Engine re-compresses layers on push) says which digest it now
+holds under a tag, as ``put_manifest``'s answer; the tag check expects that digest there, and the copy reports it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from arcgap.errors import TargetMismatchError
@@ -26,10 +30,12 @@ class Publication:
 def push_manifests_and_tags(
     client: Sink, images: Sequence[Publication], current: Sequence[Digest | None], reporter: Reporter,
     *, jobs: int, releases: Sequence[str] = (),
-) -> None:
+) -> dict[str, Digest]:
     """Children before their index, all by digest, then the tags; a tag already at its digest is left alone.
     With ``releases`` (an upgrade chain, oldest first) the tags move release by release, oldest first.
-    ``jobs`` images at once (``--jobs``): each is a handful of small requests, so latency is the cost."""
+    ``jobs`` images at once (``--jobs``): each is a handful of small requests, so latency is the cost.
+
+    Returns the digest the sink reported under each tag it moved (target reference → digest), where it did."""
     reporter.phase("pushing manifests")
     moving = [p for p, now in zip(images, current) if now != p.target.entry.digest]
 
@@ -39,8 +45,12 @@ def push_manifests_and_tags(
             client.put_manifest(pub.target.repository, str(digest), raw, media_type)
         client.put_manifest(pub.target.repository, str(entry.digest), pub.top_raw, entry.media_type)
 
+    rewritten: dict[str, Digest] = {}
+
     def tag(pub: Publication) -> None:
-        client.put_manifest(pub.target.repository, pub.target.tag, pub.top_raw, pub.target.entry.media_type)
+        held = client.put_manifest(pub.target.repository, pub.target.tag, pub.top_raw, pub.target.entry.media_type)
+        if held is not None:
+            rewritten[pub.target.reference] = held
 
     # every image's manifests are in place before the first tag moves
     each(by_digest, moving, jobs=jobs, name="arcgap-publish")
@@ -48,10 +58,12 @@ def push_manifests_and_tags(
     for wave in _waves(moving, releases):
         each(tag, wave, jobs=jobs, name="arcgap-publish")
     for pub in moving:
-        reporter.item_done(f"{pub.target.reference} → {pub.target.entry.digest.short}")
+        held = rewritten.get(pub.target.reference, pub.target.entry.digest)
+        reporter.item_done(f"{pub.target.reference} → {held.short}")
     for pub, now in zip(images, current):
         if now == pub.target.entry.digest:
             reporter.item_done(f"{pub.target.reference} already at {now.short}")
+    return rewritten
 
 
 def _waves(moving: Sequence[Publication], releases: Sequence[str]) -> list[list[Publication]]:
@@ -65,11 +77,15 @@ def _waves(moving: Sequence[Publication], releases: Sequence[str]) -> list[list[
     return [waves[n] for n in sorted(waves)]
 
 
-def verify_tags(client: Sink, targets: Sequence[TargetImage], *, jobs: int) -> None:
-    """Re-read every tag after the push, ``jobs`` at once; a different digest is an error of its own (exit 10)."""
+def verify_tags(client: Sink, targets: Sequence[TargetImage], *, jobs: int,
+                rewritten: Mapping[str, Digest] | None = None) -> None:
+    """Re-read every tag after the push, ``jobs`` at once; a different digest is an error of its own (exit 10).
+    ``rewritten``: the digest a sink said it holds under a tag instead of the image's own."""
+    held = rewritten or {}
     for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets, jobs=jobs)):
-        if got != target.entry.digest:
+        expected = held.get(target.reference, target.entry.digest)
+        if got != expected:
             raise TargetMismatchError(
-                f"{target.reference} resolves to {got} after the push, expected {target.entry.digest}",
+                f"{target.reference} resolves to {got} after the push, expected {expected}",
                 hint="another writer changed the tag, or the registry rewrote the manifest",
             )

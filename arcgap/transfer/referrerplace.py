@@ -50,7 +50,14 @@ def place_referrers(sink: object, targets: Sequence[TargetImage], graphs: Sequen
     """Every graph's referrers into its target repository; the images' manifests are already there."""
     placed = Placed()
     work = [(t, g) for t, g in zip(targets, graphs) if g.referrers]
-    if not work or not isinstance(sink, RegistryClient):
+    if not work:
+        return placed
+    if not isinstance(sink, RegistryClient):  # the Docker Engine: its push carries images, not referrers
+        count = sum(len(g.referrers) for _, g in work)
+        label = getattr(sink, "label", type(sink).__name__)
+        placed.unplaced.append(f"{count} referrer{'s' if count != 1 else ''} of the bundle not placed: {label} "
+                               "cannot push them (import with the default engine to carry them)")
+        reporter.warn(placed.unplaced[-1])
         return placed
     reporter.phase(f"placing {sum(len(g.referrers) for _, g in work)} referrers")
     placed.api = probe_api(sink, work[0][0].repository, work[0][0].entry.digest)

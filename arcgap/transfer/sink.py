@@ -2,7 +2,8 @@
 
 A :class:`Sink` is registry-like: it holds blobs and manifests per repository, tags are manifests put under a tag
 name, and blobs are placed (present / mount / upload) in any order; :class:`arcgap.registry.client.RegistryClient`
-is one as it stands, and the engine's unit tests use an in-memory one. A :class:`StreamSink` (a bundle writer)
+is one as it stands, :class:`arcgap.dockerengine.load.EngineSink` (``docker load`` + push) another, and the
+engine's unit tests use an in-memory one. A :class:`StreamSink` (a bundle writer)
 takes every blob once, in order; an :class:`ExportOutput` is where ``export`` puts one.
 """
 
@@ -48,7 +49,10 @@ class Sink(Protocol):
 
     def head_manifest(self, repository: str, ref: str) -> Digest | None: ...
 
-    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
+    def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *,
+                     push_scope: bool = True) -> Digest | None:
+        """Store ``raw`` under ``ref`` (a digest or a tag). A sink that stores other bytes than ``raw`` (the Docker
+        Engine's push) returns the digest it now holds under ``ref``; None means ``raw``'s own."""
         ...
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arcgap.bundle.format import BlobEntry
+from arcgap.oci.digest import Digest
 from arcgap.transfer.plan import TargetImage
 
 
@@ -19,20 +21,29 @@ class ImageOutcome:
     uploaded_blobs: int
     mounted_blobs: int
     present_blobs: int
+    held: Digest | None = None  # what the sink holds under the tag, where it rewrote the manifest (Docker Engine)
+    notes: Mapping[str, str | None] = field(default_factory=dict)  # what a sink adds (the engine's image ID)
 
     def to_dict(self, *, dry_run: bool) -> dict[str, Any]:
         entry = self.target.entry
-        return {
+        action = self.action
+        if self.held is not None and self.held != entry.digest and action != "skipped":
+            action += " (digest changed)"
+        doc: dict[str, Any] = {
             "source": entry.source,
             "target": self.target.reference,
-            "digest": str(entry.digest),
+            "digest": str(self.held or entry.digest),  # what the target holds under the tag
             "media_type": entry.media_type,
             "platforms": [p.platform for p in entry.platforms],
-            "action": self.action,
+            "action": action,
             "pushed": not dry_run and self.action != "skipped",  # this run wrote the tag
             "blobs": {"uploaded": self.uploaded_blobs, "mounted": self.mounted_blobs,
                       "present": self.present_blobs},
         }
+        if self.held is not None:
+            doc["bundle_digest"] = str(entry.digest)
+        doc.update(self.notes)
+        return doc
 
 
 @dataclass
@@ -68,6 +79,7 @@ class Tally:
 class ImportResult(Tally):
     receipt_file: Path | None = None  # set by the caller once the receipt is written
     receipt: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what a sink adds to --json (the engine, its warnings)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -87,6 +99,7 @@ class ImportResult(Tally):
         }
         if self.referrers is not None:
             doc["referrers"] = self.referrers
+        doc.update(self.extra)
         if self.receipt_file is not None:
             doc["receipt_file"] = str(self.receipt_file)
             doc["receipt"] = self.receipt
