@@ -94,14 +94,14 @@ def _content() -> Content:
         )
         for name, raw in (("arc-controller", man_a), ("sub/arc-dns", man_b))
     )
-    manifest = TableOfContents(
+    toc = TableOfContents(
         source_registry="src.example:5000",
         source_repository="arcdata",
         images=images,
         blobs=tuple(BlobEntry(Digest.of(raw), len(raw), mt, kind) for raw, mt, kind in blobs),
         created="2024-04-09T10:00:00Z",
     )
-    return Content(manifest, {Digest.of(raw): raw for raw, _, _ in blobs})
+    return Content(toc, {Digest.of(raw): raw for raw, _, _ in blobs})
 
 
 CONTENT = _content()

@@ -92,9 +92,9 @@ def test_a_bundle_whose_referrer_names_another_subject_is_refused(
             r["subject"] = signed["image"]
     with pytest.raises(BundleFormatError):  # the signature's subject is the SBOM, listed as the image: refused
         from arcgap.bundle.graph import build_graph
-        manifest = TableOfContents.from_yaml(yaml.safe_dump(doc).encode())
-        manifests = {b.digest: member_bytes(out, b.member) for b in manifest.blobs if b.kind in ("index", "manifest")}
-        build_graph(manifest, manifests, origin="arcgap.yaml")
+        toc = TableOfContents.from_yaml(yaml.safe_dump(doc).encode())
+        manifests = {b.digest: member_bytes(out, b.member) for b in toc.blobs if b.kind in ("index", "manifest")}
+        build_graph(toc, manifests, origin="arcgap.yaml")
 
 
 def test_import_onto_distribution_keeps_referrers_findable_by_fallback_tags(

@@ -101,7 +101,7 @@ class Release:
         if relied_digests:
             bases = (BaseBundle("base.tar.zst", Digest.of(b"base"), "bundle", "2026-01-01T00:00:00Z",
                                 tuple(b for d, b in data_blobs.items() if d in relied_digests)),)
-        self.manifest = TableOfContents(
+        self.toc = TableOfContents(
             source_registry="src", source_repository="arc", images=tuple(self.images), created="2026-01-01T00:00:00Z",
             blobs=(*manifest_entries, *(b for d, b in data_blobs.items() if d not in relied_digests)),
             format_version=2 if bases else 1, relies_on=bases)
@@ -133,11 +133,11 @@ class FakeSource:
     def contents(self, meter: Meter) -> Contents:
         for raw in self.release.manifests.values():
             meter(len(raw))
-        return Contents(self.release.manifest, tuple(self.release.graphs), self.release.manifests)
+        return Contents(self.release.toc, tuple(self.release.graphs), self.release.manifests)
 
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         """A stream's manifests were read by contents(); a registry streams every blob, manifests too."""
-        for entry in self.release.manifest.blobs:
+        for entry in self.release.toc.blobs:
             if entry.kind in ("config", "layer"):
                 self.opened.append(entry.digest)
                 yield entry, self._chunks(entry.digest, meter)
@@ -255,13 +255,13 @@ def test_an_empty_sink_gets_every_blob_once_per_repository_and_shared_ones_mount
     shared = str(Digest.of(SHARED))
     assert [e for e in sink.calls("upload") if e[2] == shared] == [("upload", "arc/a", shared)]
     assert sink.calls("mount") == [("mount", "arc/b", shared)]
-    data = [b for b in release.manifest.blobs if b.kind in ("config", "layer")]
+    data = [b for b in release.toc.blobs if b.kind in ("config", "layer")]
     assert (result.uploaded_blobs, result.mounted_blobs, result.skipped_blobs) == (len(data), 1, 0)
     assert result.uploaded_bytes == sum(b.size for b in data)
-    assert result.verified_bytes == release.manifest.total_bytes  # every byte read from the source, once
+    assert result.verified_bytes == release.toc.total_bytes  # every byte read from the source, once
     assert [o.action for o in result.outcomes] == ["pushed", "pushed", "pushed"]
-    assert result.blobs == len(release.manifest.blobs) and result.skipped_tags == 0
-    assert {b.digest for b in result.held_blobs} == {b.digest for b in release.manifest.blobs}
+    assert result.blobs == len(release.toc.blobs) and result.skipped_tags == 0
+    assert {b.digest for b in result.held_blobs} == {b.digest for b in release.toc.blobs}
     assert sorted(source.opened) == sorted(b.digest for b in data)
 
 
@@ -298,7 +298,7 @@ def test_blobs_the_sink_holds_are_not_sent(sequential: bool) -> None:
     assert (result.outcomes[0].present_blobs, result.outcomes[0].action) == (3, "mounted")
     assert ("mount", "arc/b", str(Digest.of(SHARED))) in sink.events  # mounted from the repository holding it
     if sequential:  # a stream is read to its end, every byte verified
-        assert result.verified_bytes == release.manifest.total_bytes
+        assert result.verified_bytes == release.toc.total_bytes
     else:  # a random-access source is not even asked for blobs the target holds
         assert not set(a.blobs) - {Digest.of(SHARED)} & set(source.opened)
 
@@ -326,7 +326,7 @@ def test_tags_already_at_their_digest_are_left_alone(sequential: bool) -> None:
     result = _copy(FakeSource(release, sequential=sequential), sink, release)
     assert not sink.calls("upload") and not sink.calls("mount") and not sink.calls("put-tag")
     assert result.skipped_tags == 3 and [o.action for o in result.outcomes] == ["skipped"] * 3
-    assert result.skipped_blobs == len([b for b in release.manifest.blobs if b.kind in ("config", "layer")])
+    assert result.skipped_blobs == len([b for b in release.toc.blobs if b.kind in ("config", "layer")])
 
 
 @both
@@ -335,7 +335,7 @@ def test_a_dry_run_asks_and_counts_but_changes_nothing(sequential: bool) -> None
     sink = FakeSink(held=[("arc/a", SHARED)])
     result = _copy(FakeSource(release, sequential=sequential), sink, release, dry_run=True)
     assert not [e for e in sink.events if e[0] in ("upload", "mount", "put-digest", "put-tag")]
-    data = [b for b in release.manifest.blobs if b.kind in ("config", "layer")]
+    data = [b for b in release.toc.blobs if b.kind in ("config", "layer")]
     assert result.content_bytes == sum(b.size for b in data)
     assert result.present_bytes == 0 and result.missing_bytes == result.content_bytes - len(SHARED)
     assert result.lacking_placements == len(data) and not any(o.to_dict(dry_run=True)["pushed"]
@@ -346,17 +346,17 @@ def test_a_dry_run_asks_and_counts_but_changes_nothing(sequential: bool) -> None
 def test_the_first_failed_upload_stops_the_copy_before_any_manifest(sequential: bool) -> None:
     layers = {f"img{n}": [f"layer {n}.{k}".encode() for k in range(4)] for n in range(6)}
     release = Release(layers)
-    first = next(b.digest for b in release.manifest.blobs if b.kind == "layer")
+    first = next(b.digest for b in release.toc.blobs if b.kind == "layer")
     sink = FakeSink(fail_upload=first, delay_s=0.02)
     with pytest.raises(RegistryError, match="500 INTERNAL"):
         _copy(FakeSource(release, sequential=sequential), sink, release, jobs=2)
     assert not sink.calls("put-digest") and not sink.calls("put-tag")
-    assert len(sink.calls("upload")) < len(release.manifest.blobs) // 2  # the rest was cancelled, not sent
+    assert len(sink.calls("upload")) < len(release.toc.blobs) // 2  # the rest was cancelled, not sent
 
 
 def test_a_damaged_blob_in_the_stream_stops_the_copy_before_any_manifest() -> None:
     release = _release()
-    victim = next(b.digest for b in release.manifest.blobs if b.kind == "layer")
+    victim = next(b.digest for b in release.toc.blobs if b.kind == "layer")
     release.data[victim] = release.data[victim][:-1] + b"!"
     sink = FakeSink()
     with pytest.raises(IntegrityError, match="digest mismatch"):
@@ -411,17 +411,17 @@ def test_copy_stream_hands_every_blob_over_once_in_the_source_order(sequential: 
     release = _release()
     sink, metered = ListSink(), []
     contents = copy_stream(FakeSource(release, sequential=sequential), sink, meter=metered.append)
-    expected = [b for b in release.manifest.blobs if not sequential or b.kind in ("config", "layer")]
+    expected = [b for b in release.toc.blobs if not sequential or b.kind in ("config", "layer")]
     assert [d for d, _ in sink.written] == [b.digest for b in expected]  # a stream's manifests are in contents
     assert all(Digest.of(data) == d for d, data in sink.written)
-    assert set(contents.manifests) == {b.digest for b in release.manifest.blobs if b.kind in ("index", "manifest")}
-    assert sum(metered) == release.manifest.total_bytes + (sum(map(len, release.manifests.values())) if not
+    assert set(contents.manifests) == {b.digest for b in release.toc.blobs if b.kind in ("index", "manifest")}
+    assert sum(metered) == release.toc.total_bytes + (sum(map(len, release.manifests.values())) if not
                                                            sequential else 0)
 
 
 def test_copy_stream_stops_at_a_damaged_blob_before_its_last_chunk() -> None:
     release = _release()
-    victim = next(b for b in release.manifest.blobs if b.kind == "layer" and b.size > 7)
+    victim = next(b for b in release.toc.blobs if b.kind == "layer" and b.size > 7)
     good = release.data[victim.digest]
     release.data[victim.digest] = good[:-1] + b"!"
     sink = ListSink()
@@ -493,7 +493,7 @@ def test_a_random_access_source_copies_at_most_jobs_blobs_at_once() -> None:
 
 def _bundle(release: Release, path: Path) -> Path:
     """``release`` as a real bundle file: arcgap.yaml, oci-layout and index.json, then every blob in order."""
-    manifest = release.manifest
+    manifest = release.toc
     with BundleWriter(path) as writer:
         for name, data in ((TOC_NAME, manifest.to_yaml()), (LAYOUT_NAME, manifest.oci_layout()),
                            (INDEX_NAME, manifest.oci_index())):

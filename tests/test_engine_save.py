@@ -80,15 +80,15 @@ def test_oci_style_and_legacy_saves_convert_to_a_verifiable_bundle(tmp_path: Pat
                            auth=None, reporter=Reporter(), created="2024-01-01T00:00:00Z")
     assert result.images == 2
     with open_bundle(out) as reader:
-        manifest = reader.toc
-        got = {b.digest.hex: b for b in manifest.blobs}
+        toc = reader.toc
+        got = {b.digest.hex: b for b in toc.blobs}
         for _entry, chunks in reader.blobs():  # every blob verifies
             for _ in chunks:
                 pass
         assert "manifest.json" in reader.layout_files
     assert got[_sha(gz)].media_type.endswith("+gzip")
     assert got[_sha(layer)].media_type == "application/vnd.oci.image.layer.v1.tar"
-    assert {i.platforms[0].platform for i in manifest.images} == {"linux/arm64", "linux/amd64"}
+    assert {i.platforms[0].platform for i in toc.images} == {"linux/arm64", "linux/amd64"}
     assert not list(tmp_path.glob(".conv.tar.zst.spool-*"))
 
 

@@ -97,7 +97,7 @@ class DamagingSource(FakeSource):
 
 def _import(source: FakeSource, api: FakeEngineApi) -> tuple[ImportResult, EngineSink]:
     release = source.release
-    with EngineSink(FakeEngine(api), release.manifest, registry=REGISTRY, repository="arc", tag=None, auth=None,
+    with EngineSink(FakeEngine(api), release.toc, registry=REGISTRY, repository="arc", tag=None, auth=None,
                     platform="linux/amd64") as sink:
         result, _ = copy_images(source, sink, release.targets(), ImportResult(dry_run=False),
                                 options=CopyOptions(jobs=3), reporter=Reporter())

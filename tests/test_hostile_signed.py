@@ -191,10 +191,10 @@ def _as_version_2(members: Members, private: Path) -> Members:
     from arcgap.bundle.format import TableOfContents
     from arcgap.bundle.signature import SIGNATURE_NAME
 
-    manifest = TableOfContents.from_yaml(dict(members)["arcgap.yaml"])
+    toc = TableOfContents.from_yaml(dict(members)["arcgap.yaml"])
     from dataclasses import replace
 
-    old = replace(manifest, members=(), format_version=2)
+    old = replace(toc, members=(), format_version=2)
     data = old.to_yaml()
     signature = load_signer(private, passphrase=None).sign(data).to_bytes()
     return [(n, data if n == "arcgap.yaml" else signature if n == SIGNATURE_NAME else d) for n, d in members]

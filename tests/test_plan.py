@@ -222,8 +222,8 @@ def test_plan_manifest_survives_the_bundle_schema() -> None:
     idx = _index_image("arc-bootstrapper", "v1", [("linux/amd64", CFG_AMD, [BASE]), ("linux/arm64/v8", CFG_ARM,
                                                                                        [ARM_BASE])])
     a, b = _two_sharing_a_base()
-    manifest = _plan(idx, a, b).toc
-    assert TableOfContents.from_yaml(manifest.to_yaml()) == manifest
+    toc = _plan(idx, a, b).toc
+    assert TableOfContents.from_yaml(toc.to_yaml()) == toc
 
 
 def test_docker_media_types_kept() -> None:

@@ -116,7 +116,7 @@ def test_a_bundle_with_light_frames_reads_back_verified(tmp_path: Path) -> None:
     manifest_raw = _image_manifest(CONFIG, layers)
     blobs = [(manifest_raw, OCI_MANIFEST, "manifest"), (CONFIG, CONFIG_TYPE, "config"),
              *((x, LAYER_TYPE, "layer") for x in layers)]  # fmt: skip
-    manifest = TableOfContents(
+    toc = TableOfContents(
         source_registry="src.example:5000",
         source_repository="arcdata",
         images=(ImageEntry(name="arc-controller", tag="v1", source="src.example:5000/arcdata/arc-controller:v1",
@@ -127,11 +127,11 @@ def test_a_bundle_with_light_frames_reads_back_verified(tmp_path: Path) -> None:
     )  # fmt: skip
     path = tmp_path / "b.tar.zst"
     with BundleWriter(path) as writer:
-        writer.add_toc(manifest, manifest.to_yaml())
-        writer.add_bytes(LAYOUT_NAME, manifest.oci_layout())
-        writer.add_bytes(INDEX_NAME, manifest.oci_index())
+        writer.add_toc(toc, toc.to_yaml())
+        writer.add_bytes(LAYOUT_NAME, toc.oci_layout())
+        writer.add_bytes(INDEX_NAME, toc.oci_index())
         data = {Digest.of(raw): raw for raw, _, _ in blobs}
-        for entry in manifest.blobs:
+        for entry in toc.blobs:
             raw = data[entry.digest]
             writer.add_stream(entry.member, entry.size, (raw[i : i + 65536] for i in range(0, len(raw), 65536)))
         writer.commit()

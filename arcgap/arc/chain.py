@@ -101,20 +101,20 @@ def chain_sharing(
     return ChainSharing(shares, sum(everything.values()))
 
 
-def with_releases(manifest: TableOfContents, releases: Sequence[str]) -> TableOfContents:
+def with_releases(toc: TableOfContents, releases: Sequence[str]) -> TableOfContents:
     """``manifest`` naming the releases it carries (those an image of it carries: --skip-missing may have left
     a release out entirely), in the format version that knows ``releases``."""
-    carried = {i.tag for i in manifest.images}
+    carried = {i.tag for i in toc.images}
     kept = tuple(t for t in releases if t in carried)
     if len(kept) < 2:
-        return manifest
-    version = max(manifest.format_version, needed_version(differential=False, signed=False, chain=True))
-    return replace(manifest, releases=kept, format_version=version)
+        return toc
+    version = max(toc.format_version, needed_version(differential=False, signed=False, chain=True))
+    return replace(toc, releases=kept, format_version=version)
 
 
-def chain_summary(manifest: TableOfContents, image_blobs: Mapping[str, Iterable[Digest]]) -> dict[str, Any]:
+def chain_summary(toc: TableOfContents, image_blobs: Mapping[str, Iterable[Digest]]) -> dict[str, Any]:
     """What sharing saved in an upgrade chain bundle (export's summary), from the blobs each image needs."""
-    sizes = {b.digest: b.size for b in manifest.blobs}
-    tags = {i.ref_name: i.tag for i in manifest.images}
+    sizes = {b.digest: b.size for b in toc.blobs}
+    tags = {i.ref_name: i.tag for i in toc.images}
     blobs = {ref: [(str(d), sizes[d]) for d in digests if d in sizes] for ref, digests in image_blobs.items()}
-    return chain_sharing(manifest.releases, tags, blobs).to_dict()
+    return chain_sharing(toc.releases, tags, blobs).to_dict()

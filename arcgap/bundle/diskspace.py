@@ -19,15 +19,15 @@ _YAML_BYTES_PER_BLOB = 256  # arcgap.yaml: one entry per blob and per image, eac
 _YAML_BYTES_PER_IMAGE = 1024
 
 
-def estimate_bundle_bytes(manifest: TableOfContents) -> int:
+def estimate_bundle_bytes(toc: TableOfContents) -> int:
     """An upper estimate of the compressed bundle: the tar it compresses (sum of the blob sizes plus headers).
 
     Layers are already compressed, so zstd barely shrinks them; uncompressed layers shrink, which only makes
     the estimate generous.
     """
-    blobs = manifest.blobs
+    blobs = toc.blobs
     tar = sum(b.size + (-b.size % tarstream.BLOCK) for b in blobs)
-    tar += _YAML_BYTES_PER_BLOB * len(blobs) + _YAML_BYTES_PER_IMAGE * len(manifest.images)
+    tar += _YAML_BYTES_PER_BLOB * len(blobs) + _YAML_BYTES_PER_IMAGE * len(toc.images)
     tar += (3 + len(blobs)) * 2 * tarstream.BLOCK + len(tarstream.END_OF_ARCHIVE)  # headers, padding of small members
     return tar + tar // 32768 + _MARGIN_BYTES
 

@@ -39,12 +39,12 @@ def pick_child(image: ImageEntry, wanted: str) -> Digest:
     return children[0].digest
 
 
-def repo_tag(manifest: TableOfContents, image: ImageEntry) -> str:
-    path = "/".join(x for x in (manifest.source_repository, image.name) if x)
-    return f"{manifest.source_registry}/{path}:{image.tag}"
+def repo_tag(toc: TableOfContents, image: ImageEntry) -> str:
+    path = "/".join(x for x in (toc.source_repository, image.name) if x)
+    return f"{toc.source_registry}/{path}:{image.tag}"
 
 
-def docker_load_json(manifest: TableOfContents, small_blobs: Mapping[Digest, bytes], *,
+def docker_load_json(toc: TableOfContents, small_blobs: Mapping[Digest, bytes], *,
                          wanted_platform: str | None = None, tags: Mapping[str, str] | None = None) -> bytes:
     """The bytes of docker's ``manifest.json`` (deterministic for the same bundle and platform).
 
@@ -53,24 +53,24 @@ def docker_load_json(manifest: TableOfContents, small_blobs: Mapping[Digest, byt
     """
     wanted = wanted_platform or host_platform()
     entries = []
-    for image in manifest.images:
+    for image in toc.images:
         chosen = pick_child(image, wanted)
         media_type = next((p.media_type for p in image.platforms if p.digest == chosen), image.media_type)
         parsed = parse_manifest(small_blobs[chosen], media_type, what=f"manifest {chosen}")
         assert parsed.config is not None
         entries.append({
             "Config": _path(parsed.config.digest),
-            "RepoTags": [(tags or {}).get(image.ref_name) or repo_tag(manifest, image)],
+            "RepoTags": [(tags or {}).get(image.ref_name) or repo_tag(toc, image)],
             "Layers": [_path(layer.digest) for layer in parsed.layers],
         })
     return (json.dumps(entries, separators=(",", ":")) + "\n").encode()
 
 
-def chosen_platforms(manifest: TableOfContents, wanted_platform: str | None = None) -> dict[str, str]:
+def chosen_platforms(toc: TableOfContents, wanted_platform: str | None = None) -> dict[str, str]:
     """ref_name → the platform picked for each multi-platform image (for warnings)."""
     wanted = wanted_platform or host_platform()
     out = {}
-    for image in manifest.images:
+    for image in toc.images:
         if is_index(image.media_type):
             chosen = pick_child(image, wanted)
             out[image.ref_name] = next(p.platform for p in image.platforms if p.digest == chosen)
@@ -81,7 +81,7 @@ def _path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def check_docker_manifest(manifest: TableOfContents, data: bytes) -> str | None:
+def check_docker_manifest(toc: TableOfContents, data: bytes) -> str | None:
     """What is wrong with a bundle's ``manifest.json`` for these images (None: it fits), without the blobs.
 
     One entry per image in order, ``RepoTags`` exactly the image's source reference, ``Config`` a config and
@@ -91,13 +91,13 @@ def check_docker_manifest(manifest: TableOfContents, data: bytes) -> str | None:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         return "not JSON"
-    if not isinstance(doc, list) or len(doc) != len(manifest.images):
+    if not isinstance(doc, list) or len(doc) != len(toc.images):
         return "not one entry per image"
-    kinds = {_path(b.digest): b.kind for b in manifest.blobs}
-    for image, entry in zip(manifest.images, doc):
+    kinds = {_path(b.digest): b.kind for b in toc.blobs}
+    for image, entry in zip(toc.images, doc):
         if not isinstance(entry, dict) or set(entry) != {"Config", "RepoTags", "Layers"}:
             return f"the entry of {image.ref_name} is not what arcgap writes"
-        if entry["RepoTags"] != [repo_tag(manifest, image)]:
+        if entry["RepoTags"] != [repo_tag(toc, image)]:
             return f"RepoTags of {image.ref_name} differ from the image's source reference"
         layers = entry["Layers"]
         if kinds.get(entry["Config"]) != "config" or not isinstance(layers, list) or any(

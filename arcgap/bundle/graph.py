@@ -30,10 +30,10 @@ class ImageGraph:
     referrers: tuple[tuple[ReferrerEntry, bytes], ...] = ()  # subjects first: the order to place them in
 
 
-def build_graph(manifest: TableOfContents, manifests: dict[Digest, bytes], *, origin: str) -> list[ImageGraph]:
+def build_graph(toc: TableOfContents, manifests: dict[Digest, bytes], *, origin: str) -> list[ImageGraph]:
     """``manifests`` holds the verified bytes of every manifest blob. Raises if anything is missing."""
-    in_bundle = {b.digest: b for b in manifest.blobs}
-    elsewhere = {b.digest: b for b in manifest.relied_on_blobs}
+    in_bundle = {b.digest: b for b in toc.blobs}
+    elsewhere = {b.digest: b for b in toc.relied_on_blobs}
     declared = {**in_bundle, **elsewhere}  # configs and layers may be either; manifests are always in the bundle
     graphs: list[ImageGraph] = []
 
@@ -62,7 +62,7 @@ def build_graph(manifest: TableOfContents, manifests: dict[Digest, bytes], *, or
         used.add(digest)
         return result
 
-    for image in manifest.images:
+    for image in toc.images:
         what = image.ref_name
         top = parsed(image.digest, image.media_type, what)
         children: list[tuple[Digest, bytes, str]] = []
@@ -90,7 +90,7 @@ def build_graph(manifest: TableOfContents, manifests: dict[Digest, bytes], *, or
         else:
             image_manifests.append((image.digest, top))
         mine: list[tuple[ReferrerEntry, bytes]] = []
-        for ref in (r for r in manifest.referrers if r.image == image.ref_name):
+        for ref in (r for r in toc.referrers if r.image == image.ref_name):
             ref_what = f"{what} referrer {ref.digest.short}"
             if is_index(ref.media_type):
                 raise BundleFormatError(f"{origin}: {ref_what}: a referrer that is an index is not carried")
@@ -115,10 +115,10 @@ def build_graph(manifest: TableOfContents, manifests: dict[Digest, bytes], *, or
                 needed.add(d.digest)
         graphs.append(ImageGraph(image, tuple(children), frozenset(needed), frozenset(needed.intersection(elsewhere)),
                                  tuple(mine)))
-    unused = [b for b in manifest.blobs if b.kind in MANIFEST_KINDS and b.digest not in used]
+    unused = [b for b in toc.blobs if b.kind in MANIFEST_KINDS and b.digest not in used]
     if unused:
         raise BundleFormatError(f"{origin}: {unused[0].kind} {unused[0].digest.short} is listed but no image uses it")
-    for b in manifest.blobs:  # a blob may serve as both (OCI's empty descriptor): its kind must be one of its uses
+    for b in toc.blobs:  # a blob may serve as both (OCI's empty descriptor): its kind must be one of its uses
         if b.kind in ("config", "layer") and b.kind not in roles.get(b.digest, ()):
             use = " and ".join(sorted(roles.get(b.digest, ()))) or "nothing"
             raise BundleFormatError(f"{origin}: blob {b.digest.short} is listed as a {b.kind} but used as {use}")

@@ -201,13 +201,13 @@ class BundleReader:
         exactly what arcgap.yaml derives, and its manifest.json must name the images arcgap.yaml names."""
         from arcgap.bundle.dockercompat import check_docker_manifest
 
-        manifest = self.toc
-        for name, derived in ((LAYOUT_NAME, manifest.oci_layout()), (INDEX_NAME, manifest.oci_index())):
+        toc = self.toc
+        for name, derived in ((LAYOUT_NAME, toc.oci_layout()), (INDEX_NAME, toc.oci_index())):
             if self.layout_files[name] != derived:
                 raise self._changed(f"member {name} is not what the signed {TOC_NAME} describes")
         docker = self.layout_files.get(DOCKER_LOAD_INDEX_NAME)
         if docker is not None:
-            problem = check_docker_manifest(manifest, docker)
+            problem = check_docker_manifest(toc, docker)
             if problem:
                 raise self._changed(f"member {DOCKER_LOAD_INDEX_NAME}: {problem}")
 

@@ -46,13 +46,13 @@ def verify_bundle(
     (relied-on blobs count as present at the target); raise on the first problem."""
     reporter = reporter or Reporter()
     t0 = time.monotonic()
-    manifest = reader.toc
+    toc = reader.toc
     signature = reader.signature()
     if verify_key is not None:
         from arcgap.bundle.signing import check_bundle_signature
 
         check_bundle_signature(reader, verify_key, accept_partial=accept_partial_signature)
-    reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"verifying {reader.origin}")
+    reporter.start(toc.total_bytes, images=len(toc.images), label=f"verifying {reader.origin}")
     manifests: dict[Digest, bytes] = {}
     checked = False
     for entry, chunks in reader.blobs():
@@ -62,36 +62,36 @@ def verify_bundle(
             reporter.advance(len(data))
             continue
         if not checked:  # where import checks it: after the manifests, before the first config or layer
-            build_graph(manifest, manifests, origin=reader.origin)
+            build_graph(toc, manifests, origin=reader.origin)
             checked = True
         for chunk in chunks:
             reporter.advance(len(chunk))
     if not checked:
-        build_graph(manifest, manifests, origin=reader.origin)
+        build_graph(toc, manifests, origin=reader.origin)
     reporter.close()
     return VerifyResult(
-        len(manifest.images), len(manifest.blobs), manifest.total_bytes, time.monotonic() - t0,
-        relied_on_blobs=len(manifest.relied_on_blobs), relied_on_bytes=manifest.relied_on_bytes,
-        relies_on=tuple(base.name for base in manifest.relies_on),
+        len(toc.images), len(toc.blobs), toc.total_bytes, time.monotonic() - t0,
+        relied_on_blobs=len(toc.relied_on_blobs), relied_on_bytes=toc.relied_on_bytes,
+        relies_on=tuple(base.name for base in toc.relies_on),
         signed_by=signature.key_fingerprint if signature else None, signature_checked=verify_key is not None,
     )
 
 
-def describe(manifest: TableOfContents, signature: BundleSignature | None = None) -> dict[str, Any]:
+def describe(toc: TableOfContents, signature: BundleSignature | None = None) -> dict[str, Any]:
     """The ``inspect --json`` document (a signature is shown, not checked: that takes --verify-key)."""
-    sizes = {b.digest: b.size for b in manifest.blobs}
+    sizes = {b.digest: b.size for b in toc.blobs}
     return {
         "command": "inspect",
-        "format_version": manifest.format_version,
+        "format_version": toc.format_version,
         "signed_by": str(signature.key_fingerprint) if signature else None,
         "relies_on": [
             {"bundle": base.name, "identity": str(base.identity), "via": base.via, "blobs": len(base.blobs),
              "bytes": base.total_bytes}
-            for base in manifest.relies_on
+            for base in toc.relies_on
         ],
-        "arcgap_version": manifest.arcgap_version,
-        "created": manifest.created,
-        "source": {"registry": manifest.source_registry, "repository": manifest.source_repository},
+        "arcgap_version": toc.arcgap_version,
+        "created": toc.created,
+        "source": {"registry": toc.source_registry, "repository": toc.source_repository},
         "images": [
             {
                 "name": i.name,
@@ -101,23 +101,23 @@ def describe(manifest: TableOfContents, signature: BundleSignature | None = None
                 "media_type": i.media_type,
                 "platforms": [{"platform": p.platform, "digest": str(p.digest)} for p in i.platforms],
             }
-            for i in manifest.images
+            for i in toc.images
         ],
-        "blobs": len(manifest.blobs),
+        "blobs": len(toc.blobs),
         "content_bytes": sum(sizes.values()),
-        "skipped_images": skipped_images(manifest),
-        "releases": [{"tag": t, "images": sum(1 for i in manifest.images if i.tag == t)} for t in manifest.releases],
-        "referrers": [r.to_dict() for r in manifest.referrers],
+        "skipped_images": skipped_images(toc),
+        "releases": [{"tag": t, "images": sum(1 for i in toc.images if i.tag == t)} for t in toc.releases],
+        "referrers": [r.to_dict() for r in toc.referrers],
     }
 
 
-def skipped_images(manifest: TableOfContents) -> list[dict[str, str]]:
+def skipped_images(toc: TableOfContents) -> list[dict[str, str]]:
     """What ``export --skip-missing`` left out, as recorded in ``arcgap.yaml`` (``{name, source}`` each).
 
     An optional field read from untrusted input: entries that are not a mapping of two strings are dropped
     rather than shown (nothing depends on them; they only tell the operator what the bundle lacks).
     """
-    raw = manifest.extra.get("skipped_images")
+    raw = toc.extra.get("skipped_images")
     if not isinstance(raw, list):
         return []
     return [{"name": e["name"][:MAX_TEXT], "source": e["source"][:MAX_TEXT]} for e in raw[:MAX_IMAGES]

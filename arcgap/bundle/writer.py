@@ -133,10 +133,10 @@ class BundleWriter:
             raise io_error(exc, self._sink) from None
         self.uncompressed_bytes += len(data)
 
-    def add_toc(self, manifest: TableOfContents, data: bytes) -> None:
+    def add_toc(self, toc: TableOfContents, data: bytes) -> None:
         """The first member, ``arcgap.yaml``: ``data`` is ``manifest.to_yaml()`` (not parsed again)."""
         if self.uncompressed_bytes == 0:
-            self._identity = _identity(data, manifest)
+            self._identity = _identity(data, toc)
         self.add_bytes(TOC_NAME, data)
 
     def add_bytes(self, name: str, data: bytes) -> None:

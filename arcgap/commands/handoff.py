@@ -27,8 +27,8 @@ from arcgap.transfer.preflight import (
     Expected,
     PreflightResult,
     expected_from_list,
-    expected_from_manifest,
     expected_from_receipt,
+    expected_from_toc,
 )
 from arcgap.transfer.receipt import Receipt, is_receipt
 from arcgap.util.parallel import DEFAULT_JOBS
@@ -46,7 +46,7 @@ class ReleaseInput:
     """What says which images a release has: exactly one of the three is set."""
 
     origin: str
-    manifest: TableOfContents | None = None
+    toc: TableOfContents | None = None
     receipt: Receipt | None = None
     image_list: ImageList | None = None
 
@@ -71,7 +71,7 @@ def load_release_input(path: Path) -> ReleaseInput:
 
 def _from_bundle(path: Path) -> ReleaseInput:
     with open_bundle(path) as reader:  # reads arcgap.yaml (and checks the sidecar's identity), no blob
-        return ReleaseInput(str(path), manifest=reader.toc)
+        return ReleaseInput(str(path), toc=reader.toc)
 
 
 def choose_input(source: Path | None, release: str | None) -> ReleaseInput | None:
@@ -109,8 +109,8 @@ def expected_images(given: ReleaseInput, endpoint: Endpoint, *, release: str | N
     """The images the target should hold, at ``endpoint``'s repository; with ``release``, only that release's."""
     if given.receipt is not None:
         images = expected_from_receipt(given.receipt, repository=endpoint.repository)
-    elif given.manifest is not None:
-        images = expected_from_manifest(given.manifest, registry=endpoint.registry, repository=endpoint.repository,
+    elif given.toc is not None:
+        images = expected_from_toc(given.toc, registry=endpoint.registry, repository=endpoint.repository,
                                         tag=endpoint.tag)
     else:
         assert given.image_list is not None

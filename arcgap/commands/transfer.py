@@ -308,7 +308,7 @@ def run_registry_import(
                                    dry_run=o.dry_run)
         if not o.dry_run:
             done = build_receipt(
-                bundle_name=bundle_label(o.bundle), identity=reader.identity, manifest=reader.toc,
+                bundle_name=bundle_label(o.bundle), identity=reader.identity, toc=reader.toc,
                 signed_by=signature.key_fingerprint if signature else None, signature_checked=key is not None,
                 registry=endpoint.registry, repository=endpoint.repository, result=result, moment=utc_now(),
             )

@@ -184,16 +184,16 @@ def docker_export(client: Any, images: list[DockerImage], *, output: ExportOutpu
         plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                           created=created)
         entries = [replace(entry, source=img.source) for entry, img in zip(plan.toc.images, images)]
-        manifest = replace(plan.toc, images=tuple(entries), extra={"engine": "docker"})
+        toc = replace(plan.toc, images=tuple(entries), extra={"engine": "docker"})
         small = plan.small_blobs
-        reporter.start(manifest.total_bytes, images=len(entries), label=f"writing {path.name}")
-        written = output.write(manifest, SpoolSource(manifest, small, files), small_blobs=small,
+        reporter.start(toc.total_bytes, images=len(entries), label=f"writing {path.name}")
+        written = output.write(toc, SpoolSource(toc, small, files), small_blobs=small,
                                done=lambda _digest: None, meter=reporter.advance)
         reporter.close()
     finally:
         shutil.rmtree(spool, ignore_errors=True)
     return ExportResult(
-        output=path, images=len(entries), blobs=len(manifest.blobs), content_bytes=manifest.total_bytes,
+        output=path, images=len(entries), blobs=len(toc.blobs), content_bytes=toc.total_bytes,
         bundle_bytes=written.total_bytes, dedupe_saved_bytes=max(0, plan.dedupe_saved_bytes),
         seconds=time.monotonic() - t0, image_digests={i.source: str(i.digest) for i in entries},
         parts=written.parts, sidecar=written.sidecar,
@@ -247,15 +247,15 @@ class SpoolSource:
 
     sequential = False
 
-    def __init__(self, manifest: TableOfContents, small: dict[Digest, bytes], files: dict[Digest, Path]) -> None:
-        self.manifest = manifest
+    def __init__(self, toc: TableOfContents, small: dict[Digest, bytes], files: dict[Digest, Path]) -> None:
+        self.toc = toc
         self.small = small
         self.files = files
 
     def contents(self, meter: Meter) -> Contents:
-        manifests = {b.digest: self.small[b.digest] for b in self.manifest.blobs if b.kind in MANIFEST_KINDS}
-        graphs = build_graph(self.manifest, manifests, origin="docker save")
-        return Contents(self.manifest, tuple(graphs), manifests)
+        manifests = {b.digest: self.small[b.digest] for b in self.toc.blobs if b.kind in MANIFEST_KINDS}
+        graphs = build_graph(self.toc, manifests, origin="docker save")
+        return Contents(self.toc, tuple(graphs), manifests)
 
     def open(self, entry: BlobEntry, meter: Meter) -> Iterator[bytes]:
         data = self.small.get(entry.digest)
@@ -266,7 +266,7 @@ class SpoolSource:
                        meter)
 
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
-        for entry in self.manifest.blobs:
+        for entry in self.toc.blobs:
             yield entry, self.open(entry, meter)
 
 

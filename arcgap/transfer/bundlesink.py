@@ -24,18 +24,18 @@ if TYPE_CHECKING:
 class BundleSink:
     """Writes ``manifest``'s bundle into ``writer``; ``done(digest)`` is called after each blob is written."""
 
-    def __init__(self, writer: BundleWriter, manifest: TableOfContents, *, small_blobs: dict[Digest, bytes],
+    def __init__(self, writer: BundleWriter, toc: TableOfContents, *, small_blobs: dict[Digest, bytes],
                  signer: Signer | None = None, done: Callable[[Digest], None] = lambda _digest: None) -> None:
         self.writer = writer
         self.done = done
-        layout = {LAYOUT_NAME: manifest.oci_layout(), INDEX_NAME: manifest.oci_index()}
-        if not manifest.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
-            layout[DOCKER_LOAD_INDEX_NAME] = docker_load_json(manifest, small_blobs)
+        layout = {LAYOUT_NAME: toc.oci_layout(), INDEX_NAME: toc.oci_index()}
+        if not toc.relies_on:  # docker-load compatibility; a differential bundle lacks layers docker needs
+            layout[DOCKER_LOAD_INDEX_NAME] = docker_load_json(toc, small_blobs)
         if signer is not None:  # arcgap.yaml records the other members' digests: the signature covers them too
-            manifest = manifest.with_members(layout)
-        self.manifest = manifest  # as written
-        manifest_bytes = manifest.to_yaml()
-        writer.add_toc(manifest, manifest_bytes)
+            toc = toc.with_members(layout)
+        self.toc = toc  # as written
+        manifest_bytes = toc.to_yaml()
+        writer.add_toc(toc, manifest_bytes)
         if signer is not None:  # the signature member sits right after the bytes it signs
             writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
         for name, data in layout.items():

@@ -94,9 +94,9 @@ class _Copy:
     def run(self) -> Contents:
         t0 = time.monotonic()
         contents = self.source.contents(self._meter)
-        manifest = contents.toc
-        self.tally.blobs = len(manifest.blobs)
-        self._in_source = {b.digest: b.size for b in manifest.blobs}
+        toc = contents.toc
+        self.tally.blobs = len(toc.blobs)
+        self._in_source = {b.digest: b.size for b in toc.blobs}
         for target, graph in zip(self.targets, contents.graphs):
             self.placements.need(target.repository, graph.blobs)
         self.reporter.phase(f"checking which of {len(self.placements.digests)} blobs {self.sink.registry} "
@@ -104,15 +104,15 @@ class _Copy:
         try:
             # Answers arrive while the first blobs are placed; each placement waits for its own blob's answers.
             self.placements.start_check(jobs=self.options.jobs, probe=not self.options.dry_run,
-                                        order=[b.digest for b in (*manifest.relied_on_blobs, *manifest.blobs)])
+                                        order=[b.digest for b in (*toc.relied_on_blobs, *toc.blobs)])
             self._check_relied_on(contents)
             if not self.options.dry_run:
-                data_bytes = sum(b.size for b in manifest.blobs if b.kind not in MANIFEST_KINDS)
+                data_bytes = sum(b.size for b in toc.blobs if b.kind not in MANIFEST_KINDS)
                 self.reporter.start(data_bytes, images=len(self.targets), label=self.options.label)
                 if self.source.sequential:
                     self._stream(contents)
                 else:
-                    entries = {b.digest: b for b in manifest.blobs}
+                    entries = {b.digest: b for b in toc.blobs}
                     wanted = [entries[d] for d in self.placements.digests if d in entries]
                     each(self._place, wanted, jobs=self.options.jobs, name="arcgap-copy")
             current = each(lambda t: self.sink.head_manifest(t.repository, t.tag), self.targets,
@@ -122,7 +122,7 @@ class _Copy:
                 pubs = [Publication(t, contents.raw(t.entry.digest), g.children)
                         for t, g in zip(self.targets, contents.graphs)]
                 self._rewritten = push_manifests_and_tags(self.sink, pubs, current, self.reporter,
-                                                          jobs=self.options.jobs, releases=manifest.releases)
+                                                          jobs=self.options.jobs, releases=toc.releases)
                 verify_tags(self.sink, self.targets, jobs=self.options.jobs, rewritten=self._rewritten)
                 self.tally.referrers = place_referrers(self.sink, self.targets, contents.graphs,
                                                        self.reporter).to_dict()
@@ -166,8 +166,8 @@ class _Copy:
 
     def _missing_base(self, contents: Contents, digests: list[Digest], *, asked: int, total: int,
                       mounting: bool = False) -> MissingBaseError:
-        manifest = contents.toc
-        names = list(dict.fromkeys(base.name for d in digests if (base := manifest.base_of(d)) is not None))
+        toc = contents.toc
+        names = list(dict.fromkeys(base.name for d in digests if (base := toc.base_of(d)) is not None))
         named = " and ".join(names) or "an earlier bundle"
         if asked >= total:
             count = f"{len(digests)} of {total} blob{'s' if total != 1 else ''} missing"

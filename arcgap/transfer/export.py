@@ -108,12 +108,12 @@ class BundleOutput:
     def signed(self) -> bool:
         return self.signer is not None
 
-    def write(self, manifest: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
+    def write(self, toc: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written:
-        expected_bytes = estimate_bundle_bytes(manifest) if self.space_check else None
+        expected_bytes = estimate_bundle_bytes(toc) if self.space_check else None
         with BundleWriter(self.path, level=self.level, threads=self.threads, overwrite=self.overwrite,
                           split_bytes=self.split_bytes, expected_bytes=expected_bytes) as writer:
-            sink = BundleSink(writer, manifest, small_blobs=small_blobs, signer=self.signer, done=done)
+            sink = BundleSink(writer, toc, small_blobs=small_blobs, signer=self.signer, done=done)
             copy_stream(source, sink, meter=meter)
             total_bytes = writer.commit()
         return Written(total_bytes, parts=tuple(str(p) for p in writer.parts),
@@ -155,45 +155,45 @@ def export_bundle(
         reporter.phase(f"looking for referrers of {len(resolved)} images")
     found = discover_for_images(client_for, resolved, referrers, jobs=jobs)
     plan = add_to_plan(plan, resolved, found)
-    manifest = plan.toc
+    toc = plan.toc
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks
-        manifest = replace(manifest, extra={**manifest.extra, "skipped_images": [dict(s) for s in skipped_images]})
+        toc = replace(toc, extra={**toc.extra, "skipped_images": [dict(s) for s in skipped_images]})
     if len(releases) > 1:  # an upgrade chain: arcgap.yaml names its releases, oldest first
-        manifest = with_releases(manifest, releases)
+        toc = with_releases(toc, releases)
     finishing = _images_finished_by(plan.toc, plan.image_blobs)
-    source = RegistrySource(replace(plan, toc=manifest), resolved, client_for, cache=cache, jobs=jobs)
+    source = RegistrySource(replace(plan, toc=toc), resolved, client_for, cache=cache, jobs=jobs)
 
     def done(digest: Digest) -> None:
         for name in finishing.get(digest, ()):
             reporter.item_done(name)
 
-    reporter.start(manifest.total_bytes, images=len(manifest.images), label=f"exporting to {output.path.name}")
-    written = output.write(manifest, source, small_blobs=plan.small_blobs, done=done, meter=reporter.advance)
+    reporter.start(toc.total_bytes, images=len(toc.images), label=f"exporting to {output.path.name}")
+    written = output.write(toc, source, small_blobs=plan.small_blobs, done=done, meter=reporter.advance)
     reporter.close()
     return ExportResult(
         output=output.path,
-        images=len(manifest.images),
-        blobs=len(manifest.blobs),
-        content_bytes=manifest.total_bytes,
+        images=len(toc.images),
+        blobs=len(toc.blobs),
+        content_bytes=toc.total_bytes,
         bundle_bytes=written.total_bytes,
         dedupe_saved_bytes=plan.dedupe_saved_bytes,
         seconds=time.monotonic() - t0,
-        image_digests={i.source: str(i.digest) for i in manifest.images},
-        relied_on_blobs=len(manifest.relied_on_blobs),
-        relied_on_bytes=manifest.relied_on_bytes,
-        relies_on=tuple(base.name for base in manifest.relies_on),
+        image_digests={i.source: str(i.digest) for i in toc.images},
+        relied_on_blobs=len(toc.relied_on_blobs),
+        relied_on_bytes=toc.relied_on_bytes,
+        relies_on=tuple(base.name for base in toc.relies_on),
         signed_by=str(output.signer.fingerprint) if isinstance(output, BundleOutput) and output.signer else None,
         parts=written.parts,
         sidecar=written.sidecar,
         skipped_images=tuple(dict(s) for s in skipped_images),
-        chain=chain_summary(manifest, plan.image_blobs) if manifest.releases else None,
+        chain=chain_summary(toc, plan.image_blobs) if toc.releases else None,
         referrers=referrers_summary(found) if referrers.enabled else None,
     )
 
 
-def _images_finished_by(manifest: TableOfContents, image_blobs: dict[str, set[Digest]]) -> dict[Digest, list[str]]:
+def _images_finished_by(toc: TableOfContents, image_blobs: dict[str, set[Digest]]) -> dict[Digest, list[str]]:
     """For per-image progress: the blob after which each image is completely in the bundle."""
-    position = {b.digest: n for n, b in enumerate(manifest.blobs)}
+    position = {b.digest: n for n, b in enumerate(toc.blobs)}
     done: dict[Digest, list[str]] = {}
     for ref, blobs in image_blobs.items():
         if blobs:

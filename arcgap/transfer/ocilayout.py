@@ -33,9 +33,9 @@ class LayoutOutput:
     overwrite: bool = False
     signed = False  # a layout has no arcgap.yaml to sign
 
-    def write(self, manifest: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
+    def write(self, toc: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written:
-        sink = LayoutSink(self.path, manifest, overwrite=self.overwrite, done=done)
+        sink = LayoutSink(self.path, toc, overwrite=self.overwrite, done=done)
         sink.prepare()  # an existing layout is refused before the first download starts
         copy_stream(source, sink, meter=meter)
         return Written(sink.written_bytes)
@@ -45,12 +45,12 @@ class LayoutSink:
     """Writes ``manifest``'s images into the directory ``path`` (created; an existing layout only with
     ``overwrite``, and its ``index.json`` goes first, so it never names blobs that are being replaced)."""
 
-    def __init__(self, path: Path, manifest: TableOfContents, *, overwrite: bool = False,
+    def __init__(self, path: Path, toc: TableOfContents, *, overwrite: bool = False,
                  done: Callable[[Digest], None] = lambda _digest: None) -> None:
-        if manifest.relies_on:
+        if toc.relies_on:
             raise UsageError("a layout holds whole images: it cannot leave out blobs the far side holds")
         self.path = path
-        self.manifest = manifest
+        self.toc = toc
         self.overwrite = overwrite
         self.done = done
         self.written_bytes = 0
@@ -90,7 +90,7 @@ class LayoutSink:
             self.done(entry.digest)
         # Every blob is in place: the layout marker, then the index that names the images, each by rename.
         self._small(self.path / LAYOUT_NAME, TableOfContents.oci_layout())
-        self._small(self.path / INDEX_NAME, self.manifest.oci_index())
+        self._small(self.path / INDEX_NAME, self.toc.oci_index())
         _sync_dir(self.path)
 
     def _blob(self, final: Path, entry: BlobEntry, chunks: Iterable[bytes]) -> None:

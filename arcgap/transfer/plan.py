@@ -84,7 +84,7 @@ def build_plan(
     relies_on = _relied_on(data, bases)
     omitted = {b.digest for base in relies_on for b in base.blobs}
     blobs = list(manifest_blobs.values()) + [b for b in data if b.digest not in omitted]
-    manifest = TableOfContents(
+    toc = TableOfContents(
         source_registry=source_registry,
         source_repository=source_repository,
         images=tuple(entries),
@@ -97,7 +97,7 @@ def build_plan(
         small.pop(digest, None)
         source.pop(digest, None)
     image_blobs = {ref: digests - omitted for ref, digests in image_blobs.items()}
-    return ExportPlan(manifest, small, source, referenced, image_blobs)
+    return ExportPlan(toc, small, source, referenced, image_blobs)
 
 
 def _relied_on(data: Sequence[BlobEntry], bases: Sequence[BaseBundle]) -> tuple[BaseBundle, ...]:
@@ -126,7 +126,7 @@ class TargetImage:
 
 
 def map_targets(
-    manifest: TableOfContents, *, registry: str, repository: str, tag: str | None
+    toc: TableOfContents, *, registry: str, repository: str, tag: str | None
 ) -> list[TargetImage]:
     """``<src reg>/<src repo>/<name>:<tag>`` → ``<registry>/<repository>/<name>:<tag or image tag>``."""
     from arcgap.errors import UsageError, option, variable
@@ -138,7 +138,7 @@ def map_targets(
         join_repository(repository)  # the operator's own value: its own error
     targets: list[TargetImage] = []
     seen: dict[str, str] = {}
-    for entry in manifest.images:
+    for entry in toc.images:
         try:
             joined = join_repository(repository, entry.name)
         except UsageError:  # the name is the bundle's: say so, and what the operator can change

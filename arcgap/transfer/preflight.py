@@ -119,15 +119,15 @@ class PreflightResult:
 # -- what is expected -----------------------------------------------------------------------------------------
 
 
-def expected_from_manifest(manifest: TableOfContents, *, registry: str, repository: str,
+def expected_from_toc(toc: TableOfContents, *, registry: str, repository: str,
                            tag: str | None) -> list[Expected]:
     """A bundle's images where ``arcgap import`` puts them (same mapping, same ``TARGET_DOCKER_TAG`` rule)."""
     return [
         Expected(t.entry.name, t.repository, t.tag, t.entry.digest,
                  tuple((p.platform, p.digest) for p in t.entry.platforms if p.digest != t.entry.digest),
                  tuple(ExpectedReferrer(r.subject, r.digest, _kind(r.artifact_type, r.tag), r.tag)
-                       for r in manifest.referrers if r.image == t.entry.ref_name))
-        for t in map_targets(manifest, registry=registry, repository=repository, tag=tag)
+                       for r in toc.referrers if r.image == t.entry.ref_name))
+        for t in map_targets(toc, registry=registry, repository=repository, tag=tag)
     ]
 
 

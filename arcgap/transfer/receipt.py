@@ -122,7 +122,7 @@ class Receipt:
 
 
 def build_receipt(
-    *, bundle_name: str, identity: Digest, manifest: TableOfContents, signed_by: Digest | None,
+    *, bundle_name: str, identity: Digest, toc: TableOfContents, signed_by: Digest | None,
     signature_checked: bool, registry: str, repository: str, result: ImportResult, moment: datetime,
 ) -> Receipt:
     images = tuple(
@@ -140,9 +140,9 @@ def build_receipt(
         for o in result.outcomes
     )
     return Receipt(
-        bundle_name=bundle_name, bundle_identity=identity, bundle_created=manifest.created,
-        bundle_format_version=manifest.format_version, signed_by=signed_by, signature_checked=signature_checked,
-        relied_on=tuple(base.name for base in manifest.relies_on), target_registry=registry,
+        bundle_name=bundle_name, bundle_identity=identity, bundle_created=toc.created,
+        bundle_format_version=toc.format_version, signed_by=signed_by, signature_checked=signature_checked,
+        relied_on=tuple(base.name for base in toc.relies_on), target_registry=registry,
         target_repository=repository, images=images, blobs=tuple(result.held_blobs), imported=rfc3339(moment),
         referrers=result.referrers,
     )

@@ -127,8 +127,8 @@ def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapp
     layer), their configs and layers after the images' blobs, each blob once; ``referrers`` in arcgap.yaml."""
     if not any(d.referrers for d in found.values()):
         return plan
-    manifest = plan.toc
-    have = {b.digest for b in manifest.blobs} | {b.digest for b in manifest.relied_on_blobs}
+    toc = plan.toc
+    have = {b.digest for b in toc.blobs} | {b.digest for b in toc.relied_on_blobs}
     small = dict(plan.small_blobs)
     source = dict(plan.blob_source)
     image_blobs = {k: set(v) for k, v in plan.image_blobs.items()}
@@ -137,7 +137,7 @@ def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapp
     entries: list[ReferrerEntry] = []
     repos = {f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}":
              (img.wanted.reference.registry, img.wanted.reference.repository) for img in resolved}
-    for image in manifest.images:
+    for image in toc.images:
         discovery = found.get(image.ref_name)
         if discovery is None:
             continue
@@ -157,11 +157,11 @@ def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapp
                 have.add(d.digest)
                 new_data.append(BlobEntry(d.digest, d.size, d.media_type, "config" if i == 0 else "layer"))
                 source[d.digest] = repos[image.ref_name]
-    first_data = next((n for n, b in enumerate(manifest.blobs) if b.kind not in MANIFEST_KINDS),
-                      len(manifest.blobs))
-    blobs = (*manifest.blobs[:first_data], *new_manifests, *manifest.blobs[first_data:], *new_data)
-    version = max(manifest.format_version, needed_version(differential=False, signed=False, referrers=True))
-    new = replace(manifest, blobs=blobs, referrers=tuple(entries), format_version=version)
+    first_data = next((n for n, b in enumerate(toc.blobs) if b.kind not in MANIFEST_KINDS),
+                      len(toc.blobs))
+    blobs = (*toc.blobs[:first_data], *new_manifests, *toc.blobs[first_data:], *new_data)
+    version = max(toc.format_version, needed_version(differential=False, signed=False, referrers=True))
+    new = replace(toc, blobs=blobs, referrers=tuple(entries), format_version=version)
     return replace(plan, toc=new, small_blobs=small, blob_source=source, image_blobs=image_blobs)
 
 

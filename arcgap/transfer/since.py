@@ -55,10 +55,10 @@ def _held(blobs: Sequence[BlobEntry], relied: Sequence[BlobEntry] = ()) -> tuple
 def base_from_bundle(path: Path, *, name: str | None = None, via: str = "bundle") -> BaseBundle:
     """Read only the bundle's arcgap.yaml."""
     with open_bundle(path) as reader:
-        manifest = reader.toc
+        toc = reader.toc
         identity = reader.identity
-    return BaseBundle(name=name or bundle_label(path), identity=identity, via=via, created=manifest.created,
-                      blobs=_held(manifest.blobs, manifest.relied_on_blobs))
+    return BaseBundle(name=name or bundle_label(path), identity=identity, via=via, created=toc.created,
+                      blobs=_held(toc.blobs, toc.relied_on_blobs))
 
 
 def base_from_sidecar(path: Path, index: PartsIndex) -> BaseBundle:

@@ -85,5 +85,5 @@ class ExportOutput(Protocol):
     path: Path
     signed: bool
 
-    def write(self, manifest: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
+    def write(self, toc: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
               done: Callable[[Digest], None], meter: Meter) -> Written: ...
