@@ -10,6 +10,7 @@ from arcgap.errors import ExitCode, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.oci.reference import (
     Reference,
+    api_host,
     join_repository,
     parse_reference,
     validate_registry,
@@ -102,17 +103,13 @@ def test_parse_bad(text: str, message: str) -> None:
 def test_reference_properties() -> None:
     hub = parse_reference("nginx")
     assert str(hub) == "docker.io/library/nginx"
-    assert hub.api_host == "registry-1.docker.io"
+    assert api_host(hub.registry) == api_host("index.docker.io") == api_host("Docker.IO") == "registry-1.docker.io"
     assert hub.ref == "latest"
     pinned = parse_reference("localhost:5000/a/b:t@" + DIGEST)
     assert str(pinned) == "localhost:5000/a/b:t@" + DIGEST
-    assert pinned.api_host == "localhost:5000"
+    assert api_host(pinned.registry) == "localhost:5000"
     assert pinned.ref == DIGEST  # a digest wins over the tag
-    retagged = pinned.with_tag("v2")
-    assert retagged == Reference("localhost:5000", "a/b", "v2", None)
     assert str(parse_reference("[::1]:5000/x:y")) == "[::1]:5000/x:y"
-    with pytest.raises(UsageError, match="invalid tag"):
-        pinned.with_tag("bad tag")
 
 
 @pytest.mark.parametrize(
@@ -181,3 +178,17 @@ def test_validators(validate: Callable[[str], str], good: list[str], bad: list[s
 def test_trailing_newline_rejected(validate: Callable[[str], object], value: str) -> None:
     with pytest.raises(UsageError):
         validate(value)
+
+
+def test_a_client_for_docker_hub_talks_to_its_api_host_under_any_of_its_names() -> None:
+    from arcgap.registry.client import RegistryClient
+
+    for name in ("docker.io", "index.docker.io"):
+        client = RegistryClient(name)
+        try:
+            assert client.base_url == "https://registry-1.docker.io" and client.registry == name
+        finally:
+            client.close()
+    client = RegistryClient("localhost:5000")
+    assert client.base_url == "https://localhost:5000"
+    client.close()

@@ -12,14 +12,11 @@ from typing import Any
 
 from arcgap.commands.settings import split_scheme
 from arcgap.errors import AuthError, UsageError, option
-from arcgap.oci.reference import validate_registry
+from arcgap.oci.reference import api_host, validate_registry
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, erase_credentials, store_credentials
 from arcgap.registry.transport import TLSOptions
 from arcgap.util.secret import Secret
-
-DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-DOCKER_HUB_API = "registry-1.docker.io"
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ def registry_host(registry: str) -> tuple[str, bool | None]:
 def verify_login(host: str, creds: Credentials, tls: TLSOptions) -> str:
     """Check ``creds`` at ``host`` with the registry client (:meth:`RegistryClient.check_login`); returns the
     scheme the registry asked for. Wrong credentials raise AuthError, worded for the login."""
-    api = DOCKER_HUB_API if host in DOCKER_HUB_NAMES else host  # docker.io's API lives elsewhere
+    api = api_host(host)  # docker.io's API lives elsewhere
     with RegistryClient(api, credentials=creds, tls=tls, max_connections=2) as client:
         try:
             return client.check_login()

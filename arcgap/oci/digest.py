@@ -44,14 +44,6 @@ class Digest:
         return hashlib.new(self.algorithm)
 
 
-def is_valid_digest(text: str) -> bool:
-    try:
-        Digest.parse(text)
-    except UsageError:
-        return False
-    return True
-
-
 class Verifier:
     """Hashes bytes as they pass and checks size and digest at the end.
 

@@ -10,6 +10,12 @@ from arcgap.oci.digest import Digest
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_NAMES = frozenset({DOCKER_HUB, "index.docker.io", DOCKER_HUB_API})  # every name Docker Hub goes by
+
+
+def api_host(registry: str) -> str:
+    """Host to talk to: Docker Hub's API lives on registry-1.docker.io, under whichever of its names."""
+    return DOCKER_HUB_API if registry.lower() in DOCKER_HUB_NAMES else registry
 
 # distribution/reference grammar (reference/regexp.go), restricted to lower-case paths.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -31,19 +37,11 @@ class Reference:
     digest: Digest | None = None
 
     @property
-    def api_host(self) -> str:
-        """Host to talk to: Docker Hub's API lives on registry-1.docker.io."""
-        return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
-
-    @property
     def ref(self) -> str:
         """What goes after ``/manifests/``: the digest when pinned, else the tag (``latest`` if none)."""
         if self.digest is not None:
             return str(self.digest)
         return self.tag or "latest"
-
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.repository, validate_tag(tag), None)
 
     def __str__(self) -> str:
         s = f"{self.registry}/{self.repository}"

@@ -30,6 +30,7 @@ from arcgap.errors import (
 )
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.oci.mediatypes import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, is_index, is_manifest, sniff_media_type
+from arcgap.oci.reference import api_host
 from arcgap.registry.auth import Authenticator, repo_scope
 from arcgap.registry.bodyread import RateWatch, Stalled, body_chunks, watch_body
 from arcgap.registry.credentials import Credentials
@@ -99,7 +100,7 @@ class RegistryClient:
         self.warn = warn or (lambda _text: None)  # a dropped stalled transfer is said here
         self.gate = HostGate(max_connections)  # fewer requests in flight while the host throttles
         self.gave_up = threading.Event()  # set once a request spent its whole retry budget: the others stop too
-        self.base_url = f"{self.tls.scheme}://{registry}"
+        self.base_url = f"{self.tls.scheme}://{api_host(registry)}"  # docker.io's API is registry-1.docker.io
         self._base = httpx.URL(self.base_url)
         self._spare_uploads: dict[str, str] = {}  # repository -> upload session started by prepare_push
         self._spare_lock = threading.Lock()

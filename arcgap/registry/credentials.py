@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from arcgap.errors import AuthError, LocalIOError, UsageError
-from arcgap.oci.reference import validate_registry
+from arcgap.oci.reference import DOCKER_HUB_NAMES, validate_registry
 from arcgap.util.regularfile import read_regular_text
 from arcgap.util.secret import Secret
 
 HELPER_TIMEOUT_S = 30.0
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # docker's key (and helper ServerURL) for Docker Hub
-_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 # docker-credential-helpers: Username "<token>" marks Secret as an identity (refresh) token.
 _TOKEN_USERNAME = "<token>"
 _NOT_FOUND = "credentials not found in native keychain"
@@ -201,7 +200,7 @@ def _key_host(key: str, *, scoped_keys: bool) -> str | None:
     if scoped_keys and slash and not had_scheme:
         return None
     host = host.lower()
-    return "docker.io" if host in _HUB_HOSTS else host
+    return "docker.io" if host in DOCKER_HUB_NAMES else host
 
 
 def _registry_host(registry: str) -> str:
@@ -216,7 +215,7 @@ def _server_url(registry: str) -> str:
     if "://" in text:
         text = text.split("://", 1)[1]
     host = text.split("/", 1)[0]
-    return DOCKER_HUB_KEY if host.lower() in _HUB_HOSTS else host
+    return DOCKER_HUB_KEY if host.lower() in DOCKER_HUB_NAMES else host
 
 
 def _find_key(mapping: Mapping[str, Any], host: str, *, scoped_keys: bool) -> str | None:
