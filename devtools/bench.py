@@ -184,7 +184,8 @@ def _arcgap_round(bench: Bench, name: str, r: int, work: Path, image_list: Path,
     run = Run(name, r, Side.of(a_exp), Side.of(a_imp), bundle.stat().st_size)
     run.record(bench.compare(target))
     _log(f"  arcgap target: {run.digests_identical}/{run.digests_compared} digests identical")
-    _remove(bundle, target.root_dir, work / "arcgap-cache")
+    # The bundle's sidecar and receipts too: the next export into this directory must find it empty.
+    _remove(target.root_dir, work / "arcgap-cache", *work.glob(f"{bundle.name}*"), *work.glob("*receipt*"))
     return run
 
 
