@@ -18,6 +18,10 @@ child's ``ru_maxrss``). After each round the arcgap and crane targets' digests a
 (``skopeo inspect --raw``): a broken arcgap run fails the benchmark (exit 1). Missed performance targets are
 reported, not failed. The load average is printed with each round.
 
+``--referrers both`` runs arcgap twice a round, with referrer discovery (its default) and with
+``--no-referrers``, in alternating order, and reports the discovery overhead of export and import (median of
+the per-round ratios; goal <= 5 %); ``--referrers off`` measures arcgap without discovery only.
+
 ``--scale`` runs the scale run instead (:mod:`devtools.benchscale`): a generated release of at least 5 GB with
 a few multi-GB layers, exported split for FAT32 and imported, with time, throughput and peak memory.
 
@@ -32,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +69,9 @@ from devtools.synth import ImageInfo, generate_release_infos
 
 REQUIRED_TOOLS = ("docker-registry", "skopeo", "htpasswd", "tar", "zstd")
 BIG_IMAGE = "arc-big-layer"
+REFERRER_VARIANTS = ("on", "off")  # --referrers both: arcgap with discovery, then without (order alternates)
+NO_REFERRERS_RUN = "arcgap-no-referrers"
+REFERRER_OVERHEAD_GOAL = 0.05  # issue 16 item 5: discovery costs at most 5 % of export and of import
 
 BUSY_SHARE = 0.10  # other processes using more than this share of all CPUs during a side: noisy times
 
@@ -161,7 +169,43 @@ def _peer_round(bench: Bench, tool: str, r: int, work: Path, log: Path) -> Run:
     return run
 
 
-def one_round(bench: Bench, r: int, image_list: Path, tools: Sequence[str]) -> dict[str, Run]:
+def _arcgap_round(bench: Bench, name: str, r: int, work: Path, image_list: Path, log: Path,
+                  extra: Sequence[str]) -> Run:
+    """arcgap export (``extra`` options) and import into a fresh registry, digests compared; files removed."""
+    how = f" ({' '.join(extra)})" if extra else ""
+    _log(f"[round {r + 1}] arcgap export{how}")
+    bundle = work / "arcgap.tar.zst"
+    a_exp = bench.arcgap_export(image_list, bundle, log, *extra)
+    _log(side_text(a_exp, bundle))
+    target = bench.fresh_target(f"{name}-{r}")
+    _log(f"[round {r + 1}] arcgap import{how} into {target.url}")
+    a_imp = bench.arcgap_import(bundle, target, log)
+    _log(side_text(a_imp))
+    run = Run(name, r, Side.of(a_exp), Side.of(a_imp), bundle.stat().st_size)
+    run.record(bench.compare(target))
+    _log(f"  arcgap target: {run.digests_identical}/{run.digests_compared} digests identical")
+    # The bundle's sidecar and receipts too: the next export into this directory must find it empty.
+    _remove(target.root_dir, work / "arcgap-cache", *work.glob(f"{bundle.name}*"), *work.glob("*receipt*"))
+    return run
+
+
+def referrer_overhead(rounds: Sequence[dict[str, Run]]) -> dict[str, float | None]:
+    """Medians of the per-round ratios arcgap with discovery / arcgap with ``--no-referrers``, minus one."""
+    out: dict[str, float | None] = {}
+    for side in ("export", "import"):
+        values = []
+        for runs in rounds:
+            on, off = runs.get("arcgap"), runs.get(NO_REFERRERS_RUN)
+            if on is None or off is None:
+                continue
+            a, b = (on.export, off.export) if side == "export" else (on.import_, off.import_)
+            if a is not None and b is not None and b.seconds > 0:
+                values.append(a.seconds / b.seconds - 1.0)
+        out[f"{side}_overhead"] = round(statistics.median(values), 4) if values else None
+    return out
+
+
+def one_round(bench: Bench, r: int, image_list: Path, tools: Sequence[str], referrers: str = "on") -> dict[str, Run]:
     work = bench.work / f"round-{r}"
     work.mkdir()
     log = bench.logs / f"round-{r}.log"
@@ -178,19 +222,15 @@ def one_round(bench: Bench, r: int, image_list: Path, tools: Sequence[str]) -> d
             for tool in ("skopeo", "crane"):
                 if tool in tools:
                     runs[tool] = _peer_round(bench, tool, r, work, log)
-            _log(f"[round {r + 1}] arcgap export")
-            bundle = work / "arcgap.tar.zst"
-            a_exp = bench.arcgap_export(image_list, bundle, log)
-            _log(side_text(a_exp, bundle))
-            target = bench.fresh_target(f"arcgap-{r}")
-            _log(f"[round {r + 1}] arcgap import into {target.url}")
-            a_imp = bench.arcgap_import(bundle, target, log)
-            _log(side_text(a_imp))
-            arcgap = Run("arcgap", r, Side.of(a_exp), Side.of(a_imp), bundle.stat().st_size)
-            arcgap.record(bench.compare(target))
-            _log(f"  arcgap target: {arcgap.digests_identical}/{arcgap.digests_compared} digests identical")
-            runs["arcgap"] = arcgap
-            _remove(bundle, target.root_dir, work / "arcgap-cache")
+            # With --referrers both, arcgap runs twice a round, discovery on and off, the order alternating
+            # by round so neither side always gets the warmer (or the quieter) slot.
+            variants = [v for v in REFERRER_VARIANTS if referrers in ("both", v)]
+            if referrers == "both" and r % 2:
+                variants.reverse()
+            for variant in variants:
+                name = NO_REFERRERS_RUN if referrers == "both" and variant == "off" else "arcgap"
+                runs[name] = _arcgap_round(bench, name, r, work, image_list, log,
+                                           () if variant == "on" else ("--no-referrers",))
         finally:
             bench.stack = outer
     _remove(work)
@@ -277,6 +317,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--json-out", type=Path, default=None,
                     help="where to write the JSON (default bench-results.json, --scale: bench-scale.json)")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=None, help="arcgap --jobs (default: arcgap's own default)")
+    ap.add_argument("--referrers", choices=("on", "off", "both"), default="on",
+                    help="arcgap's referrer discovery: on (its default), off (--no-referrers), or both, each "
+                    "round, in alternating order, with the overhead reported (default on)")  # fmt: skip
     ap.add_argument("--tmpdir", type=Path, default=None, help="parent of the work directory (default: $TMPDIR)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.size_mb <= 0 or args.big_layer_gib < 0:
@@ -354,10 +397,11 @@ def run_bench(work: Path, args: argparse.Namespace) -> int:
             return 1
         image_list = write_image_list(bench)
         for r in range(args.rounds):
-            rounds.append(one_round(bench, r, image_list, args.tools))
+            rounds.append(one_round(bench, r, image_list, args.tools, args.referrers))
     summary = summarize(rounds)
     changed = arcgap_fingerprint()["arcgap_sources_sha256"] != versions["arcgap_sources_sha256"]
-    arcgap_runs = [r["arcgap"] for r in rounds]
+    arcgap_runs = [run for r in rounds for name, run in r.items() if name in ("arcgap", NO_REFERRERS_RUN)]
+    overhead = referrer_overhead(rounds) if args.referrers == "both" else None
     broken = [r for r in arcgap_runs if r.mismatches or not r.digests_compared]
     all_runs = [run for r in rounds for run in r.values()]
     result = {
@@ -376,12 +420,14 @@ def run_bench(work: Path, args: argparse.Namespace) -> int:
             "rounds": args.rounds,
             "tools": args.tools,
             "arcgap_jobs": args.jobs,
+            "arcgap_referrers": args.referrers,
             "order": "floor, skopeo export, skopeo import, crane export, crane import, arcgap export, arcgap import",
             "commands": "see devtools/benchsides.py",
         },
         "release": release,
         "runs": [_run_dict(r) for r in all_runs],
         **summary,
+        **({"referrer_overhead": overhead} if overhead is not None else {}),
         "arcgap_digests_verified": not broken,
     }
     _log("")
@@ -395,6 +441,13 @@ def run_bench(work: Path, args: argparse.Namespace) -> int:
                 + (" (skopeo's OCI layout rewrites docker v2 manifests as OCI)" if r.tool == "skopeo" else
                    f" -- differ: {', '.join(r.mismatches)}" if r.mismatches else "")
             )
+    if overhead is not None:
+        for side in ("export", "import"):
+            value = overhead[f"{side}_overhead"]
+            if value is not None:
+                met = "met" if value <= REFERRER_OVERHEAD_GOAL else "MISSED"
+                _log(f"referrer discovery overhead, {side}: {value:+.1%} (median of per-round ratios with/without "
+                     f"--no-referrers; goal <= {REFERRER_OVERHEAD_GOAL:.0%}: {met})")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     _log(f"results written to {args.json_out}; {_load()}")

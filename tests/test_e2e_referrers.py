@@ -290,3 +290,45 @@ def test_the_handoff_tells_the_referrers(
     assert json.loads(res.out)["referrers"] == {"referrers": 3, "kinds": {SPDX: 1, SIG: 1, "tag:sig": 1},
                                                 "way": None}
     assert f"3 referrers travel with the release (1 {SPDX}" in (tmp_path / "h2" / "NEXT-STEPS.md").read_text()
+
+
+def test_a_receipt_records_the_referrers_so_preflight_and_handoff_know_them(
+    capsys: pytest.CaptureFixture[str], plain_registry: Registry, signed: dict[str, str], fresh_registry,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.e2e_helpers import target_args
+
+    monkeypatch.chdir(tmp_path)
+    bundle, receipt = tmp_path / "b.tar.zst", tmp_path / "r.yaml"
+    _export(capsys, plain_registry, bundle)
+    target: Registry = fresh_registry()
+    where = (*target_args(target), "--target-repository", "site")
+    assert arcgap(capsys, "import", str(bundle), *where, "-q", "--receipt", str(receipt)).code == 0
+    (image,) = yaml.safe_load(receipt.read_bytes())["images"]
+    tag = fallback_tag(Digest.parse(signed["image"])) + ".sig"
+    assert {(r["digest"], r["subject"], r.get("tag")) for r in image["referrers"]} == {
+        (signed["sbom"], signed["image"], None), (signed["sig"], signed["sbom"], None),
+        (signed["legacy"], signed["image"], tag)}
+    res = arcgap(capsys, "preflight", str(receipt), *where, "--json")
+    assert res.code == 0, res.err
+    (checked,) = json.loads(res.out)["images"]
+    assert checked["status"] == "ok" and checked["referrers_checked"] == 3
+    res = arcgap(capsys, "handoff", "--receipt", str(receipt), "--target-registry", target.host,
+                 "--target-repository", "site", "-o", "h", "--no-secret", "--json", "-y")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["referrers"]["kinds"] == {SPDX: 1, SIG: 1, "tag:sig": 1}
+    # The SBOM drops out of the image's fallback tag index at the target: preflight with the receipt says so.
+    with Pusher(target) as p:
+        p.push_manifest("site/app", fallback_tag(Digest.parse(signed["image"])), _index_of([]), OCI_INDEX)
+    res = arcgap(capsys, "preflight", str(receipt), *where, "--json")
+    assert res.code == 4, res.err
+    (checked,) = json.loads(res.out)["images"]
+    assert [(r["digest"], r["subject"]) for r in checked["referrers_missing"]] == [(signed["sbom"], signed["image"])]
+    # A receipt of an older arcgap (no referrers recorded) still reads, and checks the images only.
+    doc = yaml.safe_load(receipt.read_bytes())
+    del doc["images"][0]["referrers"]
+    older = tmp_path / "older.yaml"
+    older.write_text(yaml.safe_dump(doc))
+    res = arcgap(capsys, "preflight", str(older), *where, "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["images"][0]["referrers_checked"] == 0

@@ -267,6 +267,8 @@ class RegistryClient:
             if status in (401, 403) and not ping:
                 sent = hdrs.get("Authorization", "")
                 if refreshed or not self._curable(resp, sent):
+                    if status in ok:
+                        return resp  # the caller has another way (a refused tag list: one request per digest)
                     err = self.status_error(resp, what)
                     if isinstance(err, AuthError):
                         self.auth.refuse(err)  # the run stops: no other request goes out with these credentials
@@ -457,14 +459,16 @@ class RegistryClient:
             if happened():
                 return when_happened  # it happened; only the answer was lost
 
-    def list_tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
+    def list_tags(self, repository: str, *, page_size: int | None = None,
+                  ok: tuple[int, ...] = ()) -> list[str]:
         """Every tag of ``repository``, following ``Link: <…>; rel="next"`` pages (distribution 3.1 pages at
-        1000 whatever ``n`` asks for, Harbor, …); ``page_size`` asks for ``n`` a page."""
+        1000 whatever ``n`` asks for, Harbor, …); ``page_size`` asks for ``n`` a page. A page answered with a
+        status in ``ok`` raises its error without stopping this client (a 401 or 403 otherwise would)."""
         what = f"listing tags of {self.registry}/{repository}"
         url = f"/v2/{repository}/tags/list" + (f"?n={page_size}" if page_size else "")
         scopes = frozenset({repo_scope(repository, self.read_actions)})
         tags: list[str] = []
-        for _, doc in self._pages(url, what=what, scopes=scopes, max_pages=MAX_TAG_PAGES):
+        for _, doc in self._pages(url, what=what, scopes=scopes, max_pages=MAX_TAG_PAGES, ok=ok):
             tags.extend(t for t in (doc.get("tags") or []) if isinstance(t, str))
         return tags
 
@@ -489,7 +493,7 @@ class RegistryClient:
         return names
 
     def _pages(self, url: str, *, what: str, scopes: frozenset[str], max_pages: int,
-               unsized: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+               unsized: str | None = None, ok: tuple[int, ...] = ()) -> Iterator[tuple[str, dict[str, Any]]]:
         """Each page of a paged GET as (its URL, its JSON object), following ``Link`` rel="next" (RFC 8288).
 
         A page asked twice or more than ``max_pages`` pages is an error: the registry's pages do not end.
@@ -503,7 +507,9 @@ class RegistryClient:
                 raise RegistryError(f"{what}: the registry's pages do not end (page {len(seen) + 1}: {next_url})")
             seen.add(next_url)
             try:
-                resp = self.send("GET", next_url, scopes=scopes, what=what)
+                resp = self.send("GET", next_url, scopes=scopes, what=what, ok=ok)
+                if resp.status_code >= 400:  # a status in ``ok``: its error, this client not stopped
+                    raise self.status_error(resp, what)
             except RegistryError as exc:
                 if unsized is None or exc.status != 400 or len(seen) != 1:
                     raise

@@ -8,6 +8,9 @@ Three ways, asked in this order (:func:`list_referrers`):
   fetched, names that digest as its ``subject`` (GitLab answers the fallback tag with the image itself);
 - the legacy cosign tags ``sha256-<hex>.sig``, ``.att``, ``.sbom`` (no ``subject``; found by name only).
 
+Which of those tags exist is answered by one tag list of the repository (:func:`tag_set`, every page) when the
+registry gives one; only a registry refusing to list tags is asked about each tag of each digest.
+
 Every manifest is fetched by digest through :meth:`RegistryClient.get_manifest`, which checks its digest.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from arcgap.errors import NetworkError, RegistryError
+from arcgap.errors import ArcgapError, NetworkError, NotFoundError, RegistryError
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import OCI_INDEX, is_index
 from arcgap.registry.auth import repo_scope
@@ -25,6 +28,7 @@ from arcgap.registry.client import FetchedManifest, RegistryClient, next_link
 MAX_REFERRER_PAGES = 1000  # an API that keeps linking to new pages is an error, not a loop
 MAX_REFERRERS_BYTES = 4 * 1024 * 1024  # one page of the API, like a manifest
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")
+TAG_LIST_REFUSED = (401, 403, 404)  # a registry that will not list tags is asked tag by tag instead
 
 API = "api"
 FALLBACK = "fallback"
@@ -130,12 +134,39 @@ def api_entries(client: RegistryClient, repository: str, digest: Digest) -> list
     return out
 
 
-def fallback_index(client: RegistryClient, repository: str, digest: Digest) -> FetchedManifest | None:
-    """The manifest the fallback tag of ``digest`` points at, or None when the tag does not exist."""
-    tag = fallback_tag(digest)
-    if client.head_manifest(repository, tag) is None:
+def tag_set(client: RegistryClient, repository: str) -> frozenset[str] | None:
+    """Every tag of ``repository`` (all pages), or None when the registry refuses to list them (401, 403, 404:
+    then each tag is asked for by name)."""
+    try:
+        return frozenset(client.list_tags(repository, ok=TAG_LIST_REFUSED))
+    except ArcgapError as exc:
+        if exc.detail is not None and exc.detail.status in TAG_LIST_REFUSED:
+            return None
+        raise
+
+
+def tagged_manifest(client: RegistryClient, repository: str, tag: str,
+                    tags: frozenset[str] | None = None) -> FetchedManifest | None:
+    """The manifest ``tag`` points at, or None when there is no such tag. ``tags``: the repository's tag list
+    (None: unknown, so the registry is asked with a HEAD); a listed tag gone since is no tag."""
+    if tags is None:
+        if client.head_manifest(repository, tag) is None:
+            return None
+    elif tag not in tags:
         return None
-    return client.get_manifest(repository, tag)
+    try:
+        return client.get_manifest(repository, tag)
+    except NotFoundError:
+        if tags is None:
+            raise
+        return None  # deleted between the tag list and this request
+
+
+def fallback_index(client: RegistryClient, repository: str, digest: Digest,
+                   tags: frozenset[str] | None = None) -> FetchedManifest | None:
+    """The manifest the fallback tag of ``digest`` points at, or None when the tag does not exist (``tags``:
+    the repository's tag list, when known)."""
+    return tagged_manifest(client, repository, fallback_tag(digest), tags)
 
 
 def listed_referrers(client: RegistryClient, repository: str, digest: Digest) -> set[Digest]:
@@ -150,10 +181,12 @@ def listed_referrers(client: RegistryClient, repository: str, digest: Digest) ->
 
 
 def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, api: bool | None = None,
-                   cosign_tags: bool = True) -> tuple[list[Referrer], bool]:
+                   cosign_tags: bool = True, tags: frozenset[str] | None = None) -> tuple[list[Referrer], bool]:
     """Every referrer of ``digest`` in ``repository``, each fetched and checked, and whether the API answered.
 
     ``api``: None asks the API first; False goes straight to the fallback tag (the registry said it has none).
+    ``tags``: the repository's tag list (:func:`tag_set`): only the fallback and cosign tags it holds are
+    fetched; None asks for each of them by name.
     """
     found: dict[Digest, Referrer] = {}
     entries = api_entries(client, repository, digest) if api is not False else None
@@ -166,7 +199,7 @@ def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, a
                                     f"{digest}, whose subject is another manifest")
             found.setdefault(ref_digest, Referrer(digest, fetched, listed_type or artifact_type_of(fetched.raw), API))
     else:
-        index = fallback_index(client, repository, digest)
+        index = fallback_index(client, repository, digest, tags)
         if index is not None and is_index(index.media_type):
             candidates = []
             try:
@@ -185,9 +218,9 @@ def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, a
     if cosign_tags:
         for suffix in COSIGN_SUFFIXES:
             tag = fallback_tag(digest) + suffix
-            if client.head_manifest(repository, tag) is None:
+            fetched = tagged_manifest(client, repository, tag, tags)
+            if fetched is None:
                 continue
-            fetched = client.get_manifest(repository, tag)
             if fetched.digest not in found:
                 found[fetched.digest] = Referrer(digest, fetched, artifact_type_of(fetched.raw), "tag", tag)
     return list(found.values()), has_api

@@ -64,7 +64,7 @@ def mirror_images(
     resolved = resolve_all(source_for, wanted, jobs=jobs)
     plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                       created="")
-    plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers))
+    plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers, jobs=jobs))
     targets = map_targets(plan.toc, registry=client.registry, repository=target_repository, tag=target_tag)
     options = CopyOptions(jobs=jobs, dry_run=dry_run, label=f"mirroring into {client.registry}",
                           where=f"{client.registry}/{target_repository}")

@@ -146,7 +146,9 @@ def expected_from_receipt(receipt: Receipt, *, repository: str) -> list[Expected
         name = path.removeprefix(f"{receipt.target_repository}/") if receipt.target_repository else path
         validate_tag(tag)
         out.append(Expected(name, join_repository(repository, name), tag, image.digest,
-                            tuple((p, d) for p, d in image.platforms if d != image.digest)))
+                            tuple((p, d) for p, d in image.platforms if d != image.digest),
+                            tuple(ExpectedReferrer(r.subject, r.digest, _kind(r.artifact_type, r.tag), r.tag)
+                                  for r in image.referrers)))
     return out
 
 

@@ -1,7 +1,8 @@
 """The import receipt: what a target holds after ``arcgap import`` (YAML), usable as ``export --since``.
 
 It names the bundle (sha256 of its arcgap.yaml), the target, each target reference with its digest, media
-type, platforms and what import did for it, and every blob the target now holds for those images.
+type, platforms and what import did for it (with the referrers placed for it, an optional list that older
+readers skip), and every blob the target now holds for those images.
 """
 
 from __future__ import annotations
@@ -40,6 +41,27 @@ ACTIONS = ("pushed", "mounted", "skipped")
 # skipped: the tag already pointed at the digest, so it was not written again.
 
 
+MAX_RECEIPT_REFERRERS = 10_000  # per image, like discovery's limit per run
+
+
+@dataclass(frozen=True)
+class ReceiptReferrer:
+    """A referrer import placed for an image: by digest, findable from ``subject`` (or under ``tag``)."""
+
+    subject: Digest
+    digest: Digest
+    media_type: str
+    artifact_type: str
+    tag: str | None = None  # legacy cosign: the tag it sits under (``sha256-<hex>.sig``)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"subject": str(self.subject), "digest": str(self.digest),
+                               "media_type": self.media_type, "artifact_type": self.artifact_type}
+        if self.tag is not None:
+            doc["tag"] = self.tag
+        return doc
+
+
 @dataclass(frozen=True)
 class ReceiptImage:
     target: str  # registry/repository:tag
@@ -51,6 +73,7 @@ class ReceiptImage:
     uploaded_blobs: int
     mounted_blobs: int
     present_blobs: int
+    referrers: tuple[ReceiptReferrer, ...] = ()  # placed after the image (subjects first); () in older receipts
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,7 @@ class Receipt:
                     "action": i.action,
                     "blobs": {"uploaded": i.uploaded_blobs, "mounted": i.mounted_blobs,
                               "present": i.present_blobs},
+                    **({"referrers": [r.to_dict() for r in i.referrers]} if i.referrers else {}),
                 }
                 for i in self.images
             ],
@@ -125,6 +149,11 @@ def build_receipt(
     *, bundle_name: str, identity: Digest, toc: TableOfContents, signed_by: Digest | None,
     signature_checked: bool, registry: str, repository: str, result: ImportResult, moment: datetime,
 ) -> Receipt:
+    placed = result.referrers is not None and result.referrers.get("target_api") is not None
+    refs: dict[str, list[ReceiptReferrer]] = {}
+    for r in manifest.referrers if placed else ():
+        refs.setdefault(r.image, []).append(ReceiptReferrer(r.subject, r.digest, r.media_type, r.artifact_type,
+                                                            r.tag))
     images = tuple(
         ReceiptImage(
             target=o.target.reference,
@@ -136,6 +165,7 @@ def build_receipt(
             uploaded_blobs=o.uploaded_blobs,
             mounted_blobs=o.mounted_blobs,
             present_blobs=o.present_blobs,
+            referrers=tuple(refs.get(o.target.entry.ref_name, ())),
         )
         for o in result.outcomes
     )
@@ -248,6 +278,30 @@ def write_receipt(path: Path, receipt: Receipt, *, renumber: bool = False) -> Pa
 # -- parsing (for --since) ------------------------------------------------------------------------------
 
 
+def _referrers(image: dict[str, Any], origin: str, where: str) -> tuple[ReceiptReferrer, ...]:
+    """An image's optional ``referrers`` (absent in receipts of older arcgap versions), each entry checked."""
+    items = image.get("referrers")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) > MAX_RECEIPT_REFERRERS:
+        raise _bad(origin, f"{where}.referrers: not a list of at most {MAX_RECEIPT_REFERRERS} entries")
+    out: list[ReceiptReferrer] = []
+    for k, r in enumerate(items):
+        at = f"{where}.referrers[{k}]"
+        tag = r.get("tag") if isinstance(r, dict) else None
+        if tag is not None and (not isinstance(tag, str) or not _COSIGN_TAG.fullmatch(tag)):
+            raise _bad(origin, f"{at}.tag: not a cosign tag sha256-<hex>.sig/.att/.sbom")
+        out.append(ReceiptReferrer(
+            subject=_digest(_get(r, "subject", str, origin, at), origin, at),
+            digest=_digest(_get(r, "digest", str, origin, at), origin, at),
+            media_type=_get(r, "media_type", str, origin, at),
+            artifact_type=_get(r, "artifact_type", str, origin, at),
+            tag=tag,
+        ))
+    return tuple(out)
+
+
+_COSIGN_TAG = re.compile(r"sha256-[0-9a-f]{64}\.(sig|att|sbom)")
 _DOC = YamlDoc(hint="give the receipt file 'arcgap import' wrote, unchanged", max_bytes=limits.MAX_RECEIPT_BYTES)
 _bad = _DOC.fail
 _get = _DOC.get
@@ -294,6 +348,7 @@ def _parse(doc: Any, origin: str) -> Receipt:
             uploaded_blobs=_get(counts, "uploaded", int, origin, f"{where}.blobs"),
             mounted_blobs=_get(counts, "mounted", int, origin, f"{where}.blobs"),
             present_blobs=_get(counts, "present", int, origin, f"{where}.blobs"),
+            referrers=_referrers(i, origin, where),
         ))
     name = _get(bundle, "name", str, origin, "bundle")
     if not name or len(name) > 255 or not name.isprintable():

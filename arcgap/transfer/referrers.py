@@ -2,13 +2,16 @@
 
 Pure orchestration over :mod:`arcgap.registry.referrers`: breadth first from the roots (an image's top manifest
 and each index child), each subject asked once, to ``MAX_DEPTH`` levels (a signature on an SBOM on an image is
-two). The registry is probed once: after the first subject whose API call answers 404, the rest go straight to
-the fallback tag. ``types`` keeps only referrers of those artifact types (legacy cosign tags carry no type and
-are always kept); a dropped referrer's own referrers are not asked (their subject would not be carried).
+two). The registry is probed once a run: after the first subject whose API call answers 404, the rest go
+straight to the fallback tag. Each repository's tags are listed once (every page), so only the fallback and
+legacy cosign tags that exist are fetched (a registry that refuses the list is asked tag by tag). ``types``
+keeps only referrers of those artifact types (legacy cosign tags carry no type and are always kept); a dropped
+referrer's own referrers are not asked (their subject would not be carried).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -17,7 +20,7 @@ from arcgap.bundle.referrers import ReferrerEntry
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 from arcgap.registry.client import RegistryClient
-from arcgap.registry.referrers import Referrer, list_referrers
+from arcgap.registry.referrers import Referrer, list_referrers, tag_set
 from arcgap.registry.resolve import ResolvedImage
 from arcgap.transfer.plan import ExportPlan
 from arcgap.util.parallel import each
@@ -53,8 +56,10 @@ class Discovery:
 
 
 def discover(client: RegistryClient, repository: str, roots: Iterable[Digest], *,
-             types: frozenset[str] = frozenset(), has_api: bool | None = None) -> Discovery:
-    """Referrers of ``roots`` in ``repository``, recursively; ``types`` (empty: all) filters by artifactType."""
+             types: frozenset[str] = frozenset(), has_api: bool | None = None,
+             tags: frozenset[str] | None = None) -> Discovery:
+    """Referrers of ``roots`` in ``repository``, recursively; ``types`` (empty: all) filters by artifactType.
+    ``tags``: the repository's tag list (:func:`~arcgap.registry.referrers.tag_set`; None: ask tag by tag)."""
     found = Discovery(has_api=has_api)
     asked: set[Digest] = set()
     level = list(dict.fromkeys(roots))
@@ -65,8 +70,7 @@ def discover(client: RegistryClient, repository: str, roots: Iterable[Digest], *
             if subject in asked:
                 continue
             asked.add(subject)
-            refs, answered = list_referrers(client, repository, subject,
-                                            api=None if found.has_api is None else found.has_api)
+            refs, answered = list_referrers(client, repository, subject, api=found.has_api, tags=tags)
             if found.has_api is None:
                 found.has_api = answered
             for r in refs:
@@ -99,27 +103,52 @@ class ReferrerOptions:
 
 def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: Sequence[ResolvedImage],
                         options: ReferrerOptions, *, jobs: int = 4) -> dict[str, Discovery]:
-    """Each image's referrers (ref_name → Discovery), asked of its own repository; the API probed once a
-    registry (the answer of its first subject decides for the rest of the run)."""
-    probed: dict[str, bool | None] = {}
+    """Each image's referrers (ref_name → Discovery), asked of its own repository, ``jobs`` images at a time;
+    the API probed once a registry (the answer of its first subject decides for the rest of the run), the
+    tags of each repository listed once."""
     out: dict[str, Discovery] = {}
     if not options.enabled:
         return out
+    probed: dict[str, bool | None] = {}
+    tag_lists = _TagLists(client_for)
 
     def one(img: ResolvedImage) -> Discovery:
         ref = img.wanted.reference
         roots = [img.top.digest, *(p.manifest.digest for p in img.platforms)]
         return discover(client_for(ref.registry), ref.repository, roots, types=options.types,
-                        has_api=probed.get(ref.registry))
+                        has_api=probed.get(ref.registry), tags=tag_lists.get(ref.registry, ref.repository))
 
-    # The first image of each registry probes it; the rest are asked ``jobs`` at a time with its answer.
-    first = {img.wanted.reference.registry: img for img in reversed(resolved)}
-    for registry, img in first.items():
-        probed[registry] = one(img).has_api
-    found = each(one, resolved, jobs=jobs, name="arcgap-referrers")
-    for img, d in zip(resolved, found):
-        out[f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}"] = d
+    # The first image of each registry probes it (and its discovery is kept); the rest, ``jobs`` at a time,
+    # go the way it found.
+    first = list({img.wanted.reference.registry: n for n, img in reversed(list(enumerate(resolved)))}.values())
+    found: dict[int, Discovery] = {}
+    for n, d in zip(first, each(one, [resolved[n] for n in first], jobs=jobs, name="arcgap-referrers")):
+        probed[resolved[n].wanted.reference.registry] = d.has_api
+        found[n] = d
+    rest = [n for n in range(len(resolved)) if n not in found]
+    found.update(zip(rest, each(one, [resolved[n] for n in rest], jobs=jobs, name="arcgap-referrers")))
+    for n, img in enumerate(resolved):
+        out[f"{img.wanted.name}:{img.wanted.reference.tag or 'latest'}"] = found[n]
     return out
+
+
+class _TagLists:
+    """Each repository's tag list, asked once a run however many images (and threads) want it."""
+
+    def __init__(self, client_for: Callable[[str], RegistryClient]) -> None:
+        self.client_for = client_for
+        self.lock = threading.Lock()
+        self.locks: dict[tuple[str, str], threading.Lock] = {}
+        self.lists: dict[tuple[str, str], frozenset[str] | None] = {}
+
+    def get(self, registry: str, repository: str) -> frozenset[str] | None:
+        key = (registry, repository)
+        with self.lock:
+            lock = self.locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self.lists:
+                self.lists[key] = tag_set(self.client_for(registry), repository)
+            return self.lists[key]
 
 
 def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapping[str, Discovery]) -> ExportPlan:
