@@ -3,7 +3,8 @@
 For the WAN bench (``python -m devtools.wanbench --trace DIR``): what the connections do over time. Each blob
 byte request (a whole blob on one stream, one range part, one resumed stream) is written to ``OUT.jsonl`` as
 ``{"kind", "blob", "index", "thread", "start", "first", "end", "bytes"}`` (seconds since the process began;
-``first`` when the first chunk arrived). Only this bench tool patches arcgap; arcgap itself logs nothing.
+``first`` when the first chunk arrived); every other request (``kind`` ``send``: method and path in ``blob``)
+until its answer's headers. Only this bench tool patches arcgap; arcgap itself logs nothing.
 
 ``python -m devtools.fetchtrace --summary OUT.jsonl`` prints, per half second, the requests in flight and the
 MB/s received (each request's bytes spread evenly between its first chunk and its end).
@@ -60,6 +61,20 @@ def install(out: Path) -> None:
         "whole", records, lock, client.RegistryClient._download, lambda self, repo, digest, *a, **k: str(digest),
         lambda *a, **k: -1)
 
+    send = client.RegistryClient.send
+
+    def timed_send(self: client.RegistryClient, method: str, url: str, **kwargs: Any) -> Any:
+        rec = {"kind": "send", "blob": f"{method} {url}"[:60], "index": -1, "thread": threading.current_thread().name,
+               "start": time.monotonic() - T0, "first": None, "end": None, "bytes": 0}  # fmt: skip
+        try:
+            return send(self, method, url, **kwargs)
+        finally:
+            rec["end"] = time.monotonic() - T0
+            with lock:
+                records.append(rec)
+
+    client.RegistryClient.send = timed_send  # type: ignore[method-assign]
+
     def dump() -> None:
         with lock, open(out, "w") as fh:
             for rec in records:
@@ -70,6 +85,7 @@ def install(out: Path) -> None:
 
 def summary(path: Path, step: float = 0.5) -> str:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = [r for r in recs if r["kind"] != "send"]  # the requests' headers: in the log, not in the rates
     if not recs:
         return f"{path}: no blob requests"
     end = max(r["end"] or r["start"] for r in recs)

@@ -42,6 +42,7 @@ class RegistrySource:
         self.cache = cache
         self.jobs = jobs
         self.ranges = RangeBudget(ranged or RangedOptions())  # large blobs in parallel ranges, one budget
+        self._order = {b.digest: i for i, b in enumerate(plan.toc.blobs)}  # write order: parts go earliest first
 
     def contents(self, meter: Meter) -> Contents:
         graphs: list[ImageGraph] = []
@@ -63,7 +64,7 @@ class RegistrySource:
 
         def download() -> Iterator[bytes]:
             return stream_blob(self.client_for(registry), repo, entry.digest, entry.size, budget=self.ranges,
-                               what=f"blob {entry.digest} of {registry}/{repo}")
+                               what=f"blob {entry.digest} of {registry}/{repo}", order=self._order.get(entry.digest))
 
         return self.cache.fetch(entry.digest, entry.size, download) if self.cache is not None else download()
 
@@ -87,3 +88,4 @@ class RegistrySource:
                 yield entry, metered(chunks, meter)
         finally:
             prefetcher.close()
+            self.ranges.close()
