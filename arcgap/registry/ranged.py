@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import httpx
@@ -56,6 +56,10 @@ class RangedOptions:
     # Slots only the earliest blob may take: a blob behind it, waiting for its turn to be written, never holds
     # every slot while the one being written has to read its parts over one connection.
     reserve: int = 8
+    # The part being written whose helper has received no byte this long after asking is asked for again by
+    # the writing blob's own thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench path; a lost SYN
+    # or first segment adds a retransmission timeout of 1 s or more, while every slot fills up behind it).
+    hedge_s: float = 1.0
     # A probe whose first chunk arrived at least this fast says one connection already fills the path (loopback, a
     # LAN): the rest comes as one stream, which costs less CPU (measured on loopback: 1.1 GB/s one stream,
     # 0.35 GB/s in ranges of 4 MiB). On a long path slow start alone keeps a first 512 KiB far below this
@@ -212,6 +216,10 @@ class _RangedRead:
         self.submitted = 1
         self.ahead: dict[int, Future[list[bytes]]] = {}
         self.ranged = False  # the probe said: parts over helpers
+        # Helpers' parts: when each request began, bytes received so far; parts this thread took over.
+        self._began: dict[int, float] = {}
+        self._progress: dict[int, int] = {}
+        self._dropped: set[int] = set()
 
     def wants(self, ahead: int) -> bool:
         return (self.ranged and not self._stop.is_set() and self.submitted < self.parts
@@ -227,8 +235,9 @@ class _RangedRead:
         start = index * self.part_bytes
         return start, min(start + self.part_bytes, self.size_bytes) - 1
 
-    def _part(self, index: int, first: httpx.Response | None = None) -> Iterator[bytes]:
-        """Part ``index``'s bytes, asked for again from the first missing byte after a broken connection."""
+    def _part(self, index: int, first: httpx.Response | None = None, *, helper: bool = False) -> Iterator[bytes]:
+        """Part ``index``'s bytes, asked for again from the first missing byte after a broken connection; a
+        ``helper`` stops when the blob's own thread took the part over."""
         start, end = self._span(index)
         offset = start
         clock = self.client.retry.clock(self.client.gave_up)  # one time budget for this part's tries
@@ -240,11 +249,12 @@ class _RangedRead:
                 _check_range(resp, offset, end, self.size_bytes)
                 # The ordinary read keeps the connection for the next part (a warm congestion window).
                 for chunk in body_chunks(resp, CHUNK_BYTES, direct_min_bytes=end - offset + 2):
-                    if self._stop.is_set():
+                    if self._stop.is_set() or (helper and index in self._dropped):
                         raise _Stopped
                     if len(chunk) > end + 1 - offset:
                         raise _Inconsistent("a range answered with more bytes than asked for")
                     offset += len(chunk)
+                    self._progress[index] = offset - start
                     yield chunk
                 if offset != end + 1:
                     raise httpx.RemoteProtocolError("a range answered with fewer bytes than asked for")
@@ -257,7 +267,29 @@ class _RangedRead:
                 resp = None
 
     def whole_part(self, index: int) -> list[bytes]:
-        return list(self._part(index))
+        self._began[index] = time.monotonic()
+        return list(self._part(index, helper=True))
+
+    def _wait(self, index: int, future: Future[list[bytes]], hedge_s: float) -> list[bytes] | None:
+        """Part ``index`` from its helper, its slot given back; None when this thread should read it itself:
+        the helper had not begun (the part is the one being written: it waits for no queue), or had received
+        no byte ``hedge_s`` after it asked (a lost SYN or first segment costs a retransmission timeout of a
+        second or more; the helper's request is dropped, its slot comes back when it ends)."""
+        while True:
+            if future.cancel():
+                self.budget.give()
+                return None
+            done, _ = wait([future], timeout=min(0.05, hedge_s))
+            if done:
+                try:
+                    return future.result()
+                finally:
+                    self.budget.give()
+            began = self._began.get(index)
+            if began is not None and not self._progress.get(index) and time.monotonic() - began >= hedge_s:
+                self._dropped.add(index)
+                future.add_done_callback(lambda _f: self.budget.give())
+                return None
 
     def _single(self, offset: int, first: httpx.Response | None = None, *, use_range: bool = True) -> Iterator[bytes]:
         """The blob from ``offset`` to its end as one stream; ``first`` a 200 already open (the whole body).
@@ -333,15 +365,12 @@ class _RangedRead:
                 return
             for index in range(1, self.parts):
                 future = self.budget._advance(self, index)
-                if future is None:  # no slot was free: the head part comes over this thread's connection
+                data = None if future is None else self._wait(index, future, o.hedge_s)
+                if data is None:  # no helper has it (coming): the head part comes over this thread's connection
                     for chunk in self._part(index):
                         passed += len(chunk)
                         yield chunk
                     continue
-                try:
-                    data = future.result()
-                finally:
-                    self.budget.give()
                 for chunk in data:
                     passed += len(chunk)
                     yield chunk

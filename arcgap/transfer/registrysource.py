@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from arcgap.transfer.cache import BlobCache
 
 
+AHEAD_PER_JOB = 4  # blobs a --jobs slot may have on their way at once, as their bytes allow
+
+
 class RegistrySource:
     """The images of a plan, read from the registries they were resolved at."""
 
@@ -75,7 +78,11 @@ class RegistrySource:
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         """Every blob of the plan in its order, ``jobs`` downloads ahead, in bounded memory."""
         remote = [b for b in self.plan.toc.blobs if b.digest not in self.plan.small_blobs]
-        prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs)
+        # At least --jobs blobs on their way; more while those claimed total under the parts' memory bound: on a
+        # long path a blob is mostly waiting for its first bytes, and the ranged parts bound what is held.
+        o = self.ranges.options
+        prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs, size=lambda b: b.size,
+                                       ahead_bytes=o.slots * o.part_bytes, workers=self.jobs * AHEAD_PER_JOB)
         downloads = iter(prefetcher)
         try:
             for entry in self.plan.toc.blobs:
