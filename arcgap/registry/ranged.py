@@ -56,9 +56,9 @@ class RangedOptions:
     # Slots only the earliest blob may take: a blob behind it, waiting for its turn to be written, never holds
     # every slot while the one being written has to read its parts over one connection.
     reserve: int = 8
-    # The part being written whose helper has received no byte this long after asking is asked for again by
-    # the writing blob's own thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench path; a lost SYN
-    # or first segment adds a retransmission timeout of 1 s or more, while every slot fills up behind it).
+    # The part being written that its helper has not finished this long after the blob's thread began waiting
+    # for it: the rest is asked for by that thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench
+    # path; a lost SYN or segment stalls one for seconds while every slot fills up behind it).
     hedge_s: float = 1.0
     # A probe whose first chunk arrived at least this fast says one connection already fills the path (loopback, a
     # LAN): the rest comes as one stream, which costs less CPU (measured on loopback: 1.1 GB/s one stream,
@@ -148,9 +148,11 @@ class RangeBudget:
         """Hand free slots to the earliest readers wanting parts (the lock held)."""
         o = self.options
         while self._free > 0:
-            for rank, reader in enumerate(self._readers):
-                if reader.wants(o.ahead) and (rank == 0 or self._free > o.reserve):
+            first = True  # no earlier blob may still want parts: the reserve is this one's
+            for reader in self._readers:
+                if reader.wants(o.ahead) and (first or self._free > o.reserve):
                     break
+                first = first and reader.asked_all()
             else:
                 return
             if self._pool is None:
@@ -216,10 +218,14 @@ class _RangedRead:
         self.submitted = 1
         self.ahead: dict[int, Future[list[bytes]]] = {}
         self.ranged = False  # the probe said: parts over helpers
-        # Helpers' parts: when each request began, bytes received so far; parts this thread took over.
-        self._began: dict[int, float] = {}
-        self._progress: dict[int, int] = {}
+        # Helpers' parts: the chunks so far; the parts this thread took over (under _taking).
+        self._taking = threading.Lock()
+        self._got: dict[int, list[bytes]] = {}
         self._dropped: set[int] = set()
+
+    def asked_all(self) -> bool:
+        """No part left to ask a helper for, now or later."""
+        return self._stop.is_set() or (self.ranged and self.submitted >= self.parts)
 
     def wants(self, ahead: int) -> bool:
         return (self.ranged and not self._stop.is_set() and self.submitted < self.parts
@@ -235,11 +241,14 @@ class _RangedRead:
         start = index * self.part_bytes
         return start, min(start + self.part_bytes, self.size_bytes) - 1
 
-    def _part(self, index: int, first: httpx.Response | None = None, *, helper: bool = False) -> Iterator[bytes]:
-        """Part ``index``'s bytes, asked for again from the first missing byte after a broken connection; a
-        ``helper`` stops when the blob's own thread took the part over."""
+    def _part(self, index: int, first: httpx.Response | None = None, *, helper: bool = False,
+              skip: int = 0) -> Iterator[bytes]:  # fmt: skip
+        """Part ``index``'s bytes after its first ``skip``, asked for again from the first missing byte after a
+        broken connection; a ``helper`` stops when the blob's own thread took the part over."""
         start, end = self._span(index)
-        offset = start
+        offset = start + skip
+        if offset > end:
+            return
         clock = self.client.retry.clock(self.client.gave_up)  # one time budget for this part's tries
         resp = first
         while True:
@@ -254,7 +263,6 @@ class _RangedRead:
                     if len(chunk) > end + 1 - offset:
                         raise _Inconsistent("a range answered with more bytes than asked for")
                     offset += len(chunk)
-                    self._progress[index] = offset - start
                     yield chunk
                 if offset != end + 1:
                     raise httpx.RemoteProtocolError("a range answered with fewer bytes than asked for")
@@ -267,29 +275,41 @@ class _RangedRead:
                 resp = None
 
     def whole_part(self, index: int) -> list[bytes]:
-        self._began[index] = time.monotonic()
-        return list(self._part(index, helper=True))
+        """Part ``index`` read by a helper; stops (:class:`_Stopped`) once the blob's own thread took it over."""
+        got: list[bytes] = []
+        with self._taking:
+            self._got[index] = got
+        for chunk in self._part(index, helper=True):
+            with self._taking:
+                if index in self._dropped:
+                    raise _Stopped
+                got.append(chunk)
+        return got
 
-    def _wait(self, index: int, future: Future[list[bytes]], hedge_s: float) -> list[bytes] | None:
-        """Part ``index`` from its helper, its slot given back; None when this thread should read it itself:
-        the helper had not begun (the part is the one being written: it waits for no queue), or had received
-        no byte ``hedge_s`` after it asked (a lost SYN or first segment costs a retransmission timeout of a
-        second or more; the helper's request is dropped, its slot comes back when it ends)."""
+    def _wait(self, index: int, future: Future[list[bytes]], hedge_s: float) -> tuple[list[bytes], bool]:
+        """Part ``index`` from its helper, its slot given back: ``(chunks, True)``; or ``(first chunks, False)``
+        when this thread should read the rest itself: the helper had not begun (the part is the one being
+        written: it waits for no queue), or ``hedge_s`` went by without the part done (a lost SYN or segment
+        costs a retransmission timeout of a second or more, a connection that lost a segment runs at half its
+        rate, while every slot fills up behind it). A part taken over keeps the bytes its helper had; the
+        helper stops at its next chunk and its slot comes back when it ends."""
+        waited = time.monotonic()
         while True:
             if future.cancel():
                 self.budget.give()
-                return None
+                return [], False
             done, _ = wait([future], timeout=min(0.05, hedge_s))
             if done:
                 try:
-                    return future.result()
+                    return future.result(), True
                 finally:
                     self.budget.give()
-            began = self._began.get(index)
-            if began is not None and not self._progress.get(index) and time.monotonic() - began >= hedge_s:
-                self._dropped.add(index)
+            if time.monotonic() - waited >= hedge_s:
+                with self._taking:
+                    self._dropped.add(index)
+                    kept = list(self._got.get(index, ()))
                 future.add_done_callback(lambda _f: self.budget.give())
-                return None
+                return kept, False
 
     def _single(self, offset: int, first: httpx.Response | None = None, *, use_range: bool = True) -> Iterator[bytes]:
         """The blob from ``offset`` to its end as one stream; ``first`` a 200 already open (the whole body).
@@ -359,22 +379,25 @@ class _RangedRead:
                     fast = passed >= o.fast_bytes_per_s * (time.monotonic() - began)
                     if not fast:
                         self.budget._ready(self)  # helpers start on the next parts at once
+                    else:
+                        self.budget._leave(self)  # one stream: wants no slot
                 yield chunk
             if fast:
                 yield from self._single(passed)  # one connection is fast enough here
                 return
             for index in range(1, self.parts):
                 future = self.budget._advance(self, index)
-                data = None if future is None else self._wait(index, future, o.hedge_s)
-                if data is None:  # no helper has it (coming): the head part comes over this thread's connection
-                    for chunk in self._part(index):
-                        passed += len(chunk)
-                        yield chunk
-                    continue
+                data, whole = ([], False) if future is None else self._wait(index, future, o.hedge_s)
+                kept = 0
                 for chunk in data:
                     passed += len(chunk)
+                    kept += len(chunk)
                     yield chunk
                 del data
+                if not whole:  # no helper has (all of) it: the rest comes over this thread's connection
+                    for chunk in self._part(index, skip=kept):
+                        passed += len(chunk)
+                        yield chunk
         except _Inconsistent:
             self.budget.mark_single(self.client.registry)
             self._release()
