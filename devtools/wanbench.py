@@ -12,13 +12,18 @@ The data: :func:`devtools.bench.generate`'s release (the 22 Arc images, ``--size
 
 - ``curl-1``: every unique blob by ``curl``, 4 at a time (``big``: the one layer on one connection);
 - ``curl-16r``: every blob as 8 MiB ranges, 16 ``curl`` at a time (how far parallel ranges get);
+- ``conn-1``: one connection's rate: the workload's largest blob by one ``curl`` for ``--conn-seconds`` (a
+  loss-limited connection moving 1 GiB would take minutes); rate = bytes received / time. Every other tool's
+  row then also says how many times one connection's rate it reached;
 - ``crane``: ``crane pull --format=oci --insecure REF... DIR`` (the pull only; packing is local work);
 - ``arcgap``: ``arcgap export --images LIST -o B --source-plain-http`` (fresh blob cache each time);
   ``arcgap-jN`` (not run by default): the same with ``--jobs N``.
 
-Reported per run: wall time, MB moved (the unique blobs' bytes), MB/s and the share of the link's rate. A run
-that does not finish within ``--timeout`` seconds is stopped and reported as ``> T s``. The load average is
-printed with every run (the emulator needs CPU; figures on a shared machine are indicative).
+Reported per run: wall time, MB moved (the unique blobs' bytes), MB/s and the share of the link's rate, and for
+arcgap its peak RSS (``/usr/bin/time``). A run that does not finish within ``--timeout`` seconds is stopped and
+reported as ``> T s``. ``--trace DIR`` runs arcgap under :mod:`devtools.fetchtrace` (every blob request's start,
+first byte and end in ``DIR/*.jsonl``, a per-half-second summary of requests in flight and MB/s beside it). The
+load average is printed with every run (the emulator needs CPU; figures on a shared machine are indicative).
 
 Namespaces, the emulator and the registry are torn down when the bench ends, fails or is interrupted
 (SIGINT, SIGTERM, SIGHUP).
@@ -50,9 +55,10 @@ from devtools.scenario import MB, RELEASE_TAG, SOURCE_REPOSITORY, image_list_yam
 WAN_SH = PROJECT_ROOT / "devtools" / "wan.sh"
 PREFIX = "awb"  # namespaces awb-srv / awb-rt, veths awb0 ... (not the session tool's wan-*); --name
 PROFILES = {"A": (40, 0.05, 400), "B": (100, 0.2, 200), "C": (0, 0.0, 0)}  # RTT ms, loss % each way, Mbit/s
-TOOLS = ("curl-1", "curl-16r", "crane", "arcgap")
+TOOLS = ("conn-1", "curl-1", "curl-16r", "crane", "arcgap")
 RANGE = 8 << 20
 PORT = 5000
+TIME = Path("/usr/bin/time")
 
 
 def _log(text: str) -> None:
@@ -162,8 +168,23 @@ def _curl_lines(base: str, blobs: Sequence[tuple[str, str, int]], ranged: bool) 
     return "\n".join(lines) + "\n"
 
 
+def one_connection(bench: WanBench, names: Sequence[str], log: Path, seconds: float) -> tuple[float, int]:
+    """``(seconds, bytes)`` one ``curl`` connection moved of the largest blob within ``seconds``."""
+    repo, digest, _size = max(_blobs(bench, names), key=lambda b: b[2])
+    url = f"http://{bench.path.server_ip}:{PORT}/v2/{repo}/blobs/{digest}"
+    argv = ["curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "--max-time", f"{seconds:g}",
+            "-w", "%{size_download} %{time_total}\n", url]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    with open(log, "a") as out:
+        out.write(f"\n$ {' '.join(argv)}\n{done.stdout}{done.stderr}")
+    if done.returncode not in (0, 28):  # 28: the time limit, as meant
+        raise RuntimeError(f"curl exited {done.returncode}: {done.stderr.strip()[-300:]}")
+    size, total = done.stdout.split()
+    return float(total), int(size)
+
+
 def run_tool(bench: WanBench, tool: str, names: Sequence[str], work: Path, log: Path, timeout: float,
-             jobs: int | None) -> tuple[float, bool]:  # fmt: skip
+             jobs: int | None, trace: Path | None = None) -> tuple[float, bool]:  # fmt: skip
     src = f"{bench.path.server_ip}:{PORT}"
     blobs = _blobs(bench, names)
     if tool.startswith("curl"):
@@ -185,12 +206,16 @@ def run_tool(bench: WanBench, tool: str, names: Sequence[str], work: Path, log: 
     image_list.write_text(image_list_yaml(names, release=RELEASE_TAG, repository=SOURCE_REPOSITORY, title="wanbench"))
     bundle = work / "arcgap.tar.zst"
     env.update(SOURCE_DOCKER_REGISTRY=src, SOURCE_DOCKER_REPOSITORY=SOURCE_REPOSITORY, SOURCE_DOCKER_TAG=RELEASE_TAG)
-    argv = [sys.executable, "-m", "arcgap", "export", "--images", str(image_list), "-o", str(bundle),
+    main = ["-m", "devtools.fetchtrace", str(trace), "--"] if trace is not None else ["-m", "arcgap"]
+    argv = [sys.executable, *main, "export", "--images", str(image_list), "-o", str(bundle),
             "--source-plain-http", "--no-input"]  # fmt: skip
     if tool.startswith("arcgap-j"):
         jobs = int(tool.removeprefix("arcgap-j"))
     if jobs:
         argv += ["--jobs", str(jobs)]
+    (work / "rss").unlink(missing_ok=True)
+    if TIME.exists():  # GNU time: the peak RSS in KiB
+        argv = [str(TIME), "-o", str(work / "rss"), "-f", "%M", *argv]
     try:
         return timed(argv, log=log, timeout=timeout, env=env)
     finally:
@@ -209,6 +234,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--big-layer-gib", type=float, default=1.0, help="the big layer, GiB (default 1)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds per profile (default 1)")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds before a run is stopped (default 180)")
+    ap.add_argument("--conn-seconds", type=float, default=30.0,
+                    help="conn-1: seconds one connection runs (default 30)")
+    ap.add_argument("--trace", type=Path, default=None,
+                    help="a directory: arcgap runs under devtools.fetchtrace, one request log per run there")
     ap.add_argument("--jobs", type=int, default=None, help="arcgap --jobs (default: arcgap's own)")
     ap.add_argument("--net", default="198.19.7", help="the /24 of 198.18.0.0/15 the veths use (default 198.19.7)")
     ap.add_argument("--name", default=PREFIX, help=f"prefix of the namespaces and veths (default {PREFIX})")
@@ -255,6 +284,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _one_run(bench: WanBench, tool: str, names: Sequence[str], runs_dir: Path, log: Path, args: argparse.Namespace,
+             label: str) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """One tool's run: the row's text after its label, and its record (``mb_per_s`` None when stopped)."""
+    mbit = PROFILES[label.split("-")[0]][2]
+    if tool == "conn-1":
+        seconds, nbytes = one_connection(bench, names, log, args.conn_seconds)
+        done = True
+    else:
+        trace = None
+        if args.trace is not None and tool.startswith("arcgap"):
+            args.trace.mkdir(parents=True, exist_ok=True)
+            trace = (args.trace / f"{label}-{tool}.jsonl").resolve()
+        nbytes = sum(s for _, _, s in _blobs(bench, names))
+        seconds, done = run_tool(bench, tool, names, runs_dir, log, args.timeout, args.jobs, trace)
+        if trace is not None and trace.exists():
+            from devtools.fetchtrace import summary
+
+            trace.with_suffix(".txt").write_text(summary(trace) + "\n")
+    rate = nbytes / seconds / MB
+    share = rate * MB * 8 / (mbit * 1e6) * 100 if mbit else 0.0
+    t = f"{seconds:7.1f} s" if done else f"> {seconds:5.0f} s"
+    row = f"{tool:9} {t}  {nbytes / MB:7.1f} MB  " + (
+        (f"{rate:6.1f} MB/s  " + (f"{share:5.1f} % of link" if mbit else "")) if done else "(stopped)")
+    rec: dict[str, Any] = {"tool": tool, "seconds": round(seconds, 2), "finished": done, "bytes": nbytes,
+                           "mb_per_s": round(rate, 2) if done else None}  # fmt: skip
+    rss = runs_dir / "rss"
+    if tool.startswith("arcgap") and rss.exists() and rss.read_text().strip().isdigit():
+        rec["peak_rss_mib"] = round(int(rss.read_text().strip()) / 1024, 1)
+        row += f"  peak RSS {rec['peak_rss_mib']:.0f} MiB"
+    return row, rec
+
+
 def _run(stack: ExitStack, path: WanPath, work: Path, args: argparse.Namespace, tools: Sequence[str],
          results: list[dict[str, Any]]) -> int:  # fmt: skip
     bench = WanBench(work, stack, path, args.jobs)
@@ -272,28 +333,21 @@ def _run(stack: ExitStack, path: WanPath, work: Path, args: argparse.Namespace, 
         _log(f"profile {profile}: {link}")
         for wl in args.workloads.split(","):
             names = workloads[wl]
-            nbytes = sum(s for _, _, s in _blobs(bench, names))
             for r in range(args.rounds):
+                one_rate: float | None = None  # MB/s of one connection, once conn-1 ran this round
                 for tool in tools:
-                    seconds, done = run_tool(bench, tool, names, runs_dir, log, args.timeout, args.jobs)
-                    rate = nbytes / seconds / MB
-                    share = rate * MB * 8 / (mbit * 1e6) * 100 if mbit else 0.0
-                    t = f"{seconds:7.1f} s" if done else f"> {seconds:5.0f} s"
-                    row = (
-                        f"  {profile} {wl:3} r{r + 1} {tool:9} {t}  {nbytes / MB:7.1f} MB  "
-                        + (
-                            (f"{rate:6.1f} MB/s  " + (f"{share:5.1f} % of link" if mbit else ""))
-                            if done
-                            else "(stopped)"
-                        )
-                        + f"  [{_load()}]"
-                    )
+                    row, rec = _one_run(bench, tool, names, runs_dir, log, args, f"{profile}-{wl}-r{r + 1}")
+                    if tool == "conn-1":
+                        one_rate = rec["mb_per_s"]
+                    elif one_rate and rec["mb_per_s"]:
+                        rec["x_one_connection"] = round(rec["mb_per_s"] / one_rate, 1)
+                        row += f"  {rec['x_one_connection']:4.1f}x one connection"
+                    row = f"  {profile} {wl:3} r{r + 1} {row}  [{_load()}]"
                     _log(row)
                     rows.append(row)
-                    results.append({"profile": profile, "link": link, "workload": wl, "round": r + 1, "tool": tool,
-                                    "seconds": round(seconds, 2), "finished": done, "bytes": nbytes,
-                                    "mb_per_s": round(rate, 2) if done else None,
-                                    "link_percent": round(share, 1) if done and mbit else None,
+                    share = rec["mb_per_s"] * MB * 8 / (mbit * 1e6) * 100 if mbit and rec["mb_per_s"] else None
+                    results.append({"profile": profile, "link": link, "workload": wl, "round": r + 1, **rec,
+                                    "link_percent": round(share, 1) if share is not None else None,
                                     "loadavg": [round(x, 2) for x in os.getloadavg()]})  # fmt: skip
     path.shape("C")
     _log("\nsummary (MB = 10^6 bytes of unique blobs; link % = MB/s x 8 / link Mbit/s):\n" + "\n".join(rows))

@@ -196,3 +196,26 @@ def test_after_a_failed_fetch_no_worker_claims_another_blob() -> None:
     assert got == [b"0"]
     time.sleep(0.2)
     assert sorted(started) == [0, 1, 2, 3], started
+
+
+def test_more_blobs_on_their_way_while_their_bytes_allow() -> None:
+    """With sizes: past ``jobs``, a blob is claimed only while the claimed ones total at most ``ahead_bytes``."""
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def fetch(i: int) -> Iterator[bytes]:
+        with lock:
+            started.append(i)
+        yield b"x" * 4
+
+    prefetcher = OrderedPrefetcher(list(range(8)), fetch, jobs=1, size=lambda i: 4, ahead_bytes=10, workers=6)
+    it = iter(prefetcher)
+    item, chunks = next(it)
+    time.sleep(0.3)  # the consumer is busy before reading blob 0
+    assert sorted(started) == [0, 1]  # blob 2 would make 12 bytes ahead
+    assert list(chunks) == [b"xxxx"]
+    time.sleep(0.3)
+    assert sorted(started) == [0, 1, 2]  # blob 0 passed on: room for one more
+    got = [item] + [i for i, c in it if list(c) == [b"xxxx"]]
+    assert got == list(range(8))
+    prefetcher.close()

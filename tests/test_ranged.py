@@ -82,6 +82,9 @@ def _handler(blobs: _Blobs, cdn_port: list[int]) -> type[BaseHTTPRequestHandler]
             if blobs.mode == "wrong-range" and start >= 3 * PART:
                 start += 1  # names other bytes than the ones asked for
             headers = {"Content-Length": str(len(body)), "Content-Range": f"bytes {start}-{end}/{size}"}
+            if blobs.mode == "stall" and start == 4 * PART and not blobs.broken:
+                blobs.broken = True  # this request's answer is held back (a lost SYN, a retransmission timeout)
+                time.sleep(2.0)
             if blobs.mode == "break" and start == 4 * PART and not blobs.broken:
                 blobs.broken = True  # half the part, then the connection goes
                 self.send_response(206)
@@ -218,3 +221,51 @@ def test_ranges_from_a_real_registry_with_credentials(which: str, plain_registry
     budget = RangeBudget(OPTIONS)
     got = b"".join(stream_blob(client, "ranged/blobs", DIGEST, len(BLOB), budget=budget))
     assert got == BLOB and not budget.single(client.registry)  # distribution answered every range as asked
+
+
+def test_part_with_no_byte_for_hedge_seconds_is_asked_again_by_the_writing_thread(
+        serve: Callable[[_Blobs], RegistryClient]) -> None:  # fmt: skip
+    blobs = _Blobs("stall")
+    budget = RangeBudget(replace(OPTIONS, hedge_s=0.2))
+    t0 = time.monotonic()
+    assert _read(serve(blobs), budget) == BLOB
+    assert time.monotonic() - t0 < 1.8  # did not wait for the held answer (2 s)
+    assert [r for r in blobs.ranges if r.startswith(f"bytes={4 * PART}-")] == [f"bytes={4 * PART}-{5 * PART - 1}"] * 2
+    deadline = time.monotonic() + 5
+    while budget._free < OPTIONS.slots and time.monotonic() < deadline:  # the dropped request ends, its slot back
+        time.sleep(0.05)
+    assert budget._free == OPTIONS.slots
+
+
+class _Reader:
+    """What the dispatcher sees of a ranged download: its place, how far it is, the parts asked of helpers."""
+
+    def __init__(self, order: int, parts: int = 10) -> None:
+        self.order, self.parts, self.head, self.submitted, self.ranged = order, parts, 0, 1, False
+        self.ahead: dict[int, object] = {}
+
+    def wants(self, ahead: int) -> bool:
+        return self.ranged and self.submitted < self.parts and self.submitted - self.head <= ahead
+
+    def asked_all(self) -> bool:
+        return self.ranged and self.submitted >= self.parts
+
+    def whole_part(self, index: int) -> list[bytes]:
+        return [b"x"]
+
+
+def test_free_slots_go_to_the_earliest_blob_and_later_ones_leave_it_the_reserve() -> None:
+    budget = RangeBudget(RangedOptions(slots=6, reserve=2, ahead=20, window=2))
+    first, later = _Reader(0), _Reader(1)
+    budget._join(later)  # type: ignore[arg-type]
+    budget._join(first)  # type: ignore[arg-type]  # joins after, but is written first
+    budget._ready(later)  # type: ignore[arg-type]
+    assert sorted(later.ahead) == [1, 2, 3, 4]  # all but the reserve: the first blob is still probing
+    budget._ready(first)  # type: ignore[arg-type]
+    assert sorted(first.ahead) == [1, 2]
+    budget.give()  # one of the later blob's parts passed on: the slot goes to the earliest wanting one
+    assert sorted(first.ahead) == [1, 2, 3] and sorted(later.ahead) == [1, 2, 3, 4]
+    first.parts = 4  # the first blob has asked for every part: the later one may have the slots
+    budget.give()
+    assert sorted(later.ahead) == [1, 2, 3, 4, 5]
+    budget.close()

@@ -22,8 +22,8 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import httpx
 
@@ -33,7 +33,7 @@ from arcgap.registry.auth import repo_scope
 from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
 
-RANGE_SLOTS = 32  # default ahead-part slots of a run: the extra connections a source's client pool must allow
+RANGE_SLOTS = 48  # default ahead-part slots of a run, at least its helper connections: the extra ones a pool must allow
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -46,9 +46,20 @@ class RangedOptions:
     # on a fast path the probe's first chunk turns such a blob back into one stream (one extra request).
     threshold_bytes: int = 8 << 20
     part_bytes: int = 2 << 20  # a part is one request; on a 2.5 MB/s loss-limited connection under a second
-    window: int = 16  # helper connections of one blob
-    ahead: int = 32  # parts past the head one blob may have asked for: a slow part does not idle the others
-    slots: int = RANGE_SLOTS  # parts ahead in flight or waiting across every blob: the memory bound (x part_bytes)
+    # Helper connections of a run, shared by every blob: a part goes to the first free one, earliest blob first.
+    # 16 held the 1 GiB layer at 33 MB/s of a 50 MB/s link (40 ms / 0.05 %; one connection: 2-3.5 MB/s).
+    window: int = 32
+    ahead: int = RANGE_SLOTS  # parts past the head one blob may have asked for: a slow part does not idle the others
+    # Parts ahead in flight or waiting across every blob: the memory bound (x part_bytes). More than ``window``:
+    # a part slow to arrive (a lost segment, a retransmission timeout) leaves the other connections working.
+    slots: int = RANGE_SLOTS
+    # Slots only the earliest blob may take: a blob behind it, waiting for its turn to be written, never holds
+    # every slot while the one being written has to read its parts over one connection.
+    reserve: int = 8
+    # The part being written that its helper has not finished this long after the blob's thread began waiting
+    # for it: the rest is asked for by that thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench
+    # path; a lost SYN or segment stalls one for seconds while every slot fills up behind it).
+    hedge_s: float = 1.0
     # A probe whose first chunk arrived at least this fast says one connection already fills the path (loopback, a
     # LAN): the rest comes as one stream, which costs less CPU (measured on loopback: 1.1 GB/s one stream,
     # 0.35 GB/s in ranges of 4 MiB). On a long path slow start alone keeps a first 512 KiB far below this
@@ -56,23 +67,36 @@ class RangedOptions:
     fast_bytes_per_s: float = 64e6
 
 
-@dataclass
 class RangeBudget:
-    """Shared by every download of a run: the ahead-part slots, and the registries that ignored ``Range``."""
+    """Shared by every download of a run: the ahead-part slots, the helper connections (threads) and the
+    registries that ignored ``Range``.
 
-    options: RangedOptions = field(default_factory=RangedOptions)
-    _slots: threading.Semaphore = field(init=False)
-    _single: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    A free slot goes to the earliest blob (in the order its download began, or ``order`` given to
+    :func:`stream_blob`) that has a part left to ask for: parts are asked for in write order across blobs, so
+    the blob being written is never starved by the ones queued behind it.
+    """
 
-    def __post_init__(self) -> None:
-        self._slots = threading.Semaphore(max(0, self.options.slots))
+    def __init__(self, options: RangedOptions | None = None) -> None:
+        self.options = options or RangedOptions()
+        self._free = max(0, self.options.slots)
+        self._single: set[str] = set()
+        self._lock = threading.Lock()
+        self._readers: list[_RangedRead] = []  # ranged downloads that may want parts, earliest first
+        self._tickets = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     def take(self) -> bool:
-        return self._slots.acquire(blocking=False)
+        """One slot, if one is free (not through the dispatcher)."""
+        with self._lock:
+            if self._free <= 0:
+                return False
+            self._free -= 1
+            return True
 
     def give(self) -> None:
-        self._slots.release()
+        with self._lock:
+            self._free += 1
+            self._dispatch()
 
     def single(self, registry: str) -> bool:
         with self._lock:
@@ -81,6 +105,62 @@ class RangeBudget:
     def mark_single(self, registry: str) -> None:
         with self._lock:
             self._single.add(registry)
+
+    def ticket(self) -> int:
+        with self._lock:
+            self._tickets += 1
+            return self._tickets
+
+    def close(self) -> None:
+        """Stop the helper threads once their current parts end (parts not begun are dropped)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _join(self, reader: _RangedRead) -> None:
+        with self._lock:
+            self._readers.append(reader)
+            self._readers.sort(key=lambda r: r.order)
+
+    def _ready(self, reader: _RangedRead) -> None:
+        with self._lock:
+            reader.ranged = True
+            self._dispatch()
+
+    def _leave(self, reader: _RangedRead) -> None:
+        with self._lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+            self._dispatch()
+
+    def _advance(self, reader: _RangedRead, index: int) -> Future[list[bytes]] | None:
+        """``reader`` is at part ``index``: its future, or None when no helper was asked (read it yourself)."""
+        with self._lock:
+            reader.head = index
+            future = reader.ahead.pop(index, None)
+            if future is None:
+                reader.submitted = max(reader.submitted, index + 1)
+            self._dispatch()
+            return future
+
+    def _dispatch(self) -> None:
+        """Hand free slots to the earliest readers wanting parts (the lock held)."""
+        o = self.options
+        while self._free > 0:
+            first = True  # no earlier blob may still want parts: the reserve is this one's
+            for reader in self._readers:
+                if reader.wants(o.ahead) and (first or self._free > o.reserve):
+                    break
+                first = first and reader.asked_all()
+            else:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=max(1, o.window), thread_name_prefix="arcgap-range")
+            self._free -= 1
+            index = reader.submitted
+            reader.submitted += 1
+            reader.ahead[index] = self._pool.submit(reader.whole_part, index)
 
 
 class _Inconsistent(Exception):
@@ -92,14 +172,18 @@ class _Stopped(Exception):
 
 
 def stream_blob(client: RegistryClient, repository: str, digest: Digest, size_bytes: int, *, budget: RangeBudget,
-                what: str = "") -> Iterator[bytes]:
+                what: str = "", order: int | None = None) -> Iterator[bytes]:
     """The blob's bytes, verified by size and digest before the last chunk is released (as
-    :meth:`RegistryClient.stream_blob`), fetched in parallel ranges when it is large and the source allows."""
+    :meth:`RegistryClient.stream_blob`), fetched in parallel ranges when it is large and the source allows.
+
+    ``order``: the blob's place in the run's write order (lower first served with parts); default: when the
+    download began."""
     what = what or f"blob {digest} in {client.registry}/{repository}"
     o = budget.options
     if size_bytes < max(o.threshold_bytes, 2 * o.part_bytes) or budget.single(client.registry):
         return client.stream_blob(repository, digest, size_bytes, what=what)
-    reader = _RangedRead(client, repository, digest, size_bytes, budget, what)
+    reader = _RangedRead(client, repository, digest, size_bytes, budget, what,
+                         budget.ticket() if order is None else order)
     return verified_chunks(reader.chunks(), Verifier(digest, size_bytes, what=what))
 
 
@@ -117,8 +201,9 @@ def _check_range(resp: httpx.Response, start: int, end: int, size_bytes: int) ->
 
 class _RangedRead:
     def __init__(self, client: RegistryClient, repository: str, digest: Digest, size_bytes: int,
-                 budget: RangeBudget, what: str) -> None:
+                 budget: RangeBudget, what: str, order: int) -> None:
         self.client = client
+        self.order = order
         self.repository = repository
         self.digest = digest
         self.size_bytes = size_bytes
@@ -127,6 +212,24 @@ class _RangedRead:
         self.part_bytes = budget.options.part_bytes
         self.parts = -(-size_bytes // self.part_bytes)
         self._stop = threading.Event()
+        # Under the budget's lock: the part being read, the next part not yet asked for (part 0 is the probe),
+        # and the parts asked of helpers, each holding one slot until passed on.
+        self.head = 0
+        self.submitted = 1
+        self.ahead: dict[int, Future[list[bytes]]] = {}
+        self.ranged = False  # the probe said: parts over helpers
+        # Helpers' parts: the chunks so far; the parts this thread took over (under _taking).
+        self._taking = threading.Lock()
+        self._got: dict[int, list[bytes]] = {}
+        self._dropped: set[int] = set()
+
+    def asked_all(self) -> bool:
+        """No part left to ask a helper for, now or later."""
+        return self._stop.is_set() or (self.ranged and self.submitted >= self.parts)
+
+    def wants(self, ahead: int) -> bool:
+        return (self.ranged and not self._stop.is_set() and self.submitted < self.parts
+                and self.submitted - self.head <= ahead)
 
     def _get(self, headers: dict[str, str]) -> httpx.Response:
         return self.client.send(
@@ -138,10 +241,14 @@ class _RangedRead:
         start = index * self.part_bytes
         return start, min(start + self.part_bytes, self.size_bytes) - 1
 
-    def _part(self, index: int, first: httpx.Response | None = None) -> Iterator[bytes]:
-        """Part ``index``'s bytes, asked for again from the first missing byte after a broken connection."""
+    def _part(self, index: int, first: httpx.Response | None = None, *, helper: bool = False,
+              skip: int = 0) -> Iterator[bytes]:  # fmt: skip
+        """Part ``index``'s bytes after its first ``skip``, asked for again from the first missing byte after a
+        broken connection; a ``helper`` stops when the blob's own thread took the part over."""
         start, end = self._span(index)
-        offset = start
+        offset = start + skip
+        if offset > end:
+            return
         clock = self.client.retry.clock(self.client.gave_up)  # one time budget for this part's tries
         resp = first
         while True:
@@ -151,7 +258,7 @@ class _RangedRead:
                 _check_range(resp, offset, end, self.size_bytes)
                 # The ordinary read keeps the connection for the next part (a warm congestion window).
                 for chunk in body_chunks(resp, CHUNK_BYTES, direct_min_bytes=end - offset + 2):
-                    if self._stop.is_set():
+                    if self._stop.is_set() or (helper and index in self._dropped):
                         raise _Stopped
                     if len(chunk) > end + 1 - offset:
                         raise _Inconsistent("a range answered with more bytes than asked for")
@@ -167,8 +274,42 @@ class _RangedRead:
                 resp.close()
                 resp = None
 
-    def _whole_part(self, index: int) -> list[bytes]:
-        return list(self._part(index))
+    def whole_part(self, index: int) -> list[bytes]:
+        """Part ``index`` read by a helper; stops (:class:`_Stopped`) once the blob's own thread took it over."""
+        got: list[bytes] = []
+        with self._taking:
+            self._got[index] = got
+        for chunk in self._part(index, helper=True):
+            with self._taking:
+                if index in self._dropped:
+                    raise _Stopped
+                got.append(chunk)
+        return got
+
+    def _wait(self, index: int, future: Future[list[bytes]], hedge_s: float) -> tuple[list[bytes], bool]:
+        """Part ``index`` from its helper, its slot given back: ``(chunks, True)``; or ``(first chunks, False)``
+        when this thread should read the rest itself: the helper had not begun (the part is the one being
+        written: it waits for no queue), or ``hedge_s`` went by without the part done (a lost SYN or segment
+        costs a retransmission timeout of a second or more, a connection that lost a segment runs at half its
+        rate, while every slot fills up behind it). A part taken over keeps the bytes its helper had; the
+        helper stops at its next chunk and its slot comes back when it ends."""
+        waited = time.monotonic()
+        while True:
+            if future.cancel():
+                self.budget.give()
+                return [], False
+            done, _ = wait([future], timeout=min(0.05, hedge_s))
+            if done:
+                try:
+                    return future.result(), True
+                finally:
+                    self.budget.give()
+            if time.monotonic() - waited >= hedge_s:
+                with self._taking:
+                    self._dropped.add(index)
+                    kept = list(self._got.get(index, ()))
+                future.add_done_callback(lambda _f: self.budget.give())
+                return kept, False
 
     def _single(self, offset: int, first: httpx.Response | None = None, *, use_range: bool = True) -> Iterator[bytes]:
         """The blob from ``offset`` to its end as one stream; ``first`` a 200 already open (the whole body).
@@ -208,6 +349,13 @@ class _RangedRead:
 
     def chunks(self) -> Iterator[bytes]:
         """Every byte in order (unverified: :func:`stream_blob` verifies)."""
+        self.budget._join(self)  # in line from now: blobs behind this one leave it the reserved slots
+        try:
+            yield from self._chunks()
+        finally:
+            self._release()
+
+    def _chunks(self) -> Iterator[bytes]:
         start, end = self._span(0)
         probe = self._get({"Range": f"bytes={start}-{end}"})
         try:
@@ -221,60 +369,47 @@ class _RangedRead:
             yield from self._single(0, use_range=False)
             return
         o = self.budget.options
-        pool = ThreadPoolExecutor(max_workers=max(1, o.window), thread_name_prefix="arcgap-range")
-        ahead: dict[int, Future[list[bytes]]] = {}
-        submitted = 1  # the next part not yet asked for (part 0 is the probe)
-
-        def top_up(head: int) -> None:
-            nonlocal submitted
-            while submitted < self.parts and submitted - head <= o.ahead and self.budget.take():
-                ahead[submitted] = pool.submit(self._whole_part, submitted)
-                submitted += 1
-
         began = time.monotonic()
         passed = 0  # bytes handed on: where one stream takes over should a part be answered inconsistently
         fast: bool | None = None  # decided on the probe's first chunk
         try:
-            try:
-                for chunk in self._part(0, probe):
-                    passed += len(chunk)
-                    if fast is None:
-                        fast = passed >= o.fast_bytes_per_s * (time.monotonic() - began)
+            for chunk in self._part(0, probe):
+                passed += len(chunk)
+                if fast is None:
+                    fast = passed >= o.fast_bytes_per_s * (time.monotonic() - began)
                     if not fast:
-                        top_up(0)
+                        self.budget._ready(self)  # helpers start on the next parts at once
+                    else:
+                        self.budget._leave(self)  # one stream: wants no slot
+                yield chunk
+            if fast:
+                yield from self._single(passed)  # one connection is fast enough here
+                return
+            for index in range(1, self.parts):
+                future = self.budget._advance(self, index)
+                data, whole = ([], False) if future is None else self._wait(index, future, o.hedge_s)
+                kept = 0
+                for chunk in data:
+                    passed += len(chunk)
+                    kept += len(chunk)
                     yield chunk
-                if fast:
-                    yield from self._single(passed)  # one connection is fast enough here
-                    return
-                for index in range(1, self.parts):
-                    top_up(index)
-                    future = ahead.pop(index, None)
-                    if future is None:  # no slot was free: the head part comes over this thread's connection
-                        submitted = max(submitted, index + 1)
-                        for chunk in self._part(index):
-                            passed += len(chunk)
-                            yield chunk
-                        continue
-                    try:
-                        data = future.result()
-                    finally:
-                        self.budget.give()
-                    for chunk in data:
+                del data
+                if not whole:  # no helper has (all of) it: the rest comes over this thread's connection
+                    for chunk in self._part(index, skip=kept):
                         passed += len(chunk)
                         yield chunk
-                    del data
-            except _Inconsistent:
-                self.budget.mark_single(self.client.registry)
-                self._release(pool, ahead)
-                yield from self._single(passed, use_range=False)
-        finally:
-            self._release(pool, ahead)
+        except _Inconsistent:
+            self.budget.mark_single(self.client.registry)
+            self._release()
+            yield from self._single(passed, use_range=False)
 
-    def _release(self, pool: ThreadPoolExecutor, ahead: dict[int, Future[list[bytes]]]) -> None:
+    def _release(self) -> None:
         """Stop the helpers; each slot comes back when its part is done (at once for one never started)."""
         self._stop.set()
-        for future in ahead.values():
+        self.budget._leave(self)
+        with self.budget._lock:
+            futures = list(self.ahead.values())
+            self.ahead.clear()
+        for future in futures:
             future.cancel()
             future.add_done_callback(lambda _f: self.budget.give())
-        ahead.clear()
-        pool.shutdown(wait=False, cancel_futures=True)

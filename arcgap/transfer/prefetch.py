@@ -1,7 +1,9 @@
 """Download blobs in parallel while handing them on strictly in order, with bounded memory.
 
 Each blob gets a small queue of chunks; at most ``jobs`` blobs are in flight, so memory stays at about
-jobs × depth × chunk size however large a layer is.
+jobs × depth × chunk size however large a layer is. Given ``size`` and ``ahead_bytes``, more blobs (up to
+``workers``) are claimed while the blobs claimed and not yet consumed total at most ``ahead_bytes``: on a long
+path a blob's download is mostly waiting, and the next ones should already be on their way.
 """
 
 from __future__ import annotations
@@ -26,19 +28,26 @@ class OrderedPrefetcher:
     """``for item, chunks in OrderedPrefetcher(items, fetch, jobs=n)`` — chunks must be consumed in turn."""
 
     def __init__(
-        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = DEFAULT_JOBS, depth: int = 4
+        self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = DEFAULT_JOBS, depth: int = 4,
+        size: Callable[[T], int] | None = None, ahead_bytes: int = 0, workers: int | None = None,
     ) -> None:
         self._items = list(items)
         self._fetch = fetch
         self._jobs = max(1, jobs)
+        self._workers = max(self._jobs, workers or 0) if size is not None and ahead_bytes > 0 else self._jobs
+        self._sizes = [size(item) for item in self._items] if size is not None else [0] * len(self._items)
+        self._ahead_bytes = ahead_bytes
+        self._claimed = 0  # blobs claimed and not yet consumed
+        self._claimed_bytes = 0
+        self._room = threading.Condition()
         self._queues = [queue.Queue(maxsize=depth) for _ in self._items]  # type: list[queue.Queue[object]]
-        self._next = 0
-        self._lock = threading.Lock()
+        self._next = 0  # the next blob to claim (under _room)
         self._stop = threading.Event()
         self._failed = threading.Event()  # a fetch failed: no worker claims another blob (those claimed go on)
-        # One slot per blob between "claimed by a worker" and "fully consumed": at most ``jobs`` blobs ahead,
-        # however small they are (a full queue alone would not stop a worker racing through tiny blobs).
-        self._slots = threading.Semaphore(self._jobs)
+        # One slot per blob between "claimed by a worker" and "fully consumed": at most ``workers`` blobs ahead
+        # (``jobs`` unless bytes allow more), however small they are (a full queue alone would not stop a worker
+        # racing through tiny blobs).
+        self._slots = threading.Semaphore(self._workers)
         self._threads: list[threading.Thread] = []
 
     def _put(self, q: queue.Queue[object], value: object) -> bool:
@@ -54,10 +63,8 @@ class OrderedPrefetcher:
         while not self._stop.is_set():
             if not self._slots.acquire(timeout=0.2):
                 continue
-            with self._lock:
-                index = self._next
-                self._next += 1
-            if index >= len(self._items) or self._failed.is_set():
+            index = self._claim()
+            if index is None:
                 self._slots.release()
                 return
             q = self._queues[index]
@@ -70,6 +77,29 @@ class OrderedPrefetcher:
                 self._failed.set()  # every blob before this one was claimed already: the consumer reaches it
                 self._put(q, _Failed(exc))
 
+    def _claim(self) -> int | None:
+        """The next blob's index once it may be claimed (fewer than ``jobs`` claimed, or their bytes leave room
+        for it); None when there is none left, a fetch failed or the prefetcher stops."""
+        with self._room:
+            while not self._stop.is_set():
+                index = self._next
+                if index >= len(self._items) or self._failed.is_set():
+                    return None
+                if self._claimed < self._jobs or self._claimed_bytes + self._sizes[index] <= self._ahead_bytes:
+                    self._next += 1
+                    self._claimed += 1
+                    self._claimed_bytes += self._sizes[index]
+                    return index
+                self._room.wait(timeout=0.2)
+        return None
+
+    def _consumed(self, index: int) -> None:
+        with self._room:
+            self._claimed -= 1
+            self._claimed_bytes -= self._sizes[index]
+            self._room.notify_all()
+        self._slots.release()
+
     def _chunks(self, index: int) -> Iterator[bytes]:
         q = self._queues[index]
         while True:
@@ -80,14 +110,14 @@ class OrderedPrefetcher:
                     raise RuntimeError("download workers stopped without finishing a blob") from None
                 continue
             if value is _DONE:
-                self._slots.release()
+                self._consumed(index)
                 return
             if isinstance(value, _Failed):
                 raise value.exc
             yield value  # type: ignore[misc]
 
     def __iter__(self) -> Iterator[tuple[T, Iterator[bytes]]]:
-        for _ in range(min(self._jobs, len(self._items))):
+        for _ in range(min(self._workers, len(self._items))):
             t = threading.Thread(target=self._worker, daemon=True, name="arcgap-fetch")
             t.start()
             self._threads.append(t)

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from arcgap.transfer.cache import BlobCache
 
 
+AHEAD_PER_JOB = 4  # blobs a --jobs slot may have on their way at once, as their bytes allow
+
+
 class RegistrySource:
     """The images of a plan, read from the registries they were resolved at."""
 
@@ -42,6 +45,7 @@ class RegistrySource:
         self.cache = cache
         self.jobs = jobs
         self.ranges = RangeBudget(ranged or RangedOptions())  # large blobs in parallel ranges, one budget
+        self._order = {b.digest: i for i, b in enumerate(plan.toc.blobs)}  # write order: parts go earliest first
 
     def contents(self, meter: Meter) -> Contents:
         graphs: list[ImageGraph] = []
@@ -63,7 +67,7 @@ class RegistrySource:
 
         def download() -> Iterator[bytes]:
             return stream_blob(self.client_for(registry), repo, entry.digest, entry.size, budget=self.ranges,
-                               what=f"blob {entry.digest} of {registry}/{repo}")
+                               what=f"blob {entry.digest} of {registry}/{repo}", order=self._order.get(entry.digest))
 
         return self.cache.fetch(entry.digest, entry.size, download) if self.cache is not None else download()
 
@@ -74,7 +78,11 @@ class RegistrySource:
     def stream(self, meter: Meter) -> Iterator[tuple[BlobEntry, Iterator[bytes]]]:
         """Every blob of the plan in its order, ``jobs`` downloads ahead, in bounded memory."""
         remote = [b for b in self.plan.toc.blobs if b.digest not in self.plan.small_blobs]
-        prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs)
+        # At least --jobs blobs on their way; more while those claimed total under the parts' memory bound: on a
+        # long path a blob is mostly waiting for its first bytes, and the ranged parts bound what is held.
+        o = self.ranges.options
+        prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs, size=lambda b: b.size,
+                                       ahead_bytes=o.slots * o.part_bytes, workers=self.jobs * AHEAD_PER_JOB)
         downloads = iter(prefetcher)
         try:
             for entry in self.plan.toc.blobs:
@@ -87,3 +95,4 @@ class RegistrySource:
                 yield entry, metered(chunks, meter)
         finally:
             prefetcher.close()
+            self.ranges.close()
