@@ -493,12 +493,12 @@ def test_a_random_access_source_copies_at_most_jobs_blobs_at_once() -> None:
 
 def _bundle(release: Release, path: Path) -> Path:
     """``release`` as a real bundle file: arcgap.yaml, oci-layout and index.json, then every blob in order."""
-    manifest = release.toc
+    toc = release.toc
     with BundleWriter(path) as writer:
-        for name, data in ((TOC_NAME, manifest.to_yaml()), (LAYOUT_NAME, manifest.oci_layout()),
-                           (INDEX_NAME, manifest.oci_index())):
+        for name, data in ((TOC_NAME, toc.to_yaml()), (LAYOUT_NAME, toc.oci_layout()),
+                           (INDEX_NAME, toc.oci_index())):
             writer.add_bytes(name, data)
-        for blob in manifest.blobs:
+        for blob in toc.blobs:
             writer.add_bytes(blob.member, release.manifests.get(blob.digest) or release.data[blob.digest])
         writer.commit()
     return path

@@ -151,7 +151,7 @@ def build_receipt(
 ) -> Receipt:
     placed = result.referrers is not None and result.referrers.get("target_api") is not None
     refs: dict[str, list[ReceiptReferrer]] = {}
-    for r in manifest.referrers if placed else ():
+    for r in toc.referrers if placed else ():
         refs.setdefault(r.image, []).append(ReceiptReferrer(r.subject, r.digest, r.media_type, r.artifact_type,
                                                             r.tag))
     images = tuple(
