@@ -206,7 +206,9 @@ def test_export_killed_midway_does_not_download_again_what_it_fetched(
 ) -> None:
     cache_dir = tmp_path / "cache"
     out = tmp_path / "again.tar.zst"
-    source_proxy.latency_s, source_proxy.latency_pattern = 0.3, BLOB_GET
+    # one layer held back long enough that the kill always lands before it is in (many blobs are fetched at once)
+    slow = sorted(synth_medium.layer_digests)[0]
+    source_proxy.latency_s, source_proxy.latency_pattern = 6.0, BLOB_GET + slow.split(":", 1)[1]
     proc = start_cli(*export_args(synth_medium, source_proxy.host, out, "--cache-dir", str(cache_dir), "-q",
                                   "--jobs", "2"))
     kill_when(proc, lambda: len(cached_digests(cache_dir)) >= 3)
