@@ -377,3 +377,23 @@ def test_a_layout_export_fetches_a_blob_that_failed_its_digest_at_the_source_onc
     blob = out / "blobs" / "sha256" / layer.removeprefix("sha256:")
     assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == layer
     assert not list(out.rglob("*.partial"))
+
+
+def test_an_upload_whose_answer_stalls_is_said_before_it_would_be_dropped(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
+) -> None:
+    """The commit of the biggest layer is answered 3 s late: with a 4 s stall window the run says, after 2 s,
+    that the upload has made no progress (every byte sent, the answer awaited), then completes."""
+    registry, proxy = target
+    layer = biggest_layer(synth_medium)
+    hex_digits = layer.removeprefix("sha256:")
+    commit = Fault(rf"^PUT /v2/.*/blobs/uploads/.*digest=sha256(:|%3A){hex_digits}", kind="headers", delay_s=3.0)
+    proxy.faults.append(commit)
+    res = import_via(capsys, bundle, proxy.host, "--stall-timeout", "4")
+    assert res.code == 0, res.err
+    assert commit.hits == 1
+    said = [line for line in res.err.splitlines() if "no progress for" in line]
+    assert len(said) == 1, res.err
+    assert said[0].startswith("warning: committing ") and layer in said[0], said[0]
+    assert "every byte is sent, waiting for the answer" in said[0]
+    assert_identical_digests(registry, synth_medium)
