@@ -561,9 +561,9 @@ class RegistryClient:
         """
         what = what or f"blob {digest} in {self.registry}/{repository}"
         chunks = verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
-        return self._blamed(chunks, repository, digest)
+        return self.blamed(chunks, repository, digest)
 
-    def _blamed(self, chunks: Iterator[bytes], repository: str, digest: Digest) -> Iterator[bytes]:
+    def blamed(self, chunks: Iterator[bytes], repository: str, digest: Digest) -> Iterator[bytes]:
         """Bytes from this registry that fail their digest are the registry's fault, said with the digest."""
         try:
             yield from chunks

@@ -100,7 +100,7 @@ def stream_blob(client: RegistryClient, repository: str, digest: Digest, size_by
     if size_bytes < max(o.threshold_bytes, 2 * o.part_bytes) or budget.single(client.registry):
         return client.stream_blob(repository, digest, size_bytes, what=what)
     reader = _RangedRead(client, repository, digest, size_bytes, budget, what)
-    return verified_chunks(reader.chunks(), Verifier(digest, size_bytes, what=what))
+    return client.blamed(verified_chunks(reader.chunks(), Verifier(digest, size_bytes, what=what)), repository, digest)
 
 
 def _check_range(resp: httpx.Response, start: int, end: int, size_bytes: int) -> None:
