@@ -397,3 +397,22 @@ def test_an_upload_whose_answer_stalls_is_said_before_it_would_be_dropped(
     assert said[0].startswith("warning: committing ") and layer in said[0], said[0]
     assert "every byte is sent, waiting for the answer" in said[0]
     assert_identical_digests(registry, synth_medium)
+
+
+def test_an_upload_whose_answer_stays_away_is_dropped_and_settled(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
+) -> None:
+    """The commit's answer comes 8 s late with a 3 s stall window: said after 1.5 s, dropped at 3 s, the upload
+    settled by asking the registry (never sent blindly again), and the import completes."""
+    registry, proxy = target
+    layer = biggest_layer(synth_medium)
+    hex_digits = layer.removeprefix("sha256:")
+    commit = Fault(rf"^PUT /v2/.*/blobs/uploads/.*digest=sha256(:|%3A){hex_digits}", kind="headers", delay_s=8.0)
+    proxy.faults.append(commit)
+    t0 = time.monotonic()
+    res = import_via(capsys, bundle, proxy.host, "--stall-timeout", "3")
+    assert res.code == 0, res.err
+    assert commit.hits == 1
+    assert len([line for line in res.err.splitlines() if "no progress for" in line and layer in line]) == 1, res.err
+    assert time.monotonic() - t0 < 60
+    assert_identical_digests(registry, synth_medium)
