@@ -11,9 +11,9 @@ from arcgap.transfer.refetch import once_more
 DIGEST = Digest.of(b"x")
 
 
-def bad_content() -> IntegrityError:
+def bad_content(operation: str = "downloading blob sha256:aa from r.example/x") -> IntegrityError:
     return IntegrityError("r.example served a blob with other content",
-                          detail=RegistryDetail("r.example", "fetching", Fault.BAD_CONTENT))
+                          detail=RegistryDetail("r.example", operation, Fault.BAD_CONTENT))
 
 
 def run(failures: list[IntegrityError]) -> tuple[object, list[int], list[Digest], list[str], int]:
@@ -50,6 +50,12 @@ def test_a_second_mismatch_stops_and_says_so() -> None:
     assert isinstance(result, IntegrityError) and calls == 2 and len(warned) == 1
     assert result.message.endswith("(the second time it was fetched too)")
     assert str(result) == result.message
+
+
+def test_another_blobs_mismatch_the_second_time_stops_without_saying_twice() -> None:
+    result, _, _, _, calls = run([bad_content(), bad_content("downloading blob sha256:bb from r.example/x")])
+    assert isinstance(result, IntegrityError) and calls == 2
+    assert "second time" not in result.message
 
 
 @pytest.mark.parametrize("error", [IntegrityError("cache entry damaged"),

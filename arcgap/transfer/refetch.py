@@ -48,12 +48,15 @@ def once_more(attempt: Attempt[T], *, meter: Meter, done: Callable[[Digest], Non
     except IntegrityError as exc:
         if not served_other_content(exc):
             raise
+        first = exc.detail
         meter(-counted[0])
         warn(f"{exc.message}; fetching it once more ({again})")
     try:
         return attempt(meter, done_once)
     except IntegrityError as exc:
-        if served_other_content(exc):
+        # Any second mismatch stops the run; the same blob's says it was not a one-off.
+        if served_other_content(exc) and first is not None and exc.detail is not None \
+                and exc.detail.operation == first.operation:
             exc.message += " (the second time it was fetched too)"
             exc.args = (exc.message,)
         raise
