@@ -298,7 +298,7 @@ class RegistryClient:
         """One request through the host's gate; its body is watched for stalls and trickles (and read now,
         unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes."""
         upload = None
-        if content is not None and not isinstance(content, bytes):  # an upload: said when it stops moving
+        if content is not None and not isinstance(content, (bytes, bytearray, memoryview, str)):  # an upload (blob)
             upload = UploadWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=what, warn=self.warn)
             content = WatchedBody(content, upload)
         req = self._http.build_request(method, url, headers=headers, content=content)
