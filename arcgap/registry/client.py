@@ -296,7 +296,8 @@ class RegistryClient:
                   content: bytes | Iterable[bytes] | None, *, stream: bool, follow_redirects: bool,
                   what: str) -> httpx.Response:
         """One request through the host's gate; its body is watched for stalls and trickles (and read now,
-        unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes."""
+        unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes; an
+        upload's body and the wait for its answer are watched too (:mod:`arcgap.registry.uploadwatch`)."""
         upload = None
         if content is not None and not isinstance(content, (bytes, bytearray, memoryview, str)):  # an upload (blob)
             upload = UploadWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=what, warn=self.warn)
