@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from arcgap.cli.hints import words
-from arcgap.errors import IntegrityError, UsageError
+from arcgap.errors import IntegrityError, LocalIOError, UsageError
 from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.transfer.cache import (
     DEFAULT_MAX_BYTES,
@@ -212,7 +212,7 @@ def test_an_unwritable_cache_is_a_warning_and_the_data_still_flows(tmp_path: Pat
     assert len(cache.stats.problems) == 1 and "continuing without it" in cache.stats.problems[0]
 
 
-def test_disk_full_while_writing_the_cache_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_while_writing_the_cache_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import arcgap.util.directfile as directfile_module
 
     class FullDisk:  # the os module, except that every write finds the disk full
@@ -226,10 +226,13 @@ def test_disk_full_while_writing_the_cache_is_a_warning(tmp_path: Path, monkeypa
     monkeypatch.setattr(directfile_module, "os", FullDisk())
     cache = BlobCache(tmp_path / "c")
     digest, data = _blob("full", 3000)
-    assert _fetch(cache, data) == data
+    with pytest.raises(LocalIOError) as caught:
+        _fetch(cache, data)
+    assert caught.value.message.startswith(f"disk full while writing the blob cache in {tmp_path / 'c'} "
+                                           "(the file system mounted at /")
+    assert "run the same command again" in caught.value.hint
     assert not cache.path_for(digest).exists()
-    assert list((tmp_path / "c" / "tmp").iterdir()) == []
-    assert "No space left on device" in cache.stats.problems[0]
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []  # the partial file removed
 
 
 def test_threads_fetching_the_same_blob(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ tmpfs; the bundle side's full disk is tested in test_e2e_errors.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +13,9 @@ import pytest
 
 from devtools.registries import Registry
 from devtools.synth import SmallSet
-from tests.e2e_helpers import arcgap, oracle_digest, target_args
+from tests.e2e_helpers import arcgap, oracle_digest, source_args, target_args
 from tests.test_e2e_errors import no_tags
-from tests.test_e2e_roundtrip import clean_env, export_small  # noqa: F401 (autouse fixture)
+from tests.test_e2e_roundtrip import ROLES, clean_env, export_small  # noqa: F401 (autouse fixture)
 
 pytestmark = pytest.mark.services
 
@@ -64,3 +65,38 @@ def test_a_full_target_disk_stops_the_import_and_a_rerun_completes(
         name = info.repository.rpartition("/")[2]
         assert oracle_digest(target, f"arcdata/{name}", info.tag or "v1") == info.digest
 
+
+
+def test_a_full_disk_at_the_blob_cache_stops_the_export_and_a_rerun_completes(
+    capsys: pytest.CaptureFixture[str], synth_small: SmallSet, tmp_path: Path,
+) -> None:
+    """The cache on a 12 KiB tmpfs: one error naming the cache and its file system, no bundle (not even a
+    partial one), nothing half-written in the cache; grown, the same command completes and reuses the cache."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(cache)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = tmp_path / "out" / "small.tar.zst"
+        names = [synth_small[r].repository.split("/", 1)[1] for r in ROLES]
+        args = ["export", *names, *source_args(synth_small.registry), "--source-repository", "synth",
+                "--source-tag", "v1", "-o", str(out), "--cache-dir", str(cache)]
+        res = arcgap(capsys, *args)
+        assert res.code == 9, res.err
+        assert len(res.error_lines) == 2, res.err
+        assert res.error_lines[0] == (f"error: disk full while writing the blob cache in {cache} (the file system "
+                                      f"mounted at {cache}); the export stopped, its partial files were removed")
+        assert res.error_lines[1].startswith("hint: free space there, or give the cache another place with "
+                                             "--cache-dir"), res.err
+        assert "Traceback" not in res.err
+        assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no bundle, no partial, no sidecar
+        assert list((cache / "tmp").iterdir()) == []
+        if subprocess.run(["mount", "-o", "remount,size=64m", str(cache)], capture_output=True).returncode:
+            pytest.skip("cannot grow the tmpfs here")
+        res = arcgap(capsys, *args, "--json")
+        assert res.code == 0, res.err
+        assert json.loads(res.out)["cache"]["hits"] >= 1  # what the first run stored is used
+        assert arcgap(capsys, "verify", str(out)).code == 0
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)

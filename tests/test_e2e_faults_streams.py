@@ -4,6 +4,7 @@ registry; and permanent errors on the export side, which stop at once. A fault p
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import time
@@ -320,9 +321,98 @@ def test_mirror_stops_when_the_source_serves_a_blob_with_other_content_twice(
 def test_a_blob_that_fails_its_digest_at_the_source_blames_the_registry(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
 ) -> None:
+    """Every answer corrupt: fetched twice, then one error blaming the registry; no bundle left behind."""
     layer = biggest_layer(synth_medium)
-    source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1000))
+    fault = Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1000)
+    source.faults.append(fault)
     res = export_via(capsys, synth_medium, source.host, tmp_path / "c.tar.zst")
     assert res.code == 7, res.err
+    assert fault.hits == 2
     assert res.error_lines[0].startswith(f"error: {source.host} served ") and layer in res.error_lines[0]
+    assert "(the second time it was fetched too)" in res.error_lines[0]
     assert "bundle" not in res.error_lines[1] and "report the digest above" in res.error_lines[1]
+    assert list(tmp_path.iterdir()) == []  # no bundle, no partial file, no sidecar
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cache", "no-cache"])
+def test_export_fetches_a_blob_that_failed_its_digest_at_the_source_once_more(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, cached: bool,
+) -> None:
+    """One corrupt answer: a warning blames the source, the bundle is written again from its start and comes
+    out byte for byte the bundle of a clean export."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    clean = tmp_path / "clean" / "b.tar.zst"
+    assert export_via(capsys, synth_medium, source.host, clean).code == 0  # arcgap.yaml names the source
+    layer = biggest_layer(synth_medium)
+    fault = Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1)
+    source.faults.append(fault)
+    out = tmp_path / "faulted" / "b.tar.zst"
+    cache = ("--cache-dir", str(tmp_path / "cache")) if cached else ("--no-cache",)
+    res = arcgap(capsys, "export", *synth_medium.names, "--source-registry", source.host, "--source-plain-http",
+                 "--source-repository", synth_medium.repository, "--source-tag", synth_medium.tag,
+                 "-o", str(out), *cache)
+    assert res.code == 0, res.err
+    assert fault.hits == 1
+    warned = [line for line in res.err.splitlines() if "fetching it once more" in line]
+    assert len(warned) == 1, res.err
+    assert warned[0].startswith(f"warning: {source.host} served ") and layer in warned[0], warned[0]
+    assert "writing the bundle again from its start" in warned[0]
+    assert out.read_bytes() == clean.read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["b.tar.zst", "b.tar.zst.parts.yaml"]
+
+
+def test_a_layout_export_fetches_a_blob_that_failed_its_digest_at_the_source_once_more(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path
+) -> None:
+    layer = biggest_layer(synth_medium)
+    fault = Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="corrupt", after_bytes=1000, times=1)
+    source.faults.append(fault)
+    out = tmp_path / "layout"
+    res = arcgap(capsys, "export", *synth_medium.names, "--source-registry", source.host, "--source-plain-http",
+                 "--source-repository", synth_medium.repository, "--source-tag", synth_medium.tag,
+                 "--format", "oci-layout", "-o", str(out), "--no-cache")
+    assert res.code == 0, res.err
+    assert fault.hits == 1 and "fetching it once more (writing the layout's blobs again)" in res.err
+    blob = out / "blobs" / "sha256" / layer.removeprefix("sha256:")
+    assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == layer
+    assert not list(out.rglob("*.partial"))
+
+
+def test_an_upload_whose_answer_stalls_is_said_before_it_would_be_dropped(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
+) -> None:
+    """The commit of the biggest layer is answered 3 s late: with a 4 s stall window the run says, after 2 s,
+    that the upload has made no progress (every byte sent, the answer awaited), then completes."""
+    registry, proxy = target
+    layer = biggest_layer(synth_medium)
+    hex_digits = layer.removeprefix("sha256:")
+    commit = Fault(rf"^PUT /v2/.*/blobs/uploads/.*digest=sha256(:|%3A){hex_digits}", kind="headers", delay_s=3.0)
+    proxy.faults.append(commit)
+    res = import_via(capsys, bundle, proxy.host, "--stall-timeout", "4")
+    assert res.code == 0, res.err
+    assert commit.hits == 1
+    said = [line for line in res.err.splitlines() if "no progress for" in line]
+    assert len(said) == 1, res.err
+    assert said[0].startswith("warning: committing ") and layer in said[0], said[0]
+    assert "every byte is sent, waiting for the answer" in said[0]
+    assert_identical_digests(registry, synth_medium)
+
+
+def test_an_upload_whose_answer_stays_away_is_dropped_and_settled(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
+) -> None:
+    """The commit's answer comes 8 s late with a 3 s stall window: said after 1.5 s, dropped at 3 s, the upload
+    settled by asking the registry (never sent blindly again), and the import completes."""
+    registry, proxy = target
+    layer = biggest_layer(synth_medium)
+    hex_digits = layer.removeprefix("sha256:")
+    commit = Fault(rf"^PUT /v2/.*/blobs/uploads/.*digest=sha256(:|%3A){hex_digits}", kind="headers", delay_s=8.0)
+    proxy.faults.append(commit)
+    t0 = time.monotonic()
+    res = import_via(capsys, bundle, proxy.host, "--stall-timeout", "3")
+    assert res.code == 0, res.err
+    assert commit.hits == 1
+    assert len([line for line in res.err.splitlines() if "no progress for" in line and layer in line]) == 1, res.err
+    assert time.monotonic() - t0 < 60
+    assert_identical_digests(registry, synth_medium)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from arcgap.errors import IntegrityError
+from arcgap.errors import Fault, IntegrityError
 from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials
@@ -201,10 +201,15 @@ def test_damaged_blob_never_releases_its_last_chunk(serve: Callable[[_Blobs], Re
     bad[5 * PART + 7] ^= 1
     blobs = _Blobs("ok", bytes(bad))
     seen = 0
-    with pytest.raises(IntegrityError, match="digest mismatch"):
-        for chunk in stream_blob(serve(blobs), "r/x", DIGEST, len(BLOB), budget=RangeBudget(OPTIONS)):
+    client = serve(blobs)
+    with pytest.raises(IntegrityError, match="digest mismatch") as caught:
+        for chunk in stream_blob(client, "r/x", DIGEST, len(BLOB), budget=RangeBudget(OPTIONS)):
             seen += len(chunk)
     assert seen < len(BLOB)
+    assert len(blobs.ranges) > 1  # it went in ranges
+    # blamed on the registry, like one stream's mismatch: a mirror or an export fetches it once more
+    assert caught.value.detail is not None and caught.value.detail.fault == Fault.BAD_CONTENT
+    assert caught.value.message.startswith(f"{client.registry} served r/x blob {DIGEST} with other content")
 
 
 @pytest.mark.parametrize("which", ["plain", "tls"])

@@ -37,6 +37,7 @@ from arcgap.registry.credentials import Credentials
 from arcgap.registry.tlscause import EXPIRED, NOT_YET_VALID, OTHER_NAME, cause_of, verify_error
 from arcgap.registry.transport import HostGate, RetryPolicy, StallPolicy, TLSOptions, make_http_client
 from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits, storage_full
+from arcgap.registry.uploadwatch import WATCHDOG, UploadWatch, WatchedBody
 
 _T = TypeVar("_T")
 
@@ -298,14 +299,23 @@ class RegistryClient:
                   content: bytes | Iterable[bytes] | None, *, stream: bool, follow_redirects: bool,
                   what: str) -> httpx.Response:
         """One request through the host's gate; its body is watched for stalls and trickles (and read now,
-        unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes."""
+        unless ``stream``), so a body at a byte a second ends as a timeout the caller retries or resumes; an
+        upload's body and the wait for its answer are watched too (:mod:`arcgap.registry.uploadwatch`)."""
+        upload = None
+        if content is not None and not isinstance(content, (bytes, bytearray, memoryview, str)):  # an upload (blob)
+            upload = UploadWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=what, warn=self.warn)
+            content = WatchedBody(content, upload)
         req = self._http.build_request(method, url, headers=headers, content=content)
         self.gate.acquire()
         status: int | None = None
+        if upload is not None:
+            WATCHDOG.add(upload)
         try:
             resp = self._http.send(req, stream=True, follow_redirects=follow_redirects)
             status = resp.status_code
         finally:
+            if upload is not None:
+                WATCHDOG.remove(upload)
             self.gate.release(status)
         watch_body(resp, RateWatch(self.stall.stall_s, self.stall.min_bytes_per_s, what=f"the answer to {what}",
                                    warn=self.warn))
@@ -559,9 +569,9 @@ class RegistryClient:
         """
         what = what or f"blob {digest} in {self.registry}/{repository}"
         chunks = verified_chunks(self._download(repository, digest, what), Verifier(digest, size_bytes, what=what))
-        return self._blamed(chunks, repository, digest)
+        return self.blamed(chunks, repository, digest)
 
-    def _blamed(self, chunks: Iterator[bytes], repository: str, digest: Digest) -> Iterator[bytes]:
+    def blamed(self, chunks: Iterator[bytes], repository: str, digest: Digest) -> Iterator[bytes]:
         """Bytes from this registry that fail their digest are the registry's fault, said with the digest."""
         try:
             yield from chunks

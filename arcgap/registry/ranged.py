@@ -184,7 +184,7 @@ def stream_blob(client: RegistryClient, repository: str, digest: Digest, size_by
         return client.stream_blob(repository, digest, size_bytes, what=what)
     reader = _RangedRead(client, repository, digest, size_bytes, budget, what,
                          budget.ticket() if order is None else order)
-    return verified_chunks(reader.chunks(), Verifier(digest, size_bytes, what=what))
+    return client.blamed(verified_chunks(reader.chunks(), Verifier(digest, size_bytes, what=what)), repository, digest)
 
 
 def _check_range(resp: httpx.Response, start: int, end: int, size_bytes: int) -> None:

@@ -7,6 +7,7 @@ Layout: ``ROOT/blobs/<algorithm>/<hex>`` (complete, verified blobs; an entry's m
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -29,6 +30,7 @@ READ_CHUNK = 512 * 1024
 STALE_TEMP_S = 3600.0  # a download in progress writes every few seconds; an hour of silence means it died
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
 _HEX = re.compile(r"^[0-9a-f]{64,128}$")
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # a write refused for room: the run ends (LocalIOError)
 
 
 def default_cache_dir(environ: Mapping[str, str]) -> Path | None:
@@ -75,7 +77,7 @@ class CacheStats:
     discarded: int = 0  # damaged entries removed (and downloaded again)
     evicted: int = 0
     evicted_bytes: int = 0
-    problems: list[str] = field(default_factory=list)  # cache write/read trouble: warnings, never failures
+    problems: list[str] = field(default_factory=list)  # cache write/read trouble: warnings (a full disk: an error)
 
     def to_dict(self) -> dict[str, Any]:
         return {"hits": self.hits, "hit_bytes": self.hit_bytes, "stored": self.stored,
@@ -177,6 +179,9 @@ class BlobCache:
             fd, tmp_name = tempfile.mkstemp(prefix=f"{digest.hex[:16]}.", suffix=".partial", dir=tmp_dir)
             out = _CacheCopy(fd)
         except (OSError, RuntimeError) as exc:  # RuntimeError: no thread to spare; the export goes on without
+            if tmp_name and isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
             self._give_up(exc)  # the temp file, if made, goes in the finally below
         written = 0
         try:
@@ -185,7 +190,8 @@ class BlobCache:
                     try:
                         out.write(chunk)
                     except OSError as exc:
-                        out = self._abandon(out, exc)
+                        failed, out = out, None
+                        self._abandon(failed, exc)
                 written += len(chunk)
                 yield chunk
             if out is not None and written == size_bytes:
@@ -218,10 +224,24 @@ class BlobCache:
         self._give_up(exc)
 
     def _give_up(self, exc: Exception) -> None:
-        """A cache that cannot be written is skipped for the rest of this run; the export goes on."""
+        """A cache that cannot be written is skipped for the rest of this run; the export goes on. A full disk
+        ends the run: the cache would have held the blobs a rerun needs, and its disk is often the bundle's."""
         self._writable = False
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise self.disk_full() from None
         reason = getattr(exc, "strerror", None) or exc
         self._problem(f"cannot write the blob cache in {self.root}: {reason}; continuing without it")
+
+    def disk_full(self) -> LocalIOError:
+        """The error for a full disk under the cache, naming the file system (its mount point)."""
+        mount = mount_point(self.root)
+        where = f" (the file system mounted at {mount})" if mount is not None else ""
+        return LocalIOError(
+            f"disk full while writing the blob cache in {self.root}{where}; the export stopped, its partial "
+            "files were removed",
+            hint=f"free space there, or give the cache another place with {option('cache_dir')} (or run with "
+                 f"{option('no_cache')}), then run the same command again: blobs already in the cache are reused",
+        )
 
     # -- the whole cache --------------------------------------------------------------------------------
 
@@ -285,6 +305,19 @@ class BlobCache:
             raise LocalIOError(f"cannot clear the blob cache {self.root}: {exc.strerror or exc}",
                                hint="check the permissions of the cache directory") from None
         return before
+
+
+def mount_point(path: Path) -> Path | None:
+    """The mount point of the file system holding ``path`` (or its nearest existing parent)."""
+    try:
+        here = path.absolute()
+        while not here.exists() and here != here.parent:
+            here = here.parent
+        while not os.path.ismount(here) and here != here.parent:
+            here = here.parent
+    except OSError:
+        return None
+    return here
 
 
 def cache_root(

@@ -29,6 +29,7 @@ from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.plan import build_plan
 from arcgap.transfer.referrers import ReferrerOptions, add_to_plan, discover_for_images
 from arcgap.transfer.referrers import summary as referrers_summary
+from arcgap.transfer.refetch import once_more
 from arcgap.transfer.registrysource import RegistrySource
 from arcgap.transfer.sink import ExportOutput, Written
 from arcgap.transfer.source import Meter, Source
@@ -109,15 +110,22 @@ class BundleOutput:
         return self.signer is not None
 
     def write(self, toc: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
-              done: Callable[[Digest], None], meter: Meter) -> Written:
+              done: Callable[[Digest], None], meter: Meter,
+              warn: Callable[[str], None] = lambda _text: None) -> Written:
         expected_bytes = estimate_bundle_bytes(toc) if self.space_check else None
-        with BundleWriter(self.path, level=self.level, threads=self.threads, overwrite=self.overwrite,
-                          split_bytes=self.split_bytes, expected_bytes=expected_bytes) as writer:
-            sink = BundleSink(writer, toc, small_blobs=small_blobs, signer=self.signer, done=done)
-            copy_stream(source, sink, meter=meter)
-            total_bytes = writer.commit()
-        return Written(total_bytes, parts=tuple(str(p) for p in writer.parts),
-                       sidecar=str(writer.sidecar) if writer.sidecar is not None else None)
+
+        def attempt(meter: Meter, done: Callable[[Digest], None]) -> Written:
+            with BundleWriter(self.path, level=self.level, threads=self.threads, overwrite=self.overwrite,
+                              split_bytes=self.split_bytes, expected_bytes=expected_bytes) as writer:
+                sink = BundleSink(writer, toc, small_blobs=small_blobs, signer=self.signer, done=done)
+                copy_stream(source, sink, meter=meter)
+                total_bytes = writer.commit()
+            return Written(total_bytes, parts=tuple(str(p) for p in writer.parts),
+                           sidecar=str(writer.sidecar) if writer.sidecar is not None else None)
+
+        # A blob a registry served with other content is already partly in the zstd stream: the bundle is
+        # written again from its start (arcgap.transfer.refetch), the blobs before it from the blob cache.
+        return once_more(attempt, meter=meter, done=done, warn=warn, again="writing the bundle again from its start")
 
 
 def export_bundle(
@@ -168,7 +176,8 @@ def export_bundle(
             reporter.item_done(name)
 
     reporter.start(toc.total_bytes, images=len(toc.images), label=f"exporting to {output.path.name}")
-    written = output.write(toc, source, small_blobs=plan.small_blobs, done=done, meter=reporter.advance)
+    written = output.write(toc, source, small_blobs=plan.small_blobs, done=done, meter=reporter.advance,
+                           warn=reporter.warn)
     reporter.close()
     return ExportResult(
         output=output.path,

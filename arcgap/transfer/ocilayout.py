@@ -19,6 +19,7 @@ from arcgap.bundle.format import INDEX_NAME, LAYOUT_NAME, BlobEntry, TableOfCont
 from arcgap.errors import LocalIOError, UsageError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.engine import copy_stream
+from arcgap.transfer.refetch import once_more
 from arcgap.transfer.sink import Written
 from arcgap.transfer.source import Contents, Meter, Source
 
@@ -34,11 +35,17 @@ class LayoutOutput:
     signed = False  # a layout has no arcgap.yaml to sign
 
     def write(self, toc: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
-              done: Callable[[Digest], None], meter: Meter) -> Written:
+              done: Callable[[Digest], None], meter: Meter,
+              warn: Callable[[str], None] = lambda _text: None) -> Written:
         sink = LayoutSink(self.path, toc, overwrite=self.overwrite, done=done)
         sink.prepare()  # an existing layout is refused before the first download starts
-        copy_stream(source, sink, meter=meter)
-        return Written(sink.written_bytes)
+
+        def attempt(meter: Meter, done: Callable[[Digest], None]) -> Written:
+            sink.done, sink.written_bytes = done, 0  # the same directory: blobs already there are replaced
+            copy_stream(source, sink, meter=meter)
+            return Written(sink.written_bytes)
+
+        return once_more(attempt, meter=meter, done=done, warn=warn, again="writing the layout's blobs again")
 
 
 class LayoutSink:

@@ -86,4 +86,7 @@ class ExportOutput(Protocol):
     signed: bool
 
     def write(self, toc: TableOfContents, source: Source, *, small_blobs: dict[Digest, bytes],
-              done: Callable[[Digest], None], meter: Meter) -> Written: ...
+              done: Callable[[Digest], None], meter: Meter,
+              warn: Callable[[str], None] = lambda _text: None) -> Written:
+        """``warn`` is told of a blob fetched once more (a registry served it with other content)."""
+        ...
