@@ -130,3 +130,62 @@ def test_on_tmpfs_the_writer_falls_back_by_itself() -> None:
             os.close(os.open(Path(tmp) / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT))
         except OSError:
             assert used_direct is False  # tmpfs refuses O_DIRECT: the ordinary writes took over
+
+
+def test_a_write_failing_on_the_helper_is_raised_to_the_caller(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    real = os
+    calls: list[int] = []
+
+    class FullDisk:  # the second buffer written finds the disk full
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        @staticmethod
+        def write(fd: int, data: memoryview) -> int:
+            calls.append(len(data))
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real.write(fd, data)
+
+    monkeypatch.setattr(directfile, "os", FullDisk())
+    fd = real.open(tmp_path / "f", real.O_WRONLY | real.O_CREAT, 0o600)
+    writer = SequentialWriter(fd, buffer_bytes=64 * 1024)
+    with pytest.raises(OSError) as raised:
+        for _ in range(10):  # the error of a write on the helper comes back with a later write or the close
+            writer.write(b"y" * 64 * 1024)
+        writer.close()
+    assert raised.value.errno == errno.ENOSPC
+    writer.abort()  # after an error: closes what is left, raises nothing
+    with pytest.raises(OSError):
+        real.fstat(fd)  # the descriptor is closed either way
+
+
+def test_writes_overlap_the_filling_of_the_next_buffer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import threading
+
+    real = os
+    release = threading.Event()
+    writing = threading.Event()
+
+    class SlowDisk:  # the first buffer's write waits until the caller has filled the second buffer
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        @staticmethod
+        def write(fd: int, data: memoryview) -> int:
+            writing.set()
+            assert release.wait(10), "the caller never got on with the next buffer"
+            return real.write(fd, data)
+
+    monkeypatch.setattr(directfile, "os", SlowDisk())
+    fd = real.open(tmp_path / "f", real.O_WRONLY | real.O_CREAT, 0o600)
+    writer = SequentialWriter(fd, buffer_bytes=64 * 1024)
+    data = random.Random(5).randbytes(2 * 64 * 1024 + 10)
+    writer.write(data[:64 * 1024])  # full: handed to the helper, which blocks in write
+    assert writing.wait(10)
+    writer.write(data[64 * 1024:2 * 64 * 1024 - 1])  # fills the other buffer while the first is on the way
+    release.set()
+    writer.write(data[2 * 64 * 1024 - 1:])
+    writer.close()
+    assert (tmp_path / "f").read_bytes() == data
