@@ -50,8 +50,9 @@ class BundleWriter:
         self.expected_bytes = expected_bytes
         self._sink = PartSink(path, split_bytes=split_bytes)
         self._out: BackgroundSink | None = None  # the sink's writes (part sha256 + file), off this thread
-        # Each compressor writes its frames straight into the background sink (``stream_writer``): measured,
-        # 20 % less CPU in zstd than ``compressobj``, which gathers each call's output into a new bytes object.
+        # Each compressor writes its frames straight into the background sink (``stream_writer``); ``compressobj``
+        # gathered each call's output into a new bytes object first: measured 5 % less CPU on 128 MiB of
+        # incompressible data at level 3 (0.0555 -> 0.0527 s, medians of 5), the same bytes out.
         self._dense: zstandard.ZstdCompressionWriter | None = None  # multithreaded: members that compress
         self._light: zstandard.ZstdCompressionWriter | None = None  # one thread: members already compressed
         self._frame: zstandard.ZstdCompressionWriter | None = None  # the one whose frame is being written
