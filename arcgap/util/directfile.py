@@ -8,9 +8,6 @@ Through the page cache that copy cost 1.2–1.3 s of kernel time per 500 MB on a
 page first touched), against 0.12–0.15 s with ``O_DIRECT`` (``dd``, 1 MiB writes), and it pushed the
 pages of the bundle being written out of memory. Data goes through one page-aligned buffer, written whole;
 the last piece that is not a multiple of the block size is written with ``O_DIRECT`` switched off.
-A direct write returns only when the device has the data, so there are two buffers: while one is being
-written on a helper thread, the caller fills the other (the hashing and copying of the next MiB no longer
-wait for the disk; the helper starts with the first full buffer, so a small file never starts one).
 Where direct I/O is refused (tmpfs, some FUSE or network filesystems, other systems than Linux) the
 writer falls back to ordinary writes, with the same result on disk.
 
@@ -28,7 +25,6 @@ import errno
 import fcntl
 import mmap
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 
 BLOCK = 4096  # alignment of buffer, offset and length that every Linux filesystem doing direct I/O accepts
 BUFFER_BYTES = 1 << 20
@@ -66,13 +62,10 @@ class SequentialWriter:
         if buffer_bytes <= 0 or buffer_bytes % BLOCK:
             raise ValueError(f"buffer_bytes must be a positive multiple of {BLOCK}")
         self._fd = fd
-        self._buf = mmap.mmap(-1, buffer_bytes)  # anonymous mappings are page-aligned; the one being filled
-        self._spare: mmap.mmap | None = None  # the other buffer, made with the first full one
+        self._buf = mmap.mmap(-1, buffer_bytes)  # anonymous mappings are page-aligned
         self._fill = 0
         self.direct = direct and _set_direct(fd, True)
         self.written = 0
-        self._io: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None  # the write of the full buffer, on the helper
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -83,23 +76,8 @@ class SequentialWriter:
             self._fill += n
             view = view[n:]
             if self._fill == size:
-                self._hand_off()
+                self._write_out(size)
                 self._fill = 0
-
-    def _hand_off(self) -> None:
-        """Write the full buffer on the helper and fill the other one meanwhile."""
-        self._wait()  # the previous write is done (its error, if any, raised here): its buffer is free
-        if self._io is None:
-            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arcgap-direct")
-            self._spare = mmap.mmap(-1, len(self._buf))
-        full, self._buf = self._buf, self._spare
-        self._spare = full
-        self._pending = self._io.submit(self._write_out, len(full), full)
-
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
 
     def close(self, *, fsync: bool = False) -> None:
         """Write what is buffered and close the file (also after an error: the descriptor never leaks).
@@ -107,7 +85,6 @@ class SequentialWriter:
         ``fsync`` waits for the data (and the file's size) to be on disk before closing.
         """
         try:
-            self._wait()
             if self._fill:
                 aligned = self._fill - self._fill % BLOCK
                 if aligned:
@@ -121,25 +98,15 @@ class SequentialWriter:
             if fsync:
                 os.fsync(self._fd)
         finally:
-            if self._pending is not None:  # an error above: let the helper finish before the descriptor goes
-                with contextlib.suppress(OSError):
-                    self._wait()
-            if self._io is not None:
-                self._io.shutdown(wait=True)
-                self._io = None
             fd, self._fd = self._fd, -1
             if fd >= 0:
                 os.close(fd)
-            for buf in (self._buf, self._spare):
-                if buf is not None:
-                    with contextlib.suppress(BufferError):  # a traceback still holds a view: freed with it
-                        buf.close()
+            with contextlib.suppress(BufferError):  # a traceback still holds a view: freed with it
+                self._buf.close()
 
     def abort(self) -> None:
-        """Close without writing what is buffered (a write already on the helper is waited for, its error dropped)."""
+        """Close without writing what is buffered."""
         self._fill = 0
-        with contextlib.suppress(OSError):
-            self._wait()
         self.close()
 
     def _buffered(self) -> None:
@@ -147,8 +114,8 @@ class SequentialWriter:
             _set_direct(self._fd, False)
             self.direct = False
 
-    def _write_out(self, length: int, buf: mmap.mmap | None = None) -> None:
-        with memoryview(self._buf if buf is None else buf) as whole:
+    def _write_out(self, length: int) -> None:
+        with memoryview(self._buf) as whole:
             self._write_view(whole[:length])
 
     def _write_view(self, view: memoryview) -> None:
