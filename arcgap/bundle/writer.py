@@ -50,9 +50,12 @@ class BundleWriter:
         self.expected_bytes = expected_bytes
         self._sink = PartSink(path, split_bytes=split_bytes)
         self._out: BackgroundSink | None = None  # the sink's writes (part sha256 + file), off this thread
-        self._dense: zstandard.ZstdCompressor | None = None  # multithreaded: members that compress
-        self._light: zstandard.ZstdCompressor | None = None  # one thread: members already compressed
-        self._frame: zstandard.ZstdCompressionObj | None = None  # the frame being written
+        # Each compressor writes its frames straight into the background sink (``stream_writer``); ``compressobj``
+        # gathered each call's output into a new bytes object first: measured 5 % less CPU on 128 MiB of
+        # incompressible data at level 3 (0.0555 -> 0.0527 s, medians of 5), the same bytes out.
+        self._dense: zstandard.ZstdCompressionWriter | None = None  # multithreaded: members that compress
+        self._light: zstandard.ZstdCompressionWriter | None = None  # one thread: members already compressed
+        self._frame: zstandard.ZstdCompressionWriter | None = None  # the one whose frame is being written
         self._frame_light = False
         self._identity: BundleIdentity | None = None
         self.uncompressed_bytes = 0
@@ -88,20 +91,17 @@ class BundleWriter:
         params = zstandard.ZstdCompressionParameters.from_level(
             self.level, threads=self.threads, job_size=ZSTD_JOB_BYTES, write_checksum=True
         )
-        self._dense = zstandard.ZstdCompressor(compression_params=params)
         light = zstandard.ZstdCompressionParameters.from_level(self.level, threads=0, write_checksum=True)
-        self._light = zstandard.ZstdCompressor(compression_params=light)
         self._out = BackgroundSink(self._sink)
+        self._dense = zstandard.ZstdCompressor(compression_params=params).stream_writer(
+            self._out, write_size=WRITE_BYTES, closefd=False)
+        self._light = zstandard.ZstdCompressor(compression_params=light).stream_writer(
+            self._out, write_size=WRITE_BYTES, closefd=False)
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if not self.committed:
             self.abort()
-
-    def _emit(self, out: bytes) -> None:
-        if out:
-            assert self._out is not None
-            self._out.write(out)
 
     def _use(self, light: bool) -> None:
         """Write what follows into a frame of the dense (multithreaded) or the light (one thread) compressor."""
@@ -112,22 +112,20 @@ class BundleWriter:
         except OSError as exc:
             self.abort()
             raise io_error(exc, self._sink) from None
-        compressor = self._light if light else self._dense
-        assert compressor is not None
-        self._frame = compressor.compressobj()
+        self._frame = self._light if light else self._dense
         self._frame_light = light
 
     def _end_frame(self) -> None:
         if self._frame is not None:
             frame, self._frame = self._frame, None
-            self._emit(frame.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+            frame.flush(zstandard.FLUSH_FRAME)  # the frame's end and checksum; the next write starts a new one
 
     def _write(self, data: bytes | memoryview) -> None:
         if self._frame is None:
             self._use(False)
         assert self._frame is not None
         try:
-            self._emit(self._frame.compress(data))
+            self._frame.write(data)  # its output goes to the background sink as it comes
         except OSError as exc:
             self.abort()
             raise io_error(exc, self._sink) from None
@@ -194,6 +192,8 @@ class BundleWriter:
 # the bundle 501,348,266 B, larger than skopeo's zstd -T0 of the same blobs (501,338,457 B); 4 MiB gives
 # 501,283,894 B, same CPU, about 13 MiB more peak RSS. The output depends on it, so it is fixed (determinism).
 ZSTD_JOB_BYTES = 4 * 1024 * 1024
+# The compressors hand the background sink pieces of at most this size (its queue holds 8 of them).
+WRITE_BYTES = 1024 * 1024
 
 
 # A member at least this large whose first bytes are a gzip or zstd header goes into a light frame; below it a
