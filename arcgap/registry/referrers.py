@@ -169,9 +169,11 @@ def fallback_index(client: RegistryClient, repository: str, digest: Digest,
     return tagged_manifest(client, repository, fallback_tag(digest), tags)
 
 
-def listed_referrers(client: RegistryClient, repository: str, digest: Digest) -> set[Digest]:
-    """The digests the target lists for ``digest``: its referrers API, else its fallback tag index (unfetched)."""
-    entries = api_entries(client, repository, digest)
+def listed_referrers(client: RegistryClient, repository: str, digest: Digest, *,
+                     api: bool | None = None) -> set[Digest]:
+    """The digests the target lists for ``digest``: its referrers API, else its fallback tag index (unfetched).
+    ``api`` False: the registry is known to have no such API (probed), so only the fallback tag is asked."""
+    entries = api_entries(client, repository, digest) if api is not False else None
     if entries is None:
         index = fallback_index(client, repository, digest)
         if index is None or not is_index(index.media_type):
