@@ -20,7 +20,9 @@ reported, not failed. The load average is printed with each round.
 
 ``--referrers both`` runs arcgap twice a round, with referrer discovery (its default) and with
 ``--no-referrers``, in alternating order, and reports the discovery overhead of export and import (median of
-the per-round ratios; goal <= 5 %); ``--referrers off`` measures arcgap without discovery only.
+the per-round ratios; goal <= 5 %); ``--referrers off`` measures arcgap without discovery only. ``--signed``
+gives each image an SBOM referrer first (:mod:`devtools.benchreferrers`), so discovery finds and import places
+one per image.
 
 ``--scale`` runs the scale run instead (:mod:`devtools.benchscale`): a generated release of at least 5 GB with
 a few multi-GB layers, exported split for FAT32 and imported, with time, throughput and peak memory.
@@ -85,7 +87,8 @@ def _load() -> str:
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def generate(bench: Bench, size_mb: float, big_layers: Sequence[tuple[str, float]]) -> dict[str, Any]:
+def generate(bench: Bench, size_mb: float, big_layers: Sequence[tuple[str, float]], *,
+             sign: bool = False) -> dict[str, Any]:
     """Push the release (and one image per ``(name, GiB)`` of ``big_layers``) to the bench's source."""
     base, app = layer_sizes_for(size_mb)
     _log(
@@ -110,6 +113,12 @@ def generate(bench: Bench, size_mb: float, big_layers: Sequence[tuple[str, float
             )  # fmt: skip
         path.unlink()
     bench.set_release(infos)
+    signed = 0
+    if sign:
+        from devtools.benchreferrers import attach_sboms
+
+        signed = attach_sboms(bench.source, infos)
+        _log(f"  attached an SBOM referrer (fallback tag) to each of {signed} images")
     blobs, total = blob_totals(infos)
     seconds = time.monotonic() - t0
     _log(f"  {len(infos)} images, {blobs} unique blobs, {total / MB:.1f} MB, in {seconds:.1f} s")
@@ -121,6 +130,7 @@ def generate(bench: Bench, size_mb: float, big_layers: Sequence[tuple[str, float
         "app_layer_content_bytes": app,
         "big_layers_gib": [g for _, g in big_layers],
         "generate_seconds": round(seconds, 1),
+        "referrers_attached": signed,
     }
 
 
@@ -320,6 +330,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--referrers", choices=("on", "off", "both"), default="on",
                     help="arcgap's referrer discovery: on (its default), off (--no-referrers), or both, each "
                     "round, in alternating order, with the overhead reported (default on)")  # fmt: skip
+    ap.add_argument("--signed", action="store_true",
+                    help="give each image an SBOM referrer behind its fallback tag (see devtools.benchreferrers)")
     ap.add_argument("--tmpdir", type=Path, default=None, help="parent of the work directory (default: $TMPDIR)")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.size_mb <= 0 or args.big_layer_gib < 0:
@@ -390,7 +402,7 @@ def run_bench(work: Path, args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         bench = Bench(work, stack, jobs=args.jobs)
         big = [(BIG_IMAGE, args.big_layer_gib)] if args.big_layer_gib > 0 else []
-        release = generate(bench, args.size_mb, big)
+        release = generate(bench, args.size_mb, big, sign=args.signed)
         wrong = bench.source_matches_generated()
         if wrong:
             print(f"bench: the source serves unexpected digests for {', '.join(wrong)}", file=sys.stderr)

@@ -309,7 +309,16 @@ def test_a_receipt_records_the_referrers_so_preflight_and_handoff_know_them(
     assert {(r["digest"], r["subject"], r.get("tag")) for r in image["referrers"]} == {
         (signed["sbom"], signed["image"], None), (signed["sig"], signed["sbom"], None),
         (signed["legacy"], signed["image"], tag)}
-    res = arcgap(capsys, "preflight", str(receipt), *where, "--json")
+    from devtools.faultproxy import FaultProxy
+
+    proxy = FaultProxy(target.host)  # counts: the referrers API is probed once a run, not once a subject
+    try:
+        res = arcgap(capsys, "preflight", str(receipt), "--target-registry", proxy.host, "--target-plain-http",
+                     "--target-repository", "site", "--json")
+        proxy.wait_idle()
+        assert proxy.count(r"^GET /v2/\S+/referrers/") == 1  # two subjects: the image and the SBOM
+    finally:
+        proxy.stop()
     assert res.code == 0, res.err
     (checked,) = json.loads(res.out)["images"]
     assert checked["status"] == "ok" and checked["referrers_checked"] == 3

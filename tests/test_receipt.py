@@ -18,6 +18,7 @@ from arcgap.oci.digest import Digest
 from arcgap.transfer.receipt import (
     Receipt,
     ReceiptImage,
+    ReceiptReferrer,
     bundle_label,
     check_receipt_path,
     default_receipt_path,
@@ -200,3 +201,44 @@ def test_any_valid_bundle_name_gives_a_receipt_arcgap_reads_back(tmp_path: Path,
     receipt = replace(_receipt(), bundle_name=label)
     written = write_receipt(path, receipt, renumber=True)
     assert Receipt.from_yaml(written.read_bytes(), origin=str(written)).bundle_name == label
+
+
+SBOM = ReceiptReferrer(MANIFEST.digest, Digest.of(b"sbom"), "application/vnd.oci.image.manifest.v1+json",
+                       "application/spdx+json")
+LEGACY = ReceiptReferrer(MANIFEST.digest, Digest.of(b"sig"), "application/vnd.oci.image.manifest.v1+json", "",
+                         str(MANIFEST.digest).replace(":", "-") + ".sig")
+
+
+def _with_referrers() -> Receipt:
+    r = _receipt()
+    return replace(r, images=(replace(r.images[0], referrers=(SBOM, LEGACY)),))
+
+
+def test_referrers_round_trip_and_are_optional() -> None:
+    r = _with_referrers()
+    doc = yaml.safe_load(r.to_yaml())
+    assert doc["images"][0]["referrers"][1] == {"subject": str(MANIFEST.digest), "digest": str(LEGACY.digest),
+                                                "media_type": LEGACY.media_type, "artifact_type": "",
+                                                "tag": LEGACY.tag}
+    assert "tag" not in doc["images"][0]["referrers"][0]
+    assert Receipt.from_yaml(r.to_yaml(), origin="r.yaml") == r
+    assert "referrers" not in yaml.safe_load(_receipt().to_yaml())["images"][0]  # none placed: none written
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_set("images.0.referrers", "x"), "r.yaml: images[0].referrers: not a list of at most 10000 entries"),
+        (_set("images.0.referrers.0.subject", "sha256:nope"), "r.yaml: images[0].referrers[0]: invalid digest "
+                                                              "'sha256:nope'"),
+        (_set("images.0.referrers.1.tag", "../../v2"), "r.yaml: images[0].referrers[1].tag: not a cosign tag "
+                                                       "sha256-<hex>.sig/.att/.sbom"),
+        (_set("images.0.referrers.0.media_type", 5), "r.yaml: images[0].referrers[0].media_type: wrong type"),
+    ],
+)
+def test_from_yaml_rejects_bad_referrers(change: Callable[[dict[str, Any]], None], message: str) -> None:
+    doc = yaml.safe_load(_with_referrers().to_yaml())
+    change(doc)
+    with pytest.raises(BundleFormatError) as info:
+        Receipt.from_yaml(yaml.safe_dump(doc).encode(), origin="r.yaml")
+    assert info.value.message == message

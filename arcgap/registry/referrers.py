@@ -169,9 +169,11 @@ def fallback_index(client: RegistryClient, repository: str, digest: Digest,
     return tagged_manifest(client, repository, fallback_tag(digest), tags)
 
 
-def listed_referrers(client: RegistryClient, repository: str, digest: Digest) -> set[Digest]:
-    """The digests the target lists for ``digest``: its referrers API, else its fallback tag index (unfetched)."""
-    entries = api_entries(client, repository, digest)
+def listed_referrers(client: RegistryClient, repository: str, digest: Digest, *,
+                     api: bool | None = None) -> set[Digest]:
+    """The digests the target lists for ``digest``: its referrers API, else its fallback tag index (unfetched).
+    ``api`` False: the registry is known to have no such API (probed), so only the fallback tag is asked."""
+    entries = api_entries(client, repository, digest) if api is not False else None
     if entries is None:
         index = fallback_index(client, repository, digest)
         if index is None or not is_index(index.media_type):
@@ -300,8 +302,7 @@ def merge_fallback(client: RegistryClient, repository: str, subject: Digest,
         raw = json.dumps(doc, separators=(",", ":")).encode()
         client.put_manifest(repository, tag, raw, OCI_INDEX)
         added += len(missing)
-        after = fallback_index(client, repository, subject)
-        if after is not None and after.digest == Digest.of(raw):
+        if client.head_manifest(repository, tag) == Digest.of(raw):  # read back: is our index what it holds?
             return added
     raise RegistryError(f"{client.registry}/{repository}:{tag}: the fallback index kept changing under us "
                         f"({MERGE_ATTEMPTS} rounds of read, merge and write)")

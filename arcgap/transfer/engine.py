@@ -125,7 +125,7 @@ class _Copy:
                                                           jobs=self.options.jobs, releases=toc.releases)
                 verify_tags(self.sink, self.targets, jobs=self.options.jobs, rewritten=self._rewritten)
                 self.tally.referrers = place_referrers(self.sink, self.targets, contents.graphs,
-                                                       self.reporter).to_dict()
+                                                       self.reporter, jobs=self.options.jobs).to_dict()
             self._describe(contents, current)
         finally:
             self.placements.close()  # questions still open (a failed run) are dropped

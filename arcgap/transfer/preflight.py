@@ -8,6 +8,7 @@ What is expected comes from a bundle's table of contents, an import receipt (dig
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 from arcgap.oci.reference import join_repository, validate_tag
 from arcgap.registry.client import RegistryClient
-from arcgap.registry.referrers import listed_referrers
+from arcgap.registry.referrers import listed_referrers, probe_api
 from arcgap.transfer.plan import map_targets
 from arcgap.transfer.receipt import Receipt
 from arcgap.util.parallel import DEFAULT_JOBS, each
@@ -164,7 +165,22 @@ def expected_from_list(image_list: ImageList, *, repository: str, tag: str) -> l
 # -- the check ----------------------------------------------------------------------------------------------
 
 
-def check_image(client: RegistryClient, expected: Expected, *, blobs: bool = False) -> Check:
+class ApiProbe:
+    """Does the target serve the referrers API? Asked once a run, by the first check that needs to know."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answer: bool | None = None
+
+    def has_api(self, client: RegistryClient, repository: str, subject: Digest) -> bool:
+        with self.lock:
+            if self.answer is None:
+                self.answer = probe_api(client, repository, subject)
+            return self.answer
+
+
+def check_image(client: RegistryClient, expected: Expected, *, blobs: bool = False,
+                probe: ApiProbe | None = None) -> Check:
     """HEAD the tag; compare digests; HEAD every platform manifest of an index (GET the index first when the
     input named none); with ``blobs``, GET each image manifest and HEAD its config and layers."""
     repo = expected.repository
@@ -201,13 +217,14 @@ def check_image(client: RegistryClient, expected: Expected, *, blobs: bool = Fal
                 checked_blobs += 1
                 if not client.blob_exists(repo, d.digest):
                     problems.append(f"blob {d.digest} of {digest.short} is missing")
-    missing_refs = tuple(_missing_referrers(client, repo, expected.referrers))
+    missing_refs = tuple(_missing_referrers(client, repo, expected.referrers, probe or ApiProbe()))
     problems.extend(f"referrer {r.digest} ({r.kind}) of {r.subject.short} is missing" for r in missing_refs)
     status = INCOMPLETE if problems else (OK if expected.digest is not None else PRESENT)
     return Check(expected, status, found, tuple(problems), len(platforms), checked_blobs, missing_refs)
 
 
-def _missing_referrers(client: RegistryClient, repo: str, wanted: Sequence[ExpectedReferrer]) -> list[ExpectedReferrer]:
+def _missing_referrers(client: RegistryClient, repo: str, wanted: Sequence[ExpectedReferrer],
+                       probe: ApiProbe) -> list[ExpectedReferrer]:
     """The referrers the target does not hold by digest, or does not list for their subject (the referrers API,
     else the fallback tag index); a legacy cosign referrer must sit under its tag. One listing per subject."""
     listed: dict[Digest, set[Digest]] = {}
@@ -221,7 +238,8 @@ def _missing_referrers(client: RegistryClient, repo: str, wanted: Sequence[Expec
             missing.append(ref)
             continue
         if ref.subject not in listed:
-            listed[ref.subject] = listed_referrers(client, repo, ref.subject)
+            api = probe.has_api(client, repo, ref.subject)
+            listed[ref.subject] = listed_referrers(client, repo, ref.subject, api=api)
         if ref.digest not in listed[ref.subject]:
             missing.append(ref)
     return missing
@@ -231,5 +249,7 @@ def preflight(client: RegistryClient, expected: Sequence[Expected], *, repositor
               blobs: bool = False) -> PreflightResult:
     """Check every expected image at the target, ``jobs`` at a time; results in the input's order."""
     started = time.monotonic()
-    checks = each(lambda e: check_image(client, e, blobs=blobs), expected, jobs=jobs, name="arcgap-preflight")
+    probe = ApiProbe()  # the referrers API: one probe a run, not one a subject
+    checks = each(lambda e: check_image(client, e, blobs=blobs, probe=probe), expected, jobs=jobs,
+                  name="arcgap-preflight")
     return PreflightResult(client.registry, repository, checks, time.monotonic() - started)

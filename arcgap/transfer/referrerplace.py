@@ -1,10 +1,11 @@
 """Placing referrers at the target (import and mirror), after their subjects and the images' tags.
 
-The target is probed once a run for the referrers API. Each referrer is pushed by digest, subjects first
-(the order of ``referrers`` in arcgap.yaml); where the registry answers ``OCI-Subject`` it indexes the referrer
-itself and nothing more is written. Where it does not (CNCF distribution: no API), the fallback tag
-``sha256-<hex>`` of each subject is maintained by read-merge-write, never dropping a referrer someone else put
-there. Legacy cosign referrers go back under their own tags (``sha256-<hex>.sig`` …).
+The target is probed once a run for the referrers API; repositories are placed ``jobs`` at a time. Each
+referrer is pushed by digest, subjects first (the order of ``referrers`` in arcgap.yaml); where the registry
+answers ``OCI-Subject`` it indexes the referrer itself and nothing more is written. Where it does not (CNCF
+distribution: no API), the fallback tag ``sha256-<hex>`` of each subject is maintained by read-merge-write,
+never dropping a referrer someone else put there. Legacy cosign referrers go back under their own tags
+(``sha256-<hex>.sig`` …).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import merge_fallback, probe_api, push_referrer
 from arcgap.transfer.plan import TargetImage
+from arcgap.util.parallel import DEFAULT_JOBS, each
 from arcgap.util.progress import Reporter
 
 
@@ -46,8 +48,9 @@ class Placed:
 
 
 def place_referrers(sink: object, targets: Sequence[TargetImage], graphs: Sequence[ImageGraph],
-                    reporter: Reporter) -> Placed:
-    """Every graph's referrers into its target repository; the images' manifests are already there."""
+                    reporter: Reporter, *, jobs: int = DEFAULT_JOBS) -> Placed:
+    """Every graph's referrers into its target repository; the images' manifests are already there. One
+    repository's referrers are placed in order (subjects first, each once); ``jobs`` repositories at a time."""
     placed = Placed()
     work = [(t, g) for t, g in zip(targets, graphs) if g.referrers]
     if not work:
@@ -61,6 +64,23 @@ def place_referrers(sink: object, targets: Sequence[TargetImage], graphs: Sequen
         return placed
     reporter.phase(f"placing {sum(len(g.referrers) for _, g in work)} referrers")
     placed.api = probe_api(sink, work[0][0].repository, work[0][0].entry.digest)
+    by_repo: dict[str, list[tuple[TargetImage, ImageGraph]]] = {}
+    for target, graph in work:
+        by_repo.setdefault(target.repository, []).append((target, graph))
+    for part in each(lambda items: _place_in_repository(sink, items, reporter), list(by_repo.values()), jobs=jobs,
+                     name="arcgap-referrers"):
+        placed.by_api += part.by_api
+        placed.by_fallback += part.by_fallback
+        placed.by_tag += part.by_tag
+        placed.fallback_tags.extend(part.fallback_tags)
+        placed.unplaced.extend(part.unplaced)
+    return placed
+
+
+def _place_in_repository(sink: RegistryClient, work: Sequence[tuple[TargetImage, ImageGraph]],
+                         reporter: Reporter) -> Placed:
+    """The referrers of ``work`` (targets in one repository), in order; what was done, without ``api``."""
+    placed = Placed()
     done: set[tuple[str, Digest]] = set()
     for target, graph in work:
         repo = target.repository
