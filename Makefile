@@ -41,6 +41,7 @@ $(CRANE):
 lint: venv
 	$(BIN)/ruff check arcgap devtools tests
 	$(BIN)/lint-imports
+	$(BIN)/vulture arcgap devtools --min-confidence 80  # unused imports, variables, unreachable code
 
 ## Everything: lint, unit tests and end-to-end tests against real registries (distribution and crane's),
 ## dockerd and namespaces. A missing crane is an error here (plain `pytest` skips the crane tests instead).

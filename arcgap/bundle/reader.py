@@ -101,7 +101,6 @@ class BundleReader:
         self.toc_bytes = self._read_whole(first.size)
         self.toc = TableOfContents.from_yaml(self.toc_bytes, origin=f"{origin}:{TOC_NAME}")
         self.layout_files: dict[str, bytes] = {}
-        self._blobs_done = 0
         self._signature: BundleSignature | None = None
         self._after_manifest: list[tarstream.MemberHeader | None] | None = None  # the next member, once read
         self._first_blob: list[tarstream.MemberHeader | None] | None = None  # once the layout has been read
@@ -264,7 +263,6 @@ class BundleReader:
             yield entry, chunks
             if self._tar._remaining:
                 raise RuntimeError("blob iterator not consumed")
-            self._blobs_done += 1
             member = self._next()
         if member is not None:
             raise BundleFormatError(f"{self.origin}: unexpected member {member.name[:200]!r} after the last blob")

@@ -99,7 +99,7 @@ class BundleWriter:
             self._out, write_size=WRITE_BYTES, closefd=False)
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
         if not self.committed:
             self.abort()
 

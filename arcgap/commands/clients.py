@@ -67,7 +67,7 @@ class ClientPool:
     def __enter__(self) -> ClientPool:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
         """Close every client; an error one of them raised learns this pool's side (for the hint)."""
         self.close()
         if isinstance(exc, ArcgapError) and exc.side is None and exc.origin is not None:

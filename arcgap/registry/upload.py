@@ -268,7 +268,6 @@ class BlobUpload:
         self.window = _Window(chunks)
         self.location: str | None = None  # the open session, if any
         self.sent = 0  # bytes the registry holds in the open session
-        self.troubles = 0  # unclear outcomes in the open session
         self._clock: RetryClock | None = None  # the retry budget since the last progress
         self.last_trouble = ""
 
@@ -327,7 +326,6 @@ class BlobUpload:
 
     def _open(self) -> None:
         self.sent = 0
-        self.troubles = 0
         self._clock = None
         offered = self.client.take_offered_session(self.repository, self.digest)
         if offered is not None:  # a refused mount's session (Harbor, distribution): upload into it
@@ -360,8 +358,7 @@ class BlobUpload:
         return resp.status_code == 404 or bool(GONE_CODES.intersection(self.client.error_codes(resp)))
 
     def _trouble(self, reason: str, retry_after: str | None = None) -> None:
-        """An unclear outcome: wait, and give up after as many as the retry policy allows."""
-        self.troubles += 1
+        """An unclear outcome: wait, and give up once the retry policy's time budget is spent."""
         self.last_trouble = reason
         if self._clock is None:
             self._clock = self.client.retry.clock(self.client.gave_up)
@@ -388,7 +385,6 @@ class BlobUpload:
                                                       resp.request.url)
                 self.window.release(size)
                 self.sent += size
-                self.troubles = 0
                 self._clock = None
                 return
             if status == 413:

@@ -44,7 +44,7 @@ class BackgroundUploads:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+                 _tb: TracebackType | None) -> None:
         if exc_type is not None:
             self._failed.set()  # uploads not yet started return at once; those running end on their own
             self._pool.shutdown(wait=True, cancel_futures=True)
