@@ -274,3 +274,22 @@ def test_free_slots_go_to_the_earliest_blob_and_later_ones_leave_it_the_reserve(
     budget.give()
     assert sorted(later.ahead) == [1, 2, 3, 4, 5]
     budget.close()
+
+
+def test_memory_stays_at_the_slots_however_many_parts(serve: Callable[[_Blobs], RegistryClient]) -> None:
+    import tracemalloc
+
+    data = hashlib.shake_256(b"forty parts").digest(40 * PART)
+    blobs = _Blobs("ok", data)
+    client = serve(blobs)
+    tracemalloc.start()
+    try:
+        seen = 0
+        for chunk in stream_blob(client, "r/x", Digest.of(data), len(data), budget=RangeBudget(OPTIONS)):
+            seen += len(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == len(data)
+    # slots x part (held ahead), the server's copies of the parts it is sending, one chunk: far below 40 parts
+    assert peak < 16 * PART, f"peak {peak / PART:.1f} parts"

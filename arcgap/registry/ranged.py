@@ -300,6 +300,8 @@ class _RangedRead:
                 return [], False
             done, _ = wait([future], timeout=min(0.05, hedge_s))
             if done:
+                with self._taking:
+                    self._got.pop(index, None)  # the future holds the chunks; passed on, they are gone
                 try:
                     return future.result(), True
                 finally:
@@ -307,7 +309,7 @@ class _RangedRead:
             if time.monotonic() - waited >= hedge_s:
                 with self._taking:
                     self._dropped.add(index)
-                    kept = list(self._got.get(index, ()))
+                    kept = self._got.pop(index, [])[:]
                 future.add_done_callback(lambda _f: self.budget.give())
                 return kept, False
 
@@ -410,6 +412,8 @@ class _RangedRead:
         with self.budget._lock:
             futures = list(self.ahead.values())
             self.ahead.clear()
+        with self._taking:
+            self._got.clear()
         for future in futures:
             future.cancel()
             future.add_done_callback(lambda _f: self.budget.give())
