@@ -283,6 +283,29 @@ def push_image(
     )
 
 
+EMPTY_CONFIG = b"{}"  # an artifact's config (OCI image spec: application/vnd.oci.empty.v1+json)
+
+
+def push_artifact(pusher: Pusher, repo: str, subject: tuple[str, int, str] | None, artifact_type: str,
+                  payload: bytes) -> tuple[str, bytes]:
+    """An OCI artifact manifest (the empty config, one layer holding ``payload``) pushed by digest; with ``subject``
+    (digest, size, media type) it is a referrer of that manifest. Returns its digest and bytes."""
+    pusher.push_blob(repo, EMPTY_CONFIG)
+    layer = pusher.push_blob(repo, payload)
+    doc: dict[str, object] = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256_digest(EMPTY_CONFIG),
+                   "size": len(EMPTY_CONFIG)},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": len(payload)}],
+    }
+    if subject is not None:
+        doc["subject"] = {"mediaType": subject[2], "digest": subject[0], "size": subject[1]}
+    raw = json.dumps(doc).encode()
+    digest = sha256_digest(raw)
+    pusher.push_manifest(repo, digest, raw, OCI_MANIFEST)
+    return digest, raw
+
+
 def push_index(
     pusher: Pusher,
     repo: str,

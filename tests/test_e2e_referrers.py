@@ -11,13 +11,13 @@ import yaml
 
 from arcgap.oci.digest import Digest
 from arcgap.registry.referrers import fallback_tag
-from devtools.images import Pusher, push_image
+from devtools.images import Pusher, push_artifact, push_image
 from devtools.layers import make_layer
 from devtools.registries import Endpoint, Registry
 from tests.e2e_helpers import arcgap, source_args
 from tests.test_e2e_receipt import member_bytes
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
-from tests.test_referrers_discovery import OCI_INDEX, OCI_MANIFEST, _artifact, _index_of
+from tests.test_referrers_discovery import OCI_INDEX, OCI_MANIFEST, _index_of
 
 SPDX = "application/spdx+json"
 SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"
@@ -29,11 +29,11 @@ def signed(plain_registry: Registry) -> dict[str, str]:
     with Pusher(plain_registry) as p:
         img = push_image(p, repo, "v1", layers=[make_layer("refe2e:img", 2048)], flavor="oci")
         subj = (img.digest, len(img.manifest), img.media_type)
-        sbom, sbom_raw = _artifact(p, repo, subj, SPDX, b'{"spdxVersion":"SPDX-2.3"}')
-        sig, sig_raw = _artifact(p, repo, (sbom, len(sbom_raw), OCI_MANIFEST), SIG, b"signature")
+        sbom, sbom_raw = push_artifact(p, repo, subj, SPDX, b'{"spdxVersion":"SPDX-2.3"}')
+        sig, sig_raw = push_artifact(p, repo, (sbom, len(sbom_raw), OCI_MANIFEST), SIG, b"signature")
         p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)), _index_of([(sbom, sbom_raw, SPDX)]), OCI_INDEX)
         p.push_manifest(repo, fallback_tag(Digest.parse(sbom)), _index_of([(sig, sig_raw, SIG)]), OCI_INDEX)
-        legacy, legacy_raw = _artifact(p, repo, None, "application/vnd.dev.cosign.simplesigning.v1+json", b"o")
+        legacy, legacy_raw = push_artifact(p, repo, None, "application/vnd.dev.cosign.simplesigning.v1+json", b"o")
         p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)) + ".sig", legacy_raw, OCI_MANIFEST)
     return {"image": img.digest, "sbom": sbom, "sig": sig, "legacy": legacy}
 
@@ -111,7 +111,7 @@ def test_import_onto_distribution_keeps_referrers_findable_by_fallback_tags(
     target: Registry = fresh_registry()
     # someone else's referrer already sits in the fallback index at the target: it must stay
     with Pusher(target) as p:
-        other, other_raw = _artifact(p, "site/app", (signed["image"], 1, OCI_MANIFEST), "x/other", b"theirs")
+        other, other_raw = push_artifact(p, "site/app", (signed["image"], 1, OCI_MANIFEST), "x/other", b"theirs")
         p.push_manifest("site/app", fallback_tag(Digest.parse(signed["image"])),
                         _index_of([(other, other_raw, "x/other")]), OCI_INDEX)
     res = arcgap(capsys, "import", str(out), *target_args(target), "--target-repository", "site", "--json", "-q",
@@ -233,7 +233,7 @@ def test_since_a_receipt_carries_a_new_signature_of_an_unchanged_image(
     with Pusher(src) as p:
         img = push_image(p, repo, "v1", layers=[make_layer("refsince:img", 4096)], flavor="oci")
         subj = (img.digest, len(img.manifest), img.media_type)
-        sbom, sbom_raw = _artifact(p, repo, subj, SPDX, b'{"spdxVersion":"SPDX-2.3"}')
+        sbom, sbom_raw = push_artifact(p, repo, subj, SPDX, b'{"spdxVersion":"SPDX-2.3"}')
         p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)), _index_of([(sbom, sbom_raw, SPDX)]), OCI_INDEX)
     target: Registry = fresh_registry()
     where = (*target_args(target), "--target-repository", "site")
@@ -242,7 +242,7 @@ def test_since_a_receipt_carries_a_new_signature_of_an_unchanged_image(
     assert arcgap(capsys, "import", str(first), *where, "-q", "--receipt", str(receipt)).code == 0
     # since the receipt: the image is unchanged, but it gained a signature
     with Pusher(src) as p:
-        sig, sig_raw = _artifact(p, repo, subj, SIG, b"a signature made after the first bundle")
+        sig, sig_raw = push_artifact(p, repo, subj, SIG, b"a signature made after the first bundle")
         p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)),
                         _index_of([(sbom, sbom_raw, SPDX), (sig, sig_raw, SIG)]), OCI_INDEX)
     diff = tmp_path / "d.tar.zst"

@@ -19,7 +19,7 @@ from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import fallback_tag, list_referrers
 from arcgap.registry.transport import TLSOptions
 from arcgap.transfer.referrers import discover
-from devtools.images import Pusher, push_image
+from devtools.images import Pusher, push_artifact, push_image
 from devtools.layers import make_layer
 from devtools.registries import Registry
 
@@ -28,22 +28,6 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY = b"{}"
 EMPTY_DESC = {"mediaType": "application/vnd.oci.empty.v1+json",
               "digest": str(Digest.of(EMPTY)), "size": 2}
-
-
-def _artifact(p: Pusher, repo: str, subject: tuple[str, int, str] | None, kind: str,
-              payload: bytes) -> tuple[str, bytes]:
-    p.push_blob(repo, EMPTY)
-    layer = p.push_blob(repo, payload)
-    doc: dict[str, object] = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": kind, "config": EMPTY_DESC,
-        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": len(payload)}],
-    }
-    if subject is not None:
-        doc["subject"] = {"mediaType": subject[2], "digest": subject[0], "size": subject[1]}
-    raw = json.dumps(doc).encode()
-    digest = str(Digest.of(raw))
-    p.push_manifest(repo, digest, raw, OCI_MANIFEST)
-    return digest, raw
 
 
 def _index_of(entries: list[tuple[str, bytes, str]]) -> bytes:
@@ -61,13 +45,13 @@ def test_fallback_tags_cosign_tags_and_referrers_of_referrers(plain_registry: Re
     with Pusher(plain_registry) as p:
         img = push_image(p, repo, "v1", layers=[make_layer("ref:img", 1024)], flavor="oci")
         subj = (img.digest, len(img.manifest), img.media_type)
-        sbom, sbom_raw = _artifact(p, repo, subj, "application/spdx+json", b"sbom")
-        sig, sig_raw = _artifact(p, repo, (sbom, len(sbom_raw), OCI_MANIFEST), "application/vnd.dev.cosign", b"s")
+        sbom, sbom_raw = push_artifact(p, repo, subj, "application/spdx+json", b"sbom")
+        sig, sig_raw = push_artifact(p, repo, (sbom, len(sbom_raw), OCI_MANIFEST), "application/vnd.dev.cosign", b"s")
         p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)),
                         _index_of([(sbom, sbom_raw, "application/spdx+json")]), OCI_INDEX)
         p.push_manifest(repo, fallback_tag(Digest.parse(sbom)),
                         _index_of([(sig, sig_raw, "application/vnd.dev.cosign")]), OCI_INDEX)
-        legacy, legacy_raw = _artifact(p, repo, None, "application/vnd.dev.cosign.simplesigning.v1+json", b"old")
+        legacy, legacy_raw = push_artifact(p, repo, None, "application/vnd.dev.cosign.simplesigning.v1+json", b"old")
         p.push_manifest(repo, fallback_tag(Digest.parse(img.digest)) + ".sig", legacy_raw, OCI_MANIFEST)
     found = discover(_client(plain_registry), repo, [Digest.parse(img.digest)])
     assert found.has_api is False  # distribution has no referrers API

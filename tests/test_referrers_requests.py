@@ -19,31 +19,14 @@ from arcgap.registry.resolve import Wanted, resolve_all
 from arcgap.registry.transport import TLSOptions
 from arcgap.transfer.referrers import ReferrerOptions, discover_for_images
 from devtools.faultproxy import Fault, FaultProxy
-from devtools.images import Pusher, push_image, push_index
+from devtools.images import Pusher, push_artifact, push_image, push_index
 from devtools.layers import make_layer
 from devtools.registries import Registry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-EMPTY = b"{}"
-EMPTY_DESC = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": str(Digest.of(EMPTY)), "size": 2}
 SBOM = "application/spdx+json"
 FALLBACK_HEAD = r"^HEAD /v2/\S+/manifests/sha256-"
-
-
-def _artifact(p: Pusher, repo: str, subject: tuple[str, int, str] | None, payload: bytes) -> tuple[str, bytes]:
-    p.push_blob(repo, EMPTY)
-    layer = p.push_blob(repo, payload)
-    doc: dict[str, object] = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SBOM, "config": EMPTY_DESC,
-        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": len(payload)}],
-    }
-    if subject is not None:
-        doc["subject"] = {"mediaType": subject[2], "digest": subject[0], "size": subject[1]}
-    raw = json.dumps(doc).encode()
-    digest = str(Digest.of(raw))
-    p.push_manifest(repo, digest, raw, OCI_MANIFEST)
-    return digest, raw
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +43,12 @@ def release(plain_registry: Registry) -> list[tuple[str, str]]:
                            arch=a) for a in ("amd64", "arm64")]
         push_index(p, repos[3], "v1", kids, flavor="oci")
         assert first is not None
-        sbom, sbom_raw = _artifact(p, repos[0], (first.digest, len(first.manifest), first.media_type), b"sbom")
+        subject = (first.digest, len(first.manifest), first.media_type)
+        sbom, sbom_raw = push_artifact(p, repos[0], subject, SBOM, b"sbom")
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
             {"mediaType": OCI_MANIFEST, "digest": sbom, "size": len(sbom_raw), "artifactType": SBOM}]}
         p.push_manifest(repos[0], fallback_tag(Digest.parse(first.digest)), json.dumps(index).encode(), OCI_INDEX)
-        _, legacy_raw = _artifact(p, repos[0], None, b"legacy signature")
+        _, legacy_raw = push_artifact(p, repos[0], None, SBOM, b"legacy signature")
         p.push_manifest(repos[0], fallback_tag(Digest.parse(first.digest)) + ".sig", legacy_raw, OCI_MANIFEST)
     return [(repo, "v1") for repo in repos]
 
