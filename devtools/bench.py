@@ -49,7 +49,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from devtools.benchreport import TOOLS, format_report, summarize
+from devtools.benchreport import TOOLS, format_report, round_ratios, summarize
 from devtools.benchsides import Bench, Run, Side
 from devtools.images import Pusher, push_image
 from devtools.layers import write_layer_file
@@ -203,15 +203,8 @@ def referrer_overhead(rounds: Sequence[dict[str, Run]]) -> dict[str, float | Non
     """Medians of the per-round ratios arcgap with discovery / arcgap with ``--no-referrers``, minus one."""
     out: dict[str, float | None] = {}
     for side in ("export", "import"):
-        values = []
-        for runs in rounds:
-            on, off = runs.get("arcgap"), runs.get(NO_REFERRERS_RUN)
-            if on is None or off is None:
-                continue
-            a, b = (on.export, off.export) if side == "export" else (on.import_, off.import_)
-            if a is not None and b is not None and b.seconds > 0:
-                values.append(a.seconds / b.seconds - 1.0)
-        out[f"{side}_overhead"] = round(statistics.median(values), 4) if values else None
+        values = round_ratios(rounds, "arcgap", NO_REFERRERS_RUN, side)
+        out[f"{side}_overhead"] = round(statistics.median(values) - 1.0, 4) if values else None
     return out
 
 

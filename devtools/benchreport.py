@@ -45,19 +45,25 @@ def tool_summary(runs: Sequence[Run]) -> dict[str, Any]:
     }
 
 
+def round_ratios(rounds: Sequence[dict[str, Run]], tool: str, peer: str, side: str) -> list[float]:
+    """``tool``'s time over ``peer``'s on ``side`` (export or import), one ratio per round that timed both."""
+    values = []
+    for runs in rounds:
+        a, p = runs.get(tool), runs.get(peer)
+        if a is None or p is None:
+            continue
+        a_side, p_side = (a.export, p.export) if side == "export" else (a.import_, p.import_)
+        if a_side is not None and p_side is not None and p_side.seconds > 0:
+            values.append(a_side.seconds / p_side.seconds)
+    return values
+
+
 def ratio_summary(rounds: Sequence[dict[str, Run]]) -> dict[str, float | None]:
     """Medians of per-round ratios (arcgap's time over the peer's, both from the same round)."""
     out: dict[str, float | None] = {}
     for peer in ("crane", "skopeo", "floor"):
         for side in ("export", "import"):
-            values = []
-            for runs in rounds:
-                a, p = runs.get("arcgap"), runs.get(peer)
-                if a is None or p is None:
-                    continue
-                a_side, p_side = (a.export, p.export) if side == "export" else (a.import_, p.import_)
-                if a_side is not None and p_side is not None and p_side.seconds > 0:
-                    values.append(a_side.seconds / p_side.seconds)
+            values = round_ratios(rounds, "arcgap", peer, side)
             if values:
                 out[f"{side}_vs_{peer}"] = _median(values)
     return out
