@@ -87,3 +87,36 @@ def test_the_first_real_failure_is_raised_not_a_skipped_item() -> None:
 
     with pytest.raises(ValueError, match="bad item"):
         parallel.each(work, range(20), jobs=2)
+
+
+def test_lookups_run_several_per_job_within_a_cap() -> None:
+    assert parallel.lookup_jobs(1) == parallel.LOOKUPS_PER_JOB
+    assert parallel.lookup_jobs(4) == 4 * parallel.LOOKUPS_PER_JOB
+    assert parallel.lookup_jobs(100) == parallel.MAX_LOOKUPS
+    assert parallel.lookup_jobs(0) >= 1
+
+
+def test_the_check_at_the_source_asks_lookup_jobs_at_once() -> None:
+    """A HEAD is a round trip, not bandwidth: ``find_missing`` keeps ``lookup_jobs(jobs)`` of them in flight."""
+    from arcgap.arc.releases import find_missing
+    from arcgap.oci.reference import parse_reference
+    from arcgap.registry.resolve import Wanted
+
+    lock = threading.Lock()
+    now = peak = 0
+
+    class Client:
+        def head_manifest(self, repository: str, ref: str) -> object:
+            nonlocal now, peak
+            with lock:
+                now += 1
+                peak = max(peak, now)
+            time.sleep(0.05)
+            with lock:
+                now -= 1
+            return None if repository.endswith("7") else object()
+
+    wanted = [Wanted(f"img{n}", parse_reference(f"reg.example/arc/img{n}:v1")) for n in range(24)]
+    missing = find_missing(lambda _registry: Client(), wanted, jobs=2)  # type: ignore[arg-type, return-value]
+    assert [w.name for w in missing] == ["img7", "img17"]
+    assert peak == parallel.lookup_jobs(2)

@@ -12,7 +12,7 @@ from arcgap.errors import NotFoundError, option, variable
 from arcgap.oci.reference import join_repository
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.resolve import Wanted
-from arcgap.util.parallel import each
+from arcgap.util.parallel import each, lookup_jobs
 
 REFERENCE_IMAGE = "arc-controller"  # in every Arc data services release since the first one
 LATEST = "latest"  # --release latest: the newest release tag at the source
@@ -86,15 +86,15 @@ def find_missing(
 ) -> list[Wanted]:
     """The images of ``wanted`` whose tag (or digest) the source does not have, in list order.
 
-    One HEAD per image, in parallel; only "not found" counts as missing: any other failure (auth, network)
-    is raised as it is, since it says nothing about the tag.
+    One HEAD per image, :func:`lookup_jobs` at a time; only "not found" counts as missing: any other failure
+    (auth, network) is raised as it is, since it says nothing about the tag.
     """
 
     def absent(item: Wanted) -> bool:
         ref = item.reference
         return client_for(ref.registry).head_manifest(ref.repository, ref.ref) is None
 
-    flags = each(absent, wanted, jobs=jobs)
+    flags = each(absent, wanted, jobs=lookup_jobs(jobs))
     return [w for w, gone in zip(wanted, flags) if gone]
 
 

@@ -12,7 +12,7 @@ from arcgap.oci.mediatypes import MAX_MANIFEST_BYTES, ParsedManifest, is_index, 
 from arcgap.oci.reference import Reference
 from arcgap.oci.strictjson import CONFIG_MEDIA_TYPES, StrictJSONError, check_config, loads
 from arcgap.registry.client import FetchedManifest, RegistryClient
-from arcgap.util.parallel import each
+from arcgap.util.parallel import each, lookup_jobs
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 
@@ -121,7 +121,7 @@ def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | Non
 def resolve_all(
     client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, platform: str | None = None
 ) -> list[ResolvedImage]:
-    """Resolve every image (in parallel); errors name the image. Order follows ``wanted``."""
+    """Resolve every image (:func:`lookup_jobs` at a time); errors name the image. Order follows ``wanted``."""
     clients = [client_for(w.reference.registry) for w in wanted]
     return each(lambda pair: resolve_image(pair[0], pair[1], platform=platform), list(zip(clients, wanted)),
-                jobs=jobs)
+                jobs=lookup_jobs(jobs))

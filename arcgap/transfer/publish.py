@@ -14,7 +14,7 @@ from arcgap.errors import TargetMismatchError
 from arcgap.oci.digest import Digest
 from arcgap.transfer.plan import TargetImage
 from arcgap.transfer.sink import Sink
-from arcgap.util.parallel import each
+from arcgap.util.parallel import each, lookup_jobs
 from arcgap.util.progress import Reporter
 
 
@@ -79,10 +79,11 @@ def _waves(moving: Sequence[Publication], releases: Sequence[str]) -> list[list[
 
 def verify_tags(client: Sink, targets: Sequence[TargetImage], *, jobs: int,
                 rewritten: Mapping[str, Digest] | None = None) -> None:
-    """Re-read every tag after the push, ``jobs`` at once; a different digest is an error of its own (exit 10).
-    ``rewritten``: the digest a sink said it holds under a tag instead of the image's own."""
+    """Re-read every tag after the push, :func:`lookup_jobs` at once; a different digest is an error of its own
+    (exit 10). ``rewritten``: the digest a sink said it holds under a tag instead of the image's own."""
     held = rewritten or {}
-    for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets, jobs=jobs)):
+    for target, got in zip(targets, each(lambda t: client.head_manifest(t.repository, t.tag), targets,
+                                       jobs=lookup_jobs(jobs))):
         expected = held.get(target.reference, target.entry.digest)
         if got != expected:
             raise TargetMismatchError(

@@ -23,7 +23,7 @@ from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import Referrer, list_referrers, tag_set
 from arcgap.registry.resolve import ResolvedImage
 from arcgap.transfer.plan import ExportPlan
-from arcgap.util.parallel import each
+from arcgap.util.parallel import DEFAULT_JOBS, each, lookup_jobs
 
 MAX_DEPTH = 4
 MAX_REFERRERS = 10_000  # per run; a registry listing more is refused rather than followed
@@ -102,8 +102,8 @@ class ReferrerOptions:
 
 
 def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: Sequence[ResolvedImage],
-                        options: ReferrerOptions, *, jobs: int = 4) -> dict[str, Discovery]:
-    """Each image's referrers (ref_name → Discovery), asked of its own repository, ``jobs`` images at a time;
+                        options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS) -> dict[str, Discovery]:
+    """Each image's referrers (ref_name → Discovery), asked of its own repository, :func:`lookup_jobs` images at a time;
     the API probed once a registry (the answer of its first subject decides for the rest of the run), the
     tags of each repository listed once."""
     out: dict[str, Discovery] = {}
@@ -118,6 +118,7 @@ def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: S
         return discover(client_for(ref.registry), ref.repository, roots, types=options.types,
                         has_api=probed.get(ref.registry), tags=tag_lists.get(ref.registry, ref.repository))
 
+    jobs = lookup_jobs(jobs)
     # The first image of each registry probes it (and its discovery is kept); the rest, ``jobs`` at a time,
     # go the way it found.
     first = list({img.wanted.reference.registry: n for n, img in reversed(list(enumerate(resolved)))}.values())
