@@ -33,7 +33,7 @@ from arcgap.registry.auth import repo_scope
 from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
 
-RANGE_SLOTS = 48  # default ahead-part slots of a run, at least its helper connections: the extra ones a pool must allow
+RANGE_SLOTS = 64  # default ahead-part slots of a run, at least its helper connections: the extra ones a pool must allow
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -45,7 +45,11 @@ class RangedOptions:
     # connection each held the 16-image set at 15 % of a 40 ms / 0.05 % link with --jobs 4 (make bench WAN=1);
     # on a fast path the probe's first chunk turns such a blob back into one stream (one extra request).
     threshold_bytes: int = 8 << 20
-    part_bytes: int = 2 << 20  # a part is one request; on a 2.5 MB/s loss-limited connection under a second
+    # A part is one request: on a 2 MB/s loss-limited connection about half a second. A part hit by a loss or a
+    # retransmission timeout holds back every part behind it until it is written: 1 MiB parts in 64 slots
+    # held the 22-image set at 73-77 % of a 40 ms / 0.05 % / 400 Mbit link, 2 MiB parts in 48 slots at 57-62 %
+    # (96 slots of 1 MiB: 62-70 %; make bench WAN=1, one after the other on a loaded machine).
+    part_bytes: int = 1 << 20
     # Helper connections of a run, shared by every blob: a part goes to the first free one, earliest blob first.
     # 16 held the 1 GiB layer at 33 MB/s of a 50 MB/s link (40 ms / 0.05 %; one connection: 2-3.5 MB/s).
     window: int = 32
@@ -417,3 +421,4 @@ class _RangedRead:
         for future in futures:
             future.cancel()
             future.add_done_callback(lambda _f: self.budget.give())
+
