@@ -12,7 +12,7 @@ import pytest
 import arcgap.transfer.registrysource as registrysource
 from arcgap.registry.ranged import RangedOptions
 from devtools.faultproxy import Fault, FaultProxy
-from tests.test_e2e_faults_streams import biggest_layer, export_via, quick_retries  # noqa: F401 (fixture)
+from tests.test_e2e_faults_streams import biggest_layer, export_via
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
 
 if TYPE_CHECKING:

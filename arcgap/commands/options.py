@@ -133,11 +133,15 @@ class ManifestsNewOptions:
 class NetworkOptions:
     """How long a run keeps at one registry request: the retry budget per request (429/503/5xx/lost
     connections, waits with full jitter) and the stall window (a body slower than ``min_bytes_per_s`` for
-    ``stall_s`` is dropped and resumed)."""
+    ``stall_s`` is dropped and resumed). The pacing of those waits and our own size of an upload chunk are
+    no operator's choice: None keeps the registry client's defaults (arcgap.registry.transport.RetryPolicy,
+    arcgap.registry.upload.UPLOAD_CHUNK_BYTES); a test gives small ones through ``arcgap.cli.run``."""
 
     retry_budget_s: float = 300.0
     stall_s: float = 60.0
     min_bytes_per_s: int = 1024
+    retry_base_delay_s: float | None = None  # the first backoff before full jitter
+    upload_chunk_bytes: int | None = None  # bytes per PATCH before what the registry says (min/max, 413)
 
 
 @dataclass(frozen=True, **_KW)
