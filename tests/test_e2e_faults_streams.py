@@ -49,10 +49,11 @@ def target(fresh_registry) -> Iterator[tuple[Registry, FaultProxy]]:
     proxy.stop()
 
 
-def export_via(capsys: pytest.CaptureFixture[str], medium: MediumSet, host: str, out: Path, *extra: str):
+def export_via(capsys: pytest.CaptureFixture[str], medium: MediumSet, host: str, out: Path, *extra: str,
+               network: NetworkOptions = QUICK_RETRIES):
     return arcgap(capsys, "export", *medium.names, "--source-registry", host, "--source-plain-http",
                   "--source-repository", medium.repository, "--source-tag", medium.tag, "-o", str(out),
-                  "--no-cache", "-q", *extra)
+                  "--no-cache", "-q", *extra, network=network)
 
 
 def import_via(capsys: pytest.CaptureFixture[str], bundle: Path, host: str, *extra: str,

@@ -17,6 +17,7 @@ from arcgap.util.secret import Secret
 
 if TYPE_CHECKING:
     from arcgap.installer.wheelhouse import Target
+    from arcgap.registry.ranged import RangedOptions
 
 Prompt = Callable[[str, Optional[str]], str]  # (label, default) → answer
 SecretPrompt = Callable[[str], str]
@@ -135,13 +136,15 @@ class NetworkOptions:
     connections, waits with full jitter) and the stall window (a body slower than ``min_bytes_per_s`` for
     ``stall_s`` is dropped and resumed). The pacing of those waits and our own size of an upload chunk are
     no operator's choice: None keeps the registry client's defaults (arcgap.registry.transport.RetryPolicy,
-    arcgap.registry.upload.UPLOAD_CHUNK_BYTES); a test gives small ones through ``arcgap.cli.run``."""
+    arcgap.registry.upload.UPLOAD_CHUNK_BYTES, arcgap.registry.ranged.RangedOptions); a test gives small ones
+    through ``arcgap.cli.run``."""
 
     retry_budget_s: float = 300.0
     stall_s: float = 60.0
     min_bytes_per_s: int = 1024
     retry_base_delay_s: float | None = None  # the first backoff before full jitter
     upload_chunk_bytes: int | None = None  # bytes per PATCH before what the registry says (min/max, 413)
+    ranged: RangedOptions | None = None  # when and how a large blob is read in parallel ranges
 
 
 @dataclass(frozen=True, **_KW)
