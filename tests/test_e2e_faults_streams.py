@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -227,30 +228,23 @@ def test_import_survives_a_fault_in_the_middle_of_an_upload(
 
 def test_import_cut_in_a_later_chunk_of_a_streamed_blob_stops_cleanly_and_the_rerun_completes(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Once bytes of a second chunk landed, distribution refuses the location the client holds (its offset is
     signed into ``_state``). A blob streamed from the bundle (too large to hold) cannot be read again from its
     start: a clean stop, then a rerun."""
-    import functools
-
-    import arcgap.transfer.engine as engine_module
-    from arcgap.transfer.background import BackgroundUploads
-
-    # every blob streamed from the bundle, none held in memory
-    monkeypatch.setattr(engine_module, "BackgroundUploads", functools.partial(BackgroundUploads, max_bytes=0))
+    streamed = replace(SMALL_CHUNKS, background_max_bytes=0)  # every blob streamed from the bundle, none held
     registry, proxy = target
     # A chunk after the first (Content-Range not from 0), whichever upload it belongs to: uploads run on
     # several threads, so "the second PATCH" could be another blob's first chunk, which is re-sent.
     proxy.faults.append(Fault(r"^PATCH ", kind="cut_request", after_bytes=100_000, header=("content-range", r"^[1-9]")))
-    res = import_via(capsys, bundle, proxy.host, network=SMALL_CHUNKS)
+    res = import_via(capsys, bundle, proxy.host, network=streamed)
     assert res.code == 5, res.err
     assert re.fullmatch(r"error: uploading blob sha256:\w+ to [\d.:]+/arc/[\w-]+: the registry lost the upload "
                         r"after \d+ bytes \(404 BLOB_UPLOAD_INVALID\)", res.error_lines[0]), res.error_lines[0]
     assert res.error_lines[1] == ("hint: the registry restarted or the connection broke mid-chunk; run the same "
                                   "command again: blobs already at the target are skipped")
     assert no_tags(registry)
-    res = import_via(capsys, bundle, proxy.host, "--json", network=SMALL_CHUNKS)
+    res = import_via(capsys, bundle, proxy.host, "--json", network=streamed)
     assert res.code == 0, res.err
     assert_identical_digests(registry, synth_medium)
 

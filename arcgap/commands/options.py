@@ -136,8 +136,8 @@ class NetworkOptions:
     connections, waits with full jitter) and the stall window (a body slower than ``min_bytes_per_s`` for
     ``stall_s`` is dropped and resumed). The pacing of those waits and our own size of an upload chunk are
     no operator's choice: None keeps the registry client's defaults (arcgap.registry.transport.RetryPolicy,
-    arcgap.registry.upload.UPLOAD_CHUNK_BYTES, arcgap.registry.ranged.RangedOptions); a test gives small ones
-    through ``arcgap.cli.run``."""
+    arcgap.registry.upload.UPLOAD_CHUNK_BYTES, arcgap.registry.ranged.RangedOptions,
+    arcgap.transfer.background.BACKGROUND_MAX_BYTES); a test gives small ones through ``arcgap.cli.run``."""
 
     retry_budget_s: float = 300.0
     stall_s: float = 60.0
@@ -145,6 +145,7 @@ class NetworkOptions:
     retry_base_delay_s: float | None = None  # the first backoff before full jitter
     upload_chunk_bytes: int | None = None  # bytes per PATCH before what the registry says (min/max, 413)
     ranged: RangedOptions | None = None  # when and how a large blob is read in parallel ranges
+    background_max_bytes: int | None = None  # an import holds blobs up to this size to upload them beside the read
 
 
 @dataclass(frozen=True, **_KW)

@@ -305,7 +305,7 @@ def run_registry_import(
                            warn=context.warn) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=o.jobs, reporter=context.reporter,
-                                   dry_run=o.dry_run)
+                                   dry_run=o.dry_run, background_max_bytes=context.network.background_max_bytes)
         if not o.dry_run:
             done = build_receipt(
                 bundle_name=bundle_label(o.bundle), identity=reader.identity, toc=reader.toc,
