@@ -60,7 +60,8 @@ def run(argv: list[str] | None = None, *, network: NetworkOptions | None = None)
     """Run the CLI and return the exit status; every expected failure becomes two lines on stderr.
 
     ``network``: the run's network settings before ``--retry-budget`` / ``--stall-timeout`` apply (None: the
-    defaults); how a caller in the same process (the tests) gives the retry pacing or the upload chunk size."""
+    defaults); how a caller in the same process (a fault test) gives a quick retry pacing, a small upload chunk,
+    the range settings of large blob reads or how large a blob an import holds, without patching globals."""
     try:
         app(args=argv, prog_name="arcgap", standalone_mode=False, obj=network)
         return ExitCode.OK

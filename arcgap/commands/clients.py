@@ -37,7 +37,8 @@ class ClientPool:
         if network.retry_base_delay_s is not None:
             self.retry = dataclasses.replace(self.retry, base_delay_s=network.retry_base_delay_s)
         self.stall = StallPolicy(stall_s=network.stall_s, min_bytes_per_s=network.min_bytes_per_s)
-        self.upload_chunk_bytes = network.upload_chunk_bytes or UPLOAD_CHUNK_BYTES
+        chunk = network.upload_chunk_bytes
+        self.upload_chunk_bytes = UPLOAD_CHUNK_BYTES if chunk is None else chunk
         self.warn = warn
         self.endpoint = endpoint
         self.side = endpoint.role

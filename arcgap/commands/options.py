@@ -134,10 +134,11 @@ class ManifestsNewOptions:
 class NetworkOptions:
     """How long a run keeps at one registry request: the retry budget per request (429/503/5xx/lost
     connections, waits with full jitter) and the stall window (a body slower than ``min_bytes_per_s`` for
-    ``stall_s`` is dropped and resumed). The pacing of those waits and our own size of an upload chunk are
-    no operator's choice: None keeps the registry client's defaults (arcgap.registry.transport.RetryPolicy,
-    arcgap.registry.upload.UPLOAD_CHUNK_BYTES, arcgap.registry.ranged.RangedOptions,
-    arcgap.transfer.background.BACKGROUND_MAX_BYTES); a test gives small ones through ``arcgap.cli.run``."""
+    ``stall_s`` is dropped and resumed). The fields after those are no operator's choice (arcgap learns each
+    registry's upload limits itself): None keeps the defaults where they are defined
+    (arcgap.registry.transport.RetryPolicy, arcgap.registry.upload.UPLOAD_CHUNK_BYTES,
+    arcgap.registry.ranged.RangedOptions, arcgap.transfer.background.BACKGROUND_MAX_BYTES); a fault test gives
+    small ones through ``arcgap.cli.run(argv, network=...)``."""
 
     retry_budget_s: float = 300.0
     stall_s: float = 60.0
