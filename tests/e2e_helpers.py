@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from arcgap.cli import run
+from arcgap.commands.options import NetworkOptions
 
-__all__ = ["run", "arcgap"]
+__all__ = ["run", "arcgap", "QUICK_RETRIES"]
 from devtools.registries import Endpoint
 from devtools.skopeo import inspect_raw
+
+# Waits of 10 ms before full jitter instead of 500 ms: a fault test retries quickly, within the same budget.
+QUICK_RETRIES = NetworkOptions(retry_base_delay_s=0.01)
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,10 @@ class Outcome:
         return [line for line in self.err.splitlines() if line.startswith(("error: ", "hint: "))]
 
 
-def arcgap(capsys: pytest.CaptureFixture[str], *argv: str) -> Outcome:
+def arcgap(capsys: pytest.CaptureFixture[str], *argv: str, network: NetworkOptions | None = None) -> Outcome:
+    """``arcgap ARGV`` in this process; ``network`` gives the run's retry pacing or upload chunk size."""
     capsys.readouterr()
-    code = run(list(argv))
+    code = run(list(argv), network=network)
     captured = capsys.readouterr()
     return Outcome(code, captured.out, captured.err)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from devtools.faultproxy import Fault, FaultProxy
 from devtools.registries import Registry
 from devtools.synth import SmallSet
-from tests.e2e_helpers import arcgap, oracle_digest
+from tests.e2e_helpers import QUICK_RETRIES, arcgap, oracle_digest
 from tests.test_e2e_roundtrip import ROLES, clean_env, export_small  # noqa: F401 (autouse fixture)
 
 
@@ -71,18 +70,13 @@ def test_permanent_errors_are_not_retried(
 
 def test_persistent_503_gives_up_with_a_clear_error(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, proxied: tuple[Registry, FaultProxy], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import arcgap.commands.clients as client_module
-    from arcgap.registry.transport import RetryPolicy
-
-    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.01))
     target, proxy = proxied
     bundle = tmp_path / "g.tar.zst"
     export_small(capsys, synth_small, bundle)
     proxy.faults.append(Fault(r"^HEAD /v2/.*/blobs/", status=503, times=1000))
     res = arcgap(capsys, "import", str(bundle), "--target-registry", proxy.host, "--target-plain-http",
-                 "--target-repository", "arc", "--retry-budget", "2")
+                 "--target-repository", "arc", "--retry-budget", "2", network=QUICK_RETRIES)
     assert res.code == 5, res.err
     assert "503" in res.error_lines[0] and "gave up after" in res.error_lines[0]
     assert res.error_lines[1].startswith("hint: the registry kept failing for the whole retry budget; try again")

@@ -9,15 +9,18 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from arcgap.commands.options import NetworkOptions
 from arcgap.registry.client import CHUNK_BYTES
 from devtools.faultproxy import Fault, FaultProxy
 from devtools.registries import Registry
-from tests.e2e_helpers import arcgap, oracle_digest
+from tests import e2e_helpers
+from tests.e2e_helpers import oracle_digest
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
 
 if TYPE_CHECKING:
@@ -27,12 +30,9 @@ BLOB_COMMIT = r"^PUT /v2/.*/blobs/uploads/"
 UPLOAD_STATUS = r"^GET /v2/.*/blobs/uploads/"
 
 
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.commands.clients as client_module
-    from arcgap.registry.transport import RetryPolicy
-
-    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.02))
+QUICK_RETRIES = NetworkOptions(retry_base_delay_s=0.02)
+SMALL_CHUNKS = NetworkOptions(retry_base_delay_s=0.02, upload_chunk_bytes=512 * 1024)  # 1-3 MiB layers: several PATCHes
+arcgap = functools.partial(e2e_helpers.arcgap, network=QUICK_RETRIES)  # every run here: quick retries
 
 
 @pytest.fixture
@@ -50,15 +50,17 @@ def target(fresh_registry) -> Iterator[tuple[Registry, FaultProxy]]:
     proxy.stop()
 
 
-def export_via(capsys: pytest.CaptureFixture[str], medium: MediumSet, host: str, out: Path, *extra: str):
+def export_via(capsys: pytest.CaptureFixture[str], medium: MediumSet, host: str, out: Path, *extra: str,
+               network: NetworkOptions = QUICK_RETRIES):
     return arcgap(capsys, "export", *medium.names, "--source-registry", host, "--source-plain-http",
                   "--source-repository", medium.repository, "--source-tag", medium.tag, "-o", str(out),
-                  "--no-cache", "-q", *extra)
+                  "--no-cache", "-q", *extra, network=network)
 
 
-def import_via(capsys: pytest.CaptureFixture[str], bundle: Path, host: str, *extra: str):
+def import_via(capsys: pytest.CaptureFixture[str], bundle: Path, host: str, *extra: str,
+               network: NetworkOptions = QUICK_RETRIES):
     return arcgap(capsys, "import", str(bundle), "--target-registry", host, "--target-plain-http",
-                  "--target-repository", "arc", "-q", *extra)
+                  "--target-repository", "arc", "-q", *extra, network=network)
 
 
 def biggest_layer(medium: MediumSet) -> str:
@@ -182,15 +184,6 @@ def test_export_gives_up_on_a_registry_that_keeps_failing(
 # -- import ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Upload in 512 KiB PATCHes, so the 1-3 MiB layers take several."""
-    import arcgap.registry.upload as upload_module
-
-    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 512 * 1024)
-    return 512 * 1024
-
-
 MID_PATCH = {
     # nothing reached the registry: it says where it stands (Range), the chunk goes again
     "reset-before-the-registry-saw-it": Fault(r"^PATCH ", kind="reset", skip=1),
@@ -213,13 +206,13 @@ MID_PATCH = {
 @pytest.mark.parametrize("case", list(MID_PATCH))
 def test_import_survives_a_fault_in_the_middle_of_an_upload(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
-    small_chunks: int, case: str,
+    case: str,
 ) -> None:
     registry, proxy = target
     fault = MID_PATCH[case]
     proxy.faults.append(Fault(fault.pattern, kind=fault.kind, after_bytes=fault.after_bytes, skip=fault.skip,
                               header=fault.header))
-    res = import_via(capsys, bundle, proxy.host, "--json")
+    res = import_via(capsys, bundle, proxy.host, "--json", network=SMALL_CHUNKS)
     assert res.code == 0, res.err
     assert proxy.faults[0].hits == 1
     if case.endswith("reset-before-the-registry-saw-it"):
@@ -235,30 +228,23 @@ def test_import_survives_a_fault_in_the_middle_of_an_upload(
 
 def test_import_cut_in_a_later_chunk_of_a_streamed_blob_stops_cleanly_and_the_rerun_completes(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, bundle: Path, target: tuple[Registry, FaultProxy],
-    small_chunks: int, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Once bytes of a second chunk landed, distribution refuses the location the client holds (its offset is
     signed into ``_state``). A blob streamed from the bundle (too large to hold) cannot be read again from its
     start: a clean stop, then a rerun."""
-    import functools
-
-    import arcgap.transfer.engine as engine_module
-    from arcgap.transfer.background import BackgroundUploads
-
-    # every blob streamed from the bundle, none held in memory
-    monkeypatch.setattr(engine_module, "BackgroundUploads", functools.partial(BackgroundUploads, max_bytes=0))
+    streamed = replace(SMALL_CHUNKS, background_max_bytes=0)  # every blob streamed from the bundle, none held
     registry, proxy = target
     # A chunk after the first (Content-Range not from 0), whichever upload it belongs to: uploads run on
     # several threads, so "the second PATCH" could be another blob's first chunk, which is re-sent.
     proxy.faults.append(Fault(r"^PATCH ", kind="cut_request", after_bytes=100_000, header=("content-range", r"^[1-9]")))
-    res = import_via(capsys, bundle, proxy.host)
+    res = import_via(capsys, bundle, proxy.host, network=streamed)
     assert res.code == 5, res.err
     assert re.fullmatch(r"error: uploading blob sha256:\w+ to [\d.:]+/arc/[\w-]+: the registry lost the upload "
                         r"after \d+ bytes \(404 BLOB_UPLOAD_INVALID\)", res.error_lines[0]), res.error_lines[0]
     assert res.error_lines[1] == ("hint: the registry restarted or the connection broke mid-chunk; run the same "
                                   "command again: blobs already at the target are skipped")
     assert no_tags(registry)
-    res = import_via(capsys, bundle, proxy.host, "--json")
+    res = import_via(capsys, bundle, proxy.host, "--json", network=streamed)
     assert res.code == 0, res.err
     assert_identical_digests(registry, synth_medium)
 

@@ -9,18 +9,19 @@ handful of requests, counted in the proxy's log (and the token server's, through
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from arcgap.commands.options import NetworkOptions
 from devtools.faultproxy import Fault, FaultProxy
 from devtools.registries import Registry
 from devtools.synth import SMALL_SET_ROLES, SmallSet
-from tests.e2e_helpers import arcgap, oracle_digest, source_args
+from tests.e2e_helpers import QUICK_RETRIES, arcgap, oracle_digest, source_args
 from tests.test_e2e_roundtrip import clean_env, export_small  # noqa: F401 (autouse fixture)
 
 RUNS = 10
@@ -38,14 +39,6 @@ LOSSES = {
     "patch": (PATCH, 5),
     "manifest": (MANIFEST_PUT, 3),
 }
-
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.commands.clients as client_module
-    from arcgap.registry.transport import RetryPolicy
-
-    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.01))
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +85,12 @@ def assert_identical(registry: Registry, synth: SmallSet, repository: str, *, or
 
 
 def run_command(capsys: pytest.CaptureFixture[str], command: str, synth: SmallSet, bundle: Path, host: str,
-                repository: str, *extra: str):
+                repository: str, *extra: str, network: NetworkOptions = QUICK_RETRIES):
     target = ["--target-registry", host, "--target-plain-http", "--target-repository", repository]
     if command == "import":
-        return arcgap(capsys, "import", str(bundle), *target, "-q", "--json", *extra)
+        return arcgap(capsys, "import", str(bundle), *target, "-q", "--json", *extra, network=network)
     return arcgap(capsys, "mirror", *names(synth), *source_args(synth.registry), "--source-repository", "synth",
-                  "--source-tag", "v1", *target, "-q", "--json", *extra)
+                  "--source-tag", "v1", *target, "-q", "--json", *extra, network=network)
 
 
 def assert_nothing_blindly_repeated(proxy: FaultProxy) -> None:
@@ -111,19 +104,18 @@ def assert_nothing_blindly_repeated(proxy: FaultProxy) -> None:
 @pytest.mark.parametrize("command", ["import", "mirror"])
 def test_lost_answers_ten_runs_out_of_ten(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, bundle: Path, target: tuple[Registry, FaultProxy],
-    monkeypatch: pytest.MonkeyPatch, command: str,
+    command: str,
 ) -> None:
-    import arcgap.registry.upload as upload_module
-
     registry, proxy = target
-    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", CHUNK)
+    network = replace(QUICK_RETRIES, upload_chunk_bytes=CHUNK)
     for run in range(RUNS):
         proxy.faults[:] = [Fault(pattern, kind="lose_response", every=every, times=ALWAYS)
                            for pattern, every in LOSSES.values()]
         proxy.requests.clear()
         proxy.seen.clear()
         repository = f"{command}{run}"
-        res = run_command(capsys, command, synth_small, bundle, proxy.host, repository, "--jobs", "2")
+        res = run_command(capsys, command, synth_small, bundle, proxy.host, repository, "--jobs", "2",
+                          network=network)
         assert res.code == 0, f"run {run + 1}: {res.err}"
         for lost, fault in zip(LOSSES, proxy.faults):
             assert fault.hits >= 1, f"run {run + 1}: no {lost} answer was lost"

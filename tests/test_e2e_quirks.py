@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from arcgap.commands.options import NetworkOptions
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.transport import TLSOptions
 from devtools.quirkproxy import QuirkProxy
@@ -214,17 +215,15 @@ def test_no_docker_content_digest_on_manifest_answers(
 @pytest.mark.parametrize("style", ["relative", "path-relative", "absolute"])
 def test_upload_locations_relative_and_absolute(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, fresh_registry, proxies: list[QuirkProxy],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style: str,
+    tmp_path: Path, style: str,
 ) -> None:
-    import arcgap.registry.upload as upload_module
-
-    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 256)  # several PATCHes per layer: Locations chain
     bundle = tmp_path / "loc.tar.zst"
     export_small(capsys, synth_small, bundle)
     target: Registry = fresh_registry()
     proxy = proxy_for(target, location=style)
     proxies.append(proxy)
-    res = arcgap(capsys, "import", str(bundle), *at_proxy(proxy, "target"), "--target-repository", "arc")
+    res = arcgap(capsys, "import", str(bundle), *at_proxy(proxy, "target"), "--target-repository", "arc",
+                 network=NetworkOptions(upload_chunk_bytes=256))  # several PATCHes per layer: Locations chain
     assert res.code == 0, res.err
     assert_small_set_at(target, synth_small, "arc")
     assert proxy.count(r"^PATCH /v2/arc/.*/blobs/uploads/") >= 2

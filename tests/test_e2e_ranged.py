@@ -4,15 +4,15 @@ byte for byte, as one stream per blob; a range cut mid-way is asked for again; t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-import arcgap.transfer.registrysource as registrysource
 from arcgap.registry.ranged import RangedOptions
 from devtools.faultproxy import Fault, FaultProxy
-from tests.test_e2e_faults_streams import biggest_layer, export_via, quick_retries  # noqa: F401 (fixture)
+from tests.test_e2e_faults_streams import QUICK_RETRIES, biggest_layer, export_via
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
 
 if TYPE_CHECKING:
@@ -30,17 +30,16 @@ def source(synth_medium: MediumSet) -> Iterator[FaultProxy]:
 
 def test_ranged_export_gives_the_same_bundle_and_survives_a_cut_range(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     layer = biggest_layer(synth_medium)
     reference = tmp_path / "reference.tar.zst"
     assert export_via(capsys, synth_medium, source.host, reference).code == 0
     # Parts of 256 KiB from 1 MiB up, and never the one-stream shortcut loopback would otherwise take.
-    monkeypatch.setattr(registrysource, "RangedOptions", lambda: RangedOptions(
-        threshold_bytes=4 * PART, part_bytes=PART, window=3, ahead=4, slots=6, fast_bytes_per_s=1e15))
+    ranged = RangedOptions(threshold_bytes=4 * PART, part_bytes=PART, window=3, ahead=4, slots=6,
+                           fast_bytes_per_s=1e15)
     source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="cut_response", after_bytes=100_000, times=1))
     out = tmp_path / "ranged.tar.zst"
-    res = export_via(capsys, synth_medium, source.host, out)
+    res = export_via(capsys, synth_medium, source.host, out, network=replace(QUICK_RETRIES, ranged=ranged))
     assert res.code == 0, res.err
     source.wait_idle()
     ranges = [r.headers.get("range") for r in source.matching(rf"^GET /v2/.*/blobs/{layer}$")]

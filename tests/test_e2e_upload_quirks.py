@@ -10,19 +10,20 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from arcgap.commands.options import NetworkOptions
 from devtools.faultproxy import Fault, FaultProxy
 from devtools.registries import Registry
 from devtools.synth import SmallSet
-from tests.e2e_helpers import arcgap, oracle_digest
+from tests.e2e_helpers import QUICK_RETRIES, arcgap, oracle_digest
 from tests.test_e2e_lost_answers import ALWAYS, BLOB_COMMIT, PATCH, assert_identical, run_command
 from tests.test_e2e_lost_answers import bundle as small_bundle  # noqa: F401 (module fixture)
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
 MOUNT = r"^POST /v2/.*/blobs/uploads/\?.*mount="
 PLAIN_POST = r"^POST /v2/.*/blobs/uploads/$"
 MiB = 1 << 20
-
-
-@pytest.fixture(autouse=True)
-def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import arcgap.commands.clients as client_module
-    from arcgap.registry.transport import RetryPolicy
-
-    monkeypatch.setattr(client_module, "RetryPolicy", functools.partial(RetryPolicy, base_delay_s=0.01))
 
 
 @pytest.fixture
@@ -63,13 +56,14 @@ def medium_bundle(tmp_path_factory: pytest.TempPathFactory, synth_medium: Medium
     return out
 
 
-def move_medium(capsys: pytest.CaptureFixture[str], command: str, medium: MediumSet, bundle: Path, host: str):
+def move_medium(capsys: pytest.CaptureFixture[str], command: str, medium: MediumSet, bundle: Path, host: str, *,
+                network: NetworkOptions = QUICK_RETRIES):
     target = ["--target-registry", host, "--target-plain-http", "--target-repository", "arc", "-q", "--json"]
     if command == "import":
-        return arcgap(capsys, "import", str(bundle), *target)
+        return arcgap(capsys, "import", str(bundle), *target, network=network)
     return arcgap(capsys, "mirror", *medium.names, "--source-registry", medium.registry.host,
                   "--source-plain-http", "--source-repository", medium.repository, "--source-tag", medium.tag,
-                  *target)
+                  *target, network=network)
 
 
 def assert_medium_identical(registry: Registry, medium: MediumSet) -> None:
@@ -107,18 +101,16 @@ def test_a_mount_answered_with_a_fresh_session_is_uploaded_into_it(
 
 def test_oci_chunk_min_length_is_honoured(
     capsys: pytest.CaptureFixture[str], synth_small: SmallSet, small_bundle: Path,  # noqa: F811
-    target: tuple[Registry, FaultProxy], monkeypatch: pytest.MonkeyPatch,
+    target: tuple[Registry, FaultProxy],
 ) -> None:
-    import arcgap.registry.upload as upload_module
-
     registry, proxy = target
-    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 256)  # our own preference: far below the minimum
+    network = replace(QUICK_RETRIES, upload_chunk_bytes=256)  # our own preference: far below the minimum
     proxy.faults += [
         Fault(r"^POST /v2/.*/blobs/uploads/", kind="headers", response_headers={"oci-chunk-min-length": "1024"},
               times=ALWAYS),
         Fault(PATCH, status=416, body_under=1024, times=ALWAYS),  # a registry that enforces its minimum
     ]
-    res = run_command(capsys, "import", synth_small, small_bundle, proxy.host, "arc")
+    res = run_command(capsys, "import", synth_small, small_bundle, proxy.host, "arc", network=network)
     assert res.code == 0, res.err
     proxy.wait_idle()
     assert proxy.faults[1].hits == 0, "a PATCH below OCI-Chunk-Min-Length was sent"
@@ -151,14 +143,12 @@ def test_a_registry_that_refuses_large_requests_gets_smaller_chunks(
 @pytest.mark.parametrize("command", ["import", "mirror"])
 def test_a_registry_without_chunked_upload_gets_one_put_per_blob(
     capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, medium_bundle: Path,
-    target: tuple[Registry, FaultProxy], monkeypatch: pytest.MonkeyPatch, command: str, status: int,
+    target: tuple[Registry, FaultProxy], command: str, status: int,
 ) -> None:
-    import arcgap.registry.upload as upload_module
-
     registry, proxy = target
-    monkeypatch.setattr(upload_module, "UPLOAD_CHUNK_BYTES", 512 * 1024)  # 1-3 MiB layers would take PATCHes
+    network = replace(QUICK_RETRIES, upload_chunk_bytes=512 * 1024)  # 1-3 MiB layers would take PATCHes
     proxy.faults.append(Fault(PATCH, status=status, times=ALWAYS))
-    res = move_medium(capsys, command, synth_medium, medium_bundle, proxy.host)
+    res = move_medium(capsys, command, synth_medium, medium_bundle, proxy.host, network=network)
     assert res.code == 0, res.err
     proxy.wait_idle()
     assert 1 <= proxy.count(PATCH) <= 4  # the uploads already under way when the first refusal came

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
 import arcgap.registry.upload as upload
 from arcgap.registry.upload import UploadTraits, _Window
@@ -44,9 +43,8 @@ def test_window_drain_reads_the_source_to_its_end() -> None:
     assert seen == [b"a", b"b", b"c"] and window.read == 3
 
 
-def test_traits_chunk_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(upload, "UPLOAD_CHUNK_BYTES", 16 << 20)
-    traits = UploadTraits()
+def test_traits_chunk_sizes() -> None:
+    traits = UploadTraits(preferred_chunk=16 << 20)
     assert traits.chunk_bytes() == 16 << 20
     traits.learn(httpx.Headers({"OCI-Chunk-Max-Length": str(8 << 20)}))
     assert traits.chunk_bytes() == 8 << 20

@@ -102,12 +102,11 @@ def test_requirements_are_read_from_metadata(dest: Path) -> None:
     assert [str(r) for r in wheel_requirements(dest / ROOT)][0] == "dep-a>=1"
 
 
-def test_a_windows_exporter_is_told_to_name_the_linux_target(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_windows_exporter_is_told_to_name_the_linux_target() -> None:
     from arcgap.installer import wheelhouse
 
-    monkeypatch.setattr(wheelhouse.sys, "platform", "win32")
     native = wheelhouse.targets_for([], [])
-    assert "--installer-platform manylinux2014_x86_64" in words(wheelhouse.foreign_host_warning(native) or "")
-    assert wheelhouse.foreign_host_warning(wheelhouse.targets_for(["manylinux2014_x86_64"], [])) is None
-    monkeypatch.setattr(wheelhouse.sys, "platform", "linux")
-    assert wheelhouse.foreign_host_warning(native) is None
+    warning = wheelhouse.foreign_host_warning(native, host="win32")
+    assert "--installer-platform manylinux2014_x86_64" in words(warning or "")
+    assert wheelhouse.foreign_host_warning(wheelhouse.targets_for(["manylinux2014_x86_64"], []), host="win32") is None
+    assert wheelhouse.foreign_host_warning(native, host="linux") is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -26,6 +27,9 @@ from arcgap.cli.common import app, stop_progress
 from arcgap.cli.hints import hint_for, words
 from arcgap.errors import ArcgapError, ExitCode
 from arcgap.util.safetext import safe
+
+if TYPE_CHECKING:
+    from arcgap.commands.options import NetworkOptions
 
 __all__ = ["app", "main", "run"]
 
@@ -52,10 +56,14 @@ def _fail(message: str, hint: str, code: int) -> int:
     return code
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit status; every expected failure becomes two lines on stderr."""
+def run(argv: list[str] | None = None, *, network: NetworkOptions | None = None) -> int:
+    """Run the CLI and return the exit status; every expected failure becomes two lines on stderr.
+
+    ``network``: the run's network settings before ``--retry-budget`` / ``--stall-timeout`` apply (None: the
+    defaults); how a caller in the same process (a fault test) gives a quick retry pacing, a small upload chunk,
+    the range settings of large blob reads or how large a blob an import holds, without patching globals."""
     try:
-        app(args=argv, prog_name="arcgap", standalone_mode=False)
+        app(args=argv, prog_name="arcgap", standalone_mode=False, obj=network)
         return ExitCode.OK
     except ArcgapError as exc:
         return _fail(exc.message, hint_for(exc), exc.exit_code)

@@ -7,11 +7,16 @@ import getpass
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
+
+try:  # typer >= 0.22 vendors click as typer._click; older releases use click itself
+    from typer._click.globals import get_current_context  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import get_current_context
 
 from arcgap import __version__
 from arcgap.cli.hints import words
@@ -127,14 +132,18 @@ def emit(result: dict[str, Any], as_json: bool, human: Callable[[], None]) -> No
 def run_context(*, no_input: bool, quiet: bool = False, retry_budget: float | None = None,
                 stall_timeout: float | None = None) -> RunContext:
     """Prompts only on a terminal and without ``--no-input``; the reporter of ``--quiet`` or not; the retry
-    budget and stall window of the commands that have those options (None: the defaults)."""
+    budget and stall window of the commands that have those options (None: the run's, which
+    :func:`arcgap.cli.run` may be given, else the defaults)."""
     from arcgap.commands.options import NetworkOptions, RunContext
 
     asking = not no_input and interactive()
-    defaults = NetworkOptions()
-    network = NetworkOptions(
-        retry_budget_s=defaults.retry_budget_s if retry_budget is None else retry_budget,
-        stall_s=defaults.stall_s if stall_timeout is None else stall_timeout)
+    ctx = get_current_context(silent=True)
+    given = ctx.find_root().obj if ctx is not None else None
+    network = given if isinstance(given, NetworkOptions) else NetworkOptions()
+    if retry_budget is not None:
+        network = replace(network, retry_budget_s=retry_budget)
+    if stall_timeout is not None:
+        network = replace(network, stall_s=stall_timeout)
     return RunContext(prompt=prompt if asking else None, secret_prompt=secret_prompt if asking else None,
                       reporter=reporter_for(quiet), network=network)
 

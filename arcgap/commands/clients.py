@@ -3,6 +3,7 @@ registry's neutral error back to the side whose client raised it (the command li
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from arcgap.errors import ArcgapError, UsageError, option
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.credentials import Credentials, lookup_credentials
 from arcgap.registry.transport import RetryPolicy, StallPolicy, TLSOptions
+from arcgap.registry.upload import UPLOAD_CHUNK_BYTES
 
 
 def _credentials(endpoint: Endpoint, registry: str, environ: Mapping[str, str]) -> Credentials | None:
@@ -32,7 +34,11 @@ class ClientPool:
     ) -> None:
         network = network or NetworkOptions()
         self.retry = RetryPolicy(budget_s=network.retry_budget_s)
+        if network.retry_base_delay_s is not None:
+            self.retry = dataclasses.replace(self.retry, base_delay_s=network.retry_base_delay_s)
         self.stall = StallPolicy(stall_s=network.stall_s, min_bytes_per_s=network.min_bytes_per_s)
+        chunk = network.upload_chunk_bytes
+        self.upload_chunk_bytes = UPLOAD_CHUNK_BYTES if chunk is None else chunk
         self.warn = warn
         self.endpoint = endpoint
         self.side = endpoint.role
@@ -55,6 +61,7 @@ class ClientPool:
                     max_connections=self.max_connections,
                     retry=self.retry,
                     stall=self.stall,
+                    upload_chunk_bytes=self.upload_chunk_bytes,
                     warn=self.warn,
                 )
                 self._clients[registry] = client

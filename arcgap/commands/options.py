@@ -17,6 +17,7 @@ from arcgap.util.secret import Secret
 
 if TYPE_CHECKING:
     from arcgap.installer.wheelhouse import Target
+    from arcgap.registry.ranged import RangedOptions
 
 Prompt = Callable[[str, Optional[str]], str]  # (label, default) → answer
 SecretPrompt = Callable[[str], str]
@@ -133,11 +134,19 @@ class ManifestsNewOptions:
 class NetworkOptions:
     """How long a run keeps at one registry request: the retry budget per request (429/503/5xx/lost
     connections, waits with full jitter) and the stall window (a body slower than ``min_bytes_per_s`` for
-    ``stall_s`` is dropped and resumed)."""
+    ``stall_s`` is dropped and resumed). The fields after those are no operator's choice (arcgap learns each
+    registry's upload limits itself): None keeps the defaults where they are defined
+    (arcgap.registry.transport.RetryPolicy, arcgap.registry.upload.UPLOAD_CHUNK_BYTES,
+    arcgap.registry.ranged.RangedOptions, arcgap.transfer.background.BACKGROUND_MAX_BYTES); a fault test gives
+    small ones through ``arcgap.cli.run(argv, network=...)``."""
 
     retry_budget_s: float = 300.0
     stall_s: float = 60.0
     min_bytes_per_s: int = 1024
+    retry_base_delay_s: float | None = None  # the first backoff before full jitter
+    upload_chunk_bytes: int | None = None  # bytes per PATCH before what the registry says (min/max, 413)
+    ranged: RangedOptions | None = None  # when and how a large blob is read in parallel ranges
+    background_max_bytes: int | None = None  # an import holds blobs up to this size to upload them beside the read
 
 
 @dataclass(frozen=True, **_KW)

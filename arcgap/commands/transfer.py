@@ -253,7 +253,7 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
                 pool, wanted, output=out, skipped_images=skipped_record(skipped),
                 source_registry=endpoint.registry, source_repository=endpoint.repository,
                 jobs=o.jobs, platform=o.platform, reporter=reporter, cache=cache, bases=bases, releases=releases,
-                referrers=ReferrerOptions(o.referrers, frozenset(o.referrers_types)),
+                referrers=ReferrerOptions(o.referrers, frozenset(o.referrers_types)), ranged=context.network.ranged,
             )
         if staged is not None:
             result = replace(result, installer=staged.publish().to_dict())
@@ -305,7 +305,7 @@ def run_registry_import(
                            warn=context.warn) as pool:
             result = import_bundle(reader, pool(endpoint.registry), target_repository=endpoint.repository,
                                    target_tag=endpoint.tag, jobs=o.jobs, reporter=context.reporter,
-                                   dry_run=o.dry_run)
+                                   dry_run=o.dry_run, background_max_bytes=context.network.background_max_bytes)
         if not o.dry_run:
             done = build_receipt(
                 bundle_name=bundle_label(o.bundle), identity=reader.identity, toc=reader.toc,
@@ -342,7 +342,8 @@ def run_mirror(
                                     jobs=o.jobs, skip_missing=False)
         return mirror_images(sources, targets(dst.registry), wanted, source_registry=src.registry,
                              source_repository=src.repository, target_repository=dst.repository,
-                             target_tag=dst.tag, jobs=o.jobs, reporter=reporter, dry_run=o.dry_run)
+                             target_tag=dst.tag, jobs=o.jobs, reporter=reporter, dry_run=o.dry_run,
+                             ranged=context.network.ranged)
 
 
 def chain_request(options: ExportOptions) -> ChainRequest | None:

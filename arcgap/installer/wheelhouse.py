@@ -283,9 +283,10 @@ def pip_error(done: subprocess.CompletedProcess[str], what: str) -> ArcgapError:
     return RegistryError(message, hint="run the same 'pip download' by hand to see everything it says")
 
 
-def foreign_host_warning(targets: Sequence[Target]) -> str | None:
-    """A warning when the installer targets this machine and this machine is not Linux (a Windows laptop)."""
-    if sys.platform.startswith("linux") or all(t.platform is not None for t in targets):
+def foreign_host_warning(targets: Sequence[Target], *, host: str | None = None) -> str | None:
+    """A warning when the installer targets this machine and this machine is not Linux (a Windows laptop);
+    ``host``: this machine's ``sys.platform`` (None: asked)."""
+    if (host or sys.platform).startswith("linux") or all(t.platform is not None for t in targets):
         return None
     return (f"the installer holds wheels for this machine ({host_platform_tag()}); for a Linux far side pass "
             f"{option('installer_platform')} manylinux2014_x86_64 (or _aarch64) and {option('installer_python')} X.Y")

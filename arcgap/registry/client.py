@@ -36,7 +36,7 @@ from arcgap.registry.bodyread import RateWatch, Stalled, body_chunks, watch_body
 from arcgap.registry.credentials import Credentials
 from arcgap.registry.tlscause import EXPIRED, NOT_YET_VALID, OTHER_NAME, cause_of, verify_error
 from arcgap.registry.transport import HostGate, RetryPolicy, StallPolicy, TLSOptions, make_http_client
-from arcgap.registry.upload import NOT_ACTED, BlobUpload, Body, UploadTraits, storage_full
+from arcgap.registry.upload import NOT_ACTED, UPLOAD_CHUNK_BYTES, BlobUpload, Body, UploadTraits, storage_full
 from arcgap.registry.uploadwatch import WATCHDOG, UploadWatch, WatchedBody
 
 _T = TypeVar("_T")
@@ -92,6 +92,7 @@ class RegistryClient:
         retry: RetryPolicy | None = None,
         max_connections: int = 8,
         stall: StallPolicy | None = None,
+        upload_chunk_bytes: int = UPLOAD_CHUNK_BYTES,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.registry = registry
@@ -112,7 +113,8 @@ class RegistryClient:
         self._ping_lock = threading.Lock()  # one GET /v2/ per client, whichever worker comes first
         self._ping_error: ArcgapError | None = None
         self._unsure_heads = 0  # HEADs of blobs answered 500, taken as missing (said once)
-        self.upload_traits = UploadTraits()  # what the registry said about uploads, for every later upload
+        # what the registry said about uploads, for every later upload
+        self.upload_traits = UploadTraits(preferred_chunk=upload_chunk_bytes)
         self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
         self._offered_lock = threading.Lock()
         # A client that pushes asks for pull,push even to read, so one cached token serves every request.

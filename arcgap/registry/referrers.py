@@ -9,7 +9,7 @@ Three ways, asked in this order (:func:`list_referrers`):
 - the legacy cosign tags ``sha256-<hex>.sig``, ``.att``, ``.sbom`` (no ``subject``; found by name only).
 
 Which of those tags exist is answered by one tag list of the repository (:func:`tag_set`, every page) when the
-registry gives one; only a registry refusing to list tags is asked about each tag of each digest.
+registry gives one; only a registry refusing to list tags is asked about each tag of each digest (one GET each).
 
 Every manifest is fetched by digest through :meth:`RegistryClient.get_manifest`, which checks its digest.
 """
@@ -148,18 +148,14 @@ def tag_set(client: RegistryClient, repository: str) -> frozenset[str] | None:
 def tagged_manifest(client: RegistryClient, repository: str, tag: str,
                     tags: frozenset[str] | None = None) -> FetchedManifest | None:
     """The manifest ``tag`` points at, or None when there is no such tag. ``tags``: the repository's tag list
-    (None: unknown, so the registry is asked with a HEAD); a listed tag gone since is no tag."""
-    if tags is None:
-        if client.head_manifest(repository, tag) is None:
-            return None
-    elif tag not in tags:
+    (None: unknown, so the registry is asked); a listed tag gone since is no tag. One GET either way: its 404
+    says as much as a HEAD's would, and a tag that exists needs no second request."""
+    if tags is not None and tag not in tags:
         return None
     try:
         return client.get_manifest(repository, tag)
     except NotFoundError:
-        if tags is None:
-            raise
-        return None  # deleted between the tag list and this request
+        return None  # no such tag (or deleted between the tag list and this request)
 
 
 def fallback_index(client: RegistryClient, repository: str, digest: Digest,

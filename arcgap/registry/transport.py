@@ -8,6 +8,7 @@ import random
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,8 @@ class RetryPolicy:
     egress spikes). Waits use full jitter (a uniform draw up to the exponential backoff, AWS's "full
     jitter"), so throttled workers do not wake together; a ``Retry-After`` (capped at ``max_delay_s``) is the
     least wait, with jitter on top. ``rng`` may be injected (a seeded ``random.Random``) to make waits
-    deterministic in tests. A refused connection gets ``connect_attempts`` tries only: a dead host is not
+    deterministic in tests, and ``monotonic`` (the clock the budget is measured by) to spend it without
+    waiting. A refused connection gets ``connect_attempts`` tries only: a dead host is not
     waited on for minutes.
     """
 
@@ -51,6 +53,7 @@ class RetryPolicy:
     connect_attempts: int = 3
     statuses: frozenset[int] = field(default=RETRY_STATUSES)
     rng: random.Random | None = field(default=None, compare=False, repr=False)
+    monotonic: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """The wait before try ``attempt + 1``: full jitter on the backoff, at least a capped ``Retry-After``."""
@@ -96,17 +99,17 @@ class RetryClock:
         self.policy = policy
         self.stop = stop or threading.Event()
         self.tries = 0
-        self.started = time.monotonic()
+        self.started = policy.monotonic()
         self.deadline = self.started + policy.budget_s
 
     @property
     def spent_s(self) -> float:
-        return time.monotonic() - self.started
+        return self.policy.monotonic() - self.started
 
     def wait(self, retry_after: str | None = None) -> bool:
         """Sleep before the next try and return True; False (no sleep) once the budget is spent."""
         self.tries += 1
-        remaining = self.deadline - time.monotonic()
+        remaining = self.deadline - self.policy.monotonic()
         if self.stop.is_set():
             return False
         if remaining <= 0:

@@ -118,8 +118,10 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
 
 @dataclass
 class UploadTraits:
-    """What one registry said about uploads, learnt once and used by every later upload. Thread-safe."""
+    """What one registry said about uploads, learnt once and used by every later upload. Thread-safe.
+    ``preferred_chunk`` is our own size per PATCH, before what the registry said."""
 
+    preferred_chunk: int = UPLOAD_CHUNK_BYTES
     min_chunk: int = 0  # OCI-Chunk-Min-Length
     max_request: int | None = None  # OCI-Chunk-Max-Length, or below the smallest request refused with 413
     chunked: bool = True  # False once a PATCH was refused with 405/501
@@ -129,7 +131,7 @@ class UploadTraits:
         """Bytes per PATCH, or None: send the rest of the blob in one streamed PUT."""
         if not self.chunked:
             return None
-        size = UPLOAD_CHUNK_BYTES
+        size = self.preferred_chunk
         if self.max_request is not None:
             size = min(size, self.max_request)
         size = max(size, self.min_chunk)  # the registry's minimum wins over our preference

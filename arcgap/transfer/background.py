@@ -32,9 +32,9 @@ def background_slots(jobs: int) -> int:
 class BackgroundUploads:
     """``with BackgroundUploads(upload) as b: b.place(entry, repos, chunks)``; leaving waits for every upload."""
 
-    def __init__(self, upload: Upload, *, slots: int = BACKGROUND_SLOTS, max_bytes: int = BACKGROUND_MAX_BYTES) -> None:
+    def __init__(self, upload: Upload, *, slots: int = BACKGROUND_SLOTS, max_bytes: int | None = None) -> None:
         self._upload = upload
-        self._max_bytes = max_bytes
+        self._max_bytes = BACKGROUND_MAX_BYTES if max_bytes is None else max_bytes  # 0: every blob streamed
         self._slots = threading.Semaphore(slots)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="arcgap-upload")
         self._futures: list[Future[None]] = []

@@ -41,6 +41,7 @@ class CopyOptions:
     dry_run: bool = False  # plan, ask the sink, report; change nothing
     label: str = "copying"  # the progress line, e.g. "importing into 10.0.0.5:5000"
     where: str = ""  # the target named in hints, registry/repository
+    background_max_bytes: int | None = None  # blobs held to upload beside a sequential read (None: the default)
 
 
 def copy_images(source: Source, sink: Sink, targets: Sequence[TargetImage], tally: TallyT, *,
@@ -259,7 +260,8 @@ class _Copy:
         """Sequential source: read every blob once, in order; each blob sent while the stream moves on."""
         stream = self.source.stream(self._meter)
         try:
-            with BackgroundUploads(self._upload_read, slots=background_slots(self.options.jobs)) as background:
+            with BackgroundUploads(self._upload_read, slots=background_slots(self.options.jobs),
+                                   max_bytes=self.options.background_max_bytes) as background:
                 for entry, chunks in stream:
                     missing = self._decide(entry.digest)
                     if not missing:

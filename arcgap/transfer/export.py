@@ -37,6 +37,7 @@ from arcgap.util.progress import Reporter
 
 if TYPE_CHECKING:
     from arcgap.bundle.signing import Signer
+    from arcgap.registry.ranged import RangedOptions
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,10 @@ def export_bundle(
     skipped_images: Sequence[Mapping[str, str]] = (),
     releases: Sequence[str] = (),
     referrers: ReferrerOptions = ReferrerOptions(),  # noqa: B008 - frozen
+    ranged: RangedOptions | None = None,
 ) -> ExportResult:
-    """Resolve ``wanted``, plan, and copy every blob into ``output`` (a bundle, a layout directory)."""
+    """Resolve ``wanted``, plan, and copy every blob into ``output`` (a bundle, a layout directory); ``ranged``:
+    how large blobs are read in parallel ranges (None: the defaults)."""
     reporter = reporter or Reporter()
     t0 = time.monotonic()
     for registry in dict.fromkeys(w.reference.registry for w in wanted):
@@ -169,7 +172,7 @@ def export_bundle(
     if len(releases) > 1:  # an upgrade chain: arcgap.yaml names its releases, oldest first
         toc = with_releases(toc, releases)
     finishing = _images_finished_by(plan.toc, plan.image_blobs)
-    source = RegistrySource(replace(plan, toc=toc), resolved, client_for, cache=cache, jobs=jobs)
+    source = RegistrySource(replace(plan, toc=toc), resolved, client_for, cache=cache, jobs=jobs, ranged=ranged)
 
     def done(digest: Digest) -> None:
         for name in finishing.get(digest, ()):

@@ -28,12 +28,15 @@ def import_bundle(
     jobs: int = DEFAULT_JOBS,
     reporter: Reporter | None = None,
     dry_run: bool = False,
+    background_max_bytes: int | None = None,
 ) -> ImportResult:
+    """Copy the bundle's images into ``client``; blobs up to ``background_max_bytes`` (None: the default) are
+    held and uploaded beside the read."""
     reporter = reporter or Reporter()
     targets = map_targets(reader.toc, registry=client.registry, repository=target_repository, tag=target_tag)
     client.ping()
     options = CopyOptions(jobs=jobs, dry_run=dry_run, label=f"importing into {client.registry}",
-                          where=f"{client.registry}/{target_repository}")
+                          where=f"{client.registry}/{target_repository}", background_max_bytes=background_max_bytes)
     result, _ = copy_images(BundleSource(reader), client, targets, ImportResult(dry_run=dry_run), options=options,
                             reporter=reporter)
     if dry_run:

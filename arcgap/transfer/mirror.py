@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arcgap.registry.client import RegistryClient
+from arcgap.registry.ranged import RangedOptions
 from arcgap.registry.resolve import Wanted, resolve_all
 from arcgap.transfer.engine import CopyOptions, copy_images
 from arcgap.transfer.plan import build_plan, map_targets
@@ -54,8 +55,10 @@ def mirror_images(
     reporter: Reporter | None = None,
     dry_run: bool = False,
     referrers: ReferrerOptions = ReferrerOptions(),  # noqa: B008 - frozen
+    ranged: RangedOptions | None = None,
 ) -> MirrorResult:
-    """Resolve every image at the source (a missing one stops the run before the target is touched), then copy."""
+    """Resolve every image at the source (a missing one stops the run before the target is touched), then copy;
+    ``ranged``: how large blobs are read in parallel ranges (None: the defaults)."""
     reporter = reporter or Reporter()
     for registry in dict.fromkeys(w.reference.registry for w in wanted):
         source_for(registry).ping()
@@ -70,8 +73,8 @@ def mirror_images(
                           where=f"{client.registry}/{target_repository}")
     result = MirrorResult(dry_run=dry_run, source=f"{source_registry}/{source_repository}",
                           target=f"{client.registry}/{target_repository}")
-    copy_images(RegistrySource(plan, resolved, source_for, jobs=jobs), client, targets, result, options=options,
-                reporter=reporter)
+    copy_images(RegistrySource(plan, resolved, source_for, jobs=jobs, ranged=ranged), client, targets, result,
+                options=options, reporter=reporter)
     result.image_digests = {t.entry.source: str(t.entry.digest) for t in targets}
     if dry_run:
         reporter.phase(

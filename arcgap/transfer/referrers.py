@@ -4,7 +4,8 @@ Pure orchestration over :mod:`arcgap.registry.referrers`: breadth first from the
 and each index child), each subject asked once, to ``MAX_DEPTH`` levels (a signature on an SBOM on an image is
 two). The registry is probed once a run: after the first subject whose API call answers 404, the rest go
 straight to the fallback tag. Each repository's tags are listed once (every page), so only the fallback and
-legacy cosign tags that exist are fetched (a registry that refuses the list is asked tag by tag). ``types``
+legacy cosign tags that exist are fetched; a registry that refuses the list (401/403/404) is asked tag by tag,
+and its refusal is remembered for the run, so its other repositories do not ask for a list again. ``types``
 keeps only referrers of those artifact types (legacy cosign tags carry no type and are always kept); a dropped
 referrer's own referrers are not asked (their subject would not be carried).
 """
@@ -134,22 +135,42 @@ def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: S
 
 
 class _TagLists:
-    """Each repository's tag list, asked once a run however many images (and threads) want it."""
+    """Each repository's tag list, asked once a run however many images (and threads) want it. Until one answer
+    says whether a registry lists tags, its repositories ask in turn; once it refused (401/403/404), none of them
+    asks again (None: ask tag by tag)."""
 
     def __init__(self, client_for: Callable[[str], RegistryClient]) -> None:
         self.client_for = client_for
         self.lock = threading.Lock()
         self.locks: dict[tuple[str, str], threading.Lock] = {}
+        self.firsts: dict[str, threading.Lock] = {}  # held by the asker while a registry's answer is unknown
         self.lists: dict[tuple[str, str], frozenset[str] | None] = {}
+        self.listing: set[str] = set()  # registries that gave a tag list
+        self.refused: set[str] = set()  # registries that refused one
 
     def get(self, registry: str, repository: str) -> frozenset[str] | None:
         key = (registry, repository)
         with self.lock:
+            first = self.firsts.setdefault(registry, threading.Lock())
             lock = self.locks.setdefault(key, threading.Lock())
+            known = registry in self.listing
+        if known:
+            return self._get(registry, key, lock)
+        with first:
+            return self._get(registry, key, lock)
+
+    def _get(self, registry: str, key: tuple[str, str], lock: threading.Lock) -> frozenset[str] | None:
         with lock:
-            if key not in self.lists:
-                self.lists[key] = tag_set(self.client_for(registry), repository)
-            return self.lists[key]
+            with self.lock:
+                if registry in self.refused:
+                    return None
+                if key in self.lists:
+                    return self.lists[key]
+            listed = tag_set(self.client_for(registry), key[1])
+            with self.lock:
+                self.lists[key] = listed
+                (self.listing if listed is not None else self.refused).add(registry)
+            return listed
 
 
 def add_to_plan(plan: ExportPlan, resolved: Sequence[ResolvedImage], found: Mapping[str, Discovery]) -> ExportPlan:
