@@ -90,10 +90,11 @@ def test_the_first_real_failure_is_raised_not_a_skipped_item() -> None:
 
 
 def test_lookups_run_several_per_job_within_a_cap() -> None:
-    assert parallel.lookup_jobs(1) == parallel.LOOKUPS_PER_JOB
+    assert parallel.lookup_jobs(1) == 1  # --jobs 1: one request at a time, everywhere
+    assert parallel.lookup_jobs(2) == 2 * parallel.LOOKUPS_PER_JOB
     assert parallel.lookup_jobs(4) == 4 * parallel.LOOKUPS_PER_JOB
     assert parallel.lookup_jobs(100) == parallel.MAX_LOOKUPS
-    assert parallel.lookup_jobs(0) >= 1
+    assert parallel.lookup_jobs(0) == 1
 
 
 def test_the_check_at_the_source_asks_lookup_jobs_at_once() -> None:

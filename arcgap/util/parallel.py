@@ -25,8 +25,11 @@ MAX_LOOKUPS = 32
 
 def lookup_jobs(jobs: int) -> int:
     """Look-ups in flight at once for ``jobs`` copies: ``LOOKUPS_PER_JOB`` each, at most ``MAX_LOOKUPS`` (a
-    registry that throttles still slows them all: the per-host gate)."""
-    return max(1, min(MAX_LOOKUPS, jobs * LOOKUPS_PER_JOB))
+    registry that throttles still slows them all: the per-host gate). ``--jobs 1`` stays one request at a time
+    everywhere: it is what an operator asks of a registry that cannot take more."""
+    if jobs <= 1:
+        return 1
+    return min(MAX_LOOKUPS, jobs * LOOKUPS_PER_JOB)
 
 
 class _NotStarted(Exception):
