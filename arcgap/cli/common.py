@@ -21,6 +21,12 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from arcgap import __version__
 from arcgap.cli.hints import words
 from arcgap.errors import UsageError
+from arcgap.registry.transport import (
+    DEFAULT_MIN_BYTES_PER_S,
+    DEFAULT_RETRY_BUDGET_S,
+    DEFAULT_STALL_S,
+    MAX_RETRY_AFTER_S,
+)
 from arcgap.util.progress import PlainReporter, Reporter, RichReporter
 from arcgap.util.secret import Secret
 
@@ -184,13 +190,14 @@ ACCEPT_PARTIAL_SIGNATURE_OPTION = typer.Option(
     "whose signature covers arcgap.yaml only, not oci-layout, index.json and manifest.json.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
 RETRY_BUDGET_OPTION = typer.Option(
-    300.0, "--retry-budget", metavar="SECONDS", min=0.0,
+    DEFAULT_RETRY_BUDGET_S, "--retry-budget", metavar="SECONDS", min=0.0,
     help="How long one registry request keeps being retried after 429, 5xx or a lost connection (waits with "
-         "jitter, Retry-After honoured up to 30 s); a throttling registry also gets fewer requests at once.")
+         f"jitter, Retry-After honoured up to {MAX_RETRY_AFTER_S:.0f} s); a throttling registry also gets fewer "
+         "requests at once.")
 STALL_TIMEOUT_OPTION = typer.Option(
-    60.0, "--stall-timeout", metavar="SECONDS", min=1.0,
-    help="A transfer that moves less than 1 KiB/s for this long (a stall or a trickle) is dropped and resumed "
-         "from the bytes already held.")
+    DEFAULT_STALL_S, "--stall-timeout", metavar="SECONDS", min=1.0,
+    help=f"A transfer that moves less than {DEFAULT_MIN_BYTES_PER_S // 1024} KiB/s for this long (a stall or a "
+         "trickle) is dropped and resumed from the bytes already held.")
 
 # The five values of each side (seed procedure: SOURCE_/TARGET_DOCKER_*; the password is never an option) and
 # the transport of each side, shared by every command that talks to that side.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
+from arcgap.registry.transport import DEFAULT_MIN_BYTES_PER_S, DEFAULT_RETRY_BUDGET_S, DEFAULT_STALL_S
 from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import Reporter
 from arcgap.util.secret import Secret
@@ -140,9 +141,9 @@ class NetworkOptions:
     arcgap.registry.ranged.RangedOptions, arcgap.transfer.background.BACKGROUND_MAX_BYTES); a fault test gives
     small ones through ``arcgap.cli.run(argv, network=...)``."""
 
-    retry_budget_s: float = 300.0
-    stall_s: float = 60.0
-    min_bytes_per_s: int = 1024
+    retry_budget_s: float = DEFAULT_RETRY_BUDGET_S
+    stall_s: float = DEFAULT_STALL_S
+    min_bytes_per_s: int = DEFAULT_MIN_BYTES_PER_S
     retry_base_delay_s: float | None = None  # the first backoff before full jitter
     upload_chunk_bytes: int | None = None  # bytes per PATCH before what the registry says (min/max, 413)
     ranged: RangedOptions | None = None  # when and how a large blob is read in parallel ranges

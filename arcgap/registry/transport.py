@@ -34,6 +34,14 @@ class TLSOptions:
         return "http" if self.plain_http else "https"
 
 
+# The defaults of the two transport settings an operator may change (--retry-budget, --stall-timeout),
+# defined here only: the options and the command line read them from here.
+DEFAULT_RETRY_BUDGET_S = 300.0
+DEFAULT_STALL_S = 60.0
+DEFAULT_MIN_BYTES_PER_S = 1024
+MAX_RETRY_AFTER_S = 30.0  # the longest Retry-After honoured as asked
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Transient failures only: connection errors, 408, 429, 5xx; retried within a time budget, not a count.
@@ -47,9 +55,9 @@ class RetryPolicy:
     waited on for minutes.
     """
 
-    budget_s: float = 300.0
+    budget_s: float = DEFAULT_RETRY_BUDGET_S
     base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
+    max_delay_s: float = MAX_RETRY_AFTER_S
     connect_attempts: int = 3
     statuses: frozenset[int] = field(default=RETRY_STATUSES)
     rng: random.Random | None = field(default=None, compare=False, repr=False)
@@ -126,8 +134,8 @@ class RetryClock:
 class StallPolicy:
     """A body that moves slower than ``min_bytes_per_s`` over ``stall_s`` (a stall or a trickle) is dropped."""
 
-    stall_s: float = 60.0
-    min_bytes_per_s: int = 1024
+    stall_s: float = DEFAULT_STALL_S
+    min_bytes_per_s: int = DEFAULT_MIN_BYTES_PER_S
 
 
 class HostGate:
