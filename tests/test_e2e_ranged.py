@@ -36,7 +36,7 @@ def test_ranged_export_gives_the_same_bundle_and_survives_a_cut_range(
     assert export_via(capsys, synth_medium, source.host, reference).code == 0
     # Parts of 256 KiB from 1 MiB up, and never the one-stream shortcut loopback would otherwise take.
     ranged = RangedOptions(threshold_bytes=4 * PART, part_bytes=PART, window=3, ahead=4, slots=6,
-                           fast_bytes_per_s=1e15)
+                           fast_bytes_per_s=1e15, near_rtt_s=0.0)
     source.faults.append(Fault(rf"^GET /v2/.*/blobs/{layer}$", kind="cut_response", after_bytes=100_000, times=1))
     out = tmp_path / "ranged.tar.zst"
     res = export_via(capsys, synth_medium, source.host, out, network=replace(QUICK_RETRIES, ranged=ranged))

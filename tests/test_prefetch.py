@@ -219,3 +219,38 @@ def test_more_blobs_on_their_way_while_their_bytes_allow() -> None:
     got = [item] + [i for i, c in it if list(c) == [b"xxxx"]]
     assert got == list(range(8))
     prefetcher.close()
+
+
+def test_claims_past_jobs_wait_for_a_consumer_that_waits() -> None:
+    """Past ``jobs``, blobs are claimed only once the consumer has waited ``starved_s`` for chunks (a consumer
+    that never waits gains nothing from them), and never for items ``ahead_ok`` refuses."""
+    started: list[int] = []
+    seen_while_slow: list[int] = []
+    lock = threading.Lock()
+
+    def fetch(i: int) -> Iterator[bytes]:
+        with lock:
+            started.append(i)
+        if i == 0:  # slow: the consumer waits for it; it ends once blob 1 was claimed, or after 3 s
+            deadline = time.monotonic() + 3
+            while 1 not in started and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)  # time for a wrongful claim of blob 2 or 3
+            with lock:
+                seen_while_slow.extend(started)
+        yield b"x"
+
+    prefetcher = OrderedPrefetcher(list(range(6)), fetch, jobs=1, size=lambda i: 1, ahead_bytes=100, workers=4,
+                                   starved_s=0.3, ahead_ok=lambda i: i != 2)
+    it = iter(prefetcher)
+    _item, chunks = next(it)
+    time.sleep(0.4)  # busy before reading blob 0: no wait yet, so no claim past jobs
+    with lock:
+        assert started == [0]
+    began = time.monotonic()
+    assert list(chunks) == [b"x"]
+    assert time.monotonic() - began >= 0.3  # blob 1 was claimed only once the consumer had waited starved_s
+    assert seen_while_slow == [0, 1]  # blob 2 is not claimed ahead (ahead_ok), so nor is blob 3
+    got = [i for i, c in it if list(c) == [b"x"]]
+    assert got == [1, 2, 3, 4, 5]
+    prefetcher.close()

@@ -25,7 +25,8 @@ from devtools.registries import Registry
 PART = 256 * 1024
 BLOB = hashlib.shake_256(b"ranged blob").digest(9 * PART + 4321)  # ten parts, a short last one
 DIGEST = Digest.of(BLOB)
-OPTIONS = RangedOptions(threshold_bytes=2 * PART, part_bytes=PART, window=3, ahead=4, slots=4, fast_bytes_per_s=1e12)
+OPTIONS = RangedOptions(threshold_bytes=2 * PART, part_bytes=PART, window=3, ahead=4, slots=4, fast_bytes_per_s=1e12,
+                        near_rtt_s=0.0)
 
 
 class _Blobs:
@@ -147,10 +148,30 @@ def test_ranged_blob_arrives_whole_over_several_connections(serve: Callable[[_Bl
     assert sum(budget.take() for _ in range(10)) == OPTIONS.slots - 1
 
 
-def test_fast_source_goes_on_as_one_stream_after_the_probe(serve: Callable[[_Blobs], RegistryClient]) -> None:
+def test_fast_first_chunk_goes_on_as_one_stream_for_that_blob_only(serve: Callable[[_Blobs], RegistryClient]) -> None:
+    """Where the path's RTT is not used, a fast first chunk makes that blob one stream; the next blob probes
+    again (on a long path a warm connection may deliver one chunk in a burst)."""
     blobs = _Blobs("ok")
-    assert _read(serve(blobs), RangeBudget(replace(OPTIONS, fast_bytes_per_s=1.0))) == BLOB
+    client = serve(blobs)
+    budget = RangeBudget(replace(OPTIONS, fast_bytes_per_s=1.0, near_rtt_s=None))
+    assert _read(client, budget) == BLOB
     assert blobs.ranges == [f"bytes=0-{PART - 1}", f"bytes={PART}-"]
+    assert not budget.fast(client.registry)
+    assert _read(client, budget) == BLOB
+    assert blobs.ranges[2:] == [f"bytes=0-{PART - 1}", f"bytes={PART}-"]
+
+
+def test_a_short_path_is_remembered_for_the_registry(serve: Callable[[_Blobs], RegistryClient]) -> None:
+    """A probe whose connection's RTT (the kernel's) is short makes the blob one stream, however slowly its
+    first chunk came (a busy CPU), and every later blob of the registry one plain stream with no probe."""
+    blobs = _Blobs("ok")
+    client = serve(blobs)
+    budget = RangeBudget(replace(OPTIONS, near_rtt_s=1.0))  # fast_bytes_per_s stays out of reach
+    assert _read(client, budget) == BLOB
+    assert blobs.ranges == [f"bytes=0-{PART - 1}", f"bytes={PART}-"]
+    assert budget.fast(client.registry) and not budget.single(client.registry)
+    assert _read(client, budget) == BLOB
+    assert blobs.ranges[2:] == [""]
 
 
 def test_small_blob_is_one_plain_stream(serve: Callable[[_Blobs], RegistryClient]) -> None:

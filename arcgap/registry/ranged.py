@@ -32,6 +32,7 @@ from arcgap.oci.digest import Digest, Verifier, verified_chunks
 from arcgap.registry.auth import repo_scope
 from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
+from arcgap.registry.pathrtt import path_rtt_s
 
 RANGE_SLOTS = 64  # default ahead-part slots of a run, at least its helper connections: the extra ones a pool must allow
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -64,10 +65,16 @@ class RangedOptions:
     # for it: the rest is asked for by that thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench
     # path; a lost SYN or segment stalls one for seconds while every slot fills up behind it).
     hedge_s: float = 1.0
-    # A probe whose first chunk arrived at least this fast says one connection already fills the path (loopback, a
-    # LAN): the rest comes as one stream, which costs less CPU (measured on loopback: 1.1 GB/s one stream,
-    # 0.35 GB/s in ranges of 4 MiB). On a long path slow start alone keeps a first 512 KiB far below this
-    # (10 segments in the first round trip).
+    # A probe over a path whose round trip (the least RTT the kernel saw on its connection, arcgap.registry.pathrtt) is at most this
+    # says one connection already fills the path (loopback, a LAN): the blob goes on as one stream, which costs
+    # less CPU (measured on loopback: 1.1 GB/s one stream, 0.35 GB/s in ranges of 4 MiB), and so does every
+    # later blob of that registry. A path of 2 ms at 0.05 % loss still carries ~40 MB/s over one connection.
+    near_rtt_s: float | None = 0.002  # None: judged by the first chunk's speed only
+    # Where the RTT is not known (not Linux, a proxy): a probe whose first chunk arrived at least this fast
+    # says the same, for this blob only (a warm connection on a long path may deliver one chunk in a burst). On
+    # a long path slow start alone keeps a fresh connection's first 512 KiB far below this (10 segments in the
+    # first round trip). By speed alone the RTT is not judged: on a busy 2-core machine a loopback probe's first
+    # chunk took 12-43 ms, and a blob judged slow fills every range slot (64 MiB) ahead of the writer.
     fast_bytes_per_s: float = 64e6
 
 
@@ -83,7 +90,8 @@ class RangeBudget:
     def __init__(self, options: RangedOptions | None = None) -> None:
         self.options = options or RangedOptions()
         self._free = max(0, self.options.slots)
-        self._single: set[str] = set()
+        self._single: set[str] = set()  # registries that ignore Range or answer it inconsistently
+        self._fast: set[str] = set()  # registries whose probe showed one connection fills the path
         self._lock = threading.Lock()
         self._readers: list[_RangedRead] = []  # ranged downloads that may want parts, earliest first
         self._tickets = 0
@@ -109,6 +117,15 @@ class RangeBudget:
     def mark_single(self, registry: str) -> None:
         with self._lock:
             self._single.add(registry)
+
+    def fast(self, registry: str) -> bool:
+        with self._lock:
+            return registry in self._fast
+
+    def mark_fast(self, registry: str) -> None:
+        """A probe showed ``registry`` a short path away (one connection fills it): later blobs skip the probe."""
+        with self._lock:
+            self._fast.add(registry)
 
     def ticket(self) -> int:
         with self._lock:
@@ -184,7 +201,9 @@ def stream_blob(client: RegistryClient, repository: str, digest: Digest, size_by
     download began."""
     what = what or f"blob {digest} in {client.registry}/{repository}"
     o = budget.options
-    if size_bytes < max(o.threshold_bytes, 2 * o.part_bytes) or budget.single(client.registry):
+    # A registry that ignores Range, or one a short path away (loopback, a LAN), serves every blob as one stream.
+    if (size_bytes < max(o.threshold_bytes, 2 * o.part_bytes) or budget.single(client.registry)
+            or budget.fast(client.registry)):
         return client.stream_blob(repository, digest, size_bytes, what=what)
     reader = _RangedRead(client, repository, digest, size_bytes, budget, what,
                          budget.ticket() if order is None else order)
@@ -377,16 +396,19 @@ class _RangedRead:
         o = self.budget.options
         began = time.monotonic()
         passed = 0  # bytes handed on: where one stream takes over should a part be answered inconsistently
-        fast: bool | None = None  # decided on the probe's first chunk
+        rtt = path_rtt_s(probe) if o.near_rtt_s is not None else None
+        # Decided by the path's RTT when known (and remembered for the registry), else on the probe's first chunk.
+        fast: bool | None = None if rtt is None or o.near_rtt_s is None else rtt <= o.near_rtt_s
+        if fast:
+            self.budget.mark_fast(self.client.registry)
+        if fast is not None:
+            self._decided(fast)
         try:
             for chunk in self._part(0, probe):
                 passed += len(chunk)
                 if fast is None:
                     fast = passed >= o.fast_bytes_per_s * (time.monotonic() - began)
-                    if not fast:
-                        self.budget._ready(self)  # helpers start on the next parts at once
-                    else:
-                        self.budget._leave(self)  # one stream: wants no slot
+                    self._decided(fast)
                 yield chunk
             if fast:
                 yield from self._single(passed)  # one connection is fast enough here
@@ -408,6 +430,12 @@ class _RangedRead:
             self.budget.mark_single(self.client.registry)
             self._release()
             yield from self._single(passed, use_range=False)
+
+    def _decided(self, fast: bool) -> None:
+        if fast:
+            self.budget._leave(self)  # one stream: wants no slot
+        else:
+            self.budget._ready(self)  # helpers start on the next parts at once
 
     def _release(self) -> None:
         """Stop the helpers; each slot comes back when its part is done (at once for one never started)."""

@@ -3,13 +3,17 @@
 Each blob gets a small queue of chunks; at most ``jobs`` blobs are in flight, so memory stays at about
 jobs × depth × chunk size however large a layer is. Given ``size`` and ``ahead_bytes``, more blobs (up to
 ``workers``) are claimed while the blobs claimed and not yet consumed total at most ``ahead_bytes``: on a long
-path a blob's download is mostly waiting, and the next ones should already be on their way.
+path a blob's download is mostly waiting, and the next ones should already be on their way. Those extra claims
+begin only once the consumer has waited ``starved_s`` in all for chunks not yet there, and only for items
+``ahead_ok`` allows (a source known to be fast): a consumer that never waits (a fast source, a busy writer)
+gains nothing from them, and each would hold a queue of chunks.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -30,6 +34,7 @@ class OrderedPrefetcher:
     def __init__(
         self, items: Sequence[T], fetch: Callable[[T], Iterable[bytes]], *, jobs: int = DEFAULT_JOBS, depth: int = 4,
         size: Callable[[T], int] | None = None, ahead_bytes: int = 0, workers: int | None = None,
+        starved_s: float = 0.0, ahead_ok: Callable[[T], bool] | None = None,
     ) -> None:
         self._items = list(items)
         self._fetch = fetch
@@ -39,6 +44,9 @@ class OrderedPrefetcher:
         self._ahead_bytes = ahead_bytes
         self._claimed = 0  # blobs claimed and not yet consumed
         self._claimed_bytes = 0
+        self._starved_s = starved_s
+        self._ahead_ok = ahead_ok or (lambda _item: True)
+        self._waited_s = 0.0  # the consumer's time spent waiting for chunks (only its thread adds to it)
         self._room = threading.Condition()
         self._queues = [queue.Queue(maxsize=depth) for _ in self._items]  # type: list[queue.Queue[object]]
         self._next = 0  # the next blob to claim (under _room)
@@ -85,13 +93,22 @@ class OrderedPrefetcher:
                 index = self._next
                 if index >= len(self._items) or self._failed.is_set():
                     return None
-                if self._claimed < self._jobs or self._claimed_bytes + self._sizes[index] <= self._ahead_bytes:
+                if self._claimed < self._jobs or (
+                        self._waited_s >= self._starved_s and self._ahead_ok(self._items[index])
+                        and self._claimed_bytes + self._sizes[index] <= self._ahead_bytes):
                     self._next += 1
                     self._claimed += 1
                     self._claimed_bytes += self._sizes[index]
                     return index
                 self._room.wait(timeout=0.2)
         return None
+
+    def _waited(self, seconds: float) -> None:
+        starved = self._waited_s >= self._starved_s
+        self._waited_s += seconds
+        if not starved and self._waited_s >= self._starved_s:
+            with self._room:
+                self._room.notify_all()  # the extra claims may begin
 
     def _consumed(self, index: int) -> None:
         with self._room:
@@ -104,11 +121,17 @@ class OrderedPrefetcher:
         q = self._queues[index]
         while True:
             try:
-                value = q.get(timeout=1.0)
+                value = q.get_nowait()
             except queue.Empty:
-                if not any(t.is_alive() for t in self._threads) and q.empty():
-                    raise RuntimeError("download workers stopped without finishing a blob") from None
-                continue
+                began = time.monotonic()
+                try:
+                    value = q.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(t.is_alive() for t in self._threads) and q.empty():
+                        raise RuntimeError("download workers stopped without finishing a blob") from None
+                    continue
+                finally:
+                    self._waited(time.monotonic() - began)
             if value is _DONE:
                 self._consumed(index)
                 return
