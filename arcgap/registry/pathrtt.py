@@ -5,8 +5,8 @@ long (a loss-limited connection runs at about MSS/RTT × 1.22/√loss, so only s
 fast a first chunk arrived cannot tell them apart for sure: on a busy machine a loopback chunk comes slowly
 because the CPU is busy, and on a long path a warm connection can deliver its first chunk in one burst. The
 least RTT the kernel saw on the connection can: microseconds on loopback, tens of milliseconds across the
-internet, whatever the load. None where it is not known (not Linux, no plain TCP socket, or a proxy in between: the RTT would then be
-the proxy's, not the registry's).
+internet, whatever the load. None where it is not known (not Linux, no plain TCP socket, or a proxy in
+between: the RTT would then be the proxy's, not the registry's).
 """
 
 from __future__ import annotations

@@ -65,10 +65,10 @@ class RangedOptions:
     # for it: the rest is asked for by that thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench
     # path; a lost SYN or segment stalls one for seconds while every slot fills up behind it).
     hedge_s: float = 1.0
-    # A probe over a path whose round trip (the least RTT the kernel saw on the connection,
-    # arcgap.registry.pathrtt) is at most this says one connection already fills the path (loopback, a LAN): the blob goes on as one stream, which costs
-    # less CPU (measured on loopback: 1.1 GB/s one stream, 0.35 GB/s in ranges of 4 MiB), and so does every
-    # later blob of that registry. A path of 2 ms at 0.05 % loss still carries ~40 MB/s over one connection.
+    # A probe over a path whose round trip (the least RTT the kernel saw on the connection, arcgap.registry.pathrtt)
+    # is at most this says one connection already fills the path (loopback, a LAN): the blob goes on as one stream,
+    # which costs less CPU (measured on loopback: 1.1 GB/s one stream, 0.35 GB/s in ranges of 4 MiB), and so does
+    # every later blob of that registry. A path of 2 ms at 0.05 % loss still carries ~40 MB/s over one connection.
     near_rtt_s: float | None = 0.002  # None: judged by the first chunk's speed only
     # Where the RTT is not known (not Linux, a proxy): a probe whose first chunk arrived at least this fast
     # says the same, for this blob only (a warm connection on a long path may deliver one chunk in a burst). On
