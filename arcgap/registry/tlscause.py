@@ -8,9 +8,10 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # OpenSSL's X509_V_ERR_* codes (x509_vfy.h)
 _EXPIRED = 10
@@ -59,6 +60,10 @@ def verify_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
 
 
 def cause_of(err: ssl.SSLCertVerificationError, registry: str, *, timeout_s: float = 5.0) -> CertCause:
+    # cryptography only here, when a certificate was refused: importing it costs every run ~40 ms of start-up
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     code = getattr(err, "verify_code", 0) or 0
     said = str(getattr(err, "verify_message", "") or err.reason or err)
     kind = (EXPIRED if code == _EXPIRED else NOT_YET_VALID if code == _NOT_YET_VALID
@@ -98,6 +103,8 @@ def _peer_certificate(registry: str, timeout_s: float) -> x509.Certificate | Non
         with socket.create_connection(address, timeout=timeout_s) as sock, \
                 ctx.wrap_socket(sock, server_hostname=address[0]) as tls:
             der = tls.getpeercert(binary_form=True)
+        from cryptography import x509
+
         return x509.load_der_x509_certificate(der) if der else None
     except (OSError, ValueError):
         return None
