@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -96,3 +97,86 @@ def test_the_command_line_says_cause_and_hint(capsys: pytest.CaptureFixture[str]
     assert len(res.error_lines) == 2, res.err
     assert "expired on 2026-03-04 05:06 UTC" in res.error_lines[0]
     assert res.error_lines[1].startswith("hint: certificates are checked against this machine's clock")
+
+
+class _Flaky:
+    """A TLS server on loopback that drops the first ``drops`` connections before their handshake ends (an
+    overloaded server or balancer), then answers ``GET /v2/`` with 200."""
+
+    def __init__(self, cert: Path, key: Path, drops: int) -> None:
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.drops = drops
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.connections <= self.drops:
+                conn.recv(4096)  # the ClientHello, then the connection ends mid-handshake
+                conn.close()
+                continue
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += tls.recv(4096)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _flaky(ca: CA, tmp_path: Path, drops: int) -> _Flaky:
+    return _Flaky(*ca.issue_server_cert(tmp_path / f"flaky{drops}"), drops=drops)
+
+
+def test_a_handshake_broken_off_once_is_tried_again(ca: CA, tmp_path: Path) -> None:
+    server = _flaky(ca, tmp_path, drops=1)
+    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca.cert_path),
+                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01))
+    try:
+        client.ping()
+    finally:
+        client.close()
+        server.close()
+    assert server.connections == 2
+
+
+def test_a_handshake_that_always_breaks_off_ends_after_the_connect_tries(ca: CA, tmp_path: Path) -> None:
+    server = _flaky(ca, tmp_path, drops=100)
+    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca.cert_path),
+                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01, connect_attempts=3))
+    try:
+        with pytest.raises(TLSError) as info:
+            client.ping()
+    finally:
+        client.close()
+        server.close()
+    assert info.value.detail is not None and info.value.detail.fault == Fault.TLS_HANDSHAKE
+    assert server.connections == 3
+
+
+def test_a_refused_certificate_is_not_tried_again(ca: CA, tmp_path: Path) -> None:
+    other = make_ca(tmp_path / "other-ca")
+    server = _flaky(other, tmp_path, drops=0)
+    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca.cert_path),
+                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01))
+    try:
+        with pytest.raises(TLSError) as info:
+            client.ping()
+    finally:
+        client.close()
+        server.close()
+    assert info.value.detail is not None and info.value.detail.fault == Fault.TLS_UNTRUSTED
+    assert server.connections == 2  # the refused handshake, and one to read the certificate the error names

@@ -257,10 +257,14 @@ class RegistryClient:
                                       what=what)
             except httpx.TransportError as exc:
                 err = self.transport_error(exc, what)
-                # Refused connections get a short grace (a registry restarting), not the full budget.
+                # Refused connections get a short grace (a registry restarting), not the full budget; so does a
+                # handshake that broke off (no request went out: an overloaded server or balancer answered it
+                # with an alert), while a certificate refused is final.
                 connect_failures += isinstance(exc, httpx.ConnectError)
-                if isinstance(err, TLSError) or mutates or connect_failures >= self.retry.connect_attempts \
-                        or not clock.wait():
+                final_tls = isinstance(err, TLSError) and not (
+                    err.detail is not None and err.detail.fault == Fault.TLS_HANDSHAKE
+                    and isinstance(exc, httpx.ConnectError))
+                if final_tls or mutates or connect_failures >= self.retry.connect_attempts or not clock.wait():
                     if not isinstance(err, TLSError) and not mutates:
                         err.message = f"{err.message} ({clock.gave_up()})"
                         err.args = (err.message,)
