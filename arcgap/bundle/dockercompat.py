@@ -81,7 +81,7 @@ def _path(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex}"
 
 
-def check_docker_manifest(toc: TableOfContents, data: bytes) -> str | None:
+def check_docker_load_index(toc: TableOfContents, data: bytes) -> str | None:
     """What is wrong with a bundle's ``manifest.json`` for these images (None: it fits), without the blobs.
 
     One entry per image in order, ``RepoTags`` exactly the image's source reference, ``Config`` a config and

@@ -198,7 +198,7 @@ class BundleReader:
     def _check_derived_layout(self) -> None:
         """A signed bundle of format version 2 records no member digests: its oci-layout and index.json must be
         exactly what arcgap.yaml derives, and its manifest.json must name the images arcgap.yaml names."""
-        from arcgap.bundle.dockercompat import check_docker_manifest
+        from arcgap.bundle.dockercompat import check_docker_load_index
 
         toc = self.toc
         for name, derived in ((LAYOUT_NAME, toc.oci_layout()), (INDEX_NAME, toc.oci_index())):
@@ -206,7 +206,7 @@ class BundleReader:
                 raise self._changed(f"member {name} is not what the signed {TOC_NAME} describes")
         docker = self.layout_files.get(DOCKER_LOAD_INDEX_NAME)
         if docker is not None:
-            problem = check_docker_manifest(toc, docker)
+            problem = check_docker_load_index(toc, docker)
             if problem:
                 raise self._changed(f"member {DOCKER_LOAD_INDEX_NAME}: {problem}")
 

@@ -149,7 +149,7 @@ def load_verify_key(path: Path) -> VerifyKey:
 
 
 def check_signature(
-    manifest_bytes: bytes, signature: BundleSignature | None, key: VerifyKey, *, origin: str
+    toc_bytes: bytes, signature: BundleSignature | None, key: VerifyKey, *, origin: str
 ) -> Digest:
     """Raise SignatureError unless ``key`` signed exactly these arcgap.yaml bytes; returns the fingerprint."""
     if signature is None:
@@ -160,13 +160,13 @@ def check_signature(
             f"{origin} is signed by another key ({signature.key_fingerprint}), not by {key.path} ({key.fingerprint})",
             hint="check that you were given the right public key; do not import a bundle you cannot attribute",
         )
-    if signature.signed_digest != Digest.of(manifest_bytes):
+    if signature.signed_digest != Digest.of(toc_bytes):
         raise SignatureError(
             f"{origin}: the signature does not match arcgap.yaml: it was changed after it was signed",
             hint="copy the bundle again from the original; do not import this one",
         )
     try:
-        key.key.verify(signature.signature, manifest_bytes)
+        key.key.verify(signature.signature, toc_bytes)
     except InvalidSignature:  # arcgap.yaml is what the signature claims to cover, but the key did not sign it
         raise SignatureError(
             f"{origin}: the signature is not valid for {key.path} ({key.fingerprint}): it names that key but was "

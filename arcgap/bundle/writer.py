@@ -208,17 +208,17 @@ def already_compressed(head: bytes | memoryview, size: int) -> bool:
     return size >= LIGHT_MIN_BYTES and bytes(head[:MAGIC_BYTES]).startswith(_COMPRESSED_MAGIC)
 
 
-def _identity(manifest_bytes: bytes, manifest: TableOfContents | None = None) -> BundleIdentity:
-    if manifest is None:
-        manifest = TableOfContents.from_yaml(manifest_bytes)
+def _identity(toc_bytes: bytes, toc: TableOfContents | None = None) -> BundleIdentity:
+    if toc is None:
+        toc = TableOfContents.from_yaml(toc_bytes)
     return BundleIdentity(
-        manifest_sha256=Digest.of(manifest_bytes).hex,
-        format_version=manifest.format_version,
-        arcgap_version=manifest.arcgap_version,
-        created=manifest.created,
-        images=len(manifest.images),
-        blobs=len(manifest.blobs),
-        content_bytes=manifest.total_bytes,
+        manifest_sha256=Digest.of(toc_bytes).hex,  # the sidecar's field name (bundle format): arcgap.yaml's sha256
+        format_version=toc.format_version,
+        arcgap_version=toc.arcgap_version,
+        created=toc.created,
+        images=len(toc.images),
+        blobs=len(toc.blobs),
+        content_bytes=toc.total_bytes,
     )
 
 

@@ -34,10 +34,10 @@ class BundleSink:
         if signer is not None:  # arcgap.yaml records the other members' digests: the signature covers them too
             toc = toc.with_members(layout)
         self.toc = toc  # as written
-        manifest_bytes = toc.to_yaml()
-        writer.add_toc(toc, manifest_bytes)
+        toc_bytes = toc.to_yaml()
+        writer.add_toc(toc, toc_bytes)
         if signer is not None:  # the signature member sits right after the bytes it signs
-            writer.add_bytes(SIGNATURE_NAME, signer.sign(manifest_bytes).to_bytes())
+            writer.add_bytes(SIGNATURE_NAME, signer.sign(toc_bytes).to_bytes())
         for name, data in layout.items():
             writer.add_bytes(name, data)
 
