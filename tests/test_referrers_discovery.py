@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,7 +19,7 @@ from arcgap.oci.digest import Digest
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import fallback_tag, list_referrers
 from arcgap.registry.transport import TLSOptions
-from arcgap.transfer.referrers import discover
+from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, discover
 from devtools.images import Pusher, push_artifact, push_image
 from devtools.layers import make_layer
 from devtools.registries import Registry
@@ -154,3 +155,55 @@ def test_an_api_entry_whose_subject_is_another_manifest_is_refused(api_server: t
     handler.subject = str(Digest.of(b"image"))
     with pytest.raises(RegistryError, match="subject is another manifest"):
         list_referrers(RegistryClient(host, tls=TLSOptions(plain_http=True)), "a/b", Digest.of(b"image"))
+
+
+class _ListingClient:
+    """Enough of a registry client for :class:`TagListPrefetch`: ``list_tags`` records and may wait."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.asked: list[str] = []
+        self.gate = gate
+        self.lock = threading.Lock()
+
+    def list_tags(self, repository: str, ok: object = None) -> list[str]:
+        with self.lock:
+            self.asked.append(repository)
+        if self.gate is not None:
+            self.gate.wait(5)
+        return [f"tag-of-{repository}"]
+
+
+def test_tag_lists_are_asked_beside_the_resolve_and_once() -> None:
+    client = _ListingClient()
+    repos = [("r.example", f"arc/app-{n}") for n in range(6)] + [("r.example", "arc/app-0")]
+    prefetch = TagListPrefetch(lambda _r: client, repos, ReferrerOptions(), jobs=4)  # type: ignore[arg-type,return-value]
+    deadline = time.monotonic() + 5
+    while len(client.asked) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(client.asked) == sorted(f"arc/app-{n}" for n in range(6))  # each once, unasked by anyone
+    assert prefetch.lists.get("r.example", "arc/app-3") == frozenset({"tag-of-arc/app-3"})
+    assert len(client.asked) == 6  # discovery found it answered
+    prefetch.close()
+
+
+@pytest.mark.parametrize(("options", "jobs"), [("off", 4), ("on", 1)])
+def test_no_tag_list_beside_the_resolve_with_discovery_off_or_one_job(options: str, jobs: int) -> None:
+    client = _ListingClient()
+    prefetch = TagListPrefetch(lambda _r: client, [("r.example", "arc/a"), ("r.example", "arc/b")],  # type: ignore[arg-type,return-value]
+                               ReferrerOptions(enabled=options == "on"), jobs=jobs)
+    time.sleep(0.2)
+    assert client.asked == []
+    prefetch.close()
+
+
+def test_a_closed_prefetch_takes_no_new_repository() -> None:
+    gate = threading.Event()
+    client = _ListingClient(gate)
+    repos = [("r.example", f"arc/app-{n}") for n in range(10)]
+    prefetch = TagListPrefetch(lambda _r: client, repos, ReferrerOptions(), jobs=2)  # type: ignore[arg-type,return-value]
+    time.sleep(0.2)
+    prefetch.close()  # the resolve failed: the run ends
+    gate.set()
+    time.sleep(0.2)
+    # lookup_jobs(2) // 2 = 4 threads, each with the repository it had taken; none of the 6 others is asked
+    assert 1 <= len(client.asked) <= 4

@@ -27,7 +27,7 @@ from arcgap.transfer.bundlesink import BundleSink
 from arcgap.transfer.cache import BlobCache
 from arcgap.transfer.engine import copy_stream
 from arcgap.transfer.plan import build_plan
-from arcgap.transfer.referrers import ReferrerOptions, add_to_plan, discover_for_images
+from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, add_to_plan, discover_for_images
 from arcgap.transfer.referrers import summary as referrers_summary
 from arcgap.transfer.refetch import once_more
 from arcgap.transfer.registrysource import RegistrySource
@@ -153,7 +153,13 @@ def export_bundle(
     for registry in dict.fromkeys(w.reference.registry for w in wanted):
         client_for(registry).ping()
     reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
-    resolved = resolve_all(client_for, wanted, jobs=jobs, platform=platform)
+    prefetch = TagListPrefetch(client_for, [(w.reference.registry, w.reference.repository) for w in wanted],
+                               referrers, jobs=jobs)
+    try:
+        resolved = resolve_all(client_for, wanted, jobs=jobs, platform=platform)
+    except BaseException:
+        prefetch.close()
+        raise
     for img in resolved:
         if img.filtered_from is not None:
             reporter.warn(
@@ -164,7 +170,10 @@ def export_bundle(
                       created=creation_time(), bases=bases, signed=output.signed)
     if referrers.enabled:
         reporter.phase(f"looking for referrers of {len(resolved)} images")
-    found = discover_for_images(client_for, resolved, referrers, jobs=jobs)
+    try:
+        found = discover_for_images(client_for, resolved, referrers, jobs=jobs, prefetch=prefetch)
+    finally:
+        prefetch.close()
     plan = add_to_plan(plan, resolved, found)
     toc = plan.toc
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks

@@ -17,7 +17,7 @@ from arcgap.registry.ranged import RangedOptions
 from arcgap.registry.resolve import Wanted, resolve_all
 from arcgap.transfer.engine import CopyOptions, copy_images
 from arcgap.transfer.plan import build_plan, map_targets
-from arcgap.transfer.referrers import ReferrerOptions, add_to_plan, discover_for_images
+from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, add_to_plan, discover_for_images
 from arcgap.transfer.registrysource import RegistrySource
 from arcgap.transfer.sink import Sink
 from arcgap.transfer.tally import ImportResult
@@ -64,10 +64,16 @@ def mirror_images(
         source_for(registry).ping()
     client.ping()
     reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
-    resolved = resolve_all(source_for, wanted, jobs=jobs)
-    plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
-                      created="")
-    plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers, jobs=jobs))
+    prefetch = TagListPrefetch(source_for, [(w.reference.registry, w.reference.repository) for w in wanted],
+                               referrers, jobs=jobs)
+    try:
+        resolved = resolve_all(source_for, wanted, jobs=jobs)
+        plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
+                          created="")
+        plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers, jobs=jobs,
+                                                               prefetch=prefetch))
+    finally:
+        prefetch.close()
     targets = map_targets(plan.toc, registry=client.registry, repository=target_repository, tag=target_tag)
     options = CopyOptions(jobs=jobs, dry_run=dry_run, label=f"mirroring into {client.registry}",
                           where=f"{client.registry}/{target_repository}")

