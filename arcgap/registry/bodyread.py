@@ -134,15 +134,17 @@ def body_chunks(resp: httpx.Response, chunk_bytes: int, *, direct_min_bytes: int
     yield from _direct(sock, first, remaining, chunk_bytes, getattr(resp.stream, "watch", None))
 
 
+def network_info(resp: httpx.Response, name: str) -> object | None:
+    """``get_extra_info(name)`` of the connection ``resp`` arrived on (httpcore's network stream), or None."""
+    info = getattr(resp.extensions.get("network_stream"), "get_extra_info", None)
+    return info(name) if info is not None else None
+
+
 def _plain_socket(resp: httpx.Response) -> socket.socket | None:
     """The socket the body arrives on, when reading it directly gives the body's bytes; else None."""
     if resp.http_version != "HTTP/1.1":
         return None
-    stream = resp.extensions.get("network_stream")
-    info = getattr(stream, "get_extra_info", None)
-    if info is None:
-        return None
-    sock, tls = info("socket"), info("ssl_object")
+    sock, tls = network_info(resp, "socket"), network_info(resp, "ssl_object")
     if not isinstance(sock, socket.socket):
         return None
     if isinstance(sock, ssl.SSLSocket):

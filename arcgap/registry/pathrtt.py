@@ -18,6 +18,8 @@ import urllib.request
 
 import httpx
 
+from arcgap.registry.bodyread import network_info
+
 # struct tcp_info (include/uapi/linux/tcp.h, Linux 4.10+): tcpi_min_rtt (µs) at byte 148. The least RTT the
 # connection saw, the handshake's included (answered by the kernel, no application in the way). Not tcpi_rtt:
 # on loopback it was 4-14 ms, a request's ACK riding on an answer the registry took that long to send.
@@ -30,9 +32,7 @@ def path_rtt_s(resp: httpx.Response) -> float | None:
     """The least RTT (seconds) seen on the TCP connection ``resp`` (streamed, still open) arrived on, or None."""
     if not sys.platform.startswith("linux") or _proxied(resp.url):
         return None
-    stream = resp.extensions.get("network_stream")
-    info = getattr(stream, "get_extra_info", None)
-    sock = info("socket") if info is not None else None
+    sock = network_info(resp, "socket")
     if not isinstance(sock, socket.socket):
         return None
     try:
