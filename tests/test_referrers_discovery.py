@@ -16,8 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from arcgap.oci.digest import Digest
+from arcgap.oci.reference import Reference
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import fallback_tag, list_referrers
+from arcgap.registry.resolve import Wanted
 from arcgap.registry.transport import TLSOptions
 from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, discover
 from devtools.images import Pusher, push_artifact, push_image
@@ -173,10 +175,14 @@ class _ListingClient:
         return [f"tag-of-{repository}"]
 
 
+def _wanted(pairs: list[tuple[str, str]]) -> list[Wanted]:
+    return [Wanted(repo, Reference(registry, repo, "v1")) for registry, repo in pairs]
+
+
 def test_tag_lists_are_asked_beside_the_resolve_and_once() -> None:
     client = _ListingClient()
     repos = [("r.example", f"arc/app-{n}") for n in range(6)] + [("r.example", "arc/app-0")]
-    prefetch = TagListPrefetch(lambda _r: client, repos, ReferrerOptions(), jobs=4)  # type: ignore[arg-type,return-value]
+    prefetch = TagListPrefetch(lambda _r: client, _wanted(repos), ReferrerOptions(), jobs=4)  # type: ignore[arg-type,return-value]
     deadline = time.monotonic() + 5
     while len(client.asked) < 6 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -189,7 +195,7 @@ def test_tag_lists_are_asked_beside_the_resolve_and_once() -> None:
 @pytest.mark.parametrize(("options", "jobs"), [("off", 4), ("on", 1)])
 def test_no_tag_list_beside_the_resolve_with_discovery_off_or_one_job(options: str, jobs: int) -> None:
     client = _ListingClient()
-    prefetch = TagListPrefetch(lambda _r: client, [("r.example", "arc/a"), ("r.example", "arc/b")],  # type: ignore[arg-type,return-value]
+    prefetch = TagListPrefetch(lambda _r: client, _wanted([("r.example", "arc/a"), ("r.example", "arc/b")]),  # type: ignore[arg-type,return-value]
                                ReferrerOptions(enabled=options == "on"), jobs=jobs)
     time.sleep(0.2)
     assert client.asked == []
@@ -200,7 +206,7 @@ def test_a_closed_prefetch_takes_no_new_repository() -> None:
     gate = threading.Event()
     client = _ListingClient(gate)
     repos = [("r.example", f"arc/app-{n}") for n in range(10)]
-    prefetch = TagListPrefetch(lambda _r: client, repos, ReferrerOptions(), jobs=2)  # type: ignore[arg-type,return-value]
+    prefetch = TagListPrefetch(lambda _r: client, _wanted(repos), ReferrerOptions(), jobs=2)  # type: ignore[arg-type,return-value]
     time.sleep(0.2)
     prefetch.close()  # the resolve failed: the run ends
     gate.set()

@@ -153,27 +153,20 @@ def export_bundle(
     for registry in dict.fromkeys(w.reference.registry for w in wanted):
         client_for(registry).ping()
     reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
-    prefetch = TagListPrefetch(client_for, [(w.reference.registry, w.reference.repository) for w in wanted],
-                               referrers, jobs=jobs)
-    try:
+    with TagListPrefetch(client_for, wanted, referrers, jobs=jobs) as prefetch:
         resolved = resolve_all(client_for, wanted, jobs=jobs, platform=platform)
-    except BaseException:
-        prefetch.close()
-        raise
-    for img in resolved:
-        if img.filtered_from is not None:
-            reporter.warn(
-                f"{img.wanted.reference}: {option('platform')} keeps one image of the index {img.filtered_from.short}; "
-                f"the target will hold {img.top.digest.short}, not the source's index digest"
-            )
-    plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
-                      created=creation_time(), bases=bases, signed=output.signed)
-    if referrers.enabled:
-        reporter.phase(f"looking for referrers of {len(resolved)} images")
-    try:
+        for img in resolved:
+            if img.filtered_from is not None:
+                reporter.warn(
+                    f"{img.wanted.reference}: {option('platform')} keeps one image of the index "
+                    f"{img.filtered_from.short}; the target will hold {img.top.digest.short}, not the source's index "
+                    "digest"
+                )
+        plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
+                          created=creation_time(), bases=bases, signed=output.signed)
+        if referrers.enabled:
+            reporter.phase(f"looking for referrers of {len(resolved)} images")
         found = discover_for_images(client_for, resolved, referrers, jobs=jobs, prefetch=prefetch)
-    finally:
-        prefetch.close()
     plan = add_to_plan(plan, resolved, found)
     toc = plan.toc
     if skipped_images:  # --skip-missing: arcgap.yaml tells the far side what this bundle lacks

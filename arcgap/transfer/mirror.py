@@ -64,16 +64,12 @@ def mirror_images(
         source_for(registry).ping()
     client.ping()
     reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
-    prefetch = TagListPrefetch(source_for, [(w.reference.registry, w.reference.repository) for w in wanted],
-                               referrers, jobs=jobs)
-    try:
+    with TagListPrefetch(source_for, wanted, referrers, jobs=jobs) as prefetch:
         resolved = resolve_all(source_for, wanted, jobs=jobs)
         plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                           created="")
         plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers, jobs=jobs,
                                                                prefetch=prefetch))
-    finally:
-        prefetch.close()
     targets = map_targets(plan.toc, registry=client.registry, repository=target_repository, tag=target_tag)
     options = CopyOptions(jobs=jobs, dry_run=dry_run, label=f"mirroring into {client.registry}",
                           where=f"{client.registry}/{target_repository}")

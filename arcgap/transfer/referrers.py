@@ -22,7 +22,7 @@ from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import Referrer, list_referrers, tag_set
-from arcgap.registry.resolve import ResolvedImage
+from arcgap.registry.resolve import ResolvedImage, Wanted
 from arcgap.transfer.plan import ExportPlan
 from arcgap.util.parallel import DEFAULT_JOBS, each, lookup_jobs
 
@@ -108,11 +108,12 @@ class TagListPrefetch:
     after the tag checks, now 0.41 s). Half the look-up threads: twice as many gained nothing there. With
     ``--jobs 1`` nothing runs beside the resolve, and nothing at all with discovery off. A failure is left for
     discovery to meet again and report; the threads are daemons and take no new repository once :meth:`close` is
-    called, so a dead registry never holds the run's exit."""
+    called (on leaving its ``with``), so a dead registry never holds the run's exit."""
 
-    def __init__(self, client_for: Callable[[str], RegistryClient], repositories: Iterable[tuple[str, str]],
+    def __init__(self, client_for: Callable[[str], RegistryClient], wanted: Iterable[Wanted],
                  options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS) -> None:
         self.lists = _TagLists(client_for)
+        repositories = ((w.reference.registry, w.reference.repository) for w in wanted)
         self._todo = list(dict.fromkeys(repositories)) if options.enabled and jobs > 1 else []
         self._lock = threading.Lock()
         self._closed = False
@@ -133,6 +134,12 @@ class TagListPrefetch:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+
+    def __enter__(self) -> TagListPrefetch:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: Sequence[ResolvedImage],
