@@ -141,42 +141,35 @@ def _flaky(ca: CA, tmp_path: Path, drops: int) -> _Flaky:
     return _Flaky(*ca.issue_server_cert(tmp_path / f"flaky{drops}"), drops=drops)
 
 
-def test_a_handshake_broken_off_once_is_tried_again(ca: CA, tmp_path: Path) -> None:
-    server = _flaky(ca, tmp_path, drops=1)
-    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca.cert_path),
-                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01))
+def _ping_flaky(server: _Flaky, ca_file: Path) -> TLSError | None:
+    """``ping`` against ``server`` trusting ``ca_file`` (3 connect tries, short waits): its TLSError or None."""
+    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca_file),
+                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01, connect_attempts=3))
     try:
         client.ping()
+        return None
+    except TLSError as exc:
+        return exc
     finally:
         client.close()
         server.close()
+
+
+def test_a_handshake_broken_off_once_is_tried_again(ca: CA, tmp_path: Path) -> None:
+    server = _flaky(ca, tmp_path, drops=1)
+    assert _ping_flaky(server, ca.cert_path) is None
     assert server.connections == 2
 
 
 def test_a_handshake_that_always_breaks_off_ends_after_the_connect_tries(ca: CA, tmp_path: Path) -> None:
     server = _flaky(ca, tmp_path, drops=100)
-    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca.cert_path),
-                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01, connect_attempts=3))
-    try:
-        with pytest.raises(TLSError) as info:
-            client.ping()
-    finally:
-        client.close()
-        server.close()
-    assert info.value.detail is not None and info.value.detail.fault == Fault.TLS_HANDSHAKE
+    err = _ping_flaky(server, ca.cert_path)
+    assert err is not None and err.detail is not None and err.detail.fault == Fault.TLS_HANDSHAKE
     assert server.connections == 3
 
 
 def test_a_refused_certificate_is_not_tried_again(ca: CA, tmp_path: Path) -> None:
-    other = make_ca(tmp_path / "other-ca")
-    server = _flaky(other, tmp_path, drops=0)
-    client = RegistryClient(server.host, tls=TLSOptions(ca_file=ca.cert_path),
-                            retry=RetryPolicy(budget_s=5, base_delay_s=0.01))
-    try:
-        with pytest.raises(TLSError) as info:
-            client.ping()
-    finally:
-        client.close()
-        server.close()
-    assert info.value.detail is not None and info.value.detail.fault == Fault.TLS_UNTRUSTED
+    server = _flaky(make_ca(tmp_path / "other-ca"), tmp_path, drops=0)
+    err = _ping_flaky(server, ca.cert_path)
+    assert err is not None and err.detail is not None and err.detail.fault == Fault.TLS_UNTRUSTED
     assert server.connections == 2  # the refused handshake, and one to read the certificate the error names
