@@ -58,9 +58,12 @@ class RangedOptions:
     # Parts ahead in flight or waiting across every blob: the memory bound (x part_bytes). More than ``window``:
     # a part slow to arrive (a lost segment, a retransmission timeout) leaves the other connections working.
     slots: int = RANGE_SLOTS
-    # Slots only the earliest blob may take: a blob behind it, waiting for its turn to be written, never holds
-    # every slot while the one being written has to read its parts over one connection.
-    reserve: int = 8
+    # Slots only the earliest blob may take: blobs behind it, waiting for their turn to be written, hold their
+    # finished parts until then and never hold so many that the one being written runs on fewer connections than
+    # the helpers. With 8, six 15 MiB blobs behind an 80 MiB one held 56 slots, and for 3 s that one ran on ~12
+    # connections (28-35 MB/s of 50); with 32 (= window) the 22-image set went from 72-76 % of a 40 ms / 0.05 % /
+    # 400 Mbit link to 76-80 % (make bench WAN=1, 3 rounds each, one after the other).
+    reserve: int = 32
     # The part being written that its helper has not finished this long after the blob's thread began waiting
     # for it: the rest is asked for by that thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench
     # path; a lost SYN or segment stalls one for seconds while every slot fills up behind it).
