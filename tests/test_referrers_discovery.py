@@ -21,7 +21,8 @@ from arcgap.registry.client import RegistryClient
 from arcgap.registry.referrers import fallback_tag, list_referrers
 from arcgap.registry.resolve import Wanted
 from arcgap.registry.transport import TLSOptions
-from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, discover
+from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, _TagLists, discover
+from arcgap.util.parallel import lookup_jobs
 from devtools.images import Pusher, push_artifact, push_image
 from devtools.layers import make_layer
 from devtools.registries import Registry
@@ -211,5 +212,39 @@ def test_a_closed_prefetch_takes_no_new_repository() -> None:
     prefetch.close()  # the resolve failed: the run ends
     gate.set()
     time.sleep(0.2)
-    # lookup_jobs(2) // 2 = 4 threads, each with the repository it had taken; none of the 6 others is asked
-    assert 1 <= len(client.asked) <= 4
+    # lookup_jobs(2) // 2 threads, each with the repository it had taken; none of the others is asked
+    threads = lookup_jobs(2) // 2
+    assert threads < len(repos)
+    assert 1 <= len(client.asked) <= threads
+
+
+class _SlowListingClient(_ListingClient):
+    """Each tag list takes a while; records how many are being asked at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.peak = 0
+
+    def list_tags(self, repository: str, ok: object = None) -> list[str]:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(0.1)
+        with self.lock:
+            self.now -= 1
+        return super().list_tags(repository, ok)
+
+
+def test_once_a_registry_lists_tags_the_waiting_repositories_are_asked_at_once() -> None:
+    """The first repository of a registry is asked alone (its answer says whether the registry lists tags); the
+    ones that waited for it are then asked side by side, not one after the other."""
+    client = _SlowListingClient()
+    tag_lists = _TagLists(lambda _r: client)  # type: ignore[arg-type,return-value]
+    threads = [threading.Thread(target=tag_lists.get, args=("r.example", f"arc/app-{n}")) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(client.asked) == sorted(f"arc/app-{n}" for n in range(6))
+    assert client.peak >= 2  # those that waited for the first answer, together (one at a time before)

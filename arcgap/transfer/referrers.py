@@ -195,10 +195,13 @@ class _TagLists:
             first = self.firsts.setdefault(registry, threading.Lock())
             lock = self.locks.setdefault(key, threading.Lock())
             known = registry in self.listing
-        if known:
-            return self._get(registry, key, lock)
-        with first:
-            return self._get(registry, key, lock)
+        if not known:
+            with first:  # the registry's first answer is awaited here; then every waiter asks at once
+                with self.lock:
+                    known = registry in self.listing or registry in self.refused
+                if not known:
+                    return self._get(registry, key, lock)
+        return self._get(registry, key, lock)
 
     def _get(self, registry: str, key: tuple[str, str], lock: threading.Lock) -> frozenset[str] | None:
         with lock:
