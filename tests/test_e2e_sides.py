@@ -28,13 +28,13 @@ def proxy(synth_small: SmallSet) -> Iterator[FaultProxy]:
 def test_malformed_content_digest_header_is_a_registry_error(
     capsys: pytest.CaptureFixture[str], proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    proxy.faults.append(Fault(r"^HEAD /v2/synth/docker-image/manifests/v1", kind="headers", times=100,
+    proxy.faults.append(Fault(r"^(HEAD|GET) /v2/synth/docker-image/manifests/v1", kind="headers", times=100,
                               response_headers={"docker-content-digest": "sha256:not-a-digest"}))
     res = arcgap(capsys, "export", "docker-image", "--source-registry", proxy.host, "--source-plain-http",
                  "--source-repository", "synth", "--source-tag", "v1", "-o", str(tmp_path / "m.tar.zst"))
     assert res.code == 6, res.err
     assert res.error_lines == [
-        f"error: checking {proxy.host}/synth/docker-image:v1: {proxy.host} answered with a malformed "
+        f"error: fetching manifest {proxy.host}/synth/docker-image:v1: {proxy.host} answered with a malformed "
         "Docker-Content-Digest header 'sha256:not-a-digest'",
         f"hint: {proxy.host} answers outside the OCI distribution spec; report it to its operator",
     ]

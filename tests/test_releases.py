@@ -140,6 +140,30 @@ def test_a_shipped_release_exports_without_skipping(
     assert json.loads(arcgap(capsys, "inspect", str(out), "--json").out)["skipped_images"] == []
 
 
+@pytest.mark.parametrize("catalog", [True, False], ids=["catalog", "no-catalog"])
+def test_each_tag_is_asked_once_from_discovery_to_resolve(
+    capsys: pytest.CaptureFixture[str], arc_source: Registry, tmp_path: Path, catalog: bool
+) -> None:
+    """One GET per image's tag, however many steps want it: the release's discovery in the catalog (where there
+    is one), the check that names every missing image before any download and the resolve share its answer
+    (:meth:`RegistryClient.check_manifest`). It used to be a HEAD each for the first two and then a GET: two
+    round trips more before the first layer."""
+    faults = [] if catalog else [Fault(r"^GET /v2/_catalog", status=404, times=10**9)]
+    proxy = FaultProxy(arc_source.host, faults=faults)
+    try:
+        res = arcgap(capsys, "export", "--release", OLD, *proxied(proxy), "-o", str(tmp_path / "one.tar.zst"), "-q")
+        assert res.code == 0, res.err
+        proxy.wait_idle()
+        by_tag = [r.line.split()[:2] for r in proxy.requests if r.line.split()[1].endswith(f"/manifests/{OLD}")]
+    finally:
+        proxy.stop()
+    assert {method for method, _ in by_tag} == {"GET"}
+    asked = sorted(path for _, path in by_tag)
+    assert asked == sorted(set(asked))  # each once
+    # the 22 exported; with a catalog also arc-new-thing, which is not at this release (404)
+    assert len(asked) == 22 + catalog
+
+
 def test_skip_missing_when_nothing_is_there_still_fails(
     capsys: pytest.CaptureFixture[str], arc_source: Registry, tmp_path: Path
 ) -> None:

@@ -78,13 +78,14 @@ def catalog_names(client: RegistryClient, repository: str) -> tuple[list[str] | 
 
 
 def discover_release(client: RegistryClient, *, repository: str, tag: str, jobs: int) -> Discovery:
-    """The repositories under ``repository/`` that carry ``tag`` (HEAD of each manifest, in parallel)."""
+    """The repositories under ``repository/`` that carry ``tag`` (each manifest asked for, in parallel; the
+    answers are kept for the check and the resolve that follow: :meth:`RegistryClient.check_manifest`)."""
     names, refused = catalog_names(client, repository)
     if names is None:
         return Discovery(client.registry, repository, tag, (), (), refused)
 
     def carries(name: str) -> bool:
-        return client.head_manifest(join_repository(repository, name), tag) is not None
+        return client.check_manifest(join_repository(repository, name), tag)
 
     flags = each(carries, names, jobs=jobs, name="arcgap-discover")
     return Discovery(client.registry, repository, tag, tuple(n for n, f in zip(names, flags) if f),

@@ -82,17 +82,22 @@ def latest_release(client: RegistryClient, *, repository: str, image: str = REFE
 
 
 def find_missing(
-    client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int
+    client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, keep: bool = False
 ) -> list[Wanted]:
     """The images of ``wanted`` whose tag (or digest) the source does not have, in list order.
 
-    One HEAD per image, :func:`lookup_jobs` at a time; only "not found" counts as missing: any other failure
-    (auth, network) is raised as it is, since it says nothing about the tag.
+    One request per image, :func:`lookup_jobs` at a time; only "not found" counts as missing: any other failure
+    (auth, network) is raised as it is, since it says nothing about the tag. ``keep``: the images are resolved
+    next, so each is asked with a GET whose answer the resolve reuses (:meth:`RegistryClient.check_manifest`);
+    otherwise with a HEAD.
     """
 
     def absent(item: Wanted) -> bool:
         ref = item.reference
-        return client_for(ref.registry).head_manifest(ref.repository, ref.ref) is None
+        client = client_for(ref.registry)
+        if keep:
+            return not client.check_manifest(ref.repository, ref.ref)
+        return client.head_manifest(ref.repository, ref.ref) is None
 
     flags = each(absent, wanted, jobs=lookup_jobs(jobs))
     return [w for w, gone in zip(wanted, flags) if gone]
@@ -121,8 +126,9 @@ def check_at_source(
     client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, skip_missing: bool
 ) -> tuple[list[Wanted], list[Wanted]]:
     """(images to export, images skipped): every missing image is named at once, before any download;
-    with ``skip_missing`` they are left out instead, unless that leaves nothing."""
-    missing = find_missing(client_for, wanted, jobs=jobs)
+    with ``skip_missing`` they are left out instead, unless that leaves nothing. The answers are kept for the
+    resolve that follows (one round trip per image for both)."""
+    missing = find_missing(client_for, wanted, jobs=jobs, keep=True)
     if missing and (not skip_missing or len(missing) == len(wanted)):
         raise missing_error(missing, total=len(wanted), can_skip=not skip_missing)
     gone = {id(w) for w in missing}

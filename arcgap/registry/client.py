@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import threading
@@ -117,6 +118,8 @@ class RegistryClient:
         self.upload_traits = UploadTraits(preferred_chunk=upload_chunk_bytes)
         self._offered: dict[tuple[str, Digest], str] = {}  # sessions refused mounts offered (202), not yet used
         self._offered_lock = threading.Lock()
+        self._kept: dict[tuple[str, str], FetchedManifest] = {}  # check_manifest's answers, for get_manifest (once)
+        self._kept_lock = threading.Lock()
         # A client that pushes asks for pull,push even to read, so one cached token serves every request.
         self.read_actions = "pull,push" if push else "pull"
 
@@ -364,8 +367,24 @@ class RegistryClient:
 
     # -- manifests ----------------------------------------------------------------------------------------
 
+    def check_manifest(self, repository: str, ref: str) -> bool:
+        """Whether the registry has ``ref``: a GET whose answer the next :meth:`get_manifest` of the same
+        reference is served (once), so checking that an image exists and then resolving it costs one round trip,
+        not a HEAD and a GET. Only "not found" is False; any other failure is raised."""
+        try:
+            fetched = self.get_manifest(repository, ref)
+        except NotFoundError:
+            return False
+        with self._kept_lock:
+            self._kept[(repository, ref)] = fetched
+        return True
+
     def get_manifest(self, repository: str, ref: str) -> FetchedManifest:
         """GET a manifest by tag or digest; the raw bytes are kept and their digest computed and checked."""
+        with self._kept_lock:
+            kept = self._kept.pop((repository, ref), None)
+        if kept is not None:
+            return kept
         what = f"{self.registry}/{repository}:{ref}" if ":" not in ref else f"{self.registry}/{repository}@{ref}"
         resp = self.send(
             "GET",
@@ -390,8 +409,11 @@ class RegistryClient:
             raise IntegrityError(f"manifest {what}: content hashes to {digest}", hint="the registry is serving "
                                  "content that does not match its digest; report it to the registry operator")
         header = resp.headers.get("docker-content-digest")
-        if header and header.startswith("sha256:") and header != str(digest):
-            raise IntegrityError(f"manifest {what}: registry says {header} but content hashes to {digest}")
+        if header:
+            claimed = self._header_digest(header, f"fetching manifest {what}", resp.status_code)
+            if claimed != (digest if claimed.algorithm == digest.algorithm else
+                           Digest(claimed.algorithm, hashlib.new(claimed.algorithm, raw).hexdigest())):
+                raise IntegrityError(f"manifest {what}: registry says {header} but content hashes to {digest}")
         content_type = resp.headers.get("content-type", "").split(";")[0].strip()
         media_type = content_type if is_manifest(content_type) else (sniff_media_type(raw) or content_type)
         return FetchedManifest(raw=raw, media_type=media_type, digest=digest)
@@ -410,14 +432,17 @@ class RegistryClient:
             return None
         header = resp.headers.get("docker-content-digest")
         if header:
-            try:
-                return Digest.parse(header)
-            except UsageError:  # the registry's answer is wrong, not the command line
-                what = f"checking {self.registry}/{repository}:{ref}"
-                raise self.make_error(RegistryError, f"{what}: {self.registry} answered with a malformed "
-                                  f"Docker-Content-Digest header {header[:80]!r}", operation=what,
-                                  fault=Fault.MALFORMED, status=resp.status_code) from None
+            return self._header_digest(header, f"checking {self.registry}/{repository}:{ref}", resp.status_code)
         return self.get_manifest(repository, ref).digest
+
+    def _header_digest(self, header: str, what: str, status: int) -> Digest:
+        """A ``Docker-Content-Digest`` header's digest; a malformed one is the registry's error."""
+        try:
+            return Digest.parse(header)
+        except UsageError:  # the registry's answer is wrong, not the command line
+            raise self.make_error(RegistryError, f"{what}: {self.registry} answered with a malformed "
+                                  f"Docker-Content-Digest header {header[:80]!r}", operation=what,
+                                  fault=Fault.MALFORMED, status=status) from None
 
     def put_manifest(self, repository: str, ref: str, raw: bytes, media_type: str, *, push_scope: bool = True) -> None:
         """PUT a manifest by tag or digest. An answer that never came (or a 5xx) is settled by asking
