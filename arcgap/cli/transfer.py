@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
@@ -32,6 +32,9 @@ from arcgap.cli.common import (
 from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import human_bytes
 from arcgap.util.safetext import safe
+
+if TYPE_CHECKING:
+    from arcgap.installer.wheelhouse import Target
 
 # -- export ------------------------------------------------------------------------------------------------
 
@@ -117,14 +120,16 @@ def export_cmd(
     """
     from arcgap.commands.endpoints import check_engine, check_format, run_export
     from arcgap.commands.options import ExportOptions, Selection
-    from arcgap.installer.wheelhouse import foreign_host_warning, targets_for
     from arcgap.transfer.cache import parse_cache_size
 
-    installer = with_installer or bool(installer_platform) or bool(installer_python)
-    installer_targets = targets_for(installer_platform or [], installer_python or []) if installer else []
-    note = foreign_host_warning(installer_targets) if installer_targets else None
-    if note:
-        warn(note)
+    installer_targets: list[Target] = []
+    if with_installer or installer_platform or installer_python:  # packaging is imported only then (~15 ms)
+        from arcgap.installer.wheelhouse import foreign_host_warning, targets_for
+
+        installer_targets = targets_for(installer_platform or [], installer_python or [])
+        note = foreign_host_warning(installer_targets)
+        if note:
+            warn(note)
     options = ExportOptions(
         selection=Selection(names=tuple(images or ()), release=release[0] if len(release or ()) == 1 else None,
                             images_file=images_file),
