@@ -34,7 +34,14 @@ from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
 from arcgap.registry.pathrtt import path_rtt_s
 
-RANGE_SLOTS = 64  # default ahead-part slots of a run, at least its helper connections: the extra ones a pool must allow
+# Default ahead-part slots of a run (x part_bytes: its memory bound for parts), at least its helper connections:
+# the extra connections a pool must allow. A part at the head of the write order that is slow to come (a loss, a
+# retransmission timeout) leaves the other parts finishing behind it until every slot holds one: with 64 (64 MiB)
+# the link idled for up to a second (on the 40 ms / 0.05 % / 400 Mbit bench path, one traced round fell to 3 parts
+# in flight and 13-28 MB/s for a second); with 128 the 22-image set reached 75-82 % of that link (median 80 %)
+# instead of 65-81 % (median 75 %; make bench WAN=1, 6 rounds each beside curl-16r), for 205-266 MiB peak RSS
+# instead of 197-205.
+RANGE_SLOTS = 128
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -49,7 +56,7 @@ class RangedOptions:
     # A part is one request: on a 2 MB/s loss-limited connection about half a second. A part hit by a loss or a
     # retransmission timeout holds back every part behind it until it is written: 1 MiB parts in 64 slots
     # held the 22-image set at 73-77 % of a 40 ms / 0.05 % / 400 Mbit link, 2 MiB parts in 48 slots at 57-62 %
-    # (96 slots of 1 MiB: 62-70 %; make bench WAN=1, one after the other on a loaded machine).
+    # (96 slots of 1 MiB: 62-70 %, all with a reserve of 8; make bench WAN=1, one after the other, loaded machine).
     part_bytes: int = 1 << 20
     # Helper connections of a run, shared by every blob: a part goes to the first free one, earliest blob first.
     # 16 held the 1 GiB layer at 33 MB/s of a 50 MB/s link (40 ms / 0.05 %; one connection: 2-3.5 MB/s).
