@@ -68,8 +68,8 @@ class RangedOptions:
     # Slots only the earliest blob may take: blobs behind it, waiting for their turn to be written, hold their
     # finished parts until then and never hold so many that the one being written runs on fewer connections than
     # the helpers. With 8, six 15 MiB blobs behind an 80 MiB one held 56 slots, and for 3 s that one ran on ~12
-    # connections (28-35 MB/s of 50); with 32 (= window) the 22-image set went from 72-76 % of a 40 ms / 0.05 % /
-    # 400 Mbit link to 76-80 % (make bench WAN=1, 3 rounds each, one after the other).
+    # connections (28-35 MB/s of 50); with 32 (= window) the 22-image set went from 71.5-76.1 % of a 40 ms /
+    # 0.05 % / 400 Mbit link to 75.9-79.8 % (make bench WAN=1, 3 rounds each, one after the other).
     reserve: int = 32
     # The part being written that its helper has not finished this long after the blob's thread began waiting
     # for it: the rest is asked for by that thread (parts of 2 MiB take 0.3-1 s on the 40 ms / 0.05 % bench
