@@ -233,3 +233,30 @@ def test_default_list_path(tmp_path: Path) -> None:
     assert default_list_path(NEW, tmp_path) == tmp_path / f"{NEW}.yaml"
     (tmp_path / "manifests").mkdir()
     assert default_list_path(NEW, tmp_path) == tmp_path / "manifests" / f"{NEW}.yaml"
+
+
+def test_a_kept_answer_serves_the_resolve_only_and_once(arc_source: Registry) -> None:
+    """check_manifest's answer is taken by the next get_manifest(..., reuse=True) alone: every other read
+    asks the registry what the tag points at now."""
+    from arcgap.registry.client import RegistryClient
+    from arcgap.registry.transport import TLSOptions
+
+    proxy = FaultProxy(arc_source.host)
+    repo, tag = "arcdata/arc-controller", OLD
+    try:
+        with RegistryClient(proxy.host, tls=TLSOptions(plain_http=True)) as client:
+            def gets() -> int:
+                proxy.wait_idle()
+                return len([r for r in proxy.requests if r.line.split()[:2] == ["GET", f"/v2/{repo}/manifests/{tag}"]])
+
+            assert client.check_manifest(repo, tag)
+            assert gets() == 1
+            fresh = client.get_manifest(repo, tag)  # not the resolve: asked again
+            assert gets() == 2
+            kept = client.get_manifest(repo, tag, reuse=True)  # the resolve: the check's answer
+            assert gets() == 2 and kept.raw == fresh.raw
+            client.get_manifest(repo, tag, reuse=True)  # once only
+            assert gets() == 3
+            assert not client.check_manifest(repo, "v0.0.0_2000-01-01")  # not found: False, nothing kept
+    finally:
+        proxy.stop()

@@ -32,7 +32,7 @@ from arcgap.commands.settings import Endpoint, collect_endpoint, env_name
 from arcgap.errors import UsageError, option, variable
 from arcgap.oci.reference import validate_tag
 from arcgap.registry.client import RegistryClient
-from arcgap.registry.ranged import RANGE_SLOTS
+from arcgap.registry.ranged import RANGE_CONNECTIONS
 from arcgap.registry.resolve import Wanted
 from arcgap.transfer.cache import DEFAULT_MAX_BYTES, BlobCache, cache_root
 from arcgap.util.parallel import DEFAULT_JOBS
@@ -221,8 +221,9 @@ def run_registry_export(source: SourceOptions, options: ExportOptions, context: 
                             newest=newest_for_prompt(ca_file=source.ca_file, insecure=source.insecure,
                                                      environ=environ, warn=context.warn))
     endpoint = choice.endpoint
+    # TLS options are checked here, before any request
     pools = registry_side(endpoint, source, jobs=o.jobs, environ=environ, network=context.network,
-                          warn=context.warn, extra_connections=RANGE_SLOTS)  # TLS options checked before any request
+                          warn=context.warn, extra_connections=RANGE_CONNECTIONS)
     staged: StagedInstaller | None = None
     try:
         with pools as pool:
@@ -332,7 +333,8 @@ def run_mirror(
     src = choice.endpoint
     dst = collect_target(target, context)
     net = {"network": context.network, "warn": context.warn}
-    source_side = registry_side(src, source, jobs=o.jobs, environ=environ, extra_connections=RANGE_SLOTS, **net)
+    source_side = registry_side(src, source, jobs=o.jobs, environ=environ, extra_connections=RANGE_CONNECTIONS,
+                                **net)
     target_side = registry_side(dst, target, jobs=o.jobs, environ=environ, **net)
     with source_side as sources, target_side as targets:
         source_tag = choice.tag(sources, reporter)

@@ -368,23 +368,26 @@ class RegistryClient:
     # -- manifests ----------------------------------------------------------------------------------------
 
     def check_manifest(self, repository: str, ref: str) -> bool:
-        """Whether the registry has ``ref``: a GET whose answer the next :meth:`get_manifest` of the same
-        reference is served (once), so checking that an image exists and then resolving it costs one round trip,
-        not a HEAD and a GET. Only "not found" is False; any other failure is raised."""
+        """Whether the registry has ``ref``: a GET whose answer the next ``get_manifest(..., reuse=True)`` of
+        the same reference is served (once: the resolve), so checking that an image exists and then resolving it
+        costs one round trip, not a HEAD and a GET. Only "not found" is False; any other failure is raised."""
         try:
-            fetched = self.get_manifest(repository, ref)
+            fetched = self.get_manifest(repository, ref, reuse=True)  # a check before it (discovery) answered
         except NotFoundError:
             return False
         with self._kept_lock:
             self._kept[(repository, ref)] = fetched
         return True
 
-    def get_manifest(self, repository: str, ref: str) -> FetchedManifest:
-        """GET a manifest by tag or digest; the raw bytes are kept and their digest computed and checked."""
-        with self._kept_lock:
-            kept = self._kept.pop((repository, ref), None)
-        if kept is not None:
-            return kept
+    def get_manifest(self, repository: str, ref: str, *, reuse: bool = False) -> FetchedManifest:
+        """GET a manifest by tag or digest; the raw bytes are kept and their digest computed and checked.
+        ``reuse``: the answer :meth:`check_manifest` kept for this reference, if any, is taken instead (once);
+        every other caller asks the registry what the reference points at now."""
+        if reuse:
+            with self._kept_lock:
+                kept = self._kept.pop((repository, ref), None)
+            if kept is not None:
+                return kept
         what = f"{self.registry}/{repository}:{ref}" if ":" not in ref else f"{self.registry}/{repository}@{ref}"
         resp = self.send(
             "GET",
@@ -411,9 +414,10 @@ class RegistryClient:
         header = resp.headers.get("docker-content-digest")
         if header:
             claimed = self._header_digest(header, f"fetching manifest {what}", resp.status_code)
-            if claimed != (digest if claimed.algorithm == digest.algorithm else
-                           Digest(claimed.algorithm, hashlib.new(claimed.algorithm, raw).hexdigest())):
-                raise IntegrityError(f"manifest {what}: registry says {header} but content hashes to {digest}")
+            actual = digest if claimed.algorithm == digest.algorithm else \
+                Digest(claimed.algorithm, hashlib.new(claimed.algorithm, raw).hexdigest())
+            if claimed != actual:
+                raise IntegrityError(f"manifest {what}: registry says {header} but content hashes to {actual}")
         content_type = resp.headers.get("content-type", "").split(";")[0].strip()
         media_type = content_type if is_manifest(content_type) else (sniff_media_type(raw) or content_type)
         return FetchedManifest(raw=raw, media_type=media_type, digest=digest)

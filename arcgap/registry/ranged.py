@@ -34,8 +34,8 @@ from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
 from arcgap.registry.pathrtt import path_rtt_s
 
-# Default ahead-part slots of a run (x part_bytes: its memory bound for parts), at least its helper connections:
-# the extra connections a pool must allow. A part at the head of the write order that is slow to come (a loss, a
+# Default ahead-part slots of a run (x part_bytes: its memory bound for parts), at least its helper connections.
+# A part at the head of the write order that is slow to come (a loss, a
 # retransmission timeout) leaves the other parts finishing behind it until every slot holds one: with 64 (64 MiB)
 # the link idled for up to a second (on the 40 ms / 0.05 % / 400 Mbit bench path, one traced round fell to 3 parts
 # in flight and 13-28 MB/s for a second); with 128 the 22-image set reached 75-82 % of that link (median 80 %)
@@ -86,6 +86,12 @@ class RangedOptions:
     # first round trip). By speed alone the RTT is not judged: on a busy 2-core machine a loopback probe's first
     # chunk took 12-43 ms, and a blob judged slow fills every range slot (64 MiB) ahead of the writer.
     fast_bytes_per_s: float = 64e6
+
+
+# Connections a source's pool allows beyond --jobs for ranged reads: the helpers, and as many blobs' own threads
+# reading their head parts (the claims ahead). Not the slots: a slot also holds a finished part, which holds no
+# connection, and every extra connection is one more a throttling registry's gate has to halve away.
+RANGE_CONNECTIONS = 2 * RangedOptions().window
 
 
 class RangeBudget:

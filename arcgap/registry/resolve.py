@@ -77,7 +77,7 @@ def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | Non
     ref = wanted.reference
     what = str(ref)
     try:
-        top = client.get_manifest(ref.repository, ref.ref)
+        top = client.get_manifest(ref.repository, ref.ref, reuse=True)  # the check before it asked already
     except NotFoundError:
         raise NotFoundError(
             f"image {what} not found at the source",
