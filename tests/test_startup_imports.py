@@ -25,3 +25,11 @@ def test_httpx_command_line_client_is_not_imported() -> None:
     assert "httpx" in loaded
     assert "httpx._main" not in loaded
 
+
+
+def test_the_command_line_alone_imports_no_http_client() -> None:
+    """``arcgap --help``, ``--version``, ``verify`` and ``inspect`` talk to no registry: loading the command line
+    must not import httpx (the transport defaults its help shows live in arcgap.registry.defaults)."""
+    loaded = _imported_after("import arcgap.cli")
+    assert "arcgap.cli.common" in loaded
+    assert "httpx" not in loaded

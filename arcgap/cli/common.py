@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 from arcgap import __version__
 from arcgap.cli.hints import words
 from arcgap.errors import UsageError
-from arcgap.registry.transport import (
+from arcgap.registry.defaults import (
     DEFAULT_MIN_BYTES_PER_S,
     DEFAULT_RETRY_BUDGET_S,
     DEFAULT_STALL_S,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from arcgap.registry.transport import DEFAULT_MIN_BYTES_PER_S, DEFAULT_RETRY_BUDGET_S, DEFAULT_STALL_S
+from arcgap.registry.defaults import DEFAULT_MIN_BYTES_PER_S, DEFAULT_RETRY_BUDGET_S, DEFAULT_STALL_S
 from arcgap.util.parallel import DEFAULT_JOBS
 from arcgap.util.progress import Reporter
 from arcgap.util.secret import Secret

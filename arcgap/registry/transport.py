@@ -15,6 +15,12 @@ from pathlib import Path
 import httpx
 
 from arcgap.errors import LocalIOError
+from arcgap.registry.defaults import (
+    DEFAULT_MIN_BYTES_PER_S,
+    DEFAULT_RETRY_BUDGET_S,
+    DEFAULT_STALL_S,
+    MAX_RETRY_AFTER_S,
+)
 
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -32,14 +38,6 @@ class TLSOptions:
     @property
     def scheme(self) -> str:
         return "http" if self.plain_http else "https"
-
-
-# The defaults of the two transport settings an operator may change (--retry-budget, --stall-timeout),
-# defined here only: the options and the command line read them from here.
-DEFAULT_RETRY_BUDGET_S = 300.0
-DEFAULT_STALL_S = 60.0
-DEFAULT_MIN_BYTES_PER_S = 1024
-MAX_RETRY_AFTER_S = 30.0  # the longest Retry-After honoured as asked
 
 
 @dataclass(frozen=True)
