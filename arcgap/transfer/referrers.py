@@ -194,14 +194,16 @@ class _TagLists:
         with self.lock:
             first = self.firsts.setdefault(registry, threading.Lock())
             lock = self.locks.setdefault(key, threading.Lock())
-            known = registry in self.listing
-        if not known:
+        if not self._answered(registry):
             with first:  # the registry's first answer is awaited here; then every waiter asks at once
-                with self.lock:
-                    known = registry in self.listing or registry in self.refused
-                if not known:
+                if not self._answered(registry):
                     return self._get(registry, key, lock)
         return self._get(registry, key, lock)
+
+    def _answered(self, registry: str) -> bool:
+        """Whether ``registry`` has said if it lists tags (it gave one list, or refused one)."""
+        with self.lock:
+            return registry in self.listing or registry in self.refused
 
     def _get(self, registry: str, key: tuple[str, str], lock: threading.Lock) -> frozenset[str] | None:
         with lock:
