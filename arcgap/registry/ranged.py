@@ -34,13 +34,12 @@ from arcgap.registry.bodyread import body_chunks
 from arcgap.registry.client import CHUNK_BYTES, RegistryClient
 from arcgap.registry.pathrtt import path_rtt_s
 
-# Default ahead-part slots of a run (x part_bytes: its memory bound for parts), at least its helper connections.
-# A part at the head of the write order that is slow to come (a loss, a
-# retransmission timeout) leaves the other parts finishing behind it until every slot holds one: with 64 (64 MiB)
-# the link idled for up to a second (on the 40 ms / 0.05 % / 400 Mbit bench path, one traced round fell to 3 parts
-# in flight and 13-28 MB/s for a second); with 128 the 22-image set reached 75-82 % of that link (median 80 %)
-# instead of 65-81 % (median 75 %; make bench WAN=1, 6 rounds each beside curl-16r), for 205-266 MiB peak RSS
-# instead of 197-205.
+# Default ahead-part slots of a run (x part_bytes: its memory bound for parts), at least its helper connections. A part
+# at the head of the write order that is slow to come (a loss, a retransmission timeout) leaves the other parts
+# finishing behind it until every slot holds one: with 64 (64 MiB) the link idled for up to a second (on the 40 ms /
+# 0.05 % / 400 Mbit bench path, one traced round fell to 3 parts in flight and 13-28 MB/s for a second); with 128 the
+# 22-image set reached 75-82 % of that link (median 80 %) instead of 65-81 % (median 75 %; make bench WAN=1, 6 rounds
+# each beside curl-16r), for 205-266 MiB peak RSS instead of 197-205.
 RANGE_SLOTS = 128
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
