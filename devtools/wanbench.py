@@ -22,7 +22,8 @@ The data: :func:`devtools.bench.generate`'s release (the 22 Arc images, ``--size
 Reported per run: wall time, MB moved (the unique blobs' bytes), MB/s and the share of the link's rate, and for
 arcgap its peak RSS (``/usr/bin/time``). A run that does not finish within ``--timeout`` seconds is stopped and
 reported as ``> T s``. ``--trace DIR`` runs arcgap under :mod:`devtools.fetchtrace` (every blob request's start,
-first byte and end in ``DIR/*.jsonl``, a per-half-second summary of requests in flight and MB/s beside it). The
+first byte and end in ``DIR/*.jsonl``, a per-half-second summary of requests in flight and MB/s beside it). Each
+shaped path is warmed up by three untimed requests, and dirty pages are flushed (``sync``) before each run. The
 load average is printed with every run (the emulator needs CPU; figures on a shared machine are indicative).
 
 Namespaces, the emulator and the registry are torn down when the bench ends, fails or is interrupted
@@ -47,7 +48,7 @@ from types import FrameType
 from typing import Any
 
 from devtools.bench import BIG_IMAGE, generate
-from devtools.benchsides import Bench, unique_blobs
+from devtools.benchsides import Bench, settle, unique_blobs
 from devtools.registries import Registry, crane_binary, start_registry
 from devtools.runs import PROJECT_ROOT, clean_env
 from devtools.scenario import MB, RELEASE_TAG, SOURCE_REPOSITORY, image_list_yaml
@@ -183,6 +184,17 @@ def one_connection(bench: WanBench, names: Sequence[str], log: Path, seconds: fl
     return float(total), int(size)
 
 
+def warm_up(bench: WanBench, tries: int = 3) -> list[float]:
+    """Seconds to the first answer byte of ``tries`` requests (``GET /v2/``, one connection each) through a path
+    just shaped: the first flow through a freshly started emulator came slow (0.13 s where 0.08 s is one connect
+    and one request, and arcgap's first requests took 0.46-0.85 s when its run came first), so no tool's timed
+    run is the first."""
+    url = f"http://{bench.path.server_ip}:{PORT}/v2/"
+    argv = ["curl", "-sS", "--noproxy", "*", "-o", "/dev/null", "-w", "%{time_starttransfer}", url]
+    return [float(subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout)
+            for _ in range(tries)]
+
+
 def run_tool(bench: WanBench, tool: str, names: Sequence[str], work: Path, log: Path, timeout: float,
              jobs: int | None, trace: Path | None = None) -> tuple[float, bool]:  # fmt: skip
     src = f"{bench.path.server_ip}:{PORT}"
@@ -288,6 +300,7 @@ def _one_run(bench: WanBench, tool: str, names: Sequence[str], runs_dir: Path, l
              label: str) -> tuple[str, dict[str, Any]]:  # fmt: skip
     """One tool's run: the row's text after its label, and its record (``mb_per_s`` None when stopped)."""
     mbit = PROFILES[label.split("-")[0]][2]
+    settle()  # the release just pushed, or the last run's files, still being written back would slow this run
     if tool == "conn-1":
         seconds, nbytes = one_connection(bench, names, log, args.conn_seconds)
         done = True
@@ -331,6 +344,8 @@ def _run(stack: ExitStack, path: WanPath, work: Path, args: argparse.Namespace, 
         path.shape(profile)
         link = f"{rtt} ms RTT, {loss:g} % loss each way, {mbit} Mbit/s" if mbit else "no impairment"
         _log(f"profile {profile}: {link}")
+        if mbit:
+            _log("  path warm-up (not timed): " + ", ".join(f"{t:.3f} s" for t in warm_up(bench)))
         for wl in args.workloads.split(","):
             names = workloads[wl]
             for r in range(args.rounds):
