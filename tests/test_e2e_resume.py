@@ -191,9 +191,12 @@ def source_proxy(synth_medium: MediumSet) -> Iterator[FaultProxy]:
 
 
 def layer_gets(proxy: FaultProxy, medium: MediumSet) -> list[str]:
-    """Layer downloads the proxy saw (configs come with the manifests while resolving; they are small)."""
-    return [d for line in list(proxy.seen) if line.startswith("GET ") and (d := line.rsplit("/", 1)[1])
-            in medium.layer_digests]
+    """Layer downloads the proxy saw begin, in order (configs come with the manifests while resolving; they are
+    small): GETs from the first byte. A blob of at least the ranged threshold (the 3 MiB base layer) begins with
+    a Range probe of its first part, and its rest follows as a second GET from the part's end."""
+    proxy.wait_idle()
+    return [d for r in proxy.matching(r"^GET /v2/.*/blobs/") if (d := r.line.rsplit("/", 1)[1]) in medium.layer_digests
+            and r.headers.get("range", "bytes=0-").startswith("bytes=0-")]
 
 
 def cached_digests(cache_dir: Path) -> set[str]:
@@ -218,6 +221,7 @@ def test_export_killed_midway_does_not_download_again_what_it_fetched(
     assert kept < synth_medium.layer_digests
     source_proxy.latency_s = 0.0
     source_proxy.seen.clear()
+    source_proxy.requests.clear()
     res = arcgap(capsys, *export_args(synth_medium, source_proxy.host, out, "--cache-dir", str(cache_dir),
                                       "--json", "-q"))
     assert res.code == 0, res.err

@@ -48,10 +48,12 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 class RangedOptions:
     """When and how a blob is split. ``slots`` bounds the parts fetched ahead across all blobs of a run."""
 
-    # Smaller blobs: one stream. 8 MiB (4 parts) and not more: a release's app layers (tens of MiB) fetched one
-    # connection each held the 16-image set at 15 % of a 40 ms / 0.05 % link with --jobs 4 (make bench WAN=1);
-    # on a fast path the probe's first chunk turns such a blob back into one stream (one extra request).
-    threshold_bytes: int = 8 << 20
+    # Smaller blobs: one stream. A release's app layers (tens of MiB) fetched one connection each held the
+    # 16-image set at 15 % of a 40 ms / 0.05 % link with --jobs 4 (make bench WAN=1). 2 MiB (2 parts), not
+    # 8: the set's five 3.9 MB layers took 3-5 s each on one connection (1 MB/s), two of them the run's last
+    # bytes; with 2 MiB the 22-image set reached 82.6-84.8 % of that link against 80.4-84.1 % (4 rounds each).
+    # On a fast path the probe's first chunk turns such a blob back into one stream (one extra request).
+    threshold_bytes: int = 2 << 20
     # A part is one request: on a 2 MB/s loss-limited connection about half a second. A part hit by a loss or a
     # retransmission timeout holds back every part behind it until it is written: 1 MiB parts in 64 slots
     # held the 22-image set at 73-77 % of a 40 ms / 0.05 % / 400 Mbit link, 2 MiB parts in 48 slots at 57-62 %
