@@ -19,7 +19,7 @@ from arcgap.registry.referrers import COSIGN_SUFFIXES, fallback_tag
 from arcgap.registry.resolve import Wanted, resolve_all
 from arcgap.registry.transport import TLSOptions
 from arcgap.transfer.preflight import Expected, ExpectedReferrer, preflight
-from arcgap.transfer.referrers import ReferrerOptions, _TagLists, discover_for_images
+from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, _TagLists, discover_for_images
 from arcgap.util.parallel import each
 from devtools.faultproxy import Fault, FaultProxy
 from devtools.images import Pusher, push_artifact, push_image, push_index
@@ -95,6 +95,27 @@ def test_one_tag_list_per_repository_and_one_api_probe(proxy: FaultProxy, releas
     assert _count(proxy, r"^GET /v2/\S+/manifests/sha256-", start) == 2
     assert _count(proxy, r"^GET /v2/\S+/manifests/sha256:", start) == 1
     assert len(proxy.seen) - start == 1 + len(release) + 3
+
+
+def test_the_api_is_probed_during_the_resolve_and_not_again(proxy: FaultProxy,
+                                                             release: list[tuple[str, str]]) -> None:
+    """The first image resolved asks the referrers API while the others are still resolving; discovery then
+    starts knowing the answer (distribution has no API) and asks no image first."""
+    client = RegistryClient(proxy.host, tls=TLSOptions(plain_http=True))
+    wanted = [Wanted(repo, Reference(proxy.host, repo, tag, None)) for repo, tag in release]
+    options = ReferrerOptions()
+    with TagListPrefetch(lambda _: client, wanted, options, jobs=4) as prefetch:
+        resolved = resolve_all(lambda _: client, wanted, jobs=4, on_each=prefetch.probe)
+        assert prefetch.has_api(proxy.host) is False
+        proxy.wait_idle()
+        before = len(proxy.seen)
+        found = discover_for_images(lambda _: client, resolved, options, jobs=4, prefetch=prefetch)
+    proxy.wait_idle()
+    client.close()
+    assert _count(proxy, r"^GET /v2/\S+/referrers/", 0) == 1  # the probe, asked before discovery began
+    assert _count(proxy, r"^GET /v2/\S+/referrers/", before) == 0
+    assert {("fallback", SBOM)} < {(r.found_by, r.tag or r.artifact_type) for r in found["refcount/app-0:v1"].referrers}
+    assert all(d.has_api is False for d in found.values())
 
 
 @pytest.mark.parametrize("status", [403, 404])

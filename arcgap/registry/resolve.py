@@ -127,10 +127,18 @@ def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | Non
 
 
 def resolve_all(
-    client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, platform: str | None = None
+    client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, platform: str | None = None,
+    on_each: Callable[[ResolvedImage], None] | None = None,
 ) -> list[ResolvedImage]:
-    """Resolve every image (:func:`lookup_jobs` at a time); errors name the image. Order follows ``wanted``."""
+    """Resolve every image (:func:`lookup_jobs` at a time); errors name the image. Order follows ``wanted``.
+    ``on_each`` is called with each image as soon as it is resolved (on the thread that resolved it)."""
     clients = [client_for(w.reference.registry) for w in wanted]
     lookups = lookup_jobs(jobs)
-    return each(lambda pair: resolve_image(pair[0], pair[1], platform=platform, jobs=lookups),
-                list(zip(clients, wanted)), jobs=lookups)
+
+    def one(pair: tuple[RegistryClient, Wanted]) -> ResolvedImage:
+        image = resolve_image(pair[0], pair[1], platform=platform, jobs=lookups)
+        if on_each is not None:
+            on_each(image)
+        return image
+
+    return each(one, list(zip(clients, wanted)), jobs=lookups)

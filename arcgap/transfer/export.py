@@ -154,7 +154,7 @@ def export_bundle(
         client_for(registry).ping()
     reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
     with TagListPrefetch(client_for, wanted, referrers, jobs=jobs) as prefetch:
-        resolved = resolve_all(client_for, wanted, jobs=jobs, platform=platform)
+        resolved = resolve_all(client_for, wanted, jobs=jobs, platform=platform, on_each=prefetch.probe)
         for img in resolved:
             if img.filtered_from is not None:
                 reporter.warn(

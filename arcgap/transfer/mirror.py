@@ -65,7 +65,7 @@ def mirror_images(
     client.ping()
     reporter.phase(f"resolving {len(wanted)} images at {source_registry}")
     with TagListPrefetch(source_for, wanted, referrers, jobs=jobs) as prefetch:
-        resolved = resolve_all(source_for, wanted, jobs=jobs)
+        resolved = resolve_all(source_for, wanted, jobs=jobs, on_each=prefetch.probe)
         plan = build_plan(resolved, source_registry=source_registry, source_repository=source_repository,
                           created="")
         plan = add_to_plan(plan, resolved, discover_for_images(source_for, resolved, referrers, jobs=jobs,

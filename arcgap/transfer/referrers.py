@@ -21,7 +21,7 @@ from arcgap.bundle.referrers import ReferrerEntry
 from arcgap.oci.digest import Digest
 from arcgap.oci.mediatypes import is_index, parse_manifest
 from arcgap.registry.client import RegistryClient
-from arcgap.registry.referrers import Referrer, list_referrers, tag_set
+from arcgap.registry.referrers import Referrer, api_entries, list_referrers, tag_set
 from arcgap.registry.resolve import ResolvedImage, Wanted
 from arcgap.transfer.plan import ExportPlan
 from arcgap.util.parallel import DEFAULT_JOBS, each, lookup_jobs
@@ -102,21 +102,45 @@ class ReferrerOptions:
     types: frozenset[str] = frozenset()
 
 
+class _Probe:
+    """One registry's referrers API probe, asked on a thread of its own: ``answer`` once ``done`` is set (None:
+    the request failed; discovery then probes again itself and reports what goes wrong)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: bool | None = None
+
+    def run(self, client: RegistryClient, repository: str, subject: Digest) -> None:
+        try:
+            self.answer = api_entries(client, repository, subject) is not None
+        except Exception:  # noqa: BLE001 - discovery asks again and says what went wrong
+            self.answer = None
+        finally:
+            self.done.set()
+
+
 class TagListPrefetch:
     """The tag list of each repository the images come from, asked on background threads while the images are
     resolved, so that discovery finds them answered (on a 40 ms path the first layer request came 0.51-0.53 s
     after the tag checks, now 0.41 s). Half the look-up threads: twice as many gained nothing there. With
     ``--jobs 1`` nothing runs beside the resolve, and nothing at all with discovery off. A failure is left for
     discovery to meet again and report; the threads are daemons and take no new repository once :meth:`close` is
-    called (on leaving its ``with``), so a dead registry never holds the run's exit."""
+    called (on leaving its ``with``), so a dead registry never holds the run's exit.
+
+    :meth:`probe` (the resolve's ``on_each``) also asks each registry's referrers API about the first image
+    resolved there, so that discovery starts knowing whether the registry has one, instead of asking one
+    image per registry first (one round trip after the resolve)."""
 
     def __init__(self, client_for: Callable[[str], RegistryClient], wanted: Iterable[Wanted],
                  options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS) -> None:
         self.lists = _TagLists(client_for)
+        self.client_for = client_for
+        self._on = options.enabled and jobs > 1
         repositories = ((w.reference.registry, w.reference.repository) for w in wanted)
-        self._todo = list(dict.fromkeys(repositories)) if options.enabled and jobs > 1 else []
+        self._todo = list(dict.fromkeys(repositories)) if self._on else []
         self._lock = threading.Lock()
         self._closed = False
+        self._probes: dict[str, _Probe] = {}
         for _ in range(min(len(self._todo), max(1, lookup_jobs(jobs) // 2))):
             threading.Thread(target=self._work, daemon=True, name="arcgap-taglists").start()
 
@@ -130,6 +154,27 @@ class TagListPrefetch:
                 self.lists.get(registry, repository)
             except Exception:  # noqa: BLE001, S112 - discovery asks again and says what went wrong
                 continue
+
+    def probe(self, image: ResolvedImage) -> None:
+        """Ask ``image``'s registry's referrers API about its top manifest, on a daemon thread, if no image of
+        that registry was asked yet."""
+        registry = image.wanted.reference.registry
+        with self._lock:
+            if not self._on or self._closed or registry in self._probes:
+                return
+            probe = self._probes[registry] = _Probe()
+        threading.Thread(target=probe.run, args=(self.client_for(registry), image.wanted.reference.repository,
+                                                 image.top.digest), daemon=True, name="arcgap-probe").start()
+
+    def has_api(self, registry: str) -> bool | None:
+        """Whether ``registry`` answered its probe with a referrers API, once the answer is in (None: never
+        probed, or the probe failed)."""
+        with self._lock:
+            probe = self._probes.get(registry)
+        if probe is None:
+            return None
+        probe.done.wait()  # a request under the client's own timeouts and retries
+        return probe.answer
 
     def close(self) -> None:
         with self._lock:
@@ -153,6 +198,10 @@ def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: S
         return out
     probed: dict[str, bool | None] = {}
     tag_lists = prefetch.lists if prefetch is not None else _TagLists(client_for)
+    for registry in dict.fromkeys(img.wanted.reference.registry for img in resolved):
+        answer = prefetch.has_api(registry) if prefetch is not None else None
+        if answer is not None:
+            probed[registry] = answer
 
     def one(img: ResolvedImage) -> Discovery:
         ref = img.wanted.reference
@@ -161,9 +210,10 @@ def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: S
                         has_api=probed.get(ref.registry), tags=tag_lists.get(ref.registry, ref.repository))
 
     jobs = lookup_jobs(jobs)
-    # The first image of each registry probes it (and its discovery is kept); the rest, ``jobs`` at a time,
-    # go the way it found.
-    first = list({img.wanted.reference.registry: n for n, img in reversed(list(enumerate(resolved)))}.values())
+    # The first image of each registry not probed yet probes it (and its discovery is kept); the rest, ``jobs``
+    # at a time, go the way it found.
+    first = [n for n in {img.wanted.reference.registry: n for n, img in reversed(list(enumerate(resolved)))}.values()
+             if resolved[n].wanted.reference.registry not in probed]
     found: dict[int, Discovery] = {}
     for n, d in zip(first, each(one, [resolved[n] for n in first], jobs=jobs, name="arcgap-referrers")):
         probed[resolved[n].wanted.reference.registry] = d.has_api
