@@ -23,8 +23,9 @@ Reported per run: wall time, MB moved (the unique blobs' bytes), MB/s and the sh
 arcgap its peak RSS (``/usr/bin/time``). A run that does not finish within ``--timeout`` seconds is stopped and
 reported as ``> T s``. ``--trace DIR`` runs arcgap under :mod:`devtools.fetchtrace` (every blob request's start,
 first byte and end in ``DIR/*.jsonl``, a per-half-second summary of requests in flight and MB/s beside it). Each
-shaped path is warmed up by three untimed requests, and dirty pages are flushed (``sync``) before each run. The
-load average is printed with every run (the emulator needs CPU; figures on a shared machine are indicative).
+impaired path (A, B) is warmed up by three untimed requests, and dirty pages are flushed (``sync``) before each
+run. The load average is printed with every run (the emulator needs CPU; figures on a shared machine are
+indicative).
 
 Namespaces, the emulator and the registry are torn down when the bench ends, fails or is interrupted
 (SIGINT, SIGTERM, SIGHUP).

@@ -12,7 +12,7 @@ import pytest
 
 from arcgap.registry.ranged import RangedOptions
 from devtools.faultproxy import Fault, FaultProxy
-from tests.test_e2e_faults_streams import QUICK_RETRIES, biggest_layer, export_via
+from tests.test_e2e_faults_streams import ONE_STREAM, QUICK_RETRIES, biggest_layer, export_via
 from tests.test_e2e_roundtrip import clean_env  # noqa: F401 (autouse fixture)
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def test_ranged_export_gives_the_same_bundle_and_survives_a_cut_range(
 ) -> None:
     layer = biggest_layer(synth_medium)
     reference = tmp_path / "reference.tar.zst"
-    assert export_via(capsys, synth_medium, source.host, reference).code == 0
+    assert export_via(capsys, synth_medium, source.host, reference, network=ONE_STREAM).code == 0
     # Parts of 256 KiB from 1 MiB up, and never the one-stream shortcut loopback would otherwise take.
     ranged = RangedOptions(threshold_bytes=4 * PART, part_bytes=PART, window=3, ahead=4, slots=6,
                            fast_bytes_per_s=1e15, near_rtt_s=0.0)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from arcgap.errors import ArcgapError
 from arcgap.oci.digest import Digest
 from arcgap.oci.reference import Reference
 from arcgap.registry.client import RegistryClient
@@ -116,6 +117,21 @@ def test_the_api_is_probed_during_the_resolve_and_not_again(proxy: FaultProxy,
     assert _count(proxy, r"^GET /v2/\S+/referrers/", before) == 0
     assert {("fallback", SBOM)} < {(r.found_by, r.tag or r.artifact_type) for r in found["refcount/app-0:v1"].referrers}
     assert all(d.has_api is False for d in found.values())
+
+
+def test_a_probe_that_fails_stops_discovery_with_its_error(proxy: FaultProxy, release: list[tuple[str, str]]) -> None:
+    """The probe's failure is not swallowed on its thread (it may have spent the client's retry budget):
+    discovery raises it, as it raised its own probe's failure before."""
+    proxy.faults.append(Fault(r"^GET /v2/\S+/referrers/", status=403, times=10**9))
+    client = RegistryClient(proxy.host, tls=TLSOptions(plain_http=True))
+    wanted = [Wanted(repo, Reference(proxy.host, repo, tag, None)) for repo, tag in release]
+    options = ReferrerOptions()
+    with TagListPrefetch(lambda _: client, wanted, options, jobs=4) as prefetch:
+        resolved = resolve_all(lambda _: client, wanted, jobs=4, on_each=prefetch.probe)
+        with pytest.raises(ArcgapError, match="referrers"):
+            discover_for_images(lambda _: client, resolved, options, jobs=4, prefetch=prefetch)
+    client.close()
+    assert _count(proxy, r"^GET /v2/\S+/referrers/", 0) == 1  # asked once, by the probe
 
 
 @pytest.mark.parametrize("status", [403, 404])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from arcgap.errors import NotFoundError, RegistryError, UsageError, variable
@@ -15,6 +17,7 @@ from arcgap.registry.client import FetchedManifest, RegistryClient
 from arcgap.util.parallel import each, lookup_jobs
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
+CHILD_THREADS = 8  # threads per index for its children; the requests in flight are bounded by the gate
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,17 @@ def _read_config(client: RegistryClient, repo: str, parsed: ParsedManifest, what
 
 
 def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | None = None,
-                  jobs: int = 1) -> ResolvedImage:
-    """``wanted``'s manifests and configs; an index's children ``jobs`` at a time (each child's manifest, then
-    its config: on a 40 ms path one after the other they cost an index two round trips per child)."""
+                  jobs: int = 1, gate: AbstractContextManager[object] | None = None) -> ResolvedImage:
+    """``wanted``'s manifests and configs; an index's children ``jobs`` at a time (at most ``CHILD_THREADS``;
+    each child's manifest, then its config: on a 40 ms path one after the other they cost an index two round
+    trips per child). ``gate`` is held around each request (:func:`resolve_all`'s bound on look-ups in flight,
+    shared by every image and child)."""
+    gate = gate if gate is not None else nullcontext()
     ref = wanted.reference
     what = str(ref)
     try:
-        top = client.get_manifest(ref.repository, ref.ref, reuse=True)  # the check before it asked already
+        with gate:
+            top = client.get_manifest(ref.repository, ref.ref, reuse=True)  # the check before it asked already
     except NotFoundError:
         raise NotFoundError(
             f"image {what} not found at the source",
@@ -89,7 +96,8 @@ def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | Non
     parsed_top = parse_manifest(top.raw, top.media_type, what=what)
     configs: dict[Digest, bytes] = {}
     if not is_index(top.media_type):
-        digest, data = _read_config(client, ref.repository, parsed_top, what)
+        with gate:
+            digest, data = _read_config(client, ref.repository, parsed_top, what)
         configs[digest] = data
         plat = _platform_of_config(data)
         if platform and plat != platform and not plat.startswith(platform + "/"):
@@ -107,17 +115,20 @@ def resolve_image(client: RegistryClient, wanted: Wanted, *, platform: str | Non
             raise RegistryError(f"{what}: child manifest {child.digest.short} is implausibly large")
 
     def one(child: Descriptor) -> tuple[PlatformManifest, Digest, bytes]:
-        fetched = client.get_manifest(ref.repository, str(child.digest))
+        with gate:
+            fetched = client.get_manifest(ref.repository, str(child.digest))
         if len(fetched.raw) != child.size:
             raise RegistryError(f"{what}: child manifest {child.digest.short} size differs from the index")
         parsed = parse_manifest(fetched.raw, fetched.media_type, what=f"{what}@{child.digest.short}")
         if is_index(fetched.media_type):
             raise RegistryError(f"{what}: nested indexes are not supported")
-        digest, data = _read_config(client, ref.repository, parsed, f"{what}@{child.digest.short}")
+        with gate:
+            digest, data = _read_config(client, ref.repository, parsed, f"{what}@{child.digest.short}")
         return PlatformManifest(child.platform or _platform_of_config(data), fetched, parsed), digest, data
 
     platforms: list[PlatformManifest] = []
-    for plat_manifest, digest, data in each(one, children, jobs=min(jobs, len(children)), name="arcgap-child"):
+    threads = min(jobs, len(children), CHILD_THREADS)
+    for plat_manifest, digest, data in each(one, children, jobs=threads, name="arcgap-child"):
         configs[digest] = data
         platforms.append(plat_manifest)
     if platform:
@@ -130,13 +141,15 @@ def resolve_all(
     client_for: Callable[[str], RegistryClient], wanted: Sequence[Wanted], *, jobs: int, platform: str | None = None,
     on_each: Callable[[ResolvedImage], None] | None = None,
 ) -> list[ResolvedImage]:
-    """Resolve every image (:func:`lookup_jobs` at a time); errors name the image. Order follows ``wanted``.
-    ``on_each`` is called with each image as soon as it is resolved (on the thread that resolved it)."""
+    """Resolve every image (:func:`lookup_jobs` at a time, and as many requests in flight at most, an index's
+    children included); errors name the image. Order follows ``wanted``. ``on_each`` is called with each image
+    as soon as it is resolved (on the thread that resolved it)."""
     clients = [client_for(w.reference.registry) for w in wanted]
     lookups = lookup_jobs(jobs)
+    gate = threading.BoundedSemaphore(lookups)
 
     def one(pair: tuple[RegistryClient, Wanted]) -> ResolvedImage:
-        image = resolve_image(pair[0], pair[1], platform=platform, jobs=lookups)
+        image = resolve_image(pair[0], pair[1], platform=platform, jobs=lookups, gate=gate)
         if on_each is not None:
             on_each(image)
         return image

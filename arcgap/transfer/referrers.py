@@ -103,18 +103,21 @@ class ReferrerOptions:
 
 
 class _Probe:
-    """One registry's referrers API probe, asked on a thread of its own: ``answer`` once ``done`` is set (None:
-    the request failed; discovery then probes again itself and reports what goes wrong)."""
+    """One registry's referrers API probe, asked on a thread of its own: once ``done`` is set, ``answer`` (None:
+    not asked) or ``error``, the failure discovery would have met asking the same (raised there, as before: a
+    probe that spent the client's retry budget leaves it spent, so the run must not go on as if nothing
+    happened)."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.answer: bool | None = None
+        self.error: Exception | None = None
 
     def run(self, client: RegistryClient, repository: str, subject: Digest) -> None:
         try:
             self.answer = api_entries(client, repository, subject) is not None
-        except Exception:  # noqa: BLE001 - discovery asks again and says what went wrong
-            self.answer = None
+        except Exception as exc:  # noqa: BLE001 - handed to discovery, which raises it
+            self.error = exc
         finally:
             self.done.set()
 
@@ -163,17 +166,22 @@ class TagListPrefetch:
             if not self._on or self._closed or registry in self._probes:
                 return
             probe = self._probes[registry] = _Probe()
-        threading.Thread(target=probe.run, args=(self.client_for(registry), image.wanted.reference.repository,
-                                                 image.top.digest), daemon=True, name="arcgap-probe").start()
+        try:
+            threading.Thread(target=probe.run, args=(self.client_for(registry), image.wanted.reference.repository,
+                                                     image.top.digest), daemon=True, name="arcgap-probe").start()
+        except Exception:  # noqa: BLE001 - not asked: discovery probes the registry itself
+            probe.done.set()
 
     def has_api(self, registry: str) -> bool | None:
         """Whether ``registry`` answered its probe with a referrers API, once the answer is in (None: never
-        probed, or the probe failed)."""
+        probed); the probe's failure is raised here."""
         with self._lock:
             probe = self._probes.get(registry)
         if probe is None:
             return None
         probe.done.wait()  # a request under the client's own timeouts and retries
+        if probe.error is not None:
+            raise probe.error
         return probe.answer
 
     def close(self) -> None:
