@@ -16,12 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from arcgap.oci.digest import Digest
+from arcgap.oci.mediatypes import parse_manifest
 from arcgap.oci.reference import Reference
-from arcgap.registry.client import RegistryClient
+from arcgap.registry.client import FetchedManifest, RegistryClient
 from arcgap.registry.referrers import fallback_tag, list_referrers
-from arcgap.registry.resolve import Wanted
+from arcgap.registry.resolve import PlatformManifest, ResolvedImage, Wanted
 from arcgap.registry.transport import TLSOptions
-from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, _TagLists, discover
+from arcgap.transfer.referrers import ReferrerOptions, TagListPrefetch, _TagLists, discover, discover_for_images
 from arcgap.util.parallel import lookup_jobs
 from devtools.images import Pusher, push_artifact, push_image
 from devtools.layers import make_layer
@@ -84,6 +85,7 @@ class _Api(BaseHTTPRequestHandler):
     pages: list[bytes] = []
     subject = ""
     manifests: dict[str, bytes] = {}
+    asked: list[str] = []  # the subjects whose referrers were listed, in order
 
     def log_message(self, *args: object) -> None:
         pass
@@ -93,6 +95,7 @@ class _Api(BaseHTTPRequestHandler):
         if path == "/v2/":
             return self._send(200, b"{}", "application/json")
         if "/referrers/" in path:
+            self.asked.append(path.split("/referrers/")[1].split("?")[0])
             if path.split("/referrers/")[1].split("?")[0] != self.subject:
                 return self._send(200, _index_of([]), OCI_INDEX)
             page = int(path.rsplit("page=", 1)[1]) if "page=" in path else 0
@@ -119,7 +122,7 @@ class _Api(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[tuple[str, type[_Api]]]:
-    handler = type("Api", (_Api,), {"pages": [], "manifests": {}})
+    handler = type("Api", (_Api,), {"pages": [], "manifests": {}, "asked": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -248,3 +251,38 @@ def test_once_a_registry_lists_tags_the_waiting_repositories_are_asked_at_once()
         thread.join(5)
     assert sorted(client.asked) == sorted(f"arc/app-{n}" for n in range(6))
     assert client.peak >= 2  # those that waited for the first answer, together (one at a time before)
+
+
+def test_the_probe_s_api_answer_serves_its_image_s_discovery(api_server: tuple[str, type[_Api]]) -> None:
+    """A registry with the API: the probe's listing for the first image resolved is used by that image's
+    discovery, not asked for again; the other images ask for theirs."""
+    host, handler = api_server
+    images = []
+    for n in range(3):
+        raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": EMPTY_DESC, "layers": [],
+                          "annotations": {"n": str(n)}}).encode()
+        top = FetchedManifest(raw, OCI_MANIFEST, Digest.of(raw))
+        parsed = parse_manifest(raw, OCI_MANIFEST, what="image")
+        wanted = Wanted(f"app-{n}", Reference(host, "a/b", "v1"))
+        images.append(ResolvedImage(wanted, top, (PlatformManifest("linux/amd64", top, parsed),), {}))
+    subject = images[0].top.digest
+    sbom = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "k/sbom",
+                       "config": EMPTY_DESC, "layers": [],
+                       "subject": {"mediaType": OCI_MANIFEST, "digest": str(subject),
+                                   "size": len(images[0].top.raw)}}).encode()
+    handler.manifests[str(Digest.of(sbom))] = sbom
+    handler.pages = [_index_of([(str(Digest.of(sbom)), sbom, "k/sbom")])]
+    handler.subject = str(subject)
+    client = RegistryClient(host, tls=TLSOptions(plain_http=True))
+    options = ReferrerOptions()
+    with TagListPrefetch(lambda _: client, [i.wanted for i in images], options, jobs=4) as prefetch:
+        prefetch.probe(images[0])
+        assert prefetch.has_api(host) is True
+        found = discover_for_images(lambda _: client, images, options, jobs=4, prefetch=prefetch)
+    client.close()
+    assert [(str(r.manifest.digest), r.found_by) for r in found["app-0:v1"].referrers] == [
+        (str(Digest.of(sbom)), "api")]
+    assert all(d.has_api is True for d in found.values())
+    assert handler.asked.count(str(subject)) == 1  # the probe's answer, used again
+    # each image's top manifest once, and the SBOM found (referrers of referrers), once
+    assert sorted(handler.asked) == sorted([*(str(i.top.digest) for i in images), str(Digest.of(sbom))])

@@ -179,15 +179,20 @@ def listed_referrers(client: RegistryClient, repository: str, digest: Digest, *,
 
 
 def list_referrers(client: RegistryClient, repository: str, digest: Digest, *, api: bool | None = None,
-                   cosign_tags: bool = True, tags: frozenset[str] | None = None) -> tuple[list[Referrer], bool]:
+                   cosign_tags: bool = True, tags: frozenset[str] | None = None,
+                   listed: list[tuple[Digest, str]] | None = None) -> tuple[list[Referrer], bool]:
     """Every referrer of ``digest`` in ``repository``, each fetched and checked, and whether the API answered.
 
     ``api``: None asks the API first; False goes straight to the fallback tag (the registry said it has none).
     ``tags``: the repository's tag list (:func:`tag_set`): only the fallback and cosign tags it holds are
-    fetched; None asks for each of them by name.
+    fetched; None asks for each of them by name. ``listed``: the API's entries for ``digest``, already asked
+    (:func:`api_entries`), used instead of asking again.
     """
     found: dict[Digest, Referrer] = {}
-    entries = api_entries(client, repository, digest) if api is not False else None
+    if listed is not None:
+        entries: list[tuple[Digest, str]] | None = listed
+    else:
+        entries = api_entries(client, repository, digest) if api is not False else None
     has_api = entries is not None
     if entries is not None:
         for ref_digest, listed_type in entries:

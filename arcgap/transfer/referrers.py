@@ -58,9 +58,12 @@ class Discovery:
 
 def discover(client: RegistryClient, repository: str, roots: Iterable[Digest], *,
              types: frozenset[str] = frozenset(), has_api: bool | None = None,
-             tags: frozenset[str] | None = None) -> Discovery:
+             tags: frozenset[str] | None = None,
+             listed: Mapping[Digest, list[tuple[Digest, str]]] | None = None) -> Discovery:
     """Referrers of ``roots`` in ``repository``, recursively; ``types`` (empty: all) filters by artifactType.
-    ``tags``: the repository's tag list (:func:`~arcgap.registry.referrers.tag_set`; None: ask tag by tag)."""
+    ``tags``: the repository's tag list (:func:`~arcgap.registry.referrers.tag_set`; None: ask tag by tag).
+    ``listed``: the API's entries already asked for some subjects (the probe's), not asked again."""
+    listed = listed or {}
     found = Discovery(has_api=has_api)
     asked: set[Digest] = set()
     level = list(dict.fromkeys(roots))
@@ -71,7 +74,8 @@ def discover(client: RegistryClient, repository: str, roots: Iterable[Digest], *
             if subject in asked:
                 continue
             asked.add(subject)
-            refs, answered = list_referrers(client, repository, subject, api=found.has_api, tags=tags)
+            refs, answered = list_referrers(client, repository, subject, api=found.has_api, tags=tags,
+                                            listed=listed.get(subject))
             if found.has_api is None:
                 found.has_api = answered
             for r in refs:
@@ -108,14 +112,18 @@ class _Probe:
     probe that spent the client's retry budget leaves it spent, so the run must not go on as if nothing
     happened)."""
 
-    def __init__(self) -> None:
+    def __init__(self, repository: str, subject: Digest) -> None:
+        self.repository = repository
+        self.subject = subject
         self.done = threading.Event()
         self.answer: bool | None = None
+        self.entries: list[tuple[Digest, str]] | None = None  # the API's answer for ``subject``, if it has one
         self.error: Exception | None = None
 
-    def run(self, client: RegistryClient, repository: str, subject: Digest) -> None:
+    def run(self, client: RegistryClient) -> None:
         try:
-            self.answer = api_entries(client, repository, subject) is not None
+            self.entries = api_entries(client, self.repository, self.subject)
+            self.answer = self.entries is not None
         except Exception as exc:  # noqa: BLE001 - handed to discovery, which raises it
             self.error = exc
         finally:
@@ -132,7 +140,8 @@ class TagListPrefetch:
 
     :meth:`probe` (the resolve's ``on_each``) also asks each registry's referrers API about the first image
     resolved there, so that discovery starts knowing whether the registry has one, instead of asking one
-    image per registry first (one round trip after the resolve)."""
+    image per registry first (one round trip after the resolve); the API's answer for that image is kept
+    for its discovery (:meth:`listed`)."""
 
     def __init__(self, client_for: Callable[[str], RegistryClient], wanted: Iterable[Wanted],
                  options: ReferrerOptions, *, jobs: int = DEFAULT_JOBS) -> None:
@@ -165,10 +174,10 @@ class TagListPrefetch:
         with self._lock:
             if not self._on or self._closed or registry in self._probes:
                 return
-            probe = self._probes[registry] = _Probe()
+            probe = self._probes[registry] = _Probe(image.wanted.reference.repository, image.top.digest)
         try:
-            threading.Thread(target=probe.run, args=(self.client_for(registry), image.wanted.reference.repository,
-                                                     image.top.digest), daemon=True, name="arcgap-probe").start()
+            threading.Thread(target=probe.run, args=(self.client_for(registry),), daemon=True,
+                             name="arcgap-probe").start()
         except Exception:  # noqa: BLE001 - not asked: discovery probes the registry itself
             probe.done.set()
 
@@ -183,6 +192,15 @@ class TagListPrefetch:
         if probe.error is not None:
             raise probe.error
         return probe.answer
+
+    def listed(self, registry: str, repository: str) -> dict[Digest, list[tuple[Digest, str]]]:
+        """The API's entries the probe of ``registry`` got, by subject, if it asked in ``repository``
+        (discovery does not ask for them again)."""
+        with self._lock:
+            probe = self._probes.get(registry)
+        if probe is None or not probe.done.is_set() or probe.entries is None or probe.repository != repository:
+            return {}
+        return {probe.subject: probe.entries}
 
     def close(self) -> None:
         with self._lock:
@@ -214,8 +232,10 @@ def discover_for_images(client_for: Callable[[str], RegistryClient], resolved: S
     def one(img: ResolvedImage) -> Discovery:
         ref = img.wanted.reference
         roots = [img.top.digest, *(p.manifest.digest for p in img.platforms)]
+        listed = prefetch.listed(ref.registry, ref.repository) if prefetch is not None else {}
         return discover(client_for(ref.registry), ref.repository, roots, types=options.types,
-                        has_api=probed.get(ref.registry), tags=tag_lists.get(ref.registry, ref.repository))
+                        has_api=probed.get(ref.registry), tags=tag_lists.get(ref.registry, ref.repository),
+                        listed=listed)
 
     jobs = lookup_jobs(jobs)
     # The first image of each registry not probed yet probes it (and its discovery is kept); the rest, ``jobs``
