@@ -126,6 +126,7 @@ class FaultProxy:
         self.chaos_hits = 0
         self.requests: list[SeenRequest] = []
         self.in_flight = 0
+        self.max_in_flight = 0  # the most requests it handled at once
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._start()
@@ -333,6 +334,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             body = _read_body(self)
             with proxy.lock:
                 proxy.in_flight += 1
+                proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
                 proxy.seen.append(line)
                 fault = next((f for f in proxy.faults if f.matches(line, headers, len(body))), None)
                 if fault:

@@ -46,3 +46,25 @@ def test_ranged_export_gives_the_same_bundle_and_survives_a_cut_range(
     assert f"bytes=0-{PART - 1}" in ranges and f"bytes={PART}-{2 * PART - 1}" in ranges  # ranged
     assert len([r for r in ranges if r]) >= 3 * 1024 * 1024 // PART + 1  # every part (the cut one twice)
     assert out.read_bytes() == reference.read_bytes()
+
+
+def test_one_job_is_one_request_at_a_time_even_on_a_slow_path(
+    capsys: pytest.CaptureFixture[str], synth_medium: MediumSet, source: FaultProxy, tmp_path: Path,
+) -> None:
+    """``--jobs 1`` (what an operator asks of a registry that cannot take more) sends one request at a time,
+    look-ups and blobs alike: no parts in parallel and no blob claimed ahead, even where the path is judged
+    slow; the bundle is the same."""
+    reference = tmp_path / "reference.tar.zst"
+    assert export_via(capsys, synth_medium, source.host, reference, network=ONE_STREAM).code == 0
+    source.wait_idle()
+    source.max_in_flight = 0
+    ranged = RangedOptions(threshold_bytes=4 * PART, part_bytes=PART, window=3, ahead=4, slots=6,
+                           fast_bytes_per_s=1e15, near_rtt_s=0.0)  # every path judged slow
+    source.latency_s, source.latency_pattern = 0.02, r"^GET /v2/.*/blobs/"  # downloads overlap if they can
+    out = tmp_path / "one-job.tar.zst"
+    res = export_via(capsys, synth_medium, source.host, out, "--jobs", "1",
+                     network=replace(QUICK_RETRIES, ranged=ranged))
+    assert res.code == 0, res.err
+    source.wait_idle()
+    assert source.max_in_flight == 1
+    assert out.read_bytes() == reference.read_bytes()

@@ -8,7 +8,9 @@ ones in parallel byte ranges (:mod:`arcgap.registry.ranged`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from arcgap.bundle.format import BlobEntry
@@ -51,7 +53,10 @@ class RegistrySource:
         self.client_for = client_for
         self.cache = cache
         self.jobs = jobs
-        self.ranges = RangeBudget(ranged or RangedOptions())  # large blobs in parallel ranges, one budget
+        options = ranged or RangedOptions()
+        if jobs <= 1:  # --jobs 1 is one request at a time everywhere: every blob one stream, none claimed ahead
+            options = replace(options, threshold_bytes=sys.maxsize)
+        self.ranges = RangeBudget(options)  # large blobs in parallel ranges, one budget
         self._order = {b.digest: i for i, b in enumerate(plan.toc.blobs)}  # write order: parts go earliest first
 
     def contents(self, meter: Meter) -> Contents:
@@ -92,7 +97,8 @@ class RegistrySource:
         o = self.ranges.options
         prefetcher = OrderedPrefetcher(remote, self._download, jobs=self.jobs, size=lambda b: b.size,
                                        ahead_bytes=CLAIM_SLOTS * o.slots * o.part_bytes,
-                                       workers=self.jobs * AHEAD_PER_JOB, starved_s=STARVED_S,
+                                       workers=self.jobs * AHEAD_PER_JOB if self.jobs > 1 else 1,
+                                       starved_s=STARVED_S,
                                        ahead_ok=lambda b: not self.ranges.fast(self.plan.blob_source[b.digest][0]))
         downloads = iter(prefetcher)
         try:
