@@ -30,8 +30,8 @@ class Digest:
         return cls(m.group(1), m.group(2))
 
     @classmethod
-    def of(cls, data: bytes) -> Digest:
-        return cls("sha256", hashlib.sha256(data).hexdigest())
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import re
 import threading
@@ -414,8 +413,7 @@ class RegistryClient:
         header = resp.headers.get("docker-content-digest")
         if header:
             claimed = self._header_digest(header, f"fetching manifest {what}", resp.status_code)
-            actual = digest if claimed.algorithm == digest.algorithm else \
-                Digest(claimed.algorithm, hashlib.new(claimed.algorithm, raw).hexdigest())
+            actual = digest if claimed.algorithm == digest.algorithm else Digest.of(raw, claimed.algorithm)
             if claimed != actual:
                 raise IntegrityError(f"manifest {what}: registry says {header} but content hashes to {actual}")
         content_type = resp.headers.get("content-type", "").split(";")[0].strip()
